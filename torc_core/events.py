@@ -1,0 +1,210 @@
+"""Inputs to the engine (named by action) and the effects it returns (named in past tense).
+
+All are frozen, slotted, keyword-only dataclasses: cheap to create in batches of thousands,
+safe to hand across threads, and impossible to mutate by accident in the I/O layer.
+Job references are node indices of the workflow's :class:`~torc_core.model.WorkflowModel`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .status import JobStatus
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Initialize:
+    """Compute blocked/ready for every uninitialized job (a new workflow, or after a reset)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimJobs:
+    """A runner asks for work.
+
+    Resource mode: ``cpus`` (and optionally memory/gpus/nodes/walltime) describe what it has
+    free; jobs are packed greedily into that. Queue mode: ``cpus is None``; up to ``limit`` jobs
+    regardless of resources. ``scheduler`` restricts to jobs of that scheduler index (plus jobs
+    with none); None takes any.
+    """
+
+    runner_id: int
+    limit: int
+    lease_s: float
+    cpus: int | None = None
+    memory: int | None = None  # bytes
+    gpus: int | None = None
+    nodes: int | None = None
+    walltime_s: float | None = None  # remaining wall time of the allocation
+    scheduler: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartJobs:
+    runner_id: int
+    jobs: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobResult:
+    job: int
+    attempt: int
+    run_id: int
+    return_code: int
+    terminated: bool = False
+    exec_time_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteJobs:
+    """A batch of finished jobs. A result repeated (same job, run_id, attempt) is acknowledged
+    as a duplicate and changes nothing."""
+
+    runner_id: int
+    results: tuple[JobResult, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    runner_id: int
+    lease_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseRunner:
+    """The runner deactivated or is known to be gone: its unfinished jobs go back to ready."""
+
+    runner_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelWorkflow:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reinitialize:
+    """Rerun the jobs whose input files / user_data changed (indices), everything downstream of
+    them, and every job not completed. ``dry_run`` reports the plan and changes nothing."""
+
+    changed_files: frozenset[int] = frozenset()
+    changed_user_data: frozenset[int] = frozenset()
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResetStatus:
+    """All jobs back to uninitialized, or (``failed_only``) failed/canceled/terminated jobs and
+    everything downstream of them. Follow with :class:`Initialize`."""
+
+    failed_only: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DisableJobs:
+    jobs: tuple[int, ...]
+
+
+EngineInput = (
+    Initialize
+    | ClaimJobs
+    | StartJobs
+    | CompleteJobs
+    | Heartbeat
+    | ReleaseRunner
+    | CancelWorkflow
+    | Reinitialize
+    | ResetStatus
+    | DisableJobs
+)
+
+# ---------------------------------------------------------------------------------------------
+# Effects
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusesChanged:
+    """Every status change one input caused, in the order they happened:
+    parallel tuples ``jobs[i]: old[i] -> new[i]`` (barrier nodes included)."""
+
+    jobs: tuple[int, ...]
+    old: tuple[JobStatus, ...]
+    new: tuple[JobStatus, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedJob:
+    job: int
+    attempt: int
+    run_id: int
+    recovery_script: str | None = None  # run before the command (a failure handler asked)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobsClaimed:
+    runner_id: int
+    jobs: tuple[ClaimedJob, ...]
+    lease_deadline: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResultsRecorded:
+    """Results that counted (to be stored) and results that were duplicates (acknowledged)."""
+
+    accepted: tuple[JobResult, ...]
+    duplicates: tuple[JobResult, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryScheduled:
+    job: int
+    attempt: int  # the new attempt number
+    return_code: int
+    recovery_script: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeasesExpired:
+    runner_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerReleased:
+    runner_id: int
+    jobs: tuple[int, ...]  # jobs given back to ready
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReinitializePlanned:
+    """The jobs a reinitialize resets (``dry_run`` says whether it happened)."""
+
+    jobs: tuple[int, ...]
+    dry_run: bool
+    run_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowCompleted:
+    """Every job reached a final status. Emitted once per run (again after a reset)."""
+
+    counts: dict[JobStatus, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowCanceled:
+    pass
+
+
+Effect = (
+    StatusesChanged
+    | JobsClaimed
+    | ResultsRecorded
+    | RetryScheduled
+    | LeasesExpired
+    | RunnerReleased
+    | ReinitializePlanned
+    | WorkflowCompleted
+    | WorkflowCanceled
+)

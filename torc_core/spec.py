@@ -1,0 +1,140 @@
+"""The validated, parameter-expanded workflow definition.
+
+These are the objects a spec document (YAML, JSON, JSON5 in Torc's format) turns into after
+parsing, parameter expansion and validation (:func:`torc_core.parse.parse_spec`). Every name
+reference in them has been checked; regexes are kept as written (and resolved by the graph
+compiler, which caches each distinct pattern so an N x M all-to-all costs N + M work).
+
+Why slotted frozen dataclasses: a million expanded jobs must fit in memory next to the engine,
+and immutability lets the graph compiler share tuples between jobs safely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+EMPTY: tuple[str, ...] = ()
+
+#: Torc's defaults for a job with no resource_requirements.
+DEFAULT_NUM_CPUS = 1
+DEFAULT_MEMORY_BYTES = 1024 * 1024  # "1m"
+DEFAULT_RUNTIME_S = 60  # "P0DT1M"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceRequirements:
+    name: str
+    num_cpus: int = DEFAULT_NUM_CPUS
+    num_gpus: int = 0
+    num_nodes: int = 1
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    runtime_s: int = DEFAULT_RUNTIME_S
+    memory: str = "1m"  # as written, for display
+    runtime: str = "P0DT1M"  # as written, for display
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileSpec:
+    name: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserDataSpec:
+    name: str
+    data: Any = None
+    is_ephemeral: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureHandlerRule:
+    exit_codes: tuple[int, ...] = ()
+    match_all_exit_codes: bool = False
+    recovery_script: str | None = None
+    max_retries: int = 0
+
+    def matches(self, return_code: int) -> bool:
+        return self.match_all_exit_codes or return_code in self.exit_codes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureHandler:
+    name: str
+    rules: tuple[FailureHandlerRule, ...] = ()
+
+    def rule_for(self, return_code: int) -> FailureHandlerRule | None:
+        """The first rule matching an exit code; specific codes win over match-all."""
+        for rule in self.rules:
+            if not rule.match_all_exit_codes and return_code in rule.exit_codes:
+                return rule
+        for rule in self.rules:
+            if rule.match_all_exit_codes:
+                return rule
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlurmScheduler:
+    name: str
+    account: str | None = None
+    partition: str | None = None
+    nodes: int = 1
+    walltime: str = "01:00:00"
+    mem: str | None = None
+    gres: str | None = None
+    qos: str | None = None
+    ntasks_per_node: int | None = None
+    tmp: str | None = None
+    extra: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionSpec:
+    trigger_type: str  # on_workflow_start | on_workflow_complete | on_jobs_ready | on_jobs_complete
+    action_type: str  # run_commands | schedule_nodes
+    jobs: tuple[str, ...] = EMPTY  # resolved job names (from `jobs` and `job_name_regexes`)
+    commands: tuple[str, ...] = EMPTY
+    scheduler: str | None = None
+    scheduler_type: str = "slurm"
+    num_allocations: int = 1
+    start_one_worker_per_node: bool = False
+    max_parallel_jobs: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    name: str
+    command: str
+    invocation_script: str | None = None
+    depends_on: tuple[str, ...] = EMPTY
+    depends_on_regexes: tuple[str, ...] = EMPTY
+    input_files: tuple[str, ...] = EMPTY  # file names (regexes already resolved)
+    output_files: tuple[str, ...] = EMPTY
+    input_user_data: tuple[str, ...] = EMPTY
+    output_user_data: tuple[str, ...] = EMPTY
+    resource_requirements: str | None = None  # name in WorkflowSpec.resource_requirements
+    scheduler: str | None = None  # name in WorkflowSpec.slurm_schedulers
+    failure_handler: str | None = None
+    cancel_on_blocking_job_failure: bool = True
+    supports_termination: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowSpec:
+    name: str
+    user: str | None = None
+    description: str | None = None
+    jobs: tuple[JobSpec, ...] = ()
+    files: tuple[FileSpec, ...] = ()
+    user_data: tuple[UserDataSpec, ...] = ()
+    resource_requirements: tuple[ResourceRequirements, ...] = ()
+    failure_handlers: tuple[FailureHandler, ...] = ()
+    slurm_schedulers: tuple[SlurmScheduler, ...] = ()
+    slurm_defaults: dict[str, Any] = field(default_factory=dict)
+    resource_monitor: dict[str, Any] | None = None
+    actions: tuple[ActionSpec, ...] = ()
+    use_pending_failed: bool = False
+    jobs_sort_method: str | None = None
+    #: compute_node_* settings, keyed by their full name (e.g. compute_node_expiration_buffer_seconds)
+    compute_node_settings: dict[str, Any] = field(default_factory=dict)
