@@ -7,6 +7,7 @@ matters, and every output is an effect for the I/O layer to carry out.
 from __future__ import annotations
 
 from . import events
+from .engine import Engine
 from .errors import BadInput, EngineError, IllegalTransition, SpecError, TorcError, UnknownJob
 from .model import WorkflowModel
 from .spec import (
@@ -27,6 +28,7 @@ __all__ = [
     "ActionSpec",
     "BadInput",
     "Cause",
+    "Engine",
     "EngineError",
     "FailureHandler",
     "FailureHandlerRule",

@@ -130,8 +130,8 @@ class StatusesChanged:
     parallel tuples ``jobs[i]: old[i] -> new[i]`` (barrier nodes included)."""
 
     jobs: tuple[int, ...]
-    old: tuple[JobStatus, ...]
-    new: tuple[JobStatus, ...]
+    old: tuple[int, ...]  # JobStatus values (plain ints: a drain of a million jobs makes millions)
+    new: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -65,6 +65,7 @@ class Cause(IntEnum):
     DISABLE = 13
     LATE_SUCCEED = 14  # a report for a job whose lease had already been given back
     LATE_FAIL = 15
+    BARRIER_PASS = 16  # an internal barrier node: all its dependencies reached a final status
 
 
 S = JobStatus
@@ -108,6 +109,9 @@ TRANSITIONS: dict[tuple[JobStatus, Cause], JobStatus] = {
     **{(s, C.CANCEL): S.CANCELED for s in (*_NOT_ACTIVE_NOT_FINAL, S.PENDING, S.RUNNING)},
     **{(s, C.RESET): S.UNINITIALIZED for s in (*_NOT_ACTIVE_NOT_FINAL, *FINAL_STATUSES)},
     **{(s, C.DISABLE): S.DISABLED for s in _NOT_ACTIVE_NOT_FINAL},
+    # Barrier nodes are never claimed: they pass straight to completed.
+    (S.UNINITIALIZED, C.BARRIER_PASS): S.COMPLETED,
+    (S.BLOCKED, C.BARRIER_PASS): S.COMPLETED,
 }
 
 

@@ -1,0 +1,752 @@
+"""The workflow engine: job states, readiness, claims, leases, completion, failure propagation.
+
+Theory of operation
+-------------------
+One :class:`Engine` holds the live state of one workflow. The I/O layer feeds it inputs
+(:mod:`torc_core.events`) with the current time and carries out the effects it returns; the
+engine itself never reads a clock, touches a file or a socket.
+
+Rule 1: every status change goes through :meth:`Engine._set`, which looks the change up in
+:data:`torc_core.status.TRANSITIONS`. No other code writes ``_status``.
+
+Rule 2: validate, then mutate. Each input is checked in full before the first change; a refused
+input raises an :class:`~torc_core.errors.EngineError` and leaves the state exactly as it was.
+
+Rule 3: dependents are released in the same call that finishes their last dependency (Torc
+releases them on a background interval; we never wait). Propagation uses an explicit work list,
+never recursion, so a chain of a million jobs cannot overflow the stack.
+
+Rule 4: a node is *satisfied* when completed or disabled, *failed* when failed, canceled or
+terminated. A failed dependency cancels a dependent whose ``cancel_on_blocking_job_failure``
+is set (at once, not when the other dependencies finish); for any other dependent it counts as
+finished, so the dependent runs once the rest are done.
+
+Rule 5: barrier nodes (indices >= ``num_jobs``) stand for "all of this set of dependencies";
+they are never claimed. A barrier passes (completes) once all its dependencies are final, and
+forwards a failure signal at once to the dependents that cancel on failure. This makes an
+N+M barrier behave exactly like the N x M edges it replaces.
+
+Rule 6: leases. Claims, completions and heartbeats renew a runner's lease. When it expires (or
+the runner is released) its pending/running jobs go back to ready with the *same* attempt number:
+losing a runner is not the job's failure, so it does not use up a failure handler's retries.
+If the old runner later reports that attempt (it kept running through a network outage), the
+result counts: nothing finished is lost.
+
+State is columnar (``bytearray``/``array``), not an object per job, so a million jobs cost a few
+tens of megabytes here.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+
+from . import events as ev
+from .errors import BadInput, IllegalTransition, UnknownJob
+from .model import WorkflowModel
+from .status import TRANSITIONS, Cause, JobStatus
+
+_NUM_STATUSES = len(JobStatus)
+
+# TRANSITIONS as a dense table for the hot path: _TABLE[cause][status] -> new status or -1.
+_TABLE: list[list[int]] = [[-1] * _NUM_STATUSES for _ in Cause]
+for (_old, _cause), _new in TRANSITIONS.items():
+    _TABLE[_cause][_old] = int(_new)
+
+_UNINITIALIZED = int(JobStatus.UNINITIALIZED)
+_BLOCKED = int(JobStatus.BLOCKED)
+_READY = int(JobStatus.READY)
+_PENDING = int(JobStatus.PENDING)
+_RUNNING = int(JobStatus.RUNNING)
+_COMPLETED = int(JobStatus.COMPLETED)
+_FAILED = int(JobStatus.FAILED)
+_CANCELED = int(JobStatus.CANCELED)
+_TERMINATED = int(JobStatus.TERMINATED)
+_DISABLED = int(JobStatus.DISABLED)
+
+#: Per status: 0 = not final, 1 = final and satisfied, 2 = final and failed.
+_OUTCOME = bytes(
+    1 if s in (_COMPLETED, _DISABLED) else 2 if s in (_FAILED, _CANCELED, _TERMINATED) else 0
+    for s in range(_NUM_STATUSES)
+)
+_NOT_FINAL = (_UNINITIALIZED, _BLOCKED, _READY, _PENDING, _RUNNING)
+
+#: A ready-queue bucket: jobs with identical resource needs and scheduler.
+#: (gpus, runtime, memory, cpus, nodes, scheduler); sorted descending this is the packing order.
+BucketKey = tuple[int, int, int, int, int, int]
+
+
+class Engine:
+    """Live state of one workflow. See the module docstring for the rules it keeps."""
+
+    def __init__(self, model: WorkflowModel) -> None:
+        n = model.num_nodes
+        self.model = model
+        self._status = bytearray(n)  # all UNINITIALIZED
+        self._unmet = array("l", bytes(8 * n))
+        self._barrier_failed = bytearray(n)
+        self._attempt = array("l", [1]) * model.num_jobs
+        self._holder = array("l", [-1]) * model.num_jobs
+        self._counts = [0] * _NUM_STATUSES
+        self._counts[_UNINITIALIZED] = model.num_jobs
+        self._runners: dict[int, float] = {}  # runner id -> lease deadline
+        self._lease_len: dict[int, float] = {}  # runner id -> its lease length
+        self._runner_jobs: dict[int, set[int]] = {}
+        self._buckets: dict[BucketKey, deque[int]] = {}
+        self._bucket_order: list[BucketKey] = []
+        self._recovery: dict[int, str] = {}
+        self.run_id = 1
+        self.canceled = False
+        self._completed_emitted = False
+        up_ptr, up_idx = model.upstream_csr()
+        self._up_ptr = up_ptr
+        self._up_idx = up_idx
+        # Per-handle change log, flushed into one StatusesChanged effect.
+        self._log_jobs: list[int] = []
+        self._log_old: list[int] = []
+        self._log_new: list[int] = []
+        self._effects: list[ev.Effect] = []
+
+    # -----------------------------------------------------------------------------------------
+    # Queries
+
+    def status(self, node: int) -> JobStatus:
+        self._check_node(node)
+        return JobStatus(self._status[node])
+
+    @property
+    def statuses(self) -> bytearray:
+        """Per-node status values (read-only by convention; barriers included)."""
+        return self._status
+
+    def attempt(self, job: int) -> int:
+        self._check_job(job)
+        return self._attempt[job]
+
+    def holder(self, job: int) -> int:
+        """The runner holding a pending/running job, or -1."""
+        self._check_job(job)
+        return self._holder[job]
+
+    def counts(self) -> dict[JobStatus, int]:
+        """Jobs per status (barrier nodes excluded); every status present."""
+        return {s: self._counts[s] for s in JobStatus}
+
+    @property
+    def is_complete(self) -> bool:
+        """Every job is in a final status."""
+        c = self._counts
+        return not any(c[s] for s in _NOT_FINAL)
+
+    def runner_jobs(self, runner_id: int) -> frozenset[int]:
+        return frozenset(self._runner_jobs.get(runner_id, ()))
+
+    def lease_deadline(self, runner_id: int) -> float | None:
+        return self._runners.get(runner_id)
+
+    def get_timer(self) -> float | None:
+        """The earliest lease deadline of a runner holding jobs, or None."""
+        deadlines = [d for r, d in self._runners.items() if self._runner_jobs.get(r)]
+        return min(deadlines) if deadlines else None
+
+    # -----------------------------------------------------------------------------------------
+    # Inputs
+
+    def handle(self, event: ev.EngineInput, now: float) -> list[ev.Effect]:
+        """Apply one input; return its effects. Raises EngineError (state unchanged)."""
+        self._begin()
+        match event:
+            case ev.Initialize():
+                self._initialize()
+            case ev.ClaimJobs():
+                self._claim(event, now)
+            case ev.StartJobs():
+                self._start(event, now)
+            case ev.CompleteJobs():
+                self._complete(event, now)
+            case ev.Heartbeat():
+                self._renew(event.runner_id, now, event.lease_s)
+            case ev.ReleaseRunner():
+                self._release_runner(event.runner_id)
+            case ev.CancelWorkflow():
+                self._cancel()
+            case ev.Reinitialize():
+                self._reinitialize(event)
+            case ev.ResetStatus():
+                self._reset_status(event)
+            case ev.DisableJobs():
+                self._disable(event)
+            case _:
+                raise BadInput(f"unknown engine input {type(event).__name__}")
+        return self._finish()
+
+    def handle_timer(self, now: float) -> list[ev.Effect]:
+        """Expire every lease due at ``now``: the runners' jobs go back to ready."""
+        self._begin()
+        expired = tuple(r for r, d in self._runners.items() if d <= now)
+        for runner_id in expired:
+            self._release_runner(runner_id)
+        if expired:
+            self._effects.append(ev.LeasesExpired(runner_ids=expired))
+        return self._finish()
+
+    @classmethod
+    def restore(
+        cls,
+        model: WorkflowModel,
+        *,
+        statuses: Sequence[int],
+        attempts: Sequence[int],
+        holders: Mapping[int, int],
+        leases: Mapping[int, float],
+        run_id: int,
+        canceled: bool,
+        now: float,
+    ) -> Engine:
+        """Rebuild an engine from stored rows (server restart).
+
+        ``statuses`` has one value per node, barriers included. Pending recovery scripts are
+        not stored, so a retried job restored from disk runs without one.
+        """
+        if len(statuses) != model.num_nodes or len(attempts) != model.num_jobs:
+            raise BadInput("restore: statuses/attempts do not match the model")
+        engine = cls(model)
+        engine._status[:] = bytes(statuses)
+        engine._attempt = array("l", attempts)
+        engine._counts = [0] * _NUM_STATUSES
+        for s in engine._status[: model.num_jobs]:
+            engine._counts[s] += 1
+        engine.run_id = run_id
+        engine.canceled = canceled
+        for job, runner in holders.items():
+            if engine._status[job] in (_PENDING, _RUNNING):
+                engine._holder[job] = runner
+                engine._runner_jobs.setdefault(runner, set()).add(job)
+        for runner, deadline in leases.items():
+            engine._runners[runner] = deadline
+        for runner in engine._runner_jobs:
+            # A holder with no stored lease expires at the next timer: its jobs go back to
+            # ready, and a late report from it still counts (Rule 6).
+            engine._runners.setdefault(runner, now)
+        status, outcome, up_ptr, up_idx = engine._status, _OUTCOME, engine._up_ptr, engine._up_idx
+        for node in range(model.num_nodes):
+            st = status[node]
+            if st == _BLOCKED:
+                unmet = 0
+                for k in range(up_ptr[node], up_ptr[node + 1]):
+                    o = outcome[status[up_idx[k]]]
+                    if o == 0:
+                        unmet += 1
+                    elif o == 2 and node >= model.num_jobs:
+                        engine._barrier_failed[node] = 1
+                engine._unmet[node] = unmet
+            elif st == _READY and node < model.num_jobs:
+                engine._enqueue(node)
+        engine._completed_emitted = engine.is_complete and model.num_jobs > 0
+        return engine
+
+    # -----------------------------------------------------------------------------------------
+    # The one place statuses change
+
+    def _set(self, node: int, cause: Cause) -> int:
+        old = self._status[node]
+        new = _TABLE[cause][old]
+        if new < 0:  # pragma: no cover - callers validate first; this guards Rule 1
+            raise IllegalTransition(
+                f"job {node}: {JobStatus(old).label} cannot {cause.name.lower()}"
+            )
+        self._status[node] = new
+        if node < self.model.num_jobs:
+            self._counts[old] -= 1
+            self._counts[new] += 1
+        self._log_jobs.append(node)
+        self._log_old.append(old)
+        self._log_new.append(new)
+        return new
+
+    def _begin(self) -> None:
+        self._log_jobs = []
+        self._log_old = []
+        self._log_new = []
+        self._effects = []
+
+    def _finish(self) -> list[ev.Effect]:
+        effects: list[ev.Effect] = []
+        if self._log_jobs:
+            effects.append(
+                ev.StatusesChanged(
+                    jobs=tuple(self._log_jobs), old=tuple(self._log_old), new=tuple(self._log_new)
+                )
+            )
+        effects.extend(self._effects)
+        if not self._completed_emitted and self.model.num_jobs and self.is_complete:
+            self._completed_emitted = True
+            effects.append(ev.WorkflowCompleted(counts=self.counts()))
+        self._begin()
+        return effects
+
+    # -----------------------------------------------------------------------------------------
+    # Readiness and propagation
+
+    def _bucket_key(self, job: int) -> BucketKey:
+        m = self.model
+        return (
+            m.gpus[job],
+            m.runtime[job],
+            m.memory[job],
+            m.cpus[job],
+            m.nodes[job],
+            m.scheduler[job],
+        )
+
+    def _enqueue(self, job: int) -> None:
+        key = self._bucket_key(job)
+        queue = self._buckets.get(key)
+        if queue is None:
+            queue = self._buckets[key] = deque()
+            self._bucket_order.append(key)
+            self._bucket_order.sort(reverse=True)
+        queue.append(job)
+
+    def _make_ready(self, node: int, cause: Cause, work: list[int]) -> None:
+        """A node whose dependencies are all final: a job becomes ready, a barrier passes."""
+        if node >= self.model.num_jobs:
+            self._set(node, Cause.BARRIER_PASS)
+            work.append(node)
+        else:
+            self._set(node, cause)
+            self._enqueue(node)
+
+    def _signal_failure(self, barrier: int, work: list[int]) -> None:
+        """A dependency of ``barrier`` failed: cancel, at once, every dependent behind it that
+        cancels on failure (through nested barriers too)."""
+        stack = [barrier]
+        m, status, cancel, bfailed = (
+            self.model,
+            self._status,
+            self.model.cancel_on_failure,
+            self._barrier_failed,
+        )
+        while stack:
+            b = stack.pop()
+            if bfailed[b]:
+                continue
+            bfailed[b] = 1
+            for k in range(m.down_ptr[b], m.down_ptr[b + 1]):
+                d = m.down_idx[k]
+                if _OUTCOME[status[d]]:
+                    continue
+                if d >= m.num_jobs:
+                    stack.append(d)
+                elif cancel[d]:
+                    self._set(d, Cause.UPSTREAM_FAILED)
+                    work.append(d)
+
+    def _propagate(self, work: list[int]) -> None:
+        """Tell the dependents of every node in ``work`` (each just became final)."""
+        m, status, unmet = self.model, self._status, self._unmet
+        cancel = m.cancel_on_failure
+        num_jobs, down_ptr, down_idx = m.num_jobs, m.down_ptr, m.down_idx
+        while work:
+            node = work.pop()
+            failed = _OUTCOME[status[node]] == 2
+            for k in range(down_ptr[node], down_ptr[node + 1]):
+                d = down_idx[k]
+                if _OUTCOME[status[d]]:
+                    continue
+                if failed:
+                    if d >= num_jobs:
+                        self._signal_failure(d, work)
+                    elif cancel[d]:
+                        self._set(d, Cause.UPSTREAM_FAILED)
+                        work.append(d)
+                        continue
+                left = unmet[d] - 1
+                unmet[d] = left
+                if left == 0:
+                    self._make_ready(d, Cause.RELEASE, work)
+
+    def _initialize(self, nodes: Iterable[int] | None = None) -> None:
+        """Blocked or ready for every uninitialized node (``nodes``, or all of them)."""
+        m, status, unmet, up_ptr, up_idx = (
+            self.model,
+            self._status,
+            self._unmet,
+            self._up_ptr,
+            self._up_idx,
+        )
+        if nodes is None:
+            nodes = [n for n in range(m.num_nodes) if status[n] == _UNINITIALIZED]
+        else:
+            nodes = [n for n in nodes if status[n] == _UNINITIALIZED]
+        if self.canceled:
+            return
+        cancel = m.cancel_on_failure
+        to_cancel: list[int] = []
+        failed_barriers: list[int] = []
+        work: list[int] = []
+        # Phase 1: count unfinished dependencies; a failed dependency outside the set counts
+        # as finished, and is remembered to cancel or signal below.
+        for n in nodes:
+            count = 0
+            saw_failure = False
+            for k in range(up_ptr[n], up_ptr[n + 1]):
+                o = _OUTCOME[status[up_idx[k]]]
+                if o == 0:
+                    count += 1
+                elif o == 2:
+                    saw_failure = True
+            unmet[n] = count
+            self._barrier_failed[n] = 0
+            if saw_failure and n >= m.num_jobs:
+                failed_barriers.append(n)
+            if saw_failure and n < m.num_jobs and cancel[n]:
+                to_cancel.append(n)
+                self._set(n, Cause.INITIALIZE_BLOCKED)
+            elif count == 0:
+                if n >= m.num_jobs:
+                    self._set(n, Cause.BARRIER_PASS)
+                    work.append(n)
+                else:
+                    self._set(n, Cause.INITIALIZE_READY)
+                    self._enqueue(n)
+            else:
+                self._set(n, Cause.INITIALIZE_BLOCKED)
+        # Phase 2: failures from outside act now, before any release below can race them.
+        for n in to_cancel:
+            self._set(n, Cause.UPSTREAM_FAILED)
+            work.append(n)
+        for b in failed_barriers:
+            self._signal_failure(b, work)
+        self._propagate(work)
+
+    # -----------------------------------------------------------------------------------------
+    # Runner protocol
+
+    def _renew(self, runner_id: int, now: float, lease_s: float) -> None:
+        if lease_s <= 0:
+            raise BadInput(f"lease_s must be positive, got {lease_s}")
+        self._runners[runner_id] = now + lease_s
+        self._lease_len[runner_id] = lease_s
+
+    def _touch(self, runner_id: int, now: float) -> None:
+        """Any sign of life renews a known runner's lease by its last length."""
+        length = self._lease_len.get(runner_id)
+        if length is not None and runner_id in self._runners:
+            self._runners[runner_id] = now + length
+
+    def _claim(self, event: ev.ClaimJobs, now: float) -> None:
+        if event.limit < 0:
+            raise BadInput(f"claim limit must be >= 0, got {event.limit}")
+        for name in ("cpus", "memory", "gpus", "nodes", "walltime_s"):
+            value = getattr(event, name)
+            if value is not None and value < 0:
+                raise BadInput(f"claim {name} must be >= 0, got {value}")
+        self._renew(event.runner_id, now, event.lease_s)
+        claimed: list[ev.ClaimedJob] = []
+        if not self.canceled and event.limit:
+            self._pack(event, claimed)
+        self._effects.append(
+            ev.JobsClaimed(
+                runner_id=event.runner_id,
+                jobs=tuple(claimed),
+                lease_deadline=self._runners[event.runner_id],
+            )
+        )
+
+    def _pack(self, event: ev.ClaimJobs, claimed: list[ev.ClaimedJob]) -> None:
+        """Greedy packing: buckets in order of GPUs, runtime, memory, CPUs (largest first)."""
+        queue_mode = event.cpus is None
+        free_cpus = event.cpus or 0
+        free_mem = event.memory
+        free_gpus = event.gpus or 0
+        nodes = event.nodes if event.nodes is not None else 1
+        walltime = event.walltime_s
+        want_sched = event.scheduler
+        limit = event.limit
+        runner = event.runner_id
+        held = self._runner_jobs.setdefault(runner, set())
+        status, holder, attempt = self._status, self._holder, self._attempt
+        recovery = self._recovery
+        run_id = self.run_id
+        empty: list[BucketKey] = []
+        for key in self._bucket_order:
+            if len(claimed) >= limit:
+                break
+            queue = self._buckets[key]
+            if not queue:
+                empty.append(key)
+                continue
+            gpus, runtime, memory, cpus, job_nodes, sched = key
+            if want_sched is not None and sched not in (-1, want_sched):
+                continue
+            if walltime is not None and runtime > walltime:
+                continue
+            if queue_mode:
+                fits = limit - len(claimed)
+            else:
+                if job_nodes > nodes or cpus > free_cpus or gpus > free_gpus:
+                    continue
+                if free_mem is not None and memory > free_mem:
+                    continue
+                fits = min(limit - len(claimed), free_cpus // cpus if cpus else limit)
+                if gpus:
+                    fits = min(fits, free_gpus // gpus)
+                if free_mem is not None and memory:
+                    fits = min(fits, free_mem // memory)
+            taken = 0
+            while taken < fits and queue:
+                job = queue.popleft()
+                if status[job] != _READY:
+                    continue  # stale entry: the job was canceled, disabled or re-queued
+                self._set(job, Cause.CLAIM)
+                holder[job] = runner
+                held.add(job)
+                claimed.append(
+                    ev.ClaimedJob(
+                        job=job,
+                        attempt=attempt[job],
+                        run_id=run_id,
+                        recovery_script=recovery.pop(job, None),
+                    )
+                )
+                taken += 1
+            if not queue_mode:
+                free_cpus -= taken * cpus
+                free_gpus -= taken * gpus
+                if free_mem is not None:
+                    free_mem -= taken * memory
+            if not queue:
+                empty.append(key)
+        for key in empty:
+            if not self._buckets[key]:
+                del self._buckets[key]
+                self._bucket_order.remove(key)
+
+    def _start(self, event: ev.StartJobs, now: float) -> None:
+        todo: list[int] = []
+        for job in event.jobs:
+            self._check_job(job)
+            st = self._status[job]
+            if st == _RUNNING and self._holder[job] == event.runner_id:
+                continue  # repeated report
+            if st != _PENDING or self._holder[job] != event.runner_id:
+                raise IllegalTransition(
+                    f"job {job}: cannot start: it is {JobStatus(st).label}"
+                    + ("" if st != _PENDING else f" and held by runner {self._holder[job]}")
+                )
+            todo.append(job)
+        self._touch(event.runner_id, now)
+        for job in todo:
+            self._set(job, Cause.START)
+
+    def _classify(self, result: ev.JobResult) -> int:
+        """0 = duplicate (acknowledge, ignore), 1 = counts, 2 = counts late (after its lease
+        was given back). Raises for a result that cannot be."""
+        job = result.job
+        self._check_job(job)
+        st = self._status[job]
+        current = self._attempt[job]
+        if result.run_id < self.run_id or result.attempt < current or _OUTCOME[st]:
+            return 0
+        if result.run_id > self.run_id or result.attempt > current:
+            raise BadInput(
+                f"job {job}: result for run {result.run_id} attempt {result.attempt}, but the "
+                f"job is at run {self.run_id} attempt {current}"
+            )
+        if st in (_PENDING, _RUNNING):
+            return 1
+        if st == _READY:
+            return 0 if result.terminated else 2
+        raise IllegalTransition(f"job {job}: cannot complete: it is {JobStatus(st).label}")
+
+    def _complete(self, event: ev.CompleteJobs, now: float) -> None:
+        kinds = [self._classify(r) for r in event.results]  # validate all before any change
+        accepted: list[ev.JobResult] = []
+        duplicates: list[ev.JobResult] = []
+        seen: set[tuple[int, int, int]] = set()
+        work: list[int] = []
+        handlers = self.model.failure_handlers
+        handler_of = self.model.handler
+        for result, kind in zip(event.results, kinds, strict=True):
+            key = (result.job, result.run_id, result.attempt)
+            if kind == 0 or key in seen:
+                duplicates.append(result)
+                continue
+            seen.add(key)
+            accepted.append(result)
+            job = result.job
+            late = kind == 2
+            self._drop_holder(job)
+            if result.terminated:
+                self._set(job, Cause.TERMINATE)
+                work.append(job)
+            elif result.return_code == 0:
+                self._set(job, Cause.LATE_SUCCEED if late else Cause.SUCCEED)
+                work.append(job)
+            else:
+                h = handler_of[job]
+                rule = handlers[h].rule_for(result.return_code) if h >= 0 else None
+                if rule is not None and self._attempt[job] <= rule.max_retries:
+                    self._attempt[job] += 1
+                    if rule.recovery_script:
+                        self._recovery[job] = rule.recovery_script
+                    if not late:  # a late result finds the job already back in the ready queue
+                        self._set(job, Cause.RETRY)
+                        self._enqueue(job)
+                    self._effects.append(
+                        ev.RetryScheduled(
+                            job=job,
+                            attempt=self._attempt[job],
+                            return_code=result.return_code,
+                            recovery_script=rule.recovery_script,
+                        )
+                    )
+                else:
+                    self._set(job, Cause.LATE_FAIL if late else Cause.FAIL)
+                    work.append(job)
+        self._touch(event.runner_id, now)
+        self._propagate(work)
+        self._effects.append(
+            ev.ResultsRecorded(accepted=tuple(accepted), duplicates=tuple(duplicates))
+        )
+
+    def _drop_holder(self, job: int) -> None:
+        runner = self._holder[job]
+        if runner >= 0:
+            self._holder[job] = -1
+            held = self._runner_jobs.get(runner)
+            if held is not None:
+                held.discard(job)
+
+    def _release_runner(self, runner_id: int) -> None:
+        jobs = sorted(self._runner_jobs.pop(runner_id, ()))
+        self._runners.pop(runner_id, None)
+        self._lease_len.pop(runner_id, None)
+        released: list[int] = []
+        for job in jobs:
+            self._holder[job] = -1
+            if self._status[job] in (_PENDING, _RUNNING):
+                self._set(job, Cause.LEASE_LOST)
+                self._enqueue(job)
+                released.append(job)
+        self._effects.append(ev.RunnerReleased(runner_id=runner_id, jobs=tuple(released)))
+
+    # -----------------------------------------------------------------------------------------
+    # Workflow-wide inputs
+
+    def _cancel(self) -> None:
+        if self.canceled:
+            return
+        self.canceled = True
+        status = self._status
+        for node in range(self.model.num_nodes):
+            if not _OUTCOME[status[node]]:
+                self._set(node, Cause.CANCEL)
+                if node < self.model.num_jobs:
+                    self._drop_holder(node)
+        self._buckets.clear()
+        self._bucket_order.clear()
+        self._recovery.clear()
+        self._effects.append(ev.WorkflowCanceled())
+
+    def _refuse_while_active(self, what: str) -> None:
+        active = self._counts[_PENDING] + self._counts[_RUNNING]
+        if active:
+            raise IllegalTransition(f"cannot {what}: {active} jobs are pending or running")
+
+    def _downstream_closure(self, seeds: Iterable[int]) -> list[int]:
+        m = self.model
+        seen = bytearray(m.num_nodes)
+        stack = []
+        for s in seeds:
+            if not seen[s]:
+                seen[s] = 1
+                stack.append(s)
+        while stack:
+            node = stack.pop()
+            for k in range(m.down_ptr[node], m.down_ptr[node + 1]):
+                d = m.down_idx[k]
+                if not seen[d]:
+                    seen[d] = 1
+                    stack.append(d)
+        return [n for n in range(m.num_nodes) if seen[n]]
+
+    def _reset_nodes(self, nodes: Sequence[int]) -> None:
+        """Back to uninitialized for a new run (disabled jobs stay disabled)."""
+        self.run_id += 1
+        self.canceled = False
+        self._completed_emitted = False
+        for node in nodes:
+            if self._status[node] == _DISABLED:
+                continue
+            self._set(node, Cause.RESET)
+            if node < self.model.num_jobs:
+                self._attempt[node] = 1
+                self._recovery.pop(node, None)
+
+    def _reinitialize(self, event: ev.Reinitialize) -> None:
+        m = self.model
+        self._refuse_while_active("reinitialize")
+        seeds: set[int] = set()
+        if event.changed_files:
+            ptr, idx = m.input_files_ptr, m.input_files_idx
+            for job in range(m.num_jobs):
+                if any(idx[k] in event.changed_files for k in range(ptr[job], ptr[job + 1])):
+                    seeds.add(job)
+        if event.changed_user_data:
+            ptr, idx = m.input_user_data_ptr, m.input_user_data_idx
+            for job in range(m.num_jobs):
+                if any(idx[k] in event.changed_user_data for k in range(ptr[job], ptr[job + 1])):
+                    seeds.add(job)
+        status = self._status
+        seeds.update(
+            n for n in range(m.num_nodes) if status[n] != _COMPLETED and status[n] != _DISABLED
+        )
+        nodes = self._downstream_closure(sorted(seeds))
+        jobs = tuple(n for n in nodes if n < m.num_jobs and status[n] != _DISABLED)
+        if event.dry_run or not nodes:
+            self._effects.append(
+                ev.ReinitializePlanned(jobs=jobs, dry_run=True, run_id=self.run_id)
+            )
+            return
+        self._reset_nodes(nodes)
+        self._initialize(nodes)
+        self._effects.append(ev.ReinitializePlanned(jobs=jobs, dry_run=False, run_id=self.run_id))
+
+    def _reset_status(self, event: ev.ResetStatus) -> None:
+        self._refuse_while_active("reset status")
+        m = self.model
+        if event.failed_only:
+            status = self._status
+            nodes = self._downstream_closure(
+                n for n in range(m.num_jobs) if _OUTCOME[status[n]] == 2
+            )
+        else:
+            nodes = list(range(m.num_nodes))
+        if nodes:
+            self._reset_nodes(nodes)
+
+    def _disable(self, event: ev.DisableJobs) -> None:
+        for job in event.jobs:
+            self._check_job(job)
+            if _TABLE[Cause.DISABLE][self._status[job]] < 0:
+                raise IllegalTransition(
+                    f"job {job}: cannot disable: it is {JobStatus(self._status[job]).label}"
+                )
+        work: list[int] = []
+        for job in dict.fromkeys(event.jobs):
+            self._set(job, Cause.DISABLE)
+            work.append(job)
+        self._propagate(work)
+
+    # -----------------------------------------------------------------------------------------
+
+    def _check_node(self, node: int) -> None:
+        if not 0 <= node < self.model.num_nodes:
+            raise UnknownJob(f"no job {node} in this workflow")
+
+    def _check_job(self, job: int) -> None:
+        if not 0 <= job < self.model.num_jobs:
+            raise UnknownJob(f"no job {job} in this workflow")
