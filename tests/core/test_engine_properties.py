@@ -1,0 +1,190 @@
+"""Property tests: random workflows and random interleavings of runner and user inputs.
+
+Two engines are driven in lockstep: one whose all-to-all stage is compressed through a
+barrier node, and one with the full N x M edges. Besides the invariants below, every job must
+have the same status in both after every step: that is what "a barrier behaves exactly as the
+full N x M would" means.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from torc_core import Engine, EngineError, JobStatus, WorkflowModel
+from torc_core import events as ev
+from torc_core.status import FAILED_STATUSES, FINAL_STATUSES
+
+S = JobStatus
+LEASE = 10.0
+
+
+class EngineMachine(RuleBasedStateMachine):
+    @initialize(
+        stage_a=st.integers(1, 4),
+        stage_b=st.integers(1, 4),
+        extra=st.integers(0, 3),
+        data=st.data(),
+    )
+    def build(self, stage_a: int, stage_b: int, extra: int, data: st.DataObject) -> None:
+        # Jobs: [pre...][A...][B...][post...]; A -> B all-to-all; random edges elsewhere (i < j).
+        pre = data.draw(st.integers(0, 2))
+        post = extra
+        n = pre + stage_a + stage_b + post
+        a = list(range(pre, pre + stage_a))
+        b = list(range(pre + stage_a, pre + stage_a + stage_b))
+        others = [(i, j) for i in range(n) for j in range(i + 1, n)
+                  if not (i in a and j in b)]
+        chosen = data.draw(st.lists(st.sampled_from(others), unique=True, max_size=6)
+                           if others else st.just([]))
+        cancel = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+        barrier = n
+        full_edges = [*chosen, *((i, j) for i in a for j in b)]
+        compressed = [*chosen, *((i, barrier) for i in a), *((barrier, j) for j in b)]
+        self.n = n
+        self.full = Engine(WorkflowModel.build(n, full_edges, cancel_on_failure=cancel))
+        self.comp = Engine(
+            WorkflowModel.build(n, compressed, num_barriers=1, cancel_on_failure=cancel)
+        )
+        self.engines = (self.full, self.comp)
+        self.deps = {j: {i for i, k in full_edges if k == j} for j in range(n)}
+        self.cancel = cancel
+        self.now = 0.0
+        self.send(ev.Initialize())
+
+    def send(self, event: ev.EngineInput, *, legal: bool = False) -> list[list[ev.Effect]]:
+        """Both engines must agree on accepting or refusing; ``legal`` inputs must pass."""
+        outcomes = []
+        for engine in self.engines:
+            try:
+                outcomes.append(("ok", engine.handle(event, self.now)))
+            except EngineError as exc:
+                outcomes.append(("error", type(exc)))
+        assert outcomes[0][0] == outcomes[1][0], outcomes
+        if legal:
+            assert outcomes[0][0] == "ok", (event, outcomes)
+        return [o[1] for o in outcomes if o[0] == "ok"]  # type: ignore[misc]
+
+    def held(self) -> list[tuple[int, int]]:
+        return [(j, self.full.holder(j)) for j in range(self.n)
+                if self.full.status(j) in (S.PENDING, S.RUNNING)]
+
+    # -- rules ----------------------------------------------------------------------------
+
+    @rule(runner=st.integers(1, 3))
+    def claim_all(self, runner: int) -> None:
+        self.send(ev.ClaimJobs(runner_id=runner, limit=100, lease_s=LEASE), legal=True)
+
+    @precondition(lambda self: self.held())
+    @rule(data=st.data())
+    def start(self, data: st.DataObject) -> None:
+        job, runner = data.draw(st.sampled_from(self.held()))
+        self.send(ev.StartJobs(runner_id=runner, jobs=(job,)), legal=True)
+
+    @precondition(lambda self: self.held())
+    @rule(data=st.data(), rc=st.sampled_from([0, 0, 0, 1]), terminated=st.booleans())
+    def complete(self, data: st.DataObject, rc: int, terminated: bool) -> None:
+        job, runner = data.draw(st.sampled_from(self.held()))
+        result = ev.JobResult(job=job, attempt=self.full.attempt(job), run_id=self.full.run_id,
+                              return_code=rc, terminated=terminated and rc != 0)
+        self.send(ev.CompleteJobs(runner_id=runner, results=(result,)), legal=True)
+        # Reporting again is harmless.
+        for effects in self.send(ev.CompleteJobs(runner_id=runner, results=(result,))):
+            recorded = [e for e in effects if isinstance(e, ev.ResultsRecorded)][0]
+            assert not recorded.accepted
+
+    @rule(dt=st.floats(1, 2 * LEASE))
+    def advance_time(self, dt: float) -> None:
+        self.now += dt
+        for engine in self.engines:
+            engine.handle_timer(self.now)
+
+    @rule(runner=st.integers(1, 3))
+    def heartbeat(self, runner: int) -> None:
+        self.send(ev.Heartbeat(runner_id=runner, lease_s=LEASE), legal=True)
+
+    @rule()
+    def cancel_workflow(self) -> None:
+        self.send(ev.CancelWorkflow(), legal=True)
+
+    @rule(failed_only=st.booleans())
+    def reset(self, failed_only: bool) -> None:
+        if self.send(ev.ResetStatus(failed_only=failed_only)):
+            self.send(ev.Initialize(), legal=True)
+
+    @rule(data=st.data())
+    def disable(self, data: st.DataObject) -> None:
+        job = data.draw(st.integers(0, self.n - 1))
+        self.send(ev.DisableJobs(jobs=(job,)))
+
+    # -- invariants -----------------------------------------------------------------------
+
+    @invariant()
+    def same_statuses_with_and_without_barrier(self) -> None:
+        for j in range(self.n):
+            assert self.full.status(j) == self.comp.status(j), j
+
+    @invariant()
+    def no_job_held_twice(self) -> None:
+        for engine in self.engines:
+            seen: set[int] = set()
+            for runner in (1, 2, 3):
+                jobs = engine.runner_jobs(runner)
+                assert not jobs & seen
+                seen |= jobs
+            for j in range(self.n):
+                active = engine.status(j) in (S.PENDING, S.RUNNING)
+                assert (engine.holder(j) >= 0) == active
+
+    @invariant()
+    def never_ready_before_dependencies(self) -> None:
+        for j in range(self.n):
+            status = self.full.status(j)
+            if status in (S.READY, S.PENDING, S.RUNNING) or (
+                status == S.COMPLETED and self.full.run_id == 1
+            ):
+                for d in self.deps[j]:
+                    up = self.full.status(d)
+                    assert up in FINAL_STATUSES, (j, d, up)
+                    if self.cancel[j]:
+                        assert up not in FAILED_STATUSES, (j, d, up)
+
+    @invariant()
+    def barrier_never_releases_early(self) -> None:
+        barrier = self.n
+        if self.comp.status(barrier) == S.COMPLETED:
+            up_ptr, up_idx = self.comp.model.upstream_csr()
+            for k in range(up_ptr[barrier], up_ptr[barrier + 1]):
+                assert self.comp.status(up_idx[k]) in FINAL_STATUSES
+
+    @invariant()
+    def counts_conserved(self) -> None:
+        for engine in self.engines:
+            counts = engine.counts()
+            assert sum(counts.values()) == self.n
+            for status in S:
+                assert counts[status] == sum(
+                    1 for j in range(self.n) if engine.status(j) == status
+                )
+
+    @invariant()
+    def complete_means_all_final(self) -> None:
+        for engine in self.engines:
+            final = all(engine.status(j) in FINAL_STATUSES for j in range(self.n))
+            assert engine.is_complete == final
+
+
+EngineMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestEngineMachine = EngineMachine.TestCase
