@@ -382,6 +382,10 @@ class Engine:
             nodes = [n for n in nodes if status[n] == _UNINITIALIZED]
         if self.canceled:
             return
+        if len(nodes) == m.num_nodes:
+            # A fresh workflow: every dependency is unfinished, no failure can be seen.
+            self._initialize_fresh()
+            return
         cancel = m.cancel_on_failure
         to_cancel: list[int] = []
         failed_barriers: list[int] = []
@@ -419,6 +423,24 @@ class Engine:
             work.append(n)
         for b in failed_barriers:
             self._signal_failure(b, work)
+        self._propagate(work)
+
+    def _initialize_fresh(self) -> None:
+        """Initialize with every node uninitialized: unmet counts are the in-degrees."""
+        m, unmet, up_ptr = self.model, self._unmet, self._up_ptr
+        work: list[int] = []
+        num_jobs = m.num_jobs
+        for n in range(m.num_nodes):
+            count = up_ptr[n + 1] - up_ptr[n]
+            unmet[n] = count
+            if count:
+                self._set(n, Cause.INITIALIZE_BLOCKED)
+            elif n >= num_jobs:
+                self._set(n, Cause.BARRIER_PASS)
+                work.append(n)
+            else:
+                self._set(n, Cause.INITIALIZE_READY)
+                self._enqueue(n)
         self._propagate(work)
 
     # -----------------------------------------------------------------------------------------

@@ -83,7 +83,19 @@ class WorkflowModel:
         if self._up is None:
             n = self.num_nodes
             ptr, idx = self.down_ptr, self.down_idx
-            self._up = csr(n, [(idx[k], u) for u in range(n) for k in range(ptr[u], ptr[u + 1])])
+            up_ptr = array("q", bytes(8 * (n + 1)))
+            for d in idx:
+                up_ptr[d + 1] += 1
+            for i in range(n):
+                up_ptr[i + 1] += up_ptr[i]
+            fill = array("q", up_ptr)
+            up_idx = array("l", bytes(8 * len(idx)))
+            for u in range(n):
+                for k in range(ptr[u], ptr[u + 1]):
+                    d = idx[k]
+                    up_idx[fill[d]] = u
+                    fill[d] += 1
+            self._up = (up_ptr, up_idx)
         return self._up
 
     def is_barrier(self, node: int) -> bool:

@@ -23,13 +23,22 @@ class Harness:
     def init(self) -> list[Any]:
         return self.send(ev.Initialize())
 
-    def claim(self, runner: int = 1, limit: int = 100, lease_s: float = 60, **res: Any) -> list[int]:
+    def claim(
+        self, runner: int = 1, limit: int = 100, lease_s: float = 60, **res: Any
+    ) -> list[int]:
         effects = self.send(ev.ClaimJobs(runner_id=runner, limit=limit, lease_s=lease_s, **res))
         claimed = [e for e in effects if isinstance(e, ev.JobsClaimed)][0]
         return [c.job for c in claimed.jobs]
 
-    def finish(self, job: int, rc: int = 0, *, runner: int = 1, attempt: int | None = None,
-               terminated: bool = False) -> list[Any]:
+    def finish(
+        self,
+        job: int,
+        rc: int = 0,
+        *,
+        runner: int = 1,
+        attempt: int | None = None,
+        terminated: bool = False,
+    ) -> list[Any]:
         result = ev.JobResult(
             job=job,
             attempt=self.engine.attempt(job) if attempt is None else attempt,

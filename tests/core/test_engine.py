@@ -41,7 +41,9 @@ def test_dependents_ready_in_the_same_call() -> None:
     assert h.labels() == ["completed", "ready", "ready", "blocked"]
     (changed,) = of_type(effects, ev.StatusesChanged)
     assert list(zip(changed.jobs, changed.new, strict=True)) == [
-        (0, S.COMPLETED), (1, S.READY), (2, S.READY)
+        (0, S.COMPLETED),
+        (1, S.READY),
+        (2, S.READY),
     ]
     assert sorted(h.claim()) == [1, 2]
     h.finish(1)
@@ -132,8 +134,9 @@ def test_barrier_failure_cancels_at_once_and_others_wait() -> None:
 
 def test_nested_barriers_forward_failure() -> None:
     # 0 -> b3 -> b4 -> 1 (cancels), 2 (does not)
-    h = Harness(3, [(0, 3), (3, 4), (4, 1), (4, 2)], num_barriers=2,
-                cancel_on_failure=[True, True, False])
+    h = Harness(
+        3, [(0, 3), (3, 4), (4, 1), (4, 2)], num_barriers=2, cancel_on_failure=[True, True, False]
+    )
     h.init()
     h.claim()
     h.finish(0, rc=1)
@@ -225,15 +228,34 @@ def test_start_then_complete() -> None:
         (ev.StartJobs(runner_id=1, jobs=(1,)), IllegalTransition),  # job 1 is blocked
         (ev.StartJobs(runner_id=2, jobs=(0,)), IllegalTransition),  # held by runner 1
         (ev.StartJobs(runner_id=1, jobs=(0, 7)), UnknownJob),
-        (ev.CompleteJobs(runner_id=1, results=(
-            ev.JobResult(job=1, attempt=1, run_id=1, return_code=0),)), IllegalTransition),
-        (ev.CompleteJobs(runner_id=1, results=(
-            ev.JobResult(job=0, attempt=1, run_id=1, return_code=0),
-            ev.JobResult(job=9, attempt=1, run_id=1, return_code=0))), UnknownJob),
-        (ev.CompleteJobs(runner_id=1, results=(
-            ev.JobResult(job=0, attempt=2, run_id=1, return_code=0),)), BadInput),
-        (ev.CompleteJobs(runner_id=1, results=(
-            ev.JobResult(job=0, attempt=1, run_id=5, return_code=0),)), BadInput),
+        (
+            ev.CompleteJobs(
+                runner_id=1, results=(ev.JobResult(job=1, attempt=1, run_id=1, return_code=0),)
+            ),
+            IllegalTransition,
+        ),
+        (
+            ev.CompleteJobs(
+                runner_id=1,
+                results=(
+                    ev.JobResult(job=0, attempt=1, run_id=1, return_code=0),
+                    ev.JobResult(job=9, attempt=1, run_id=1, return_code=0),
+                ),
+            ),
+            UnknownJob,
+        ),
+        (
+            ev.CompleteJobs(
+                runner_id=1, results=(ev.JobResult(job=0, attempt=2, run_id=1, return_code=0),)
+            ),
+            BadInput,
+        ),
+        (
+            ev.CompleteJobs(
+                runner_id=1, results=(ev.JobResult(job=0, attempt=1, run_id=5, return_code=0),)
+            ),
+            BadInput,
+        ),
         (ev.ClaimJobs(runner_id=1, limit=-1, lease_s=5), BadInput),
         (ev.ClaimJobs(runner_id=1, limit=1, lease_s=0), BadInput),
         (ev.ClaimJobs(runner_id=1, limit=1, lease_s=5, cpus=-2), BadInput),
@@ -262,7 +284,7 @@ def test_every_table_entry_is_reachable_from_a_legal_status() -> None:
         assert isinstance(old, JobStatus) and isinstance(cause, Cause)
         assert isinstance(new, JobStatus)
     # Final statuses only leave through a reset.
-    for (old, cause) in TRANSITIONS:
+    for old, cause in TRANSITIONS:
         if old in (S.COMPLETED, S.FAILED, S.CANCELED, S.TERMINATED, S.DISABLED):
             assert cause == Cause.RESET
 
@@ -412,8 +434,9 @@ def test_reinitialize_user_data_and_stale_report() -> None:
     assert h.labels() == ["ready", "blocked"]
     # A report from the previous run is a duplicate.
     stale = ev.JobResult(job=0, attempt=1, run_id=1, return_code=0)
-    recorded = of_type(h.send(ev.CompleteJobs(runner_id=1, results=(stale,))),
-                       ev.ResultsRecorded)[0]
+    recorded = of_type(h.send(ev.CompleteJobs(runner_id=1, results=(stale,))), ev.ResultsRecorded)[
+        0
+    ]
     assert recorded.duplicates == (stale,)
 
 
@@ -444,14 +467,28 @@ def test_restore_rebuilds_equivalent_engine() -> None:
     )
     assert restored.counts() == h.engine.counts()
     for e in (h.engine, restored):
-        e.handle(ev.CompleteJobs(runner_id=1, results=(
-            ev.JobResult(job=0, attempt=1, run_id=1, return_code=0),)), 1.0)
+        e.handle(
+            ev.CompleteJobs(
+                runner_id=1, results=(ev.JobResult(job=0, attempt=1, run_id=1, return_code=0),)
+            ),
+            1.0,
+        )
         claimed = e.handle(ev.ClaimJobs(runner_id=2, limit=9, lease_s=5), 1.0)
         assert [c.job for c in of_type(claimed, ev.JobsClaimed)[0].jobs] == [1]
-        e.handle(ev.CompleteJobs(runner_id=2, results=(
-            ev.JobResult(job=1, attempt=1, run_id=1, return_code=0),)), 2.0)
+        e.handle(
+            ev.CompleteJobs(
+                runner_id=2, results=(ev.JobResult(job=1, attempt=1, run_id=1, return_code=0),)
+            ),
+            2.0,
+        )
         assert [JobStatus(s).label for s in e.statuses] == [
-            "completed", "completed", "ready", "ready", "blocked", "completed"]
+            "completed",
+            "completed",
+            "ready",
+            "ready",
+            "blocked",
+            "completed",
+        ]
 
 
 def test_empty_workflow() -> None:

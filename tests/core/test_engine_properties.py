@@ -40,10 +40,10 @@ class EngineMachine(RuleBasedStateMachine):
         n = pre + stage_a + stage_b + post
         a = list(range(pre, pre + stage_a))
         b = list(range(pre + stage_a, pre + stage_a + stage_b))
-        others = [(i, j) for i in range(n) for j in range(i + 1, n)
-                  if not (i in a and j in b)]
-        chosen = data.draw(st.lists(st.sampled_from(others), unique=True, max_size=6)
-                           if others else st.just([]))
+        others = [(i, j) for i in range(n) for j in range(i + 1, n) if not (i in a and j in b)]
+        chosen = data.draw(
+            st.lists(st.sampled_from(others), unique=True, max_size=6) if others else st.just([])
+        )
         cancel = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
         barrier = n
         full_edges = [*chosen, *((i, j) for i in a for j in b)]
@@ -73,8 +73,11 @@ class EngineMachine(RuleBasedStateMachine):
         return [o[1] for o in outcomes if o[0] == "ok"]  # type: ignore[misc]
 
     def held(self) -> list[tuple[int, int]]:
-        return [(j, self.full.holder(j)) for j in range(self.n)
-                if self.full.status(j) in (S.PENDING, S.RUNNING)]
+        return [
+            (j, self.full.holder(j))
+            for j in range(self.n)
+            if self.full.status(j) in (S.PENDING, S.RUNNING)
+        ]
 
     # -- rules ----------------------------------------------------------------------------
 
@@ -92,8 +95,13 @@ class EngineMachine(RuleBasedStateMachine):
     @rule(data=st.data(), rc=st.sampled_from([0, 0, 0, 1]), terminated=st.booleans())
     def complete(self, data: st.DataObject, rc: int, terminated: bool) -> None:
         job, runner = data.draw(st.sampled_from(self.held()))
-        result = ev.JobResult(job=job, attempt=self.full.attempt(job), run_id=self.full.run_id,
-                              return_code=rc, terminated=terminated and rc != 0)
+        result = ev.JobResult(
+            job=job,
+            attempt=self.full.attempt(job),
+            run_id=self.full.run_id,
+            return_code=rc,
+            terminated=terminated and rc != 0,
+        )
         self.send(ev.CompleteJobs(runner_id=runner, results=(result,)), legal=True)
         # Reporting again is harmless.
         for effects in self.send(ev.CompleteJobs(runner_id=runner, results=(result,))):
@@ -170,9 +178,7 @@ class EngineMachine(RuleBasedStateMachine):
             counts = engine.counts()
             assert sum(counts.values()) == self.n
             for status in S:
-                assert counts[status] == sum(
-                    1 for j in range(self.n) if engine.status(j) == status
-                )
+                assert counts[status] == sum(1 for j in range(self.n) if engine.status(j) == status)
 
     @invariant()
     def complete_means_all_final(self) -> None:
