@@ -27,7 +27,7 @@ class Harness:
         self, runner: int = 1, limit: int = 100, lease_s: float = 60, **res: Any
     ) -> list[int]:
         effects = self.send(ev.ClaimJobs(runner_id=runner, limit=limit, lease_s=lease_s, **res))
-        claimed = [e for e in effects if isinstance(e, ev.JobsClaimed)][0]
+        claimed = next(e for e in effects if isinstance(e, ev.JobsClaimed))
         return [c.job for c in claimed.jobs]
 
     def finish(

@@ -105,7 +105,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.send(ev.CompleteJobs(runner_id=runner, results=(result,)), legal=True)
         # Reporting again is harmless.
         for effects in self.send(ev.CompleteJobs(runner_id=runner, results=(result,))):
-            recorded = [e for e in effects if isinstance(e, ev.ResultsRecorded)][0]
+            recorded = next(e for e in effects if isinstance(e, ev.ResultsRecorded))
             assert not recorded.accepted
 
     @rule(dt=st.floats(1, 2 * LEASE))
