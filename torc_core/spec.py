@@ -100,6 +100,8 @@ class ActionSpec:
     num_allocations: int = 1
     start_one_worker_per_node: bool = False
     max_parallel_jobs: int | None = None
+    #: Whether the action persists and can be claimed by multiple workers (Torc).
+    persistent: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +127,8 @@ class WorkflowSpec:
     name: str
     user: str | None = None
     description: str | None = None
+    #: Project name or identifier for grouping workflows (Torc).
+    project: str | None = None
     jobs: tuple[JobSpec, ...] = ()
     files: tuple[FileSpec, ...] = ()
     user_data: tuple[UserDataSpec, ...] = ()
@@ -136,5 +140,6 @@ class WorkflowSpec:
     actions: tuple[ActionSpec, ...] = ()
     use_pending_failed: bool = False
     jobs_sort_method: str | None = None
-    #: compute_node_* settings, keyed by their full name (e.g. compute_node_expiration_buffer_seconds)
+    #: compute_node_* settings, keyed by their full name
+    #: (e.g. compute_node_expiration_buffer_seconds)
     compute_node_settings: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1215 @@
+"""Load, expand and validate a workflow spec in Torc's format.
+
+The pipeline is ``load_spec_text`` (YAML / JSON / JSON5 text -> plain dict) ->
+``inline_value_files`` (``"@values.txt"`` parameter values -> lists; the caller read the files)
+-> :func:`parse_spec` (dict -> :class:`~torc_core.spec.WorkflowSpec`).
+
+Why ``parse_spec`` is built around *blocks*: one job definition with ``parameters`` becomes a
+block of expanded jobs whose fields are either one shared value or a list of per-job values.
+Templates are compiled once per block and rendered by C-level loops; references are checked
+once per distinct constant and once per job only where values vary; the final
+:class:`JobSpec` objects are filled column by column. That keeps a million-job spec in the
+range of a few seconds and shares every tuple that does not vary (which the graph compiler
+then uses to group jobs).
+
+Every problem found is reported, located as ``jobs[3] 'train_{i}': depends_on: no job named
+'prep'`` (index in the document's list, the name as written), all together in one
+:class:`~torc_core.errors.SpecError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import fields
+from itertools import chain, repeat
+from typing import Any, TypeVar, cast
+
+import json5
+import yaml
+
+from .errors import SpecError
+from .graph import NameIndex, gc_paused
+from .params import (
+    PARAMETER_MODES,
+    Combinations,
+    ParameterError,
+    ParamValues,
+    Template,
+    make_combinations,
+    parse_parameter_value,
+    placeholder_names,
+)
+from .spec import (
+    EMPTY,
+    ActionSpec,
+    FailureHandler,
+    FailureHandlerRule,
+    FileSpec,
+    JobSpec,
+    ResourceRequirements,
+    SlurmScheduler,
+    UserDataSpec,
+    WorkflowSpec,
+)
+
+FORMATS = ("yaml", "json", "json5")
+#: More errors than this are summarized as "... and N more errors".
+MAX_ERRORS = 100
+#: Per field of one expanded block, report this many failing jobs before summarizing.
+MAX_ERRORS_PER_FIELD = 3
+
+TRIGGER_TYPES = ("on_workflow_start", "on_workflow_complete", "on_jobs_ready", "on_jobs_complete")
+ACTION_TYPES = ("run_commands", "schedule_nodes")
+SCHEDULER_TYPES = ("slurm", "local")
+JOBS_SORT_METHODS = ("none", "gpus_runtime_memory", "gpus_memory_runtime")
+#: sbatch options torc manages itself; not allowed in slurm_defaults (Torc's rule).
+SLURM_MANAGED = ("partition", "nodes", "walltime", "time", "mem", "gres", "name", "job-name")
+
+_TOP_KEYS = frozenset(
+    {
+        "name", "user", "description", "project", "parameters", "jobs", "files", "user_data",
+        "resource_requirements", "failure_handlers", "slurm_schedulers", "slurm_defaults",
+        "resource_monitor", "actions", "use_pending_failed", "jobs_sort_method",
+    }
+)
+_PARAM_KEYS = ("parameters", "parameter_mode", "use_parameters")
+_JOB_SCALARS = ("name", "command", "invocation_script")
+_JOB_LISTS = (
+    "depends_on", "depends_on_regexes", "input_files", "output_files", "input_user_data",
+    "output_user_data", "input_file_regexes", "output_file_regexes", "input_user_data_regexes",
+    "output_user_data_regexes",
+)
+_JOB_KEYS = frozenset(
+    {
+        *_JOB_SCALARS, *_JOB_LISTS, *_PARAM_KEYS, "resource_requirements", "scheduler",
+        "failure_handler", "cancel_on_blocking_job_failure", "supports_termination",
+    }
+)
+_FILE_KEYS = frozenset({"name", "path", *_PARAM_KEYS})
+_UD_KEYS = frozenset({"name", "data", "is_ephemeral", *_PARAM_KEYS})
+_RR_KEYS = frozenset({"name", "num_cpus", "num_gpus", "num_nodes", "memory", "runtime"})
+_FH_KEYS = frozenset({"name", "rules"})
+_RULE_KEYS = frozenset({"exit_codes", "match_all_exit_codes", "recovery_script", "max_retries"})
+_SLURM_KEYS = frozenset(
+    {"name", "account", "partition", "nodes", "walltime", "mem", "gres", "qos",
+     "ntasks_per_node", "tmp", "extra"}
+)
+_ACTION_KEYS = frozenset(
+    {"trigger_type", "action_type", "jobs", "job_name_regexes", "commands", "scheduler",
+     "scheduler_type", "num_allocations", "start_one_worker_per_node", "max_parallel_jobs",
+     "persistent"}
+)
+# (kind, direction) of ${files.input.NAME} and friends.
+_REF = re.compile(r"\$\{(files|user_data)\.(input|output)\.([^{}]+)\}")
+_REF_FIELD = {
+    ("files", "input"): "input_files",
+    ("files", "output"): "output_files",
+    ("user_data", "input"): "input_user_data",
+    ("user_data", "output"): "output_user_data",
+}
+_MEMORY = re.compile(r"(?i)\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(?:i?b)?\s*")
+_MEMORY_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_NUM = r"(\d+(?:\.\d*)?|\.\d+)"
+_DURATION = re.compile(
+    rf"P(?:{_NUM}W)?(?:{_NUM}D)?(?:T(?:{_NUM}H)?(?:{_NUM}M)?(?:{_NUM}S)?)?", re.IGNORECASE
+)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def fmt_for_path(path: str) -> str:
+    """The format of a spec file by its suffix (.yaml/.yml, .json, .json5)."""
+    lower = path.lower()
+    if lower.endswith((".yaml", ".yml")):
+        return "yaml"
+    if lower.endswith(".json5"):
+        return "json5"
+    if lower.endswith(".json"):
+        return "json"
+    raise SpecError([f"cannot tell the format of {path!r}: use .yaml, .yml, .json or .json5"])
+
+
+def load_spec_text(text: str, fmt: str) -> dict[str, Any]:
+    """Parse spec text. Syntax errors become a SpecError that says the line (and column)."""
+    data: object
+    if fmt == "yaml":
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc)
+            if mark is not None:
+                raise SpecError(
+                    [f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: "
+                     f"{problem}"]
+                ) from None
+            raise SpecError([f"YAML syntax error: {problem}"]) from None
+    elif fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(
+                [f"JSON syntax error at line {exc.lineno}, column {exc.colno}: {exc.msg}"]
+            ) from None
+    elif fmt == "json5":
+        try:
+            data = json5.loads(text)
+        except ValueError as exc:
+            message = str(exc)
+            m = re.match(r"<string>:(\d+) (.*)", message)
+            if m:
+                message = f"at line {m.group(1)}: {m.group(2)}"
+            raise SpecError([f"JSON5 syntax error {message}"]) from None
+    else:
+        raise SpecError([f"unknown spec format {fmt!r} (expected one of {', '.join(FORMATS)})"])
+    if not isinstance(data, dict):
+        raise SpecError(["the spec must be a mapping at the top level"])
+    return cast(dict[str, Any], data)
+
+
+# --------------------------------------------------------------------------------------------
+# @file parameter values
+
+
+def _parameter_tables(doc: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(where, parameters mapping) of every parameters table in the document."""
+    params = doc.get("parameters")
+    if isinstance(params, Mapping):
+        yield "parameters", params
+    for section in ("jobs", "files", "user_data"):
+        entries = doc.get(section)
+        if not isinstance(entries, list):
+            continue
+        for k, entry in enumerate(entries):
+            if isinstance(entry, Mapping) and isinstance(entry.get("parameters"), Mapping):
+                yield f"{_entry_where(section, k, entry)}: parameters", entry["parameters"]
+
+
+def _value_file(value: object) -> str | None:
+    if isinstance(value, str) and value.strip().startswith("@"):
+        return value.strip()[1:].strip()
+    return None
+
+
+def value_file_references(doc: Mapping[str, Any]) -> list[str]:
+    """The files named by ``"@values.txt"`` parameter values, in order of first use."""
+    seen: dict[str, None] = {}
+    for _, table in _parameter_tables(doc):
+        for value in table.values():
+            path = _value_file(value)
+            if path:
+                seen[path] = None
+    return list(seen)
+
+
+def inline_value_files(doc: Mapping[str, Any], contents: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of ``doc`` where each ``"@path"`` parameter value is the list of the non-empty
+    (stripped) lines of ``contents[path]``. Core does no I/O: the caller read the files."""
+    out: dict[str, Any] = dict(doc)
+    errors: list[str] = []
+
+    def inline(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+        new = dict(table)
+        for key, value in table.items():
+            path = _value_file(value)
+            if path is None:
+                continue
+            text = contents.get(path)
+            if text is None:
+                errors.append(f"{where}: {key}: value file {path!r} was not provided")
+                continue
+            new[key] = [line.strip() for line in text.splitlines() if line.strip()]
+        return new
+
+    if isinstance(doc.get("parameters"), Mapping):
+        out["parameters"] = inline(doc["parameters"], "parameters")
+    for section in ("jobs", "files", "user_data"):
+        entries = doc.get(section)
+        if not isinstance(entries, list):
+            continue
+        new_entries: list[Any] = []
+        for k, entry in enumerate(entries):
+            if isinstance(entry, Mapping) and isinstance(entry.get("parameters"), Mapping):
+                entry = dict(entry)
+                where = f"{_entry_where(section, k, entry)}: parameters"
+                entry["parameters"] = inline(entry["parameters"], where)
+            new_entries.append(entry)
+        out[section] = new_entries
+    if errors:
+        raise SpecError(errors)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Scalars
+
+
+def parse_memory(value: object) -> int:
+    """Bytes from Torc's memory strings ("512m", "4g", "1.5g", "512M", "100k") or plain ints."""
+    if isinstance(value, bool):
+        raise ValueError(f"bad memory {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"bad memory {value!r}: negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"bad memory {value!r}: expected a string like '4g'")
+    m = _MEMORY.fullmatch(value)
+    if not m:
+        raise ValueError(f"bad memory {value!r}: expected a number with k, m, g or t")
+    return int(float(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()])
+
+
+def parse_duration(value: object) -> int:
+    """Seconds (rounded up) from an ISO 8601 duration ("PT30M", "P0DT1M", "PT1.5H", "P1DT2H");
+    a plain int is taken as seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"bad runtime {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"bad runtime {value!r}: negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"bad runtime {value!r}: expected an ISO 8601 duration like 'PT30M'")
+    text = value.strip()
+    m = _DURATION.fullmatch(text)
+    if not m or not any(m.groups()) or text.upper().endswith("T"):
+        raise ValueError(f"bad runtime {value!r}: expected an ISO 8601 duration like 'PT30M'")
+    weeks, days, hours, minutes, seconds = (float(g) if g else 0.0 for g in m.groups())
+    total = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    whole = int(total)
+    return whole if whole == total else whole + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Error collection and typed access
+
+
+class _Errors:
+    """Collects located messages; one SpecError with all of them at the end."""
+
+    __slots__ = ("dropped", "items")
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.dropped = 0
+
+    def add(self, message: str) -> None:
+        if len(self.items) < MAX_ERRORS:
+            self.items.append(message)
+        else:
+            self.dropped += 1
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            items = list(self.items)
+            if self.dropped:
+                items.append(f"... and {self.dropped} more errors")
+            raise SpecError(items)
+
+
+_MISSING: Any = object()
+
+
+def _type_name(value: object) -> str:
+    return {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+class _Entry:
+    """Typed, located access to one mapping of the document."""
+
+    __slots__ = ("data", "err", "where")
+
+    def __init__(self, data: Mapping[str, Any], where: str, err: _Errors) -> None:
+        self.data = data
+        self.where = where
+        self.err = err
+
+    def fail(self, key: str, problem: str) -> None:
+        self.err.add(f"{self.where}: {key}: {problem}" if self.where else f"{key}: {problem}")
+
+    def check_keys(
+        self, allowed: frozenset[str], extra: Callable[[str], bool] | None = None
+    ) -> None:
+        for key in self.data:
+            if key not in allowed and not (extra is not None and extra(key)):
+                prefix = f"{self.where}: " if self.where else ""
+                self.err.add(f"{prefix}unknown key {key!r}")
+
+    def _get(self, key: str, required: bool) -> Any:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                self.fail(key, "is required")
+            return _MISSING
+        return value
+
+    def get_str(self, key: str, default: T, required: bool = False) -> str | T:
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str):
+            self.fail(key, f"expected a string, got {_type_name(value)}")
+            return default
+        return value
+
+    def get_int(self, key: str, default: T, minimum: int | None = None) -> int | T:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"expected an integer, got {_type_name(value)}")
+            return default
+        if minimum is not None and value < minimum:
+            self.fail(key, f"must be at least {minimum}, got {value}")
+            return default
+        return value
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.fail(key, f"expected a boolean, got {_type_name(value)}")
+            return default
+        return value
+
+    def str_list(self, key: str) -> list[str]:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return []
+        if isinstance(value, str):
+            self.fail(key, "expected a list of strings, got string")
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(key, "expected a list of strings")
+            return []
+        return cast(list[str], value)
+
+    def mapping(self, key: str) -> dict[str, Any] | None:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a mapping, got {_type_name(value)}")
+            return None
+        return cast(dict[str, Any], value)
+
+    def one_of(self, key: str, choices: Sequence[str], default: T) -> str | T:
+        value = self.get_str(key, default)
+        if isinstance(value, str) and value not in choices:
+            self.fail(key, f"must be one of {', '.join(choices)}; got {value!r}")
+            return default
+        return value
+
+
+def _entry_where(section: str, k: int, entry: object) -> str:
+    name = entry.get("name") if isinstance(entry, Mapping) else None
+    return f"{section}[{k}] {name!r}" if isinstance(name, str) else f"{section}[{k}]"
+
+
+def _entries(doc: _Entry, section: str) -> list[_Entry]:
+    value = doc.data.get(section)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        doc.fail(section, f"expected a list, got {_type_name(value)}")
+        return []
+    out: list[_Entry] = []
+    for k, item in enumerate(value):
+        where = _entry_where(section, k, item)
+        if not isinstance(item, dict):
+            doc.err.add(f"{where}: expected a mapping, got {_type_name(item)}")
+            continue
+        out.append(_Entry(cast(dict[str, Any], item), where, doc.err))
+    return out
+
+
+def _check_unique(entries: Iterable[tuple[str, str]], noun: str, err: _Errors) -> set[str]:
+    """Names must be unique within a section. ``entries`` are (where, name)."""
+    seen: set[str] = set()
+    for where, name in entries:
+        if name in seen:
+            err.add(f"{where}: duplicate {noun} name {name!r}")
+        seen.add(name)
+    return seen
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+
+
+class _Params:
+    """Workflow-level parameters and per-entry combination building."""
+
+    def __init__(self, doc: _Entry) -> None:
+        self.err = doc.err
+        self.shared: dict[str, ParamValues] = {}
+        self._cache: dict[object, ParamValues] = {}
+        table = doc.mapping("parameters")
+        for name, value in (table or {}).items():
+            parsed = self.parse(value, "parameters", name)
+            if parsed is not None:
+                self.shared[name] = parsed
+
+    def parse(self, value: object, where: str, name: str) -> ParamValues | None:
+        key: object = value if isinstance(value, str) else None
+        if key is not None and key in self._cache:
+            return self._cache[key]
+        try:
+            parsed = parse_parameter_value(value)
+        except ParameterError as exc:
+            self.err.add(f"{where}: {name}: {exc}")
+            return None
+        if key is not None:
+            self._cache[key] = parsed
+        return parsed
+
+    def combinations(self, entry: _Entry, texts: Iterable[str]) -> Combinations | None:
+        """The entry's combinations, or None for a plain entry. ``texts`` are its template
+        strings: with neither ``parameters`` nor ``use_parameters``, workflow parameters that
+        appear in them as placeholders apply (Torc's shared parameters)."""
+        own = entry.mapping("parameters")
+        use = entry.str_list("use_parameters")
+        mode = entry.one_of("parameter_mode", PARAMETER_MODES, "product")
+        merged: dict[str, ParamValues] = {}
+        ok = True
+        for name in use:
+            if name not in self.shared:
+                entry.fail("use_parameters", f"no workflow parameter named {name!r}")
+                ok = False
+            else:
+                merged[name] = self.shared[name]
+        for name, value in (own or {}).items():
+            parsed = self.parse(value, f"{entry.where}: parameters", name)
+            if parsed is None:
+                ok = False
+            else:
+                merged[name] = parsed
+        if own is None and not use and self.shared:
+            used: set[str] = set()
+            for text in texts:
+                used |= placeholder_names(text)
+            merged = {n: v for n, v in self.shared.items() if n in used}
+        if not ok:
+            return _FAILED
+        if not merged:
+            return None
+        try:
+            return make_combinations(merged, mode)
+        except ParameterError as exc:
+            entry.fail("parameters", str(exc))
+            return _FAILED
+
+
+_FAILED = Combinations((), (), "product")  # sentinel: parameters had errors
+
+
+# --------------------------------------------------------------------------------------------
+# Columns: a field of an expanded block is one shared value or a list of per-entry values.
+
+
+class _Const:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value: Any = value
+
+
+Column = _Const | list[Any]
+
+
+def _values(col: Column, n: int) -> Iterable[Any]:
+    return repeat(col.value, n) if isinstance(col, _Const) else col
+
+
+def _distinct(col: Column) -> Iterable[Any]:
+    """Each value once (for checks), cheap when the column is shared."""
+    if isinstance(col, _Const):
+        return (col.value,)
+    return dict.fromkeys(col)
+
+
+class _Renderer:
+    """Renders templates over an entry's combinations, reporting format errors located."""
+
+    def __init__(self, entry: _Entry, combos: Combinations | None, interned: dict[Any, Any]):
+        self.entry = entry
+        self.combos = combos
+        self.names: tuple[str, ...] = combos.names if combos is not None else ()
+        self.interned = interned
+
+    def intern(self, value: T) -> T:
+        return cast(T, self.interned.setdefault(value, value))
+
+    def scalar(self, key: str, text: str) -> Column:
+        if self.combos is None:
+            return _Const(text)
+        template = Template.compile(text, self.names)
+        if template.constant:
+            return _Const(text)
+        try:
+            return list(self.combos.render_all(template))
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            self.entry.fail(key, f"cannot format {text!r}: {exc}")
+            return _Const(text)
+
+    def many(self, key: str, texts: Sequence[str]) -> Column:
+        """A list field: one tuple per combination (shared when nothing varies)."""
+        if not texts:
+            return _Const(EMPTY)
+        cols = [self.scalar(key, t) for t in texts]
+        if all(isinstance(c, _Const) for c in cols):
+            return _Const(self.intern(tuple(cast(_Const, c).value for c in cols)))
+        assert self.combos is not None
+        n = len(self.combos)
+        return list(zip(*(_values(c, n) for c in cols), strict=True))
+
+
+def _union_column(col: Column) -> tuple[Any, ...]:
+    """All values of a list column, in first-seen order (aggregating entries)."""
+    if isinstance(col, _Const):
+        return cast(tuple[Any, ...], col.value)
+    return tuple(dict.fromkeys(chain.from_iterable(col)))
+
+
+def _merge(a: Column, b: Column, n: int, interned: dict[Any, Any]) -> Column:
+    """Per-entry ordered union of two tuple columns."""
+    if isinstance(b, _Const) and not b.value:
+        return a
+    if isinstance(a, _Const) and not a.value:
+        return b
+    if isinstance(a, _Const) and isinstance(b, _Const):
+        merged = tuple(dict.fromkeys((*a.value, *b.value)))
+        return _Const(interned.setdefault(merged, merged))
+    return [
+        tuple(dict.fromkeys((*x, *y)))
+        for x, y in zip(_values(a, n), _values(b, n), strict=True)
+    ]
+
+
+def _bulk_build(cls: type[T], n: int, cols: Mapping[str, Column]) -> list[T]:
+    """Build ``n`` frozen slotted dataclass instances column by column.
+
+    Why: the generated ``__init__`` of a frozen dataclass costs ~3 us per job (one
+    ``object.__setattr__`` per field); setting each slot with its member descriptor in a
+    C-level ``map`` is several times faster for a million jobs. Every slot is set."""
+    new = cast(Callable[[type[T]], T], object.__new__)
+    objs = list(map(new, repeat(cls, n)))
+    for f in fields(cast(Any, cls)):
+        setter = getattr(cls, f.name).__set__
+        deque(map(setter, objs, _values(cols[f.name], n)), maxlen=0)
+    return objs
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def _resource_requirements(doc: _Entry) -> list[ResourceRequirements]:
+    out: list[ResourceRequirements] = []
+    for e in _entries(doc, "resource_requirements"):
+        e.check_keys(_RR_KEYS)
+        name = e.get_str("name", "", required=True)
+        memory: object = e.data.get("memory")
+        runtime: object = e.data.get("runtime")
+        rr = ResourceRequirements(name=name)
+        memory_bytes, runtime_s = rr.memory_bytes, rr.runtime_s
+        if memory is not None:
+            try:
+                memory_bytes = parse_memory(memory)
+            except ValueError as exc:
+                e.fail("memory", str(exc))
+        if runtime is not None:
+            try:
+                runtime_s = parse_duration(runtime)
+            except ValueError as exc:
+                e.fail("runtime", str(exc))
+        out.append(
+            ResourceRequirements(
+                name=name,
+                num_cpus=e.get_int("num_cpus", rr.num_cpus, minimum=0),
+                num_gpus=e.get_int("num_gpus", rr.num_gpus, minimum=0),
+                num_nodes=e.get_int("num_nodes", rr.num_nodes, minimum=1),
+                memory_bytes=memory_bytes,
+                runtime_s=runtime_s,
+                memory=str(memory) if memory is not None else rr.memory,
+                runtime=str(runtime) if runtime is not None else rr.runtime,
+            )
+        )
+    return out
+
+
+def _failure_handlers(doc: _Entry) -> list[FailureHandler]:
+    out: list[FailureHandler] = []
+    for e in _entries(doc, "failure_handlers"):
+        e.check_keys(_FH_KEYS)
+        name = e.get_str("name", "", required=True)
+        rules: list[FailureHandlerRule] = []
+        raw = e.data.get("rules")
+        if raw is None:
+            e.fail("rules", "is required")
+            raw = []
+        elif not isinstance(raw, list):
+            e.fail("rules", f"expected a list, got {_type_name(raw)}")
+            raw = []
+        for k, item in enumerate(raw):
+            where = f"{e.where}: rules[{k}]"
+            if not isinstance(item, dict):
+                e.err.add(f"{where}: expected a mapping, got {_type_name(item)}")
+                continue
+            r = _Entry(cast(dict[str, Any], item), where, e.err)
+            r.check_keys(_RULE_KEYS)
+            codes = r.data.get("exit_codes", [])
+            if not isinstance(codes, list) or not all(
+                isinstance(c, int) and not isinstance(c, bool) for c in codes
+            ):
+                r.fail("exit_codes", "expected a list of integers")
+                codes = []
+            match_all = r.get_bool("match_all_exit_codes", False)
+            if not codes and not match_all:
+                r.fail("exit_codes", "give exit_codes or match_all_exit_codes: true")
+            rules.append(
+                FailureHandlerRule(
+                    exit_codes=tuple(codes),
+                    match_all_exit_codes=match_all,
+                    recovery_script=r.get_str("recovery_script", None),
+                    # Torc's documented default is 3 retries.
+                    max_retries=r.get_int("max_retries", 3, minimum=0),
+                )
+            )
+        out.append(FailureHandler(name=name, rules=tuple(rules)))
+    return out
+
+
+def _slurm_schedulers(doc: _Entry) -> list[SlurmScheduler]:
+    out: list[SlurmScheduler] = []
+    for e in _entries(doc, "slurm_schedulers"):
+        e.check_keys(_SLURM_KEYS)
+        d = SlurmScheduler(name="")
+        out.append(
+            SlurmScheduler(
+                name=e.get_str("name", "", required=True),
+                account=e.get_str("account", None),
+                partition=e.get_str("partition", None),
+                nodes=e.get_int("nodes", d.nodes, minimum=1),
+                walltime=e.get_str("walltime", d.walltime),
+                mem=e.get_str("mem", None),
+                gres=e.get_str("gres", None),
+                qos=e.get_str("qos", None),
+                ntasks_per_node=e.get_int("ntasks_per_node", None, minimum=1),
+                tmp=e.get_str("tmp", None),
+                extra=e.get_str("extra", None),
+            )
+        )
+    return out
+
+
+def _files(
+    doc: _Entry, params: _Params, interned: dict[Any, Any]
+) -> tuple[list[FileSpec], list[str]]:
+    """Expanded files and, per expanded file, where its definition is (for messages)."""
+    out: list[FileSpec] = []
+    wheres: list[str] = []
+    for e in _entries(doc, "files"):
+        e.check_keys(_FILE_KEYS)
+        name = e.get_str("name", "", required=True)
+        path = e.get_str("path", "", required=True)
+        combos = params.combinations(e, (name, path))
+        if combos is _FAILED:
+            continue
+        r = _Renderer(e, combos, interned)
+        names = r.scalar("name", name)
+        paths = r.scalar("path", path)
+        n = len(combos) if combos is not None else 1
+        if isinstance(names, _Const) and n > 1:
+            if not isinstance(paths, _Const):
+                e.fail("path", "uses parameters but the file name does not")
+            n = 1
+        out.extend(_bulk_build(FileSpec, n, {"name": names, "path": paths}))
+        wheres.extend(repeat(e.where, n))
+    return out, wheres
+
+
+def _render_data(data: Any, names: Sequence[str], combo: Sequence[Any]) -> Any:
+    if isinstance(data, str):
+        return Template.compile(data, names).render(combo)
+    if isinstance(data, list):
+        return [_render_data(v, names, combo) for v in data]
+    if isinstance(data, dict):
+        return {k: _render_data(v, names, combo) for k, v in data.items()}
+    return data
+
+
+def _data_strings(data: Any) -> Iterator[str]:
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, list):
+        for v in data:
+            yield from _data_strings(v)
+    elif isinstance(data, dict):
+        for v in data.values():
+            yield from _data_strings(v)
+
+
+def _user_data(
+    doc: _Entry, params: _Params, interned: dict[Any, Any]
+) -> tuple[list[UserDataSpec], list[str]]:
+    out: list[UserDataSpec] = []
+    wheres: list[str] = []
+    for e in _entries(doc, "user_data"):
+        e.check_keys(_UD_KEYS)
+        name = e.get_str("name", "", required=True)
+        data = e.data.get("data")
+        ephemeral = e.get_bool("is_ephemeral", False)
+        combos = params.combinations(e, (name, *_data_strings(data)))
+        if combos is _FAILED:
+            continue
+        if combos is None:
+            out.append(UserDataSpec(name=name, data=data, is_ephemeral=ephemeral))
+            wheres.append(e.where)
+            continue
+        r = _Renderer(e, combos, interned)
+        names = r.scalar("name", name)
+        if isinstance(names, _Const):
+            out.append(UserDataSpec(name=name, data=data, is_ephemeral=ephemeral))
+            wheres.append(e.where)
+            continue
+        try:
+            for ud_name, combo in zip(names, combos, strict=True):
+                rendered = _render_data(data, combos.names, combo)
+                out.append(UserDataSpec(name=ud_name, data=rendered, is_ephemeral=ephemeral))
+                wheres.append(e.where)
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            e.fail("data", f"cannot format: {exc}")
+    return out, wheres
+
+
+class _Block:
+    """One job definition, expanded: ``n`` jobs, each field a :data:`Column`."""
+
+    __slots__ = ("cols", "entry", "n")
+
+    def __init__(self, entry: _Entry, n: int, cols: dict[str, Column]) -> None:
+        self.entry = entry
+        self.n = n
+        self.cols = cols
+
+
+class _Lookup:
+    """Names of files and user_data, and regex resolution over them (cached per pattern)."""
+
+    def __init__(self, files: Sequence[FileSpec], uds: Sequence[UserDataSpec]) -> None:
+        self.file_names = [f.name for f in files]
+        self.file_path = {f.name: f.path for f in files}
+        self.ud_names = [u.name for u in uds]
+        self.ud_set = set(self.ud_names)
+        self.file_index = NameIndex(self.file_names)
+        self.ud_index = NameIndex(self.ud_names)
+
+
+def _resolve_regex_column(
+    r: _Renderer, key: str, texts: Sequence[str], index: NameIndex, names: Sequence[str]
+) -> Column:
+    """``*_file_regexes`` / ``*_user_data_regexes``: names that fully match, per job."""
+    col = r.many(key, texts)
+    failed: set[str] = set()
+
+    def resolve(patterns: tuple[str, ...]) -> tuple[str, ...]:
+        found: dict[str, None] = {}
+        for pattern in patterns:
+            try:
+                hits = index.match(pattern)
+            except re.error as exc:
+                if pattern not in failed:
+                    r.entry.fail(key, f"bad regex {pattern!r}: {exc}")
+                    failed.add(pattern)
+                continue
+            if not hits and pattern not in failed:
+                r.entry.fail(key, f"{pattern!r} matches nothing")
+                failed.add(pattern)
+            for k in hits:
+                found[names[k]] = None
+        return tuple(found)
+
+    if isinstance(col, _Const):
+        return _Const(r.intern(resolve(col.value)))
+    return [resolve(p) for p in col]
+
+
+def _substitute_refs(
+    text: str, lookup: _Lookup, found: dict[str, dict[str, None]], missing: list[str]
+) -> str:
+    """Replace ``${files.input.NAME}`` (by path) and ``${user_data.input.NAME}`` (by name),
+    recording each NAME under the job field it implies."""
+
+    def sub(m: re.Match[str]) -> str:
+        kind, direction, name = m.group(1), m.group(2), m.group(3)
+        if kind == "files":
+            path = lookup.file_path.get(name)
+            if path is None:
+                missing.append(f"no file named {name!r}")
+                return m.group(0)
+            found[_REF_FIELD[(kind, direction)]][name] = None
+            return path
+        if name not in lookup.ud_set:
+            missing.append(f"no user_data named {name!r}")
+            return m.group(0)
+        found[_REF_FIELD[(kind, direction)]][name] = None
+        return name
+
+    return _REF.sub(sub, text)
+
+
+def _apply_refs(
+    r: _Renderer,
+    cols: dict[str, Column],
+    n: int,
+    lookup: _Lookup,
+    command: str,
+    script: str | None,
+) -> None:
+    """Commands (and invocation scripts) referencing ``${files...}`` / ``${user_data...}``."""
+    for key, raw in (("command", command), ("invocation_script", script)):
+        # Parameter values do not introduce references: checking the template suffices.
+        if not raw or "${" not in raw:
+            continue
+        col = cols[key]
+        added: dict[str, list[tuple[str, ...]]] = {f: [] for f in _REF_FIELD.values()}
+        texts: list[Any] = []
+        reported = 0
+        for text in _values(col, 1 if isinstance(col, _Const) else n):
+            found: dict[str, dict[str, None]] = {f: {} for f in _REF_FIELD.values()}
+            missing: list[str] = []
+            texts.append(_substitute_refs(text, lookup, found, missing) if text else text)
+            for problem in missing:
+                if reported < MAX_ERRORS_PER_FIELD:
+                    r.entry.fail(key, problem)
+                reported += 1
+            for f in _REF_FIELD.values():
+                added[f].append(tuple(found[f]))
+        if isinstance(col, _Const):
+            cols[key] = _Const(texts[0])
+            for f in _REF_FIELD.values():
+                cols[f] = _merge(cols[f], _Const(r.intern(added[f][0])), n, r.interned)
+        else:
+            cols[key] = texts
+            for f in _REF_FIELD.values():
+                if any(added[f]):
+                    cols[f] = _merge(cols[f], added[f], n, r.interned)
+
+
+def _job_block(
+    e: _Entry, params: _Params, lookup: _Lookup, interned: dict[Any, Any]
+) -> _Block | None:
+    e.check_keys(_JOB_KEYS)
+    name = e.get_str("name", "", required=True)
+    command = e.get_str("command", "", required=True)
+    script = e.get_str("invocation_script", None)
+    lists = {key: e.str_list(key) for key in _JOB_LISTS}
+    texts = [name, command, *([script] if script else []), *chain.from_iterable(lists.values())]
+    combos = params.combinations(e, texts)
+    if combos is _FAILED or not name:
+        return None
+    r = _Renderer(e, combos, interned)
+    cols: dict[str, Column] = {
+        "name": r.scalar("name", name),
+        "command": r.scalar("command", command),
+        "invocation_script": r.scalar("invocation_script", script) if script else _Const(None),
+    }
+    n = len(combos) if combos is not None else 1
+    file_regex_keys = {
+        "input_file_regexes": ("input_files", lookup.file_index, lookup.file_names),
+        "output_file_regexes": ("output_files", lookup.file_index, lookup.file_names),
+        "input_user_data_regexes": ("input_user_data", lookup.ud_index, lookup.ud_names),
+        "output_user_data_regexes": ("output_user_data", lookup.ud_index, lookup.ud_names),
+    }
+    regex_cols: dict[str, Column] = {}
+    for key in _JOB_LISTS:
+        if key in file_regex_keys:
+            target, index, names = file_regex_keys[key]
+            regex_cols[target] = _resolve_regex_column(r, key, lists[key], index, names)
+        else:
+            cols[key] = r.many(key, lists[key])
+    if isinstance(cols["name"], _Const) and n > 1:
+        # Torc: a job whose name has no placeholder is not expanded; its list fields collect
+        # every combination (e.g. an aggregate job's input_files: [result_{i}]).
+        for key in ("command", "invocation_script"):
+            if not isinstance(cols[key], _Const):
+                e.fail(key, "uses parameters but the job name does not")
+                cols[key] = _Const(command if key == "command" else script)
+        for table in (cols, regex_cols):
+            for key in [k for k in table if k in _JOB_LISTS]:
+                union = _union_column(table[key])
+                table[key] = _Const(interned.setdefault(union, union))
+        n = 1
+    for target, col in regex_cols.items():
+        cols[target] = _merge(cols[target], col, n, interned)
+    _apply_refs(r, cols, n, lookup, command, script)
+    for key in ("input_file_regexes", "output_file_regexes", "input_user_data_regexes",
+                "output_user_data_regexes"):
+        cols.pop(key, None)
+    cols["resource_requirements"] = _Const(e.get_str("resource_requirements", None))
+    cols["scheduler"] = _Const(e.get_str("scheduler", None))
+    cols["failure_handler"] = _Const(e.get_str("failure_handler", None))
+    cols["cancel_on_blocking_job_failure"] = _Const(
+        e.get_bool("cancel_on_blocking_job_failure", True)
+    )
+    cols["supports_termination"] = _Const(e.get_bool("supports_termination", False))
+    return _Block(e, n, cols)
+
+
+def _check_names(
+    block: _Block, key: str, known: Callable[[str], bool], noun: str
+) -> None:
+    """Every name in a column exists; per block at most a few located messages."""
+    col = block.cols[key]
+    bad: dict[str, None] = {}
+    if isinstance(col, _Const):
+        for name in col.value:
+            if not known(name):
+                bad[name] = None
+    else:
+        last: object = None
+        for names in col:
+            if names is last:
+                continue
+            last = names
+            for name in names:
+                if not known(name):
+                    bad[name] = None
+    for k, name in enumerate(bad):
+        if k == MAX_ERRORS_PER_FIELD:
+            block.entry.fail(key, f"... and {len(bad) - k} more missing names")
+            break
+        block.entry.fail(key, f"no {noun} named {name!r}")
+
+
+def _check_ref(block: _Block, key: str, known: set[str], noun: str) -> None:
+    value = cast(_Const, block.cols[key]).value
+    if value is not None and value not in known:
+        block.entry.fail(key, f"no {noun} named {value!r}")
+
+
+def _check_outputs(
+    blocks: Sequence[_Block],
+    key: str,
+    path_of: Callable[[str], str],
+    noun: str,
+    err: _Errors,
+) -> None:
+    """A file (by path) or user_data (by name) may be the output of one job only."""
+    producer: dict[str, tuple[str, _Block]] = {}
+    for block in blocks:
+        col = block.cols[key]
+        if isinstance(col, _Const) and not col.value:
+            continue
+        names_col = block.cols["name"]
+        for job_name, outs in zip(
+            _values(names_col, block.n), _values(col, block.n), strict=True
+        ):
+            for out in outs:
+                target = path_of(out)
+                prev = producer.get(target)
+                if prev is None:
+                    producer[target] = (job_name, block)
+                elif prev[0] != job_name:
+                    what = f"{out!r}" if target == out else f"{out!r} (path {target!r})"
+                    err.add(
+                        f"{block.entry.where}: {key}: {noun} {what} is also an output of "
+                        f"{prev[0]!r}"
+                    )
+
+
+def _jobs(
+    doc: _Entry,
+    params: _Params,
+    lookup: _Lookup,
+    rrs: set[str],
+    schedulers: set[str],
+    handlers: set[str],
+    interned: dict[Any, Any],
+) -> tuple[list[JobSpec], NameIndex]:
+    blocks = [
+        b for e in _entries(doc, "jobs") if (b := _job_block(e, params, lookup, interned))
+    ]
+    all_names: list[str] = []
+    for b in blocks:
+        all_names.extend(_values(b.cols["name"], b.n))
+    known = set(all_names)
+    if len(known) != len(all_names):
+        seen: set[str] = set()
+        for b in blocks:
+            dups: dict[str, None] = {}
+            for nm in _values(b.cols["name"], b.n):
+                if nm in seen:
+                    dups[nm] = None
+                seen.add(nm)
+            for k, nm in enumerate(dups):
+                if k == MAX_ERRORS_PER_FIELD:
+                    b.entry.fail("name", f"... and {len(dups) - k} more duplicate names")
+                    break
+                doc.err.add(f"{b.entry.where}: duplicate job name {nm!r}")
+    job_index = NameIndex(all_names)
+    file_set = set(lookup.file_names)
+    for b in blocks:
+        _check_names(b, "depends_on", known.__contains__, "job")
+        _check_names(b, "input_files", file_set.__contains__, "file")
+        _check_names(b, "output_files", file_set.__contains__, "file")
+        _check_names(b, "input_user_data", lookup.ud_set.__contains__, "user_data")
+        _check_names(b, "output_user_data", lookup.ud_set.__contains__, "user_data")
+        _check_ref(b, "resource_requirements", rrs, "resource_requirements")
+        _check_ref(b, "scheduler", schedulers, "scheduler")
+        _check_ref(b, "failure_handler", handlers, "failure_handler")
+        failed: set[str] = set()
+        for patterns in _distinct(b.cols["depends_on_regexes"]):
+            for pattern in patterns:
+                if pattern in failed:
+                    continue
+                try:
+                    if not job_index.any_match(pattern):
+                        failed.add(pattern)
+                        if len(failed) <= MAX_ERRORS_PER_FIELD:
+                            b.entry.fail("depends_on_regexes", f"{pattern!r} matches no job")
+                except re.error as exc:
+                    failed.add(pattern)
+                    b.entry.fail("depends_on_regexes", f"bad regex {pattern!r}: {exc}")
+    file_path = lookup.file_path
+    _check_outputs(blocks, "output_files", lambda f: file_path.get(f, f), "file", doc.err)
+    _check_outputs(blocks, "output_user_data", lambda u: u, "user_data", doc.err)
+    if doc.err.items:
+        return [], job_index
+    jobs: list[JobSpec] = []
+    for b in blocks:
+        jobs.extend(_bulk_build(JobSpec, b.n, b.cols))
+    return jobs, job_index
+
+
+def _actions(doc: _Entry, job_index: NameIndex, job_names: set[str], schedulers: set[str],
+             names: Sequence[str]) -> list[ActionSpec]:
+    out: list[ActionSpec] = []
+    for e in _entries(doc, "actions"):
+        e.check_keys(_ACTION_KEYS)
+        trigger = e.one_of("trigger_type", TRIGGER_TYPES, "")
+        if "trigger_type" not in e.data:
+            e.fail("trigger_type", "is required")
+        action = e.one_of("action_type", ACTION_TYPES, "")
+        if "action_type" not in e.data:
+            e.fail("action_type", "is required")
+        jobs: dict[str, None] = {}
+        for name in e.str_list("jobs"):
+            if name not in job_names:
+                e.fail("jobs", f"no job named {name!r}")
+            jobs[name] = None
+        for pattern in e.str_list("job_name_regexes"):
+            try:
+                hits = job_index.match(pattern)
+            except re.error as exc:
+                e.fail("job_name_regexes", f"bad regex {pattern!r}: {exc}")
+                continue
+            if not hits:
+                e.fail("job_name_regexes", f"{pattern!r} matches no job")
+            for k in hits:
+                jobs[names[k]] = None
+        scheduler = e.get_str("scheduler", None)
+        if scheduler is not None and scheduler not in schedulers:
+            e.fail("scheduler", f"no scheduler named {scheduler!r}")
+        d = ActionSpec(trigger_type="", action_type="")
+        out.append(
+            ActionSpec(
+                trigger_type=trigger,
+                action_type=action,
+                jobs=tuple(jobs),
+                commands=tuple(e.str_list("commands")),
+                scheduler=scheduler,
+                scheduler_type=e.one_of("scheduler_type", SCHEDULER_TYPES, d.scheduler_type),
+                num_allocations=e.get_int("num_allocations", d.num_allocations, minimum=1),
+                start_one_worker_per_node=e.get_bool(
+                    "start_one_worker_per_node", d.start_one_worker_per_node
+                ),
+                max_parallel_jobs=e.get_int("max_parallel_jobs", None, minimum=1),
+                persistent=e.get_bool("persistent", False),
+            )
+        )
+    return out
+
+
+def parse_spec(doc: Mapping[str, Any]) -> WorkflowSpec:
+    """Validate and expand a spec document (Torc's format, ``@file`` values inlined).
+
+    Raises :class:`SpecError` listing every problem found, each located."""
+    if not isinstance(doc, Mapping):
+        raise SpecError(["the spec must be a mapping at the top level"])
+    with gc_paused():
+        return _parse_spec(doc)
+
+
+def _parse_spec(doc: Mapping[str, Any]) -> WorkflowSpec:
+    err = _Errors()
+    top = _Entry(doc, "", err)
+    top.check_keys(_TOP_KEYS, lambda key: key.startswith("compute_node_"))
+    name = top.get_str("name", "", required=True)
+    params = _Params(top)
+    interned: dict[Any, Any] = {EMPTY: EMPTY}
+
+    rrs = _resource_requirements(top)
+    handlers = _failure_handlers(top)
+    schedulers = _slurm_schedulers(top)
+    rr_names = _check_unique(
+        ((f"resource_requirements[{k}] {r.name!r}", r.name) for k, r in enumerate(rrs)),
+        "resource_requirements", err,
+    )
+    handler_names = _check_unique(
+        ((f"failure_handlers[{k}] {h.name!r}", h.name) for k, h in enumerate(handlers)),
+        "failure_handler", err,
+    )
+    scheduler_names = _check_unique(
+        ((f"slurm_schedulers[{k}] {s.name!r}", s.name) for k, s in enumerate(schedulers)),
+        "scheduler", err,
+    )
+    files, file_wheres = _files(top, params, interned)
+    _check_unique(zip(file_wheres, (f.name for f in files), strict=True), "file", err)
+    uds, ud_wheres = _user_data(top, params, interned)
+    _check_unique(zip(ud_wheres, (u.name for u in uds), strict=True), "user_data", err)
+    lookup = _Lookup(files, uds)
+    jobs, job_index = _jobs(top, params, lookup, rr_names, scheduler_names, handler_names, interned)
+    actions: list[ActionSpec] = []
+    if top.data.get("actions"):
+        job_names = [j.name for j in jobs]
+        actions = _actions(top, job_index, set(job_names), scheduler_names, job_names)
+    else:
+        _entries(top, "actions")  # type check only
+
+    slurm_defaults = top.mapping("slurm_defaults") or {}
+    for key in slurm_defaults:
+        if key in SLURM_MANAGED:
+            err.add(f"slurm_defaults: {key}: is managed by torc (set it on a scheduler)")
+    monitor = top.mapping("resource_monitor")
+    spec = WorkflowSpec(
+        name=name,
+        user=top.get_str("user", None),
+        description=top.get_str("description", None),
+        project=top.get_str("project", None),
+        jobs=tuple(jobs),
+        files=tuple(files),
+        user_data=tuple(uds),
+        resource_requirements=tuple(rrs),
+        failure_handlers=tuple(handlers),
+        slurm_schedulers=tuple(schedulers),
+        slurm_defaults=dict(slurm_defaults),
+        resource_monitor=dict(monitor) if monitor is not None else None,
+        actions=tuple(actions),
+        use_pending_failed=top.get_bool("use_pending_failed", False),
+        jobs_sort_method=top.one_of("jobs_sort_method", JOBS_SORT_METHODS, None),
+        compute_node_settings={k: v for k, v in doc.items() if k.startswith("compute_node_")},
+    )
+    err.raise_if_any()
+    return spec
