@@ -76,9 +76,13 @@ async def cmd_create(ctx: Context) -> int:
     return 0
 
 
+def _is_workflow_id(target: str) -> bool:
+    return target.isdigit() and not Path(target).exists()
+
+
 async def cmd_run(ctx: Context) -> int:
     target = ctx.args.target
-    if target.isdigit() and not Path(target).exists():
+    if _is_workflow_id(target):
         return await run_workflow(ctx, int(target))
     doc = _spec_from_target(target)
     _validate_for_run(doc)

@@ -260,7 +260,7 @@ class JobRunner:
                 outcome.return_code, outcome.terminated, outcome.exec_time_s)
         except OSError as exc:  # bash missing, fd limit: the job failed to start
             return_code, terminated, exec_time = 127, False, 0.0
-            Path(process.stderr_path).write_text(f"torc-trio: could not start job: {exc}\n")
+            _write_text(process.stderr_path, f"torc-trio: could not start job: {exc}\n")
         running = self._running.pop(jid)
         if self.cfg.max_parallel is None:
             job = running.job
@@ -304,5 +304,11 @@ class JobRunner:
     def _save_unreported(self) -> None:
         if not self._results:
             return
-        path = self.cfg.output_dir / f"unreported_results_wf{self.cfg.workflow_id}_cn{self._cn}.json"
-        path.write_text(json.dumps(self._results, indent=1))
+        name = f"unreported_results_wf{self.cfg.workflow_id}_cn{self._cn}.json"
+        _write_text(str(self.cfg.output_dir / name), json.dumps(self._results, indent=1))
+
+
+def _write_text(path: str, text: str) -> None:
+    """A small local write on a rare path (errors); not worth a thread hop."""
+    with open(path, "w") as f:
+        f.write(text)

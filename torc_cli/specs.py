@@ -103,7 +103,7 @@ def exec_spec(
     if not parameters:
         return commands_spec(name, commands)
     width = len(str(len(commands)))
-    suffix = "_".join("{%s}" % p for p in parameters)
+    suffix = "_".join("{" + p + "}" for p in parameters)
     jobs = []
     for i, command in enumerate(commands, start=1):
         prefix = f"job{i:0{width}d}_" if len(commands) > 1 else "job_"

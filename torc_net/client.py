@@ -1,0 +1,569 @@
+"""Typed async client for the Torc HTTP API (docs/api.md), with retry and backoff.
+
+Retry policy of :meth:`TorcClient.call`:
+
+* connection errors (refused, reset, EOF, protocol errors) and per-attempt timeouts, and
+  ``502``/``503``/``504`` responses, are retried with exponential backoff and full jitter
+  (``uniform(0, min(max_backoff_s, 0.1 * 2**n))``); a ``Retry-After`` header (seconds) is
+  honoured as a lower bound. Retrying stops once ``wait_for_server_s`` have elapsed since the
+  first attempt, and :class:`ServerUnreachable` is raised.
+* any other status >= 400 raises :class:`ApiError` at once.
+
+Timeouts are set here, at the call site of the HTTP layer: each attempt runs under
+``trio.fail_after(attempt_timeout_s)``.
+"""
+
+from __future__ import annotations
+
+import json as _json
+import os
+import random
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import trio
+import trio_websocket
+
+from .http import ConnectionFailed, HttpConnectionPool, HttpResponse, basic_auth_header
+from .http import parse_base_url as _parse_base_url
+
+__all__ = [
+    "ApiError",
+    "EventFeed",
+    "ServerUnreachable",
+    "TorcClient",
+    "events_ws_url",
+    "open_event_feed",
+    "subscribe_events",
+]
+
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_BACKOFF_BASE_S = 0.1
+
+
+class ApiError(Exception):
+    """The server answered with an error status (``{"error", "detail"}`` body)."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: Any = None,
+        *,
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.method = method
+        self.path = path
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f"{self.method} {self.path}: " if self.method else ""
+        msg = f"{where}HTTP {self.status} {self.error}"
+        if isinstance(self.detail, list):
+            if self.detail:
+                msg += ":\n  " + "\n  ".join(str(d) for d in self.detail)
+        elif self.detail not in (None, ""):
+            msg += f": {self.detail}"
+        return msg
+
+    @classmethod
+    def from_response(cls, resp: HttpResponse, method: str, path: str) -> ApiError:
+        error: str = resp.reason or "error"
+        detail: Any = None
+        try:
+            doc = resp.json()
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and ("error" in doc or "detail" in doc):
+            error = str(doc.get("error", error))
+            detail = doc.get("detail")
+        elif resp.body:
+            detail = resp.text[:2000]
+        return cls(resp.status, error, detail, method=method, path=path)
+
+
+class ServerUnreachable(Exception):
+    """The server could not be reached (or stayed unavailable) within ``wait_for_server_s``."""
+
+
+def _retry_after_s(resp: HttpResponse) -> float | None:
+    value = resp.header("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff
+    return max(0.0, seconds)
+
+
+def _path(*parts: object) -> str:
+    return "/" + "/".join(quote(str(p), safe="") for p in parts)
+
+
+def _query(path: str, params: Mapping[str, Any]) -> str:
+    items = {k: v for k, v in params.items() if v is not None}
+    return f"{path}?{urlencode(items)}" if items else path
+
+
+def _mtimes(mtimes: Mapping[int | str, float | None]) -> dict[str, float | None]:
+    return {str(k): v for k, v in mtimes.items()}
+
+
+class TorcClient:
+    """Async client of one Torc server. Use as ``async with TorcClient(url) as c: ...``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        wait_for_server_s: float = 1200,
+        max_backoff_s: float = 30.0,
+        rng: random.Random | None = None,
+        attempt_timeout_s: float = 120.0,
+        max_idle: int = 4,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        self.wait_for_server_s = wait_for_server_s
+        self.max_backoff_s = max_backoff_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self._rng = rng if rng is not None else random.Random()
+        self._pool = HttpConnectionPool(self.base_url, auth=auth, max_idle=max_idle)
+        #: HTTP attempts made (including retries)
+        self.requests = 0
+        #: attempts that were followed by another attempt
+        self.retries = 0
+        #: 503 responses received
+        self.status_503 = 0
+
+    @classmethod
+    def from_env(cls, url: str | None = None, **kwargs: Any) -> TorcClient:
+        """``url`` or ``$TORC_API_URL``; Basic auth from ``$TORC_USERNAME``/``$TORC_PASSWORD``."""
+        url = url or os.environ.get("TORC_API_URL")
+        if not url:
+            raise ValueError("no server URL: pass one or set TORC_API_URL")
+        if "auth" not in kwargs:
+            user = os.environ.get("TORC_USERNAME")
+            if user:
+                kwargs["auth"] = (user, os.environ.get("TORC_PASSWORD", ""))
+        return cls(url, **kwargs)
+
+    @property
+    def pool(self) -> HttpConnectionPool:
+        return self._pool
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+    async def __aenter__(self) -> TorcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _backoff_s(self, attempt: int) -> float:
+        cap = min(self.max_backoff_s, _BACKOFF_BASE_S * 2 ** min(attempt, 32))
+        return self._rng.uniform(0.0, cap)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        retry: bool = True,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Send one API request, retrying per the module policy; return the parsed JSON."""
+        method = method.upper()
+        if params:
+            path = _query(path, params)
+        start = trio.current_time()
+        deadline = start + self.wait_for_server_s
+        attempt = 0
+        while True:
+            self.requests += 1
+            failure: str
+            retry_after: float | None = None
+            try:
+                with trio.fail_after(self.attempt_timeout_s):
+                    resp = await self._pool.request(method, path, json_body=json)
+            except ConnectionFailed as exc:
+                failure = str(exc)
+                if not retry:
+                    raise ServerUnreachable(f"{method} {path}: {failure}") from exc
+            except trio.TooSlowError as exc:
+                failure = f"no response within {self.attempt_timeout_s} s"
+                if not retry:
+                    raise ServerUnreachable(f"{method} {path}: {failure}") from exc
+            else:
+                status = resp.status
+                if status < 400:
+                    try:
+                        return resp.json()
+                    except ValueError as exc:
+                        raise ApiError(
+                            status,
+                            "invalid JSON response",
+                            resp.text[:2000],
+                            method=method,
+                            path=path,
+                        ) from exc
+                if status == 503:
+                    self.status_503 += 1
+                if status not in _RETRY_STATUSES or not retry:
+                    raise ApiError.from_response(resp, method, path)
+                failure = f"HTTP {status}"
+                retry_after = _retry_after_s(resp)
+
+            now = trio.current_time()
+            remaining = deadline - now
+            if remaining <= 0:
+                raise ServerUnreachable(
+                    f"{method} {self.base_url}{path}: gave up after {attempt + 1} attempts in "
+                    f"{now - start:.1f} s (wait_for_server_s={self.wait_for_server_s}); "
+                    f"last error: {failure}"
+                )
+            delay = self._backoff_s(attempt)
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            attempt += 1
+            self.retries += 1
+            await trio.sleep(min(delay, remaining))
+
+    # ------------------------------------------------------------------ service
+    async def ping(self) -> dict[str, Any]:
+        return await self.call("GET", "/ping")  # type: ignore[no-any-return]
+
+    async def version(self) -> dict[str, Any]:
+        return await self.call("GET", "/version")  # type: ignore[no-any-return]
+
+    async def openapi(self) -> dict[str, Any]:
+        return await self.call("GET", "/openapi.json")  # type: ignore[no-any-return]
+
+    # ---------------------------------------------------------------- workflows
+    async def create_workflow(
+        self, spec_doc: Mapping[str, Any], dry_run: bool = False
+    ) -> dict[str, Any]:
+        body = {"spec": dict(spec_doc), "dry_run": dry_run}
+        return await self.call("POST", "/workflows", body)  # type: ignore[no-any-return]
+
+    async def list_workflows(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET", "/workflows", params={"offset": offset, "limit": limit}
+        )
+
+    async def iter_workflows(self, *, page_size: int = 100) -> AsyncIterator[dict[str, Any]]:
+        async for item in self._iter_pages("/workflows", {}, page_size):
+            yield item
+
+    async def get_workflow(self, workflow_id: int) -> dict[str, Any]:
+        return await self.call("GET", _path("workflows", workflow_id))  # type: ignore[no-any-return]
+
+    async def delete_workflow(self, workflow_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "DELETE", _path("workflows", workflow_id)
+        )
+
+    async def cancel_workflow(self, workflow_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "cancel")
+        )
+
+    async def initialize_workflow(self, workflow_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "initialize")
+        )
+
+    async def reinitialize_workflow(
+        self,
+        workflow_id: int,
+        dry_run: bool = False,
+        file_mtimes: Mapping[int | str, float | None] | None = None,
+    ) -> dict[str, Any]:
+        body = {"dry_run": dry_run, "file_mtimes": _mtimes(file_mtimes or {})}
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "reinitialize"), body
+        )
+
+    async def reset_status(self, workflow_id: int, failed_only: bool = False) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "reset_status"), {"failed_only": failed_only}
+        )
+
+    async def workflow_status(self, workflow_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET", _path("workflows", workflow_id, "status")
+        )
+
+    # ------------------------------------------------------------------- paging
+    async def _iter_pages(
+        self, path: str, params: Mapping[str, Any], page_size: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield every item of a paged ``{"items", "total", "offset", "limit"}`` collection."""
+        offset = 0
+        # Bounded: stops on a short/empty page or when ``total`` is reached.
+        while True:
+            page = await self.call(
+                "GET", path, params={**params, "offset": offset, "limit": page_size}
+            )
+            items = page.get("items", [])
+            for item in items:
+                yield item
+            offset += len(items)
+            total = page.get("total")
+            if not items or len(items) < page_size or (total is not None and offset >= total):
+                return
+
+    # --------------------------------------------------------------------- jobs
+    async def list_jobs(
+        self, workflow_id: int, status: str | None = None, offset: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET",
+            _path("workflows", workflow_id, "jobs"),
+            params={"status": status, "offset": offset, "limit": limit},
+        )
+
+    async def iter_jobs(
+        self, workflow_id: int, status: str | None = None, *, page_size: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
+        path = _path("workflows", workflow_id, "jobs")
+        async for item in self._iter_pages(path, {"status": status}, page_size):
+            yield item
+
+    async def get_job(self, workflow_id: int, job_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET", _path("workflows", workflow_id, "jobs", job_id)
+        )
+
+    async def disable_job(self, workflow_id: int, job_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "jobs", job_id, "disable")
+        )
+
+    # -------------------------------------------------------- files / user_data
+    async def list_files(
+        self, workflow_id: int, offset: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET",
+            _path("workflows", workflow_id, "files"),
+            params={"offset": offset, "limit": limit},
+        )
+
+    async def iter_files(
+        self, workflow_id: int, *, page_size: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
+        async for item in self._iter_pages(_path("workflows", workflow_id, "files"), {}, page_size):
+            yield item
+
+    async def get_file(self, workflow_id: int, file_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET", _path("workflows", workflow_id, "files", file_id)
+        )
+
+    async def record_file_mtimes(
+        self, workflow_id: int, mtimes: Mapping[int | str, float | None]
+    ) -> Any:
+        return await self.call(
+            "POST", _path("workflows", workflow_id, "files", "mtimes"), {"mtimes": _mtimes(mtimes)}
+        )
+
+    async def list_user_data(
+        self, workflow_id: int, offset: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET",
+            _path("workflows", workflow_id, "user_data"),
+            params={"offset": offset, "limit": limit},
+        )
+
+    async def get_user_data(self, workflow_id: int, ud_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET", _path("workflows", workflow_id, "user_data", ud_id)
+        )
+
+    async def put_user_data(self, workflow_id: int, ud_id: int, data: Any) -> Any:
+        return await self.call(
+            "PUT", _path("workflows", workflow_id, "user_data", ud_id), {"data": data}
+        )
+
+    # ------------------------------------------------------------------ results
+    async def list_results(
+        self, workflow_id: int, status: str | None = None, offset: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET",
+            _path("workflows", workflow_id, "results"),
+            params={"status": status, "offset": offset, "limit": limit},
+        )
+
+    async def iter_results(
+        self, workflow_id: int, status: str | None = None, *, page_size: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
+        path = _path("workflows", workflow_id, "results")
+        async for item in self._iter_pages(path, {"status": status}, page_size):
+            yield item
+
+    async def list_events(
+        self, workflow_id: int, after: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET",
+            _path("workflows", workflow_id, "events"),
+            params={"after": after, "limit": limit},
+        )
+
+    # ----------------------------------------------------------- runner protocol
+    async def register_compute_node(self, workflow_id: int, **resources: Any) -> dict[str, Any]:
+        """Body keys: hostname, pid, num_cpus, memory_bytes, num_gpus, num_nodes, slurm_job_id."""
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "compute_nodes"), resources
+        )
+
+    async def list_compute_nodes(
+        self, workflow_id: int, offset: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET",
+            _path("workflows", workflow_id, "compute_nodes"),
+            params={"offset": offset, "limit": limit},
+        )
+
+    async def heartbeat(self, workflow_id: int, compute_node_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "compute_nodes", compute_node_id, "heartbeat")
+        )
+
+    async def claim_jobs(
+        self,
+        workflow_id: int,
+        compute_node_id: int,
+        limit: int = 32,
+        cpus: int | None = None,
+        memory_bytes: int | None = None,
+        gpus: int | None = None,
+        nodes: int | None = None,
+        walltime_s: float | None = None,
+        scheduler: str | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "limit": limit,
+            "cpus": cpus,
+            "memory_bytes": memory_bytes,
+            "gpus": gpus,
+            "nodes": nodes,
+            "walltime_s": walltime_s,
+            "scheduler": scheduler,
+        }
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "compute_nodes", compute_node_id, "claim"), body
+        )
+
+    async def start_jobs(
+        self, workflow_id: int, compute_node_id: int, job_ids: list[int]
+    ) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST",
+            _path("workflows", workflow_id, "compute_nodes", compute_node_id, "start"),
+            {"job_ids": list(job_ids)},
+        )
+
+    async def complete_jobs(
+        self, workflow_id: int, compute_node_id: int, results: list[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST",
+            _path("workflows", workflow_id, "compute_nodes", compute_node_id, "complete"),
+            {"results": [dict(r) for r in results]},
+        )
+
+    async def deactivate(self, workflow_id: int, compute_node_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "compute_nodes", compute_node_id, "deactivate")
+        )
+
+
+def events_ws_url(base_url: str, workflow_id: int | None) -> str:
+    """``ws://host:port/<base>/workflows/{id}/events/ws`` (or ``/events/ws`` for all)."""
+    base = _parse_base_url(base_url)
+    host = f"[{base.host}]" if ":" in base.host else base.host
+    tail = "/events/ws" if workflow_id is None else f"/workflows/{int(workflow_id)}/events/ws"
+    return f"ws://{host}:{base.port}{base.path}{tail}"
+
+
+class EventFeed:
+    """An open websocket event feed: ``async for message in feed`` until the server closes."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+
+    def __aiter__(self) -> EventFeed:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        try:
+            message = await self._ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            raise StopAsyncIteration from None
+        return _json.loads(message)  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        await self._ws.aclose()
+
+
+@asynccontextmanager
+async def open_event_feed(
+    base_url: str,
+    workflow_id: int | None,
+    *,
+    auth: tuple[str, str] | None = None,
+    max_message_size: int = 16 * 1024 * 1024,
+) -> AsyncIterator[EventFeed]:
+    """Open the websocket event feed; the preferred, structured form of
+    :func:`subscribe_events` (the websocket's background task lives in this context)."""
+    headers: list[tuple[bytes, bytes]] = []
+    if auth is not None:
+        headers.append((b"Authorization", basic_auth_header(*auth)))
+    url = events_ws_url(base_url, workflow_id)
+    ws: trio_websocket.WebSocketConnection | None = None
+    try:
+        async with trio_websocket.open_websocket_url(
+            url, extra_headers=headers, max_message_size=max_message_size
+        ) as ws:
+            yield EventFeed(ws)
+    finally:
+        # trio-websocket 0.12 leaves the client's TCP socket open when the *server* closes
+        # the websocket; close it ourselves (a no-op when already closed).
+        stream = getattr(ws, "_stream", None)
+        if isinstance(stream, trio.abc.AsyncResource):
+            await trio.aclose_forcefully(stream)
+
+
+async def subscribe_events(
+    base_url: str,
+    workflow_id: int | None,
+    *,
+    auth: tuple[str, str] | None = None,
+    max_message_size: int = 16 * 1024 * 1024,
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield the parsed JSON messages of the websocket event feed until it closes.
+
+    The websocket lives inside this generator: consume it with
+    ``async with contextlib.aclosing(subscribe_events(...)) as feed: async for m in feed``,
+    or prefer :func:`open_event_feed`, which keeps the nursery in the caller's frame.
+    """
+    async with open_event_feed(
+        base_url, workflow_id, auth=auth, max_message_size=max_message_size
+    ) as feed:
+        async for message in feed:
+            yield message
