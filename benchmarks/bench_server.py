@@ -1,0 +1,153 @@
+"""Server throughput: synthetic runners claim and complete no-op jobs over real HTTP.
+
+Starts ``python -m torc_net.server`` with a file database in a temporary directory (loopback
+only), creates one workflow of independent jobs per batch size, and runs a few concurrent
+synthetic runners (no processes: claim ``batch`` jobs, report them completed, repeat) through
+keep-alive h11 connections. Prints ONE JSON object::
+
+    {"results": [{"batch", "jobs", "runners", "seconds", "jobs_per_s", "p50_ms", "p99_ms"}],
+     "server": {...}, "create_s": {...}}
+
+Latencies are of one claim+complete round trip. Bounded in job count and time.
+
+    python benchmarks/bench_server.py [--jobs 20000] [--batch1-jobs 2000] [--runners 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import trio
+
+from torc_net.http import HttpConnectionPool
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+async def post(pool: HttpConnectionPool, path: str, body: Any, status: int = 200) -> Any:
+    resp = await pool.request("POST", path, json_body=body)
+    if resp.status != status:
+        raise RuntimeError(f"POST {path}: {resp.status} {resp.body[:300]!r}")
+    return resp.json()
+
+
+async def run_batch(base_url: str, batch: int, num_jobs: int, runners: int) -> dict[str, Any]:
+    async with HttpConnectionPool(base_url, max_idle=runners + 2) as pool:
+        spec = {"name": f"bench-{batch}",
+                "jobs": [{"name": f"j{i}", "command": "true"} for i in range(num_jobs)]}
+        t0 = time.perf_counter()
+        wf = (await post(pool, "/workflows", {"spec": spec}, 201))["id"]
+        create_s = time.perf_counter() - t0
+        latencies: list[float] = []
+        done = 0
+
+        async def runner(k: int) -> None:
+            nonlocal done
+            cn = (await post(pool, f"/workflows/{wf}/compute_nodes",
+                             {"hostname": f"bench{k}", "pid": k}, 201))["id"]
+            base = f"/workflows/{wf}/compute_nodes/{cn}"
+            while True:
+                t = time.perf_counter()
+                claimed = await post(pool, f"{base}/claim", {"limit": batch})
+                jobs = claimed["jobs"]
+                if not jobs:
+                    return
+                results = [{"job_id": j["id"], "attempt": j["attempt"], "run_id": j["run_id"],
+                            "return_code": 0, "status": "completed", "exec_time_s": 0.0}
+                           for j in jobs]
+                await post(pool, f"{base}/complete", {"results": results})
+                latencies.append((time.perf_counter() - t) * 1000)
+                done += len(jobs)
+
+        start = time.perf_counter()
+        with trio.fail_after(600):
+            async with trio.open_nursery() as nursery:
+                for k in range(runners):
+                    nursery.start_soon(runner, k)
+        elapsed = time.perf_counter() - start
+        status = (await pool.request("GET", f"/workflows/{wf}/status")).json()
+        if status["counts"]["completed"] != num_jobs or done != num_jobs:
+            raise RuntimeError(f"batch {batch}: {done} done, status {status}")
+        return {
+            "batch": batch,
+            "jobs": num_jobs,
+            "runners": runners,
+            "seconds": round(elapsed, 3),
+            "jobs_per_s": round(num_jobs / elapsed, 1),
+            "p50_ms": round(percentile(latencies, 0.5), 2),
+            "p99_ms": round(percentile(latencies, 0.99), 2),
+            "create_s": round(create_s, 3),
+        }
+
+
+async def run_all(base_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    results = []
+    for batch in args.batches:
+        n = args.batch1_jobs if batch == 1 else args.jobs
+        results.append(await run_batch(base_url, batch, n, args.runners))
+    return results
+
+
+def run_with_server(args: argparse.Namespace) -> dict[str, Any]:
+    """Start a server subprocess on a temporary file database and benchmark it."""
+    with tempfile.TemporaryDirectory(prefix="torc-bench-") as tmp:
+        db = os.path.join(tmp, "torc.db")
+        argv = [sys.executable, "-m", "torc_net.server", "--database", db, "--port", "0",
+                "--host", "127.0.0.1", "--threads", str(args.threads), "--log-level", "warning"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line.startswith("TORC_SERVER_PORT="):
+                raise RuntimeError(f"server did not start: {line!r}")
+            port = int(line.strip().split("=", 1)[1])
+            base_url = f"http://127.0.0.1:{port}/torc-service/v1"
+            results = trio.run(run_all, base_url, args)
+            return {
+                "results": results,
+                "best_jobs_per_s": max(r["jobs_per_s"] for r in results),
+                "server": {"database": "file (WAL, synchronous=NORMAL)",
+                           "threads": args.threads, "cpus": os.cpu_count()},
+            }
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--batch1-jobs", type=int, default=2_000)
+    parser.add_argument("--runners", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--url", help="benchmark a running server instead of starting one")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
+    args = parser.parse_args()
+    if args.url:  # an already running server (e.g. under a profiler)
+        results = trio.run(run_all, args.url, args)
+        report = {"results": results, "best_jobs_per_s": max(r["jobs_per_s"] for r in results)}
+    else:
+        report = run_with_server(args)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

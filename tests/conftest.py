@@ -1,0 +1,204 @@
+"""Shared fixtures: real torc servers on 127.0.0.1 with a real SQLite file.
+
+Two flavours:
+
+* ``server`` / ``start_inprocess`` run :func:`torc_net.server.serve` in the test's trio loop
+  (fast; for endpoint tests).
+* ``start_server`` runs ``python -m torc_net.server`` as a subprocess under the test's nursery
+  and learns its port from the ``TORC_SERVER_PORT=<port>`` line (for signals, kill -9 and
+  restarts). Its stdout lines are collected so tests can wait for ``TORC_SNAPSHOT_DONE=``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from torc_net.http import HttpConnectionPool, basic_auth_header
+from torc_net.server import Running, ServerConfig, serve
+
+API = "/torc-service/v1"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class Api:
+    """A tiny JSON helper over :class:`HttpConnectionPool` that returns every status as-is."""
+
+    def __init__(self, port: int, auth: tuple[str, str] | None = None) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}{API}"
+        self.pool = HttpConnectionPool(self.base_url, auth=auth, max_idle=32)
+
+    async def request(
+        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Reply:
+        with trio.fail_after(30):
+            resp = await self.pool.request(
+                method, path, json_body=body, body=raw, headers=headers
+            )
+        try:
+            value = json.loads(resp.body) if resp.body else None
+        except ValueError:
+            value = resp.body
+        return Reply(resp.status, value, resp.headers)
+
+    async def get(self, path: str) -> Reply:
+        return await self.request("GET", path)
+
+    async def post(self, path: str, body: Any = None) -> Reply:
+        return await self.request("POST", path, body if body is not None else {})
+
+    async def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        reply = await self.request(method, path, body)
+        assert reply.status == status, (method, path, reply.status, reply.body)
+        return reply.body
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+def basic(user: str, password: str) -> list[tuple[str, str]]:
+    return [("Authorization", basic_auth_header(user, password).decode())]
+
+
+def simple_spec(n: int = 3, *, chain: bool = False, name: str = "wf", **extra: Any) \
+        -> dict[str, Any]:
+    jobs = []
+    for i in range(n):
+        job: dict[str, Any] = {"name": f"job{i}", "command": f"echo {i}"}
+        if chain and i:
+            job["depends_on"] = [f"job{i - 1}"]
+        jobs.append(job)
+    return {"name": name, "jobs": jobs, **extra}
+
+
+@pytest.fixture
+async def start_inprocess(
+    nursery: trio.Nursery, tmp_path: Path
+) -> Callable[..., Awaitable[Running]]:
+    async def start(**overrides: Any) -> Running:
+        cfg = ServerConfig(
+            database=str(tmp_path / "torc.db"), port=0, threads=2, handle_signals=False,
+            print_port=False, shutdown_grace_s=2, log_level="warning",
+        )
+        for key, value in overrides.items():
+            setattr(cfg, key, value)
+        return await nursery.start(serve, cfg)
+
+    return start
+
+
+@pytest.fixture
+async def server(start_inprocess: Callable[..., Awaitable[Running]]) -> Running:
+    return await start_inprocess()
+
+
+@pytest.fixture
+async def api(server: Running) -> AsyncIterator[Api]:
+    client = Api(server.port)
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class ServerProcess:
+    process: trio.Process
+    port: int
+    lines: list[str] = field(default_factory=list)
+    changed: trio.Event = field(default_factory=trio.Event)
+    exited: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{API}"
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    async def wait_line(self, prefix: str, *, after: int = 0) -> tuple[int, str]:
+        """The first stdout line at index >= ``after`` starting with ``prefix``."""
+        while True:
+            for i in range(after, len(self.lines)):
+                if self.lines[i].startswith(prefix):
+                    return i, self.lines[i]
+            if self.exited.is_set():
+                raise AssertionError(f"server exited before printing {prefix!r}: {self.lines}")
+            await self.changed.wait()
+
+    async def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        with trio.fail_after(10):
+            await self.process.wait()
+
+    async def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            return await self.process.wait()
+
+
+@pytest.fixture
+async def start_server(nursery: trio.Nursery) -> Callable[..., Awaitable[ServerProcess]]:
+    """Start ``python -m torc_net.server`` with the given arguments (``--port 0`` added)."""
+
+    async def start(*args: str, env: Mapping[str, str] | None = None,
+                    cwd: str | os.PathLike[str] | None = None) -> ServerProcess:
+        argv = [sys.executable, "-m", "torc_net.server", "--port", "0", "--log-level",
+                "warning", *args]
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+
+        async def deliver_cancel(process: trio.Process) -> None:
+            process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(10):
+                await process.wait()
+                return
+            process.kill()
+
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process, argv, stdout=subprocess.PIPE, env=full_env, cwd=cwd,
+                check=False, deliver_cancel=deliver_cancel,
+            )
+        )
+        sp = ServerProcess(process, 0)
+
+        async def read_stdout() -> None:
+            assert process.stdout is not None
+            buf = b""
+            async for chunk in process.stdout:
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    text = line.decode(errors="replace")
+                    sp.lines.append(text)
+                    if text.startswith("TORC_SERVER_PORT=") and not sp.port:
+                        sp.port = int(text.split("=", 1)[1])
+                    sp.changed.set()
+                    sp.changed = trio.Event()
+            sp.exited.set()
+            sp.changed.set()
+
+        nursery.start_soon(read_stdout)
+        with trio.fail_after(30):
+            await sp.wait_line("TORC_SERVER_PORT=")
+        return sp
+
+    return start

@@ -1,0 +1,88 @@
+"""Many concurrent runners never get the same job; admission control answers 503 at once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import trio
+from conftest import Api, simple_spec
+
+from torc_net.server import Running
+
+StartFn = Callable[..., Awaitable[Running]]
+
+
+async def test_concurrent_claims_are_exclusive(api: Api) -> None:
+    num_jobs = 600
+    wf = (await api.ok("POST", "/workflows", {"spec": simple_spec(num_jobs)}, status=201))["id"]
+    claimed: dict[int, int] = {}
+    duplicates: list[int] = []
+
+    async def runner(k: int) -> None:
+        client = Api(api.port)
+        cn = (await client.ok("POST", f"/workflows/{wf}/compute_nodes", {"hostname": f"h{k}"},
+                              status=201))["id"]
+        base = f"/workflows/{wf}/compute_nodes/{cn}"
+        while True:
+            body = await client.ok("POST", f"{base}/claim", {"limit": 7})
+            if not body["jobs"]:
+                break
+            for job in body["jobs"]:
+                if job["id"] in claimed:
+                    duplicates.append(job["id"])
+                claimed[job["id"]] = cn
+            results = [{"job_id": j["id"], "attempt": 1, "run_id": 1, "return_code": 0,
+                        "status": "completed", "exec_time_s": 0} for j in body["jobs"]]
+            # Report every batch twice: the second report is acknowledged, not counted.
+            first = await client.ok("POST", f"{base}/complete", {"results": results})
+            again = await client.ok("POST", f"{base}/complete", {"results": results})
+            assert first["accepted"] == len(results) and again["duplicates"] == len(results)
+        await client.aclose()
+
+    async with trio.open_nursery() as nursery:
+        for k in range(20):
+            nursery.start_soon(runner, k)
+    assert duplicates == []
+    assert len(claimed) == num_jobs
+    assert len(set(claimed.values())) > 1
+    status = await api.ok("GET", f"/workflows/{wf}/status")
+    assert status["counts"]["completed"] == num_jobs and status["is_complete"] is True
+    results = await api.ok("GET", f"/workflows/{wf}/results?limit=1")
+    assert results["total"] == num_jobs
+
+
+async def test_admission_refuses_with_retry_after(start_inprocess: StartFn) -> None:
+    server = await start_inprocess(max_concurrent_requests=2)
+    wf_api = Api(server.port)
+    # A slow request holds a slot: a body that arrives slowly keeps the handler busy.
+    statuses: list[int] = []
+    retry_after: list[str] = []
+
+    async def slow_request(release: trio.Event) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all(
+                b"POST /torc-service/v1/workflows HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 20\r\n\r\n{"
+            )
+            await release.wait()
+
+    release = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_request, release)
+        nursery.start_soon(slow_request, release)
+        with trio.fail_after(10):
+            # Polls another component's counter; there is no event to wait on.
+            while server.admission.in_flight < 2:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        reply = await wf_api.get("/ping")
+        statuses.append(reply.status)
+        retry_after.append(reply.headers.get("retry-after", ""))
+        release.set()
+    assert statuses == [503] and retry_after == ["1"]
+    with trio.fail_after(10):
+        while server.admission.in_flight:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    assert (await wf_api.get("/ping")).status == 200
+    assert server.admission.refused == 1
+    await wf_api.aclose()

@@ -1,0 +1,121 @@
+"""Websocket fan-out of job and workflow events.
+
+Theory of operation
+-------------------
+Each subscriber owns a bounded trio memory channel. :meth:`Feed.publish` serializes a message
+once and puts it into every interested subscriber's channel with ``send_nowait``: publishing
+never awaits, so a slow consumer can never stall a request handler. A subscriber whose channel
+is full is marked *overflowed* and its channel closed; its websocket task notices, sends
+``{"type": "overflow"}`` (best effort) and closes the connection. Memory is bounded by
+``queue_size`` messages per subscriber.
+
+Messages are published synchronously right after ``engine.handle`` (on the trio thread), so
+the order subscribers see is the engine's order, and a subscriber registered together with a
+read of the current counts (no await in between) sees exactly the changes after those counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+DEFAULT_QUEUE_SIZE = 10_000
+
+
+class Subscriber:
+    """One websocket's queue. ``workflow_id is None`` means every visible workflow."""
+
+    __slots__ = ("overflowed", "receive", "send", "visible", "workflow_id")
+
+    def __init__(
+        self,
+        workflow_id: int | None,
+        visible: Callable[[str | None], bool],
+        queue_size: int,
+    ) -> None:
+        self.workflow_id = workflow_id
+        self.visible = visible
+        self.send, self.receive = trio.open_memory_channel[str](queue_size)
+        self.overflowed = False
+
+    def offer(self, text: str) -> None:
+        try:
+            self.send.send_nowait(text)
+        except trio.WouldBlock:
+            self.overflowed = True
+            self.send.close()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+
+class Feed:
+    """Registry of subscribers; see the module docstring."""
+
+    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        self.queue_size = queue_size
+        self._by_workflow: dict[int, set[Subscriber]] = {}
+        self._global: set[Subscriber] = set()
+
+    def wants(self, workflow_id: int) -> bool:
+        """Whether anyone listens to ``workflow_id`` (skip building messages otherwise)."""
+        return bool(self._global) or bool(self._by_workflow.get(workflow_id))
+
+    def subscribe(
+        self, workflow_id: int | None, visible: Callable[[str | None], bool]
+    ) -> Subscriber:
+        sub = Subscriber(workflow_id, visible, self.queue_size)
+        if workflow_id is None:
+            self._global.add(sub)
+        else:
+            self._by_workflow.setdefault(workflow_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        if sub.workflow_id is None:
+            self._global.discard(sub)
+        else:
+            subs = self._by_workflow.get(sub.workflow_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_workflow[sub.workflow_id]
+        sub.send.close()
+
+    def publish(self, workflow_id: int, owner: str | None, message: dict[str, Any]) -> None:
+        self.publish_many(workflow_id, owner, (message,))
+
+    def publish_many(
+        self, workflow_id: int, owner: str | None, messages: tuple[dict[str, Any], ...] | list[
+            dict[str, Any]]
+    ) -> None:
+        targets = [s for s in self._by_workflow.get(workflow_id, ()) if not s.overflowed]
+        targets.extend(s for s in self._global if not s.overflowed and s.visible(owner))
+        if not targets:
+            return
+        for message in messages:
+            text = json.dumps(message, separators=(",", ":"))
+            for sub in targets:
+                if not sub.overflowed:
+                    sub.offer(text)
+
+    def close_workflow(self, workflow_id: int) -> None:
+        """End the per-workflow feeds of a deleted workflow."""
+        for sub in list(self._by_workflow.pop(workflow_id, ())):
+            sub.send.close()
+
+    def close_all(self) -> None:
+        """Shutdown: end every feed so websocket tasks finish promptly."""
+        for subs in list(self._by_workflow.values()):
+            for sub in subs:
+                sub.send.close()
+        for sub in self._global:
+            sub.send.close()
+        self._by_workflow.clear()
+        self._global.clear()
+
+    @property
+    def num_subscribers(self) -> int:
+        return len(self._global) + sum(len(s) for s in self._by_workflow.values())

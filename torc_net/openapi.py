@@ -1,0 +1,92 @@
+"""The OpenAPI 3.1 document, generated from the same route table the app registers.
+
+Why one table: the served routes and the document cannot drift apart. ``torc_net.app`` builds
+its Quart rules from :data:`Route` entries and serves :func:`openapi_document` of the same
+list; a test compares ``app.url_map`` with the document's paths and methods.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+API_PREFIX = "/torc-service/v1"
+API_VERSION = "0.1.0"
+
+_PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One HTTP (or websocket) route: ``path`` in Quart syntax relative to the API prefix."""
+
+    method: str
+    path: str
+    name: str
+    summary: str
+    body: dict[str, Any] | None = None  # JSON schema of the request body
+    query: tuple[str, ...] = ()
+    status: int = 200
+    websocket: bool = False
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def openapi_path(self) -> str:
+        return API_PREFIX + _PARAM.sub(lambda m: "{" + m.group(2) + "}", self.path)
+
+    @property
+    def path_params(self) -> list[str]:
+        return [m.group(2) for m in _PARAM.finditer(self.path)]
+
+
+_ERROR = {
+    "type": "object",
+    "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string"},
+        "detail": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    },
+}
+
+
+def openapi_document(routes: list[Route]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for r in routes:
+        op: dict[str, Any] = {
+            "operationId": r.name,
+            "summary": r.summary,
+            "parameters": [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}}
+                for p in r.path_params
+            ]
+            + [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+               for q in r.query],
+            "responses": {
+                str(r.status): {"description": "success",
+                                "content": {"application/json": {"schema": {"type": "object"}}}},
+                "default": {"description": "error",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        }
+        if r.websocket:
+            op["description"] = "Websocket upgrade (GET with Upgrade: websocket); JSON messages."
+            op["responses"]["101"] = {"description": "switching protocols"}
+        if r.body is not None:
+            op["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": r.body}},
+            }
+        paths.setdefault(r.openapi_path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "torc-trio", "version": API_VERSION},
+        "servers": [{"url": API_PREFIX}],
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": _ERROR},
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+        },
+        "security": [{}, {"basic": []}],
+    }
