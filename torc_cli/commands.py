@@ -481,10 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cancel", cmd_cancel, "cancel a workflow", "torc-trio cancel 3")
     p.add_argument("workflow_id", type=int)
 
-    try:
-        from torc_net.htpasswd_cli import add_htpasswd_arguments, main_htpasswd
-    except ImportError:  # TEMP until the server piece lands
-        return parser
+    from torc_net.htpasswd_cli import add_htpasswd_arguments, main_htpasswd
+
     p = sub.add_parser("htpasswd", help="manage an htpasswd file (bcrypt) for the server",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=_examples("torc-trio htpasswd add users.htpasswd alice"))

@@ -85,6 +85,8 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Context]:
 
 
 async def _run_command(fn: CommandFn, args: argparse.Namespace) -> int:
+    if getattr(args, "offline", False):  # e.g. create --dry-run: validation needs no server
+        return await fn(Context(args))
     async with connect(args) as ctx:
         return await fn(ctx)
 
@@ -100,12 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "sync_main", None) is not None:
         return int(args.sync_main(args))
+    if getattr(args, "dry_run", False) and getattr(args, "command", "") == "create":
+        args.offline = True
     fn: CommandFn | None = getattr(args, "fn", None)
     if fn is None:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return trio.run(_run_command, fn, args)
+        try:
+            return trio.run(_run_command, fn, args)
+        except BaseExceptionGroup as group:
+            raise _first_leaf(group) from None
     except SpecError as exc:
         for line in exc.errors:
             _error(line)
@@ -129,6 +136,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a user should see from a nursery's group (not its Cancelled siblings)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if not isinstance(leaf, trio.Cancelled):
+            return leaf
+    return group
 
 
 def entry_point() -> Any:

@@ -1,0 +1,101 @@
+"""Running the real `torc-trio` command in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TORC = [sys.executable, "-m", "torc_cli.main"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORC_")}
+    env.update(extra)
+    return env
+
+
+def torc(cwd: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
+         check: bool | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*TORC, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env=env or clean_env(), stdin=subprocess.DEVNULL,
+    )
+    if check:
+        assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def torc_json(cwd: Path, *args: str, **kw: Any) -> Any:
+    proc = torc(cwd, "-f", "json", *args, **kw)
+    assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def standalone_json(cwd: Path, *args: str) -> Any:
+    return torc_json(cwd, "-s", *args)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """`torc-trio serve` as a child process on 127.0.0.1."""
+
+    def __init__(self, db: Path, port: int = 0, cwd: Path | None = None) -> None:
+        self.db = db
+        self.cwd = cwd or db.parent
+        self.proc = subprocess.Popen(
+            [*TORC, "serve", "--database", str(db), "--host", "127.0.0.1", "--port", str(port)],
+            cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=clean_env(PYTHONUNBUFFERED="1"),
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 60
+        self.port = 0
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("TORC_SERVER_PORT="):
+                self.port = int(line.strip().split("=", 1)[1])
+                break
+        assert self.port, "server did not report its port"
+        self.url = f"http://127.0.0.1:{self.port}/torc-service/v1"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def pids_in_group_alive(pattern: str) -> list[int]:
+    """PIDs whose command line contains ``pattern`` (to prove no job process survived)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if pattern in cmdline:
+            alive.append(int(entry.name))
+    return alive

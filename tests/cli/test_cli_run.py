@@ -1,0 +1,285 @@
+"""The `torc-trio` command end to end: real processes, a real server, a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import (
+    TORC,
+    ServerProcess,
+    clean_env,
+    free_port,
+    pids_in_group_alive,
+    standalone_json,
+    torc,
+    torc_json,
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def test_run_command_file_standalone_by_default(tmp_path: Path) -> None:
+    write(tmp_path / "commands.txt", """
+        # a comment
+        echo one > one.txt
+
+        echo two > two.txt
+        echo $TORC_JOB_NAME $TORC_WORKFLOW_ID $TORC_ATTEMPT_ID > env.txt
+    """)
+    proc = torc(tmp_path, "run", "-j", "4", "commands.txt", check=True)
+    assert "completed" in proc.stdout
+    assert (tmp_path / "one.txt").read_text() == "one\n"
+    assert (tmp_path / "env.txt").read_text().split() == ["job_3", "1", "1"]
+    assert (tmp_path / "torc_output" / "torc.db").exists()
+    # The database stays for inspection.
+    status = standalone_json(tmp_path, "status", "1")
+    assert status["counts"]["completed"] == 3
+    jobs = standalone_json(tmp_path, "jobs", "list", "1")
+    assert sorted(j["name"] for j in jobs) == ["job_1", "job_2", "job_3"]
+    stdio = sorted(p.name for p in (tmp_path / "torc_output" / "job_stdio").iterdir())
+    assert "job_wf1_j1_r1_a1.o" in stdio and "job_wf1_j1_r1_a1.e" in stdio
+
+
+def test_spec_with_files_and_dependencies_runs_in_order(tmp_path: Path) -> None:
+    write(tmp_path / "input.txt", "seed\n")
+    write(tmp_path / "wf.yaml", """
+        name: diamond
+        files:
+          - {name: input, path: input.txt}
+          - {name: left, path: left.txt}
+          - {name: right, path: right.txt}
+          - {name: final, path: final.txt}
+        jobs:
+          - name: left
+            command: "sleep 0.2; date +%s.%N > ${files.output.left}; cat ${files.input.input} >> ${files.output.left}"
+          - name: right
+            command: "date +%s.%N > ${files.output.right}"
+          - name: final
+            command: "cat ${files.input.left} ${files.input.right} > ${files.output.final}; date +%s.%N >> ${files.output.final}"
+    """)
+    proc = torc(tmp_path, "-s", "run", "wf.yaml", check=True)
+    assert proc.returncode == 0
+    lines = (tmp_path / "final.txt").read_text().split()
+    left_t, seed, right_t, final_t = lines
+    assert seed == "seed"
+    assert float(final_t) >= float(left_t) and float(final_t) >= float(right_t)
+
+
+def test_exec_params_product_and_zip(tmp_path: Path) -> None:
+    torc(tmp_path, "exec", "-j", "2", "--param", "i=1:2", "--param", "x=['a','b']",
+         "-c", "echo {i}{x} >> product.txt", check=True)
+    assert sorted((tmp_path / "product.txt").read_text().split()) == ["1a", "1b", "2a", "2b"]
+    torc(tmp_path, "exec", "--param", "i=1:3", "--param", "j=[7,8,9]", "--link", "zip",
+         "-c", "echo {i}-{j} >> zip.txt", check=True)
+    assert sorted((tmp_path / "zip.txt").read_text().split()) == ["1-7", "2-8", "3-9"]
+    torc(tmp_path, "exec", "--", "touch", "from argv.txt", check=True)
+    assert (tmp_path / "from argv.txt").exists()
+
+
+def test_failure_cancels_dependents_and_exit_status(tmp_path: Path) -> None:
+    write(tmp_path / "wf.yaml", """
+        name: fails
+        jobs:
+          - {name: bad, command: "exit 3"}
+          - {name: after_bad, command: "touch after_bad", depends_on: [bad]}
+          - {name: fine, command: "touch fine"}
+    """)
+    proc = torc(tmp_path, "-s", "run", "wf.yaml")
+    assert proc.returncode == 1
+    assert "bad" in proc.stdout and "3" in proc.stdout
+    assert not (tmp_path / "after_bad").exists()
+    assert (tmp_path / "fine").exists()
+    status = standalone_json(tmp_path, "status", "1")
+    assert status["counts"]["failed"] == 1
+    assert status["counts"]["canceled"] == 1
+    assert status["counts"]["completed"] == 1
+    # Reset the failed part only: the completed job stays completed.
+    torc(tmp_path, "-s", "reset-status", "1", "--failed-only", check=True)
+    jobs = {j["name"]: j["status"] for j in standalone_json(tmp_path, "jobs", "list", "1")}
+    assert jobs == {"bad": "ready", "after_bad": "blocked", "fine": "completed"}
+
+
+def test_reset_failed_then_run_reruns_only_failed_part(tmp_path: Path) -> None:
+    write(tmp_path / "wf.yaml", """
+        name: flaky
+        jobs:
+          - {name: flaky, command: "test -e ok || exit 5; echo x >> flaky.log"}
+          - {name: after, command: "echo x >> after.log", depends_on: [flaky]}
+          - {name: other, command: "echo x >> other.log"}
+    """)
+    assert torc(tmp_path, "-s", "run", "wf.yaml").returncode == 1
+    (tmp_path / "ok").touch()
+    torc(tmp_path, "-s", "reset-status", "1", "--failed-only", check=True)
+    torc(tmp_path, "-s", "run", "1", check=True)
+    assert (tmp_path / "flaky.log").read_text() == "x\n"
+    assert (tmp_path / "after.log").read_text() == "x\n"
+    assert (tmp_path / "other.log").read_text() == "x\n"  # ran once, not rerun
+
+
+def test_reinitialize_after_touching_input_reruns_downstream_only(tmp_path: Path) -> None:
+    write(tmp_path / "a.in", "1\n")
+    write(tmp_path / "b.in", "2\n")
+    write(tmp_path / "wf.yaml", """
+        name: reinit
+        files:
+          - {name: a_in, path: a.in}
+          - {name: b_in, path: b.in}
+          - {name: a_out, path: a.out}
+        jobs:
+          - {name: a, command: "cat ${files.input.a_in} > ${files.output.a_out}; echo a >> log"}
+          - {name: a2, command: "cat ${files.input.a_out} > /dev/null; echo a2 >> log"}
+          - {name: b, command: "cat ${files.input.b_in} > /dev/null; echo b >> log"}
+    """)
+    torc(tmp_path, "-s", "run", "wf.yaml", check=True)
+    assert sorted((tmp_path / "log").read_text().split()) == ["a", "a2", "b"]
+    time.sleep(0.05)
+    write(tmp_path / "a.in", "changed\n")
+    os.utime(tmp_path / "a.in", (time.time() + 5, time.time() + 5))
+    dry = standalone_json(tmp_path, "reinitialize", "1", "--dry-run")
+    assert dry["dry_run"] is True and len(dry["jobs"]) == 2
+    (tmp_path / "log").unlink()
+    torc(tmp_path, "-s", "reinitialize", "1", check=True)
+    torc(tmp_path, "-s", "run", "1", check=True)
+    assert sorted((tmp_path / "log").read_text().split()) == ["a", "a2"]
+
+
+def test_missing_required_input_file_is_refused_by_name(tmp_path: Path) -> None:
+    write(tmp_path / "wf.yaml", """
+        name: missing
+        files:
+          - {name: data, path: data/input.csv}
+          - {name: also, path: also.csv}
+        jobs:
+          - {name: use, command: "cat ${files.input.data} ${files.input.also}"}
+    """)
+    proc = torc(tmp_path, "-s", "run", "wf.yaml")
+    assert proc.returncode == 2
+    assert "data/input.csv" in proc.stderr and "also.csv" in proc.stderr
+    # Nothing was created.
+    assert standalone_json(tmp_path, "workflows", "list") == []
+
+
+def test_bad_spec_reports_located_errors_and_creates_nothing(tmp_path: Path) -> None:
+    write(tmp_path / "wf.yaml", """
+        name: bad
+        jobs:
+          - {name: a, command: "true", depends_on: [nope]}
+          - {name: b, command: "true", colour: blue}
+    """)
+    proc = torc(tmp_path, "-s", "run", "wf.yaml")
+    assert proc.returncode == 2
+    assert "jobs[0] 'a'" in proc.stderr and "nope" in proc.stderr
+    assert "colour" in proc.stderr
+    assert standalone_json(tmp_path, "workflows", "list") == []
+
+
+def test_create_dry_run_json(tmp_path: Path) -> None:
+    write(tmp_path / "wf.yaml", """
+        name: fan
+        jobs:
+          - {name: "s1_{i}", command: "true", parameters: {i: "1:100"}}
+          - {name: "s2_{i}", command: "true", parameters: {i: "1:100"},
+             depends_on_regexes: ["s1_.*"]}
+    """)
+    summary = torc_json(tmp_path, "create", "--dry-run", "wf.yaml")
+    assert summary["jobs"] == 200
+    assert summary["dependencies"] <= 210  # 100 x 100 through one barrier
+
+
+def test_sigterm_terminates_jobs_and_rerun_finishes(tmp_path: Path) -> None:
+    # A distinctive sleep duration marks every job process (bash and its sleep) in /proc.
+    marker = f"59.{os.getpid()}"
+    write(tmp_path / "commands.txt", "\n".join(
+        f"test -e go || sleep {marker}; echo {i} >> done.log" for i in range(3)) + "\n")
+    proc = subprocess.Popen([*TORC, "run", "-j", "3", "commands.txt"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=clean_env())
+    deadline = time.monotonic() + 60
+    while len(pids_in_group_alive(marker)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(pids_in_group_alive(marker)) >= 6  # 3 x (bash + sleep)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    time.sleep(0.2)
+    assert pids_in_group_alive(marker) == [], "a job process survived SIGTERM"
+    status = standalone_json(tmp_path, "status", "1")
+    assert status["counts"]["terminated"] == 3, (out, err)
+    (tmp_path / "go").touch()
+    torc(tmp_path, "-s", "reset-status", "1", "--failed-only", check=True)
+    torc(tmp_path, "-s", "run", "1", check=True)
+    assert sorted((tmp_path / "done.log").read_text().split()) == ["0", "1", "2"]
+
+
+def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    db = tmp_path / "torc.db"
+    server = ServerProcess(db, port=port, cwd=tmp_path)
+    try:
+        env = clean_env(TORC_API_URL=server.url)
+        spec = {"name": "outage", "jobs": [
+            {"name": f"j{i}", "command": f"sleep 0.3; echo {i} >> ran.log"} for i in range(12)]}
+        (tmp_path / "outage.json").write_text(json.dumps(spec))
+        wid = torc_json(tmp_path, "create", "outage.json", env=env)["id"]
+        runner = subprocess.Popen(
+            [*TORC, "run", str(wid), "-j", "2"], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            log = tmp_path / "ran.log"
+            if log.exists() and len(log.read_text().split()) >= 3:
+                break
+            time.sleep(0.05)
+        server.kill()
+        time.sleep(1.0)  # jobs keep running while the server is down
+        server = ServerProcess(db, port=port, cwd=tmp_path)
+        out, err = runner.communicate(timeout=120)
+        assert runner.returncode == 0, (out, err)
+        status = torc_json(tmp_path, "status", str(wid), env=env)
+        assert status["counts"]["completed"] == 12
+        ran = (tmp_path / "ran.log").read_text().split()
+        assert sorted(ran, key=int) == [str(i) for i in range(12)], "a job ran twice or never"
+        results = torc_json(tmp_path, "results", "list", str(wid), env=env)
+        assert len(results) == 12
+    finally:
+        server.stop()
+
+
+def test_watch_prints_transitions(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "torc.db", cwd=tmp_path)
+    try:
+        env = clean_env(TORC_API_URL=server.url)
+        spec = {"name": "watched", "jobs": [
+            {"name": "first", "command": "sleep 0.5"},
+            {"name": "second", "command": "true", "depends_on": ["first"]}]}
+        (tmp_path / "w.json").write_text(json.dumps(spec))
+        wid = torc_json(tmp_path, "create", "w.json", env=env)["id"]
+        watch = subprocess.Popen([*TORC, "watch", str(wid)], cwd=tmp_path, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        torc(tmp_path, "run", str(wid), env=env, check=True)
+        out, err = watch.communicate(timeout=60)
+        assert watch.returncode == 0, err
+        assert "job first" in out and "running -> completed" in out or \
+            "pending -> completed" in out, out
+        assert "job second" in out and "blocked -> ready" in out, out
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["exec", "--help"],
+                                  ["status", "--help"], ["serve", "--help"]])
+def test_help_has_examples(tmp_path: Path, args: list[str]) -> None:
+    proc = torc(tmp_path, *args, check=True)
+    assert "example" in proc.stdout
