@@ -88,6 +88,7 @@ class JobRunner:
         self._wake = trio.Event()
         self._stopping = ""
         self._cn = 0
+        self._claim_seq = 0
         res = config.resources
         self._free_cpus = res.cpus
         self._free_mem = res.memory_bytes
@@ -180,18 +181,19 @@ class JobRunner:
 
     async def _claim(self, free: int) -> dict[str, Any]:
         cfg = self.cfg
+        self._claim_seq += 1
         walltime: float | None = None
         if cfg.resources.end_time is not None:
             walltime = max(0.0, cfg.resources.end_time - time.time() - cfg.end_buffer_s)
         if cfg.max_parallel is not None:
             return await self.client.claim_jobs(
                 cfg.workflow_id, self._cn, limit=free, walltime_s=walltime,
-                scheduler=cfg.scheduler,
+                scheduler=cfg.scheduler, claim_seq=self._claim_seq,
             )
         return await self.client.claim_jobs(
             cfg.workflow_id, self._cn, limit=free, cpus=self._free_cpus,
             memory_bytes=self._free_mem, gpus=self._free_gpus, nodes=cfg.resources.nodes,
-            walltime_s=walltime, scheduler=cfg.scheduler,
+            walltime_s=walltime, scheduler=cfg.scheduler, claim_seq=self._claim_seq,
         )
 
     def _note_progress(self, reply: dict[str, Any]) -> None:

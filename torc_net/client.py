@@ -455,8 +455,12 @@ class TorcClient:
         nodes: int | None = None,
         walltime_s: float | None = None,
         scheduler: str | None = None,
+        claim_seq: int | None = None,
     ) -> dict[str, Any]:
+        """``claim_seq``: a number new for each claim of this compute node; a retry of the same
+        claim (after a broken connection) then returns the same jobs, not a second lease."""
         body = {
+            "claim_seq": claim_seq,
             "limit": limit,
             "cpus": cpus,
             "memory_bytes": memory_bytes,

@@ -224,6 +224,10 @@ class ComputeNode:
     workflow_id: int
     active: bool
     slurm_job_id: str | None
+    #: The last claim's sequence number, answer and commit batch: a client that retries a
+    #: claim (its connection broke after we answered) gets the same jobs again instead of a
+    #: second lease on new ones while the first ones wait for their lease to expire.
+    last_claim: tuple[int, dict[str, Any], Any] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -1279,6 +1283,11 @@ class Service:
             sched = wf.scheduler_names[sched_name]
         if not cn.active:
             raise ApiError(409, "conflict", f"compute node {cn_id} was deactivated")
+        seq = get_int(body, "claim_seq", "", default=None, nullable=True, minimum=0)
+        if seq is not None and cn.last_claim is not None and cn.last_claim[0] == seq:
+            _, replay, replay_batch = cn.last_claim
+            await replay_batch.wait()
+            return replay
         now = self.clock()
         effects, batch = self._drive(
             wf,
@@ -1308,6 +1317,8 @@ class Service:
                     })
         response = {"jobs": out, "is_complete": wf.engine.is_complete,
                     "is_canceled": wf.engine.canceled, "counts": wf.counts()}
+        if seq is not None:
+            cn.last_claim = (seq, response, batch)
         await batch.wait()
         return response
 

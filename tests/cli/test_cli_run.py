@@ -61,11 +61,15 @@ def test_spec_with_files_and_dependencies_runs_in_order(tmp_path: Path) -> None:
           - {name: final, path: final.txt}
         jobs:
           - name: left
-            command: "sleep 0.2; date +%s.%N > ${files.output.left}; cat ${files.input.input} >> ${files.output.left}"
+            command: >-
+              sleep 0.2; date +%s.%N > ${files.output.left};
+              cat ${files.input.input} >> ${files.output.left}
           - name: right
             command: "date +%s.%N > ${files.output.right}"
           - name: final
-            command: "cat ${files.input.left} ${files.input.right} > ${files.output.final}; date +%s.%N >> ${files.output.final}"
+            command: >-
+              cat ${files.input.left} ${files.input.right} > ${files.output.final};
+              date +%s.%N >> ${files.output.final}
     """)
     proc = torc(tmp_path, "-s", "run", "wf.yaml", check=True)
     assert proc.returncode == 0
@@ -271,8 +275,8 @@ def test_watch_prints_transitions(tmp_path: Path) -> None:
         torc(tmp_path, "run", str(wid), env=env, check=True)
         out, err = watch.communicate(timeout=60)
         assert watch.returncode == 0, err
-        assert "job first" in out and "running -> completed" in out or \
-            "pending -> completed" in out, out
+        assert "job first" in out, out
+        assert "running -> completed" in out or "pending -> completed" in out, out
         assert "job second" in out and "blocked -> ready" in out, out
     finally:
         server.stop()

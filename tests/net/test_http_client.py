@@ -565,6 +565,7 @@ async def test_typed_methods_paths_and_bodies(server: ScriptServer) -> None:
             "POST",
             f"{w}/3/compute_nodes/2/claim",
             {
+                "claim_seq": None,
                 "limit": 16,
                 "cpus": 4,
                 "memory_bytes": 10,

@@ -86,3 +86,21 @@ async def test_admission_refuses_with_retry_after(start_inprocess: StartFn) -> N
     assert (await wf_api.get("/ping")).status == 200
     assert server.admission.refused == 1
     await wf_api.aclose()
+
+
+async def test_retried_claim_with_same_seq_gets_same_jobs(api: Api) -> None:
+    """A claim retried after a broken connection must not lease a second set of jobs."""
+    wf = (await api.ok("POST", "/workflows", {"spec": simple_spec(6)}, status=201))["id"]
+    cn = (await api.ok("POST", f"/workflows/{wf}/compute_nodes", {"hostname": "h"},
+                       status=201))["id"]
+    base = f"/workflows/{wf}/compute_nodes/{cn}"
+    first = await api.ok("POST", f"{base}/claim", {"limit": 2, "claim_seq": 1})
+    again = await api.ok("POST", f"{base}/claim", {"limit": 2, "claim_seq": 1})
+    assert [j["id"] for j in again["jobs"]] == [j["id"] for j in first["jobs"]]
+    status = await api.ok("GET", f"/workflows/{wf}/status")
+    assert status["counts"]["pending"] == 2 and status["counts"]["ready"] == 4
+    nxt = await api.ok("POST", f"{base}/claim", {"limit": 2, "claim_seq": 2})
+    assert not {j["id"] for j in nxt["jobs"]} & {j["id"] for j in first["jobs"]}
+    # Without a sequence number every claim is new.
+    more = await api.ok("POST", f"{base}/claim", {"limit": 1})
+    assert len(more["jobs"]) == 1
