@@ -118,3 +118,11 @@ TRANSITIONS: dict[tuple[JobStatus, Cause], JobStatus] = {
 def transition(status: JobStatus, cause: Cause) -> JobStatus | None:
     """The status ``cause`` moves a job in ``status`` to, or None if that is illegal."""
     return TRANSITIONS.get((status, cause))
+
+
+def transition_table_markdown() -> str:
+    """The transition table as a Markdown table (docs/architecture.md embeds it verbatim)."""
+    lines = ["| from | cause | to |", "|---|---|---|"]
+    for (old, cause), new in sorted(TRANSITIONS.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        lines.append(f"| {old.label} | {cause.name.lower()} | {new.label} |")
+    return "\n".join(lines) + "\n"
