@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 import trio
@@ -25,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from torc_core.errors import SpecError, TorcError
 
+from . import allocations
 from .auth import Authenticator
 from .openapi import API_PREFIX, API_VERSION, Route, openapi_document
 from .service import ApiError, Principal, Service, as_object, bad_request
@@ -98,6 +100,25 @@ ROUTES: list[Route] = [
                 "properties": {"results": {"type": "array", "items": _OBJ}}}),
     Route("POST", "/workflows/<int:workflow_id>/compute_nodes/<int:compute_node_id>/deactivate",
           "deactivate_compute_node", "Release a compute node's jobs"),
+    Route("POST", "/workflows/<int:workflow_id>/actions/claim", "claim_actions",
+          "Claim the workflow's due actions (each is handed out exactly once)",
+          body={"type": "object", "properties": {
+              "compute_node_id": {"type": ["integer", "null"]},
+              "action_types": {"type": "array", "items": {"type": "string"}},
+              "trigger_types": {"type": "array", "items": {"type": "string"}}}}),
+    Route("GET", "/workflows/<int:workflow_id>/actions", "list_actions",
+          "The workflow's actions, claimed and due"),
+    Route("POST", "/workflows/<int:workflow_id>/allocations", "record_allocation",
+          "Record a submitted Slurm allocation",
+          body={"type": "object", "required": ["slurm_job_id"], "properties": {
+              "slurm_job_id": {"type": "string"}, "scheduler": {"type": ["string", "null"]},
+              "action_index": {"type": ["integer", "null"]}}}, status=201),
+    Route("GET", "/workflows/<int:workflow_id>/allocations", "list_allocations",
+          "List the workflow's Slurm allocations", query=_PAGED),
+    Route("POST", "/workflows/<int:workflow_id>/allocations/<int:allocation_id>/state",
+          "set_allocation_state", "Record an allocation's state (e.g. gone, canceled)",
+          body={"type": "object", "required": ["state"],
+                "properties": {"state": {"type": "string"}}}),
     Route("GET", "/workflows/<int:workflow_id>/events/ws", "workflow_feed",
           "Websocket feed of one workflow", websocket=True),
     Route("GET", "/events/ws", "feed", "Websocket feed of all visible workflows",
@@ -179,6 +200,13 @@ def _handlers(service: Service) -> dict[str, Handler]:
             -> tuple[int, Any]:
         return 201, await s.register_compute_node(who, workflow_id, body)
 
+    def created(fn: Callable[..., Awaitable[Any]]) -> Handler:
+        async def handler(who: Principal, body: Any, args: Any, workflow_id: int) \
+                -> tuple[int, Any]:
+            return 201, await fn(who, workflow_id, body)
+
+        return handler
+
     return {
         "ping": ping,
         "version": version,
@@ -210,6 +238,12 @@ def _handlers(service: Service) -> dict[str, Handler]:
         "start_jobs": wf(s.start, with_body=True),
         "complete_jobs": wf(s.complete, with_body=True),
         "deactivate_compute_node": wf(s.deactivate),
+        "claim_actions": wf(partial(allocations.claim_actions, s), with_body=True),
+        "list_actions": wf(partial(allocations.list_actions, s)),
+        "record_allocation": created(partial(allocations.record_allocation, s)),
+        "list_allocations": wf(partial(allocations.list_allocations, s), with_args=True),
+        "set_allocation_state": wf(partial(allocations.set_allocation_state, s),
+                                   with_body=True),
     }
 
 

@@ -491,6 +491,44 @@ class TorcClient:
             {"results": [dict(r) for r in results]},
         )
 
+    # ----------------------------------------------------------- actions and allocations
+    async def claim_actions(
+        self, workflow_id: int, compute_node_id: int | None = None, *,
+        action_types: list[str] | None = None, trigger_types: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Due actions, each handed to exactly one claimant."""
+        body: dict[str, Any] = {"compute_node_id": compute_node_id}
+        if action_types is not None:
+            body["action_types"] = action_types
+        if trigger_types is not None:
+            body["trigger_types"] = trigger_types
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "actions", "claim"), body)
+
+    async def list_actions(self, workflow_id: int) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "GET", _path("workflows", workflow_id, "actions"))
+
+    async def record_allocation(
+        self, workflow_id: int, slurm_job_id: str, scheduler: str | None = None,
+        action_index: int | None = None,
+    ) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "allocations"),
+            {"slurm_job_id": slurm_job_id, "scheduler": scheduler, "action_index": action_index})
+
+    async def list_allocations(self, workflow_id: int) -> list[dict[str, Any]]:
+        reply = await self.call("GET", _path("workflows", workflow_id, "allocations"),
+                                params={"offset": 0, "limit": 100000})
+        return list(reply["items"])
+
+    async def set_allocation_state(
+        self, workflow_id: int, allocation_id: int, state: str
+    ) -> dict[str, Any]:
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "allocations", allocation_id, "state"),
+            {"state": state})
+
     async def deactivate(self, workflow_id: int, compute_node_id: int) -> dict[str, Any]:
         return await self.call(  # type: ignore[no-any-return]
             "POST", _path("workflows", workflow_id, "compute_nodes", compute_node_id, "deactivate")

@@ -607,6 +607,8 @@ class Service:
         self.clock = clock
         self.workflows: dict[int, WorkflowState] = {}
         self.compute_nodes: dict[int, ComputeNode] = {}
+        #: workflow id -> indices of its actions already claimed (see torc_net.allocations)
+        self.actions_claimed: dict[int, set[int]] = {}
         self._timer_wake = trio.Event()
         self._next_timer = math.inf
 

@@ -160,6 +160,23 @@ CREATE TABLE IF NOT EXISTS compute_nodes (
     is_active INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS compute_nodes_wf ON compute_nodes (workflow_id);
+CREATE TABLE IF NOT EXISTS allocations (
+    id INTEGER PRIMARY KEY,
+    workflow_id INTEGER NOT NULL,
+    slurm_job_id TEXT NOT NULL,
+    scheduler TEXT,
+    action_index INTEGER,
+    submitted_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'submitted'
+);
+CREATE INDEX IF NOT EXISTS allocations_wf ON allocations (workflow_id);
+CREATE TABLE IF NOT EXISTS actions_claimed (
+    workflow_id INTEGER NOT NULL,
+    action_index INTEGER NOT NULL,
+    claimed_at REAL NOT NULL,
+    compute_node_id INTEGER,
+    PRIMARY KEY (workflow_id, action_index)
+) WITHOUT ROWID;
 """
 
 LINK_TABLES = ("job_input_files", "job_output_files", "job_input_user_data", "job_output_user_data")
