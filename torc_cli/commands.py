@@ -21,7 +21,7 @@ from .output import (
     print_json,
     print_table,
 )
-from .resources import detect_resources
+from .resources import detect_allocation_resources, detect_resources
 from .runner import JobRunner, RunnerConfig
 from .specs import (
     InputError,
@@ -170,13 +170,25 @@ async def _current_mtimes(ctx: Context, workflow_id: int) -> dict[int, float | N
 
 
 async def cmd_runner(ctx: Context) -> int:
+    from . import submit
+
     args = ctx.args
-    resources = detect_resources()
+    resources = await detect_allocation_resources()
+    output_dir = ctx.output_dir.resolve()
+
+    async def schedule_nodes(action: dict[str, Any]) -> None:
+        for alloc in await submit.run_schedule_action(ctx.client, args.workflow_id, ctx.url,
+                                                      output_dir, action):
+            print(f"submitted {submit.describe(alloc)} for action {action['index']}",
+                  file=sys.stderr)
+
     cfg = RunnerConfig(
-        workflow_id=args.workflow_id, api_url=ctx.url, output_dir=ctx.output_dir.resolve(),
+        workflow_id=args.workflow_id, api_url=ctx.url, output_dir=output_dir,
         resources=resources, max_parallel=args.jobs, scheduler=args.scheduler,
         poll_interval_s=args.poll_interval, end_buffer_s=args.end_buffer_seconds,
         startup_jitter_s=args.startup_jitter_seconds,
+        idle_timeout_s=args.idle_timeout_seconds,
+        action_types=("run_commands", "schedule_nodes"), schedule_nodes=schedule_nodes,
     )
     runner = JobRunner(ctx.client, cfg)
     summary = await runner.run()
@@ -304,11 +316,83 @@ def _emit_rows(ctx: Context, rows: list[dict[str, Any]], columns: list[str], tit
 
 
 async def cmd_cancel(ctx: Context) -> int:
-    status = await ctx.client.cancel_workflow(ctx.args.workflow_id)
+    from . import slurm, submit
+
+    wid = ctx.args.workflow_id
+    status = await ctx.client.cancel_workflow(wid)
+    scancelled: list[str] = []
+    if await ctx.client.list_allocations(wid):
+        try:
+            scancelled = await submit.cancel_allocations(ctx.client, wid)
+        except (slurm.SlurmError, OSError) as exc:
+            raise InputError(f"workflow {wid} canceled, but scancel failed: {exc}") from None
     if ctx.json:
-        print_json(status)
+        print_json({**status, "scancelled": scancelled})
     else:
-        print(f"Canceled workflow {ctx.args.workflow_id}.")
+        print(f"Canceled workflow {wid}."
+              + (f" scancel: {', '.join(scancelled)}" if scancelled else ""))
+    return 0
+
+
+async def cmd_submit(ctx: Context) -> int:
+    from . import slurm, submit
+
+    target = ctx.args.target
+    if _is_workflow_id(target):
+        wid = int(target)
+    else:
+        doc = _spec_from_target(target)
+        _validate_for_run(doc)
+        if ctx.args.dry_run:
+            raise InputError("submit --dry-run needs an existing workflow id (create it first)")
+        wid = int((await ctx.client.create_workflow(doc))["id"])
+    output_dir = ctx.output_dir.resolve()
+    try:
+        submitted = await submit.submit(ctx.client, wid, ctx.url, output_dir,
+                                        dry_run=ctx.args.dry_run)
+    except (submit.SubmitError, slurm.SlurmError) as exc:
+        raise InputError(str(exc)) from None
+    if ctx.json:
+        print_json({"workflow_id": wid, "allocations": submitted, "dry_run": ctx.args.dry_run})
+    elif ctx.args.dry_run:
+        for item in submitted:
+            print(f"# scheduler {item['scheduler']} (action {item['action_index']})")
+            print(item["script"])
+    else:
+        if not submitted:
+            print(f"Workflow {wid}: nothing to submit (no ready jobs, no start actions).")
+        for alloc in submitted:
+            print(f"Workflow {wid}: submitted {submit.describe(alloc)}")
+    return 0
+
+
+async def cmd_recover(ctx: Context) -> int:
+    from . import slurm, submit
+
+    wid = ctx.args.workflow_id
+    try:
+        gone = await submit.find_orphans(ctx.client, wid)
+        jobs = await submit.fail_orphaned_jobs(ctx.client, wid, {a["slurm_job_id"] for a in gone})
+        reset: dict[str, Any] = {}
+        if jobs or gone:
+            reset = await ctx.client.reset_status(wid, failed_only=True)
+        submitted = [] if ctx.args.no_submit else await submit.submit(
+            ctx.client, wid, ctx.url, ctx.output_dir.resolve(), dry_run=False)
+    except (submit.SubmitError, slurm.SlurmError) as exc:
+        raise InputError(str(exc)) from None
+    if ctx.json:
+        print_json({"workflow_id": wid, "orphaned_allocations": gone,
+                    "terminated_jobs": [j["id"] for j in jobs], "submitted": submitted,
+                    "counts": reset.get("counts")})
+    else:
+        for alloc in gone:
+            print(f"{submit.describe(alloc)}: no longer in Slurm")
+        for job in jobs:
+            print(f"job {job['name']} ({job['id']}): terminated (its allocation disappeared)")
+        for alloc in submitted:
+            print(f"submitted {submit.describe(alloc)}")
+        if not (gone or submitted):
+            print(f"Workflow {wid}: nothing to recover.")
     return 0
 
 
@@ -436,6 +520,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop before the allocation ends, to terminate and report (default 60)")
     p.add_argument("--startup-jitter-seconds", type=float, default=0.0,
                    help="wait a random time up to this before starting (spreads a burst)")
+    p.add_argument("--idle-timeout-seconds", type=float, default=None,
+                   help="exit after this long with nothing to run (default: wait until the "
+                        "workflow is complete)")
+
+    p = add("submit", cmd_submit,
+            "submit Slurm allocations that run the workflow's jobs",
+            """torc-trio submit 3
+               torc-trio submit 3 --dry-run      # print the sbatch scripts
+               torc-trio submit workflow.yaml    # create, then submit""")
+    p.add_argument("target", help="WORKFLOW_ID or SPEC")
+    p.add_argument("--dry-run", action="store_true", help="print the scripts, submit nothing")
+
+    p = add("recover", cmd_recover,
+            "find allocations that vanished, mark their jobs terminated, rerun what remains",
+            "torc-trio recover 3")
+    p.add_argument("workflow_id", type=int)
+    p.add_argument("--no-submit", action="store_true", help="do not submit new allocations")
 
     p = add("status", cmd_status, "show job counts per status",
             "torc-trio status 3\ntorc-trio -f json status 3")

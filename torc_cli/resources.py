@@ -6,6 +6,7 @@ slice of the node); elsewhere the machine itself (psutil).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -63,3 +64,16 @@ def detect_resources(environ: Mapping[str, str] | None = None) -> Resources:
     end_time = float(end) if end and end.strip().isdigit() else None
     return Resources(cpus=cpus, memory_bytes=memory, gpus=_gpu_count(env), nodes=nodes,
                      slurm_job_id=job_id, end_time=end_time)
+
+
+async def detect_allocation_resources() -> Resources:
+    """Like :func:`detect_resources`, and inside Slurm the allocation's end time even when
+    ``SLURM_JOB_END_TIME`` is not exported (asked of Slurm itself)."""
+    res = detect_resources()
+    if res.slurm_job_id and res.end_time is None:
+        from .slurm import job_end_time
+
+        end = await job_end_time(res.slurm_job_id)
+        if end is not None:
+            res = dataclasses.replace(res, end_time=end)
+    return res

@@ -24,7 +24,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,11 @@ class RunnerConfig:
     startup_jitter_s: float = 0.0
     max_batch: int = 1000
     handle_signals: bool = True
+    #: Stop after this long with nothing to run (allocations should not idle to walltime).
+    idle_timeout_s: float | None = None
+    #: Which claimed actions this runner carries out; schedule_nodes needs ``schedule_nodes``.
+    action_types: tuple[str, ...] = ("run_commands",)
+    schedule_nodes: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -89,6 +94,7 @@ class JobRunner:
         self._stopping = ""
         self._cn = 0
         self._claim_seq = 0
+        self._actions_pending = False
         res = config.resources
         self._free_cpus = res.cpus
         self._free_mem = res.memory_bytes
@@ -114,6 +120,9 @@ class JobRunner:
         )
         self._cn = self.summary.compute_node_id = int(node["id"])
         lease_s = float(node.get("lease_s", 1800))
+        workflow = await self.client.get_workflow(cfg.workflow_id)
+        self._actions_pending = bool(workflow.get("num_actions"))
+        await self._run_actions()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._heartbeat_loop, lease_s)
@@ -148,8 +157,15 @@ class JobRunner:
     async def _main_loop(self, nursery: trio.Nursery) -> None:
         cfg = self.cfg
         done = False
+        last_busy = time.monotonic()
         while True:
-            await self._flush()
+            if self._results:
+                await self._flush()
+                await self._run_actions()
+            else:
+                await self._flush()
+            if self._running:
+                last_busy = time.monotonic()
             if self._stopping:
                 if not self._running and not self._results:
                     return
@@ -163,11 +179,18 @@ class JobRunner:
                     if reply.get("is_canceled"):
                         self.stop("workflow canceled")
                         continue
-                    if reply["jobs"] and self._free_slots() > 0:
-                        continue  # more may be ready: ask again before sleeping
+                    if reply["jobs"]:
+                        last_busy = time.monotonic()
+                        if self._free_slots() > 0:
+                            continue  # more may be ready: ask again before sleeping
                     done = bool(reply.get("is_complete"))
             if done and not self._running and not self._results:
+                await self._run_actions()  # on_workflow_complete
                 self.summary.stop_reason = self.summary.stop_reason or "workflow complete"
+                return
+            if (cfg.idle_timeout_s is not None and not self._running and not self._results
+                    and time.monotonic() - last_busy > cfg.idle_timeout_s):
+                self.summary.stop_reason = f"nothing to run for {cfg.idle_timeout_s:g} s"
                 return
             if not self._results:
                 with trio.move_on_after(cfg.poll_interval_s):
@@ -283,6 +306,30 @@ class JobRunner:
         else:
             s.failed += 1
         self._wake.set()
+
+    # ------------------------------------------------------------------------------------------
+
+    async def _run_actions(self) -> None:
+        """Claim the workflow's due actions of our types and carry them out (each action is
+        handed to exactly one claimant by the server)."""
+        if not self._actions_pending or self._stopping:
+            return
+        cfg = self.cfg
+        reply = await self.client.claim_actions(cfg.workflow_id, self._cn,
+                                                action_types=list(cfg.action_types))
+        self._actions_pending = int(reply.get("pending", 0)) > 0
+        for action in reply["actions"]:
+            if action["action_type"] == "run_commands":
+                for k, command in enumerate(action.get("commands") or []):
+                    stem = f"action_wf{cfg.workflow_id}_a{action['index']}_{k}"
+                    process = JobProcess(
+                        ["bash", "-c", command], env=self._base_env,
+                        stdout_path=str(self._stdio / f"{stem}.o"),
+                        stderr_path=str(self._stdio / f"{stem}.e"), grace_s=cfg.grace_s,
+                    )
+                    await process.run()
+            elif action["action_type"] == "schedule_nodes" and cfg.schedule_nodes is not None:
+                await cfg.schedule_nodes(action)
 
     # ------------------------------------------------------------------------------------------
 

@@ -286,6 +286,8 @@ class WorkflowState:
             "is_complete": e.is_complete,
             "job_id_base": self.job_id_base,
             "spec_settings": self.spec_info.get("settings", {}),
+            "slurm_schedulers": self.spec_info.get("slurm_schedulers", []),
+            "num_actions": len(self.spec_info.get("actions", [])),
         }
 
     def job_index(self, job_id: int) -> int:

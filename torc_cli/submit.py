@@ -1,0 +1,224 @@
+"""Workflows on Slurm: submitting allocations, cancelling them, recovering from lost ones.
+
+An allocation runs ``torc-trio runner`` against the server's URL; the runner takes its
+resources and end time from the ``SLURM_*`` environment. Allocations are recorded on the server
+(so ``cancel`` can ``scancel`` them and ``recover`` can find those that vanished); actions that
+schedule nodes are claimed on the server first, so each runs exactly once.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from torc_net.client import TorcClient
+
+from . import slurm
+
+#: Allocation states in which Slurm still has the job.
+LIVE_STATES = ("submitted", "pending", "running")
+DEFAULT_END_BUFFER_S = 60
+
+
+class SubmitError(Exception):
+    pass
+
+
+def _scheduler_by_name(workflow: dict[str, Any], name: str | None) -> dict[str, Any]:
+    schedulers: list[dict[str, Any]] = workflow.get("slurm_schedulers") or []
+    if name is None:
+        if len(schedulers) == 1:
+            return schedulers[0]
+        if not schedulers:
+            raise SubmitError(
+                f"workflow {workflow['id']} has no slurm_schedulers: add one to the spec "
+                "(e.g. slurm_schedulers: [{name: cpu, account: myproject, walltime: '01:00:00'}])"
+            )
+        names = ", ".join(s["name"] for s in schedulers)
+        raise SubmitError(f"workflow {workflow['id']}: which scheduler? it has {names}")
+    for sched in schedulers:
+        if sched["name"] == name:
+            return sched
+    raise SubmitError(f"workflow {workflow['id']}: no slurm scheduler named {name!r}")
+
+
+def runner_argv(url: str, workflow_id: int, output_dir: Path, scheduler: str | None,
+                end_buffer_s: float, idle_timeout_s: float | None) -> list[str]:
+    argv = [sys.executable, "-m", "torc_cli.main", "--url", url, "-o", str(output_dir),
+            "runner", str(workflow_id), "--end-buffer-seconds", str(end_buffer_s)]
+    if scheduler is not None:
+        argv += ["--scheduler", scheduler]
+    if idle_timeout_s is not None:
+        argv += ["--idle-timeout-seconds", str(idle_timeout_s)]
+    return argv
+
+
+def _settings(workflow: dict[str, Any]) -> dict[str, Any]:
+    return dict((workflow.get("spec_settings") or {}).get("compute_node_settings") or {})
+
+
+def allocation_script(workflow: dict[str, Any], url: str, output_dir: Path,
+                      scheduler: dict[str, Any], *, scheduler_filter: str | None,
+                      start_one_worker_per_node: bool = False) -> str:
+    settings = _settings(workflow)
+    end_buffer = float(settings.get("compute_node_expiration_buffer_seconds",
+                                    DEFAULT_END_BUFFER_S))
+    idle = settings.get("compute_node_wait_for_new_jobs_seconds")
+    defaults = dict((workflow.get("spec_settings") or {}).get("slurm_defaults") or {})
+    wid = int(workflow["id"])
+    return slurm.render_sbatch_script(
+        job_name=f"torc_wf{wid}_{scheduler['name']}",
+        scheduler=scheduler,
+        defaults=defaults,
+        runner_argv=runner_argv(url, wid, output_dir, scheduler_filter, end_buffer,
+                                float(idle) if idle is not None else 60.0),
+        env={"TORC_API_URL": url},
+        output_dir=str(output_dir / "slurm"),
+        start_one_worker_per_node=start_one_worker_per_node,
+    )
+
+
+async def submit_allocation(client: TorcClient, workflow: dict[str, Any], url: str,
+                            output_dir: Path, scheduler: dict[str, Any], *,
+                            scheduler_filter: str | None, action_index: int | None = None,
+                            start_one_worker_per_node: bool = False) -> dict[str, Any]:
+    """Write the sbatch script, submit it (sbatch retries with backoff), record it."""
+    script = allocation_script(workflow, url, output_dir, scheduler,
+                               scheduler_filter=scheduler_filter,
+                               start_one_worker_per_node=start_one_worker_per_node)
+    wid = int(workflow["id"])
+    directory = output_dir / "slurm"
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = len(list(directory.glob(f"torc_wf{wid}_*.sh")))
+    path = directory / f"torc_wf{wid}_{scheduler['name']}_{existing + 1}.sh"
+    job_id = await slurm.sbatch(script, script_path=str(path))
+    return await client.record_allocation(wid, job_id, scheduler=scheduler["name"],
+                                          action_index=action_index)
+
+
+async def plan_allocations(client: TorcClient, workflow: dict[str, Any]) \
+        -> list[tuple[dict[str, Any], str | None, int | None, bool]]:
+    """What `submit` starts: (scheduler, runner's scheduler filter, action index, one worker
+    per node) for each on_workflow_start schedule_nodes action, or else one allocation per
+    scheduler that the ready jobs need."""
+    wid = int(workflow["id"])
+    actions = (await client.list_actions(wid))["items"]
+    starts = [a for a in actions if a["trigger_type"] == "on_workflow_start"
+              and a["action_type"] == "schedule_nodes"]
+    plan: list[tuple[dict[str, Any], str | None, int | None, bool]] = []
+    if starts:
+        for action in starts:
+            sched = _scheduler_by_name(workflow, action.get("scheduler"))
+            for _ in range(int(action.get("num_allocations") or 1)):
+                plan.append((sched, sched["name"], action["index"],
+                             bool(action.get("start_one_worker_per_node"))))
+        return plan
+    needed: set[str | None] = set()
+    async for job in client.iter_jobs(wid, status="ready"):
+        needed.add(job.get("scheduler"))
+    if not needed:
+        return []
+    for name in sorted(needed, key=lambda n: n or ""):
+        sched = _scheduler_by_name(workflow, name)
+        plan.append((sched, name, None, False))
+    return plan
+
+
+async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Path, *,
+                 dry_run: bool) -> list[dict[str, Any]]:
+    workflow = await client.get_workflow(workflow_id)
+    plan = await plan_allocations(client, workflow)
+    if dry_run:
+        return [{"scheduler": sched["name"], "action_index": index,
+                 "script": allocation_script(workflow, url, output_dir, sched,
+                                             scheduler_filter=filt,
+                                             start_one_worker_per_node=per_node)}
+                for sched, filt, index, per_node in plan]
+    if any(index is not None for _, _, index, _ in plan):
+        # Claim the start actions so that they run once, even if submit runs twice.
+        claimed = await client.claim_actions(workflow_id, action_types=["schedule_nodes"],
+                                             trigger_types=["on_workflow_start"])
+        won = {a["index"] for a in claimed["actions"]}
+        plan = [p for p in plan if p[2] in won]
+    out = []
+    for sched, filt, index, per_node in plan:
+        out.append(await submit_allocation(client, workflow, url, output_dir, sched,
+                                           scheduler_filter=filt, action_index=index,
+                                           start_one_worker_per_node=per_node))
+    return out
+
+
+async def run_schedule_action(client: TorcClient, workflow_id: int, url: str, output_dir: Path,
+                              action: dict[str, Any]) -> list[dict[str, Any]]:
+    """Carry out a claimed schedule_nodes action (from a runner)."""
+    workflow = await client.get_workflow(workflow_id)
+    sched = _scheduler_by_name(workflow, action.get("scheduler"))
+    return [
+        await submit_allocation(client, workflow, url, output_dir, sched,
+                                scheduler_filter=sched["name"], action_index=action["index"],
+                                start_one_worker_per_node=bool(
+                                    action.get("start_one_worker_per_node")))
+        for _ in range(int(action.get("num_allocations") or 1))
+    ]
+
+
+async def cancel_allocations(client: TorcClient, workflow_id: int) -> list[str]:
+    live = [a for a in await client.list_allocations(workflow_id) if a["state"] in LIVE_STATES]
+    if not live:
+        return []
+    await slurm.scancel([a["slurm_job_id"] for a in live])
+    for alloc in live:
+        await client.set_allocation_state(workflow_id, alloc["id"], "canceled")
+    return [a["slurm_job_id"] for a in live]
+
+
+async def find_orphans(client: TorcClient, workflow_id: int) -> list[dict[str, Any]]:
+    """Allocations the server thinks alive that Slurm no longer runs (marked gone)."""
+    live = [a for a in await client.list_allocations(workflow_id) if a["state"] in LIVE_STATES]
+    if not live:
+        return []
+    states = await slurm.squeue_states([a["slurm_job_id"] for a in live])
+    gone = []
+    for alloc in live:
+        state = states.get(alloc["slurm_job_id"])
+        if state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED"):
+            continue
+        await client.set_allocation_state(workflow_id, alloc["id"], "gone")
+        gone.append(alloc)
+    return gone
+
+
+async def fail_orphaned_jobs(client: TorcClient, workflow_id: int,
+                             gone_slurm_ids: set[str]) -> list[dict[str, Any]]:
+    """Jobs held by runners of vanished allocations: recorded as terminated, runners released."""
+    nodes = (await client.list_compute_nodes(workflow_id))["items"]
+    orphan_nodes = {int(n["id"]) for n in nodes if str(n.get("slurm_job_id")) in gone_slurm_ids}
+    if not orphan_nodes:
+        return []
+    held: dict[int, list[dict[str, Any]]] = {}
+    for status in ("pending", "running"):
+        async for job in client.iter_jobs(workflow_id, status=status):
+            cn = job.get("compute_node_id")
+            if cn is not None and int(cn) in orphan_nodes:
+                held.setdefault(int(cn), []).append(job)
+    terminated = []
+    for cn, jobs in held.items():
+        results = [{"job_id": j["id"], "attempt": j["attempt"], "run_id": j["run_id"],
+                    "return_code": -9, "status": "terminated", "exec_time_s": 0.0}
+                   for j in jobs]
+        await client.complete_jobs(workflow_id, cn, results)
+        terminated.extend(jobs)
+    for cn in orphan_nodes:
+        await client.deactivate(workflow_id, cn)
+    return terminated
+
+
+def describe(alloc: dict[str, Any]) -> str:
+    return (f"allocation {alloc['slurm_job_id']} (scheduler {alloc.get('scheduler')}, "
+            f"{alloc.get('state')})")
+
+
+def quote(argv: list[str]) -> str:
+    return shlex.join(argv)
