@@ -101,6 +101,21 @@ def as_object(value: object, where: str = "body") -> dict[str, Any]:
     return value
 
 
+def _field(obj: Mapping[str, Any], key: str, where: str, default: Any,
+           nullable: bool) -> tuple[str, Any, bool]:
+    """(path, value, done) of a body field: ``done`` when the value is already the answer (the
+    default of a missing field, or an allowed null). Missing with no default is a located 400."""
+    value = obj.get(key, _MISSING)
+    path = f"{where}.{key}" if where else key
+    if value is _MISSING:
+        if default is _MISSING:
+            raise bad_request(f"{path}: required")
+        return path, default, True
+    if value is None and nullable:
+        return path, None, True
+    return path, value, False
+
+
 def get_int(
     obj: Mapping[str, Any],
     key: str,
@@ -110,14 +125,9 @@ def get_int(
     nullable: bool = False,
     minimum: int | None = None,
 ) -> Any:
-    value = obj.get(key, _MISSING)
-    path = f"{where}.{key}" if where else key
-    if value is _MISSING:
-        if default is _MISSING:
-            raise bad_request(f"{path}: required")
-        return default
-    if value is None and nullable:
-        return None
+    path, value, done = _field(obj, key, where, default, nullable)
+    if done:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             value = int(value)
@@ -132,14 +142,9 @@ def get_number(
     obj: Mapping[str, Any], key: str, where: str, *, default: Any = _MISSING,
     nullable: bool = False,
 ) -> Any:
-    value = obj.get(key, _MISSING)
-    path = f"{where}.{key}" if where else key
-    if value is _MISSING:
-        if default is _MISSING:
-            raise bad_request(f"{path}: required")
-        return default
-    if value is None and nullable:
-        return None
+    path, value, done = _field(obj, key, where, default, nullable)
+    if done:
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise bad_request(f"{path}: expected number, got {_type_name(value)}")
     return float(value)
@@ -157,14 +162,9 @@ def get_str(
     obj: Mapping[str, Any], key: str, where: str, *, default: Any = _MISSING,
     nullable: bool = False,
 ) -> Any:
-    value = obj.get(key, _MISSING)
-    path = f"{where}.{key}" if where else key
-    if value is _MISSING:
-        if default is _MISSING:
-            raise bad_request(f"{path}: required")
-        return default
-    if value is None and nullable:
-        return None
+    path, value, done = _field(obj, key, where, default, nullable)
+    if done:
+        return value
     if not isinstance(value, str):
         raise bad_request(f"{path}: expected string, got {_type_name(value)}")
     return value
