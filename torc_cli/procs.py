@@ -1,10 +1,18 @@
 """Running one job's process under supervision.
 
 Each job runs as ``bash -c COMMAND`` in its own session (so it leads a process group of its
-own), with stdout/stderr in files. It is started with ``nursery.start(trio.run_process, ...)``
-so the Process object is known: termination then signals the *whole group*, SIGTERM first,
-SIGKILL after a grace period, and SIGKILL once more at the end for anything the job left behind
-in its group. No orphans survive a terminated job.
+own), with stdin from /dev/null and stdout/stderr in files. Termination signals the *whole
+group*: SIGTERM first, SIGKILL after a grace period, and SIGKILL once more at the end for
+anything the job left behind in its group. No orphans survive a terminated job.
+
+Fast path (Linux, ``os.pidfd_open``): :class:`subprocess.Popen` runs in a worker thread (the
+fork/exec waits for the child to exec and releases the GIL meanwhile, so the event loop goes
+on; ``os.posix_spawn`` holds the GIL and serialised every spawn behind the loop), stdin is one
+shared /dev/null descriptor, and the exit is awaited on a pidfd registered with Trio's epoll and
+reaped with ``waitpid`` here. No ``trio.Process``, no nested nursery and ``nursery.start`` per
+job: with thousands of short jobs that per-job overhead was a large share of the runner's CPU
+time and latency (see benchmarks/bench_exec.py).
+Elsewhere it falls back to ``trio.run_process``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import trio
+
+_FAST = hasattr(os, "pidfd_open")
+_OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(slots=True)
@@ -47,15 +58,31 @@ def make_group_killer(grace_s: float):  # type: ignore[no-untyped-def]
 
 
 class JobProcess:
-    """One job's process; ``terminate()`` ends it (and its group) from any task."""
+    """One job's process; ``terminate()`` ends it (and its group) from any task.
+
+    ``executable`` is the resolved path of ``argv[0]`` (the runner resolves ``bash`` once);
+    without it the spawn searches ``PATH``.
+    """
+
+    __slots__ = (
+        "_scope",
+        "_terminate_requested",
+        "argv",
+        "env",
+        "executable",
+        "grace_s",
+        "stderr_path",
+        "stdout_path",
+    )
 
     def __init__(self, argv: list[str], *, env: Mapping[str, str], stdout_path: str,
-                 stderr_path: str, grace_s: float = 5.0) -> None:
+                 stderr_path: str, grace_s: float = 5.0, executable: str | None = None) -> None:
         self.argv = argv
         self.env = env
         self.stdout_path = stdout_path
         self.stderr_path = stderr_path
         self.grace_s = grace_s
+        self.executable = executable
         self._scope: trio.CancelScope | None = None
         self._terminate_requested = False
 
@@ -65,6 +92,63 @@ class JobProcess:
             self._scope.cancel()
 
     async def run(self) -> ProcessOutcome:
+        if _FAST:
+            return await self._run_spawn()
+        return await self._run_trio()
+
+    # -- fast path ---------------------------------------------------------------------------
+
+    async def _run_spawn(self) -> ProcessOutcome:
+        started = time.monotonic()
+        # One worker-thread hop does the file creation and the fork/exec, both with the GIL
+        # released: creating a file in a job_stdio directory holding thousands of files costs
+        # hundreds of microseconds of kernel time here, and the fork/exec waits for the child to
+        # exec. Neither blocks the event loop. (os.posix_spawn holds the GIL while it waits.)
+        proc = await trio.to_thread.run_sync(
+            _spawn, self.argv, self.executable, self.env, self.stdout_path, self.stderr_path)
+        pid = proc.pid
+        status: int | None = None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # cannot happen for our own unreaped child; be safe: reap in a thread
+            pidfd = -1
+        try:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                if self._terminate_requested:
+                    scope.cancel()
+                status = await _wait_exit(pid, pidfd)
+            if status is None:  # terminate() was called
+                with trio.CancelScope(shield=True):
+                    status = await self._kill_group(pid, pidfd)
+        except BaseException:  # cancelled from outside (runner shutting down), interrupted
+            if status is None:
+                with trio.CancelScope(shield=True):
+                    status = await self._kill_group(pid, pidfd)
+            raise
+        finally:
+            self._scope = None
+            if pidfd >= 0:
+                trio.lowlevel.notify_closing(pidfd)
+                os.close(pidfd)
+            if status is not None:
+                proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+            if self._terminate_requested:
+                _killpg(pid, signal.SIGKILL)  # leftovers in the job's group
+        elapsed = time.monotonic() - started
+        return ProcessOutcome(return_code=proc.returncode, terminated=self._terminate_requested,
+                              exec_time_s=elapsed)
+
+    async def _kill_group(self, pid: int, pidfd: int) -> int:
+        _killpg(pid, signal.SIGTERM)
+        with trio.move_on_after(self.grace_s):
+            return await _wait_exit(pid, pidfd)
+        _killpg(pid, signal.SIGKILL)
+        return await _wait_exit(pid, pidfd)
+
+    # -- portable path -----------------------------------------------------------------------
+
+    async def _run_trio(self) -> ProcessOutcome:
         # Opening two local files is a few microseconds; a thread hop per job would cost more.
         out_fd = os.open(self.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -82,7 +166,7 @@ class JobProcess:
                 proc = await nursery.start(
                     partial(
                         trio.run_process,
-                        self.argv,
+                        [self.executable or self.argv[0], *self.argv[1:]],
                         stdin=subprocess.DEVNULL,
                         stdout=out_fd,
                         stderr=err_fd,
@@ -103,3 +187,39 @@ class JobProcess:
             return ProcessOutcome(return_code=code, terminated=True, exec_time_s=elapsed)
         assert proc is not None and proc.returncode is not None
         return ProcessOutcome(return_code=proc.returncode, terminated=False, exec_time_s=elapsed)
+
+
+def _spawn(argv: list[str], executable: str | None, env: Mapping[str, str], stdout_path: str,
+           stderr_path: str) -> subprocess.Popen[bytes]:
+    out_fd = os.open(stdout_path, _OUT_FLAGS, 0o644)
+    try:
+        err_fd = os.open(stderr_path, _OUT_FLAGS, 0o644)
+        try:
+            return subprocess.Popen(argv, executable=executable, stdin=_devnull(), stdout=out_fd,
+                                    stderr=err_fd, env=env, start_new_session=True)
+        finally:
+            os.close(err_fd)
+    finally:
+        os.close(out_fd)
+
+
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One shared read-only /dev/null descriptor for every job's stdin (close-on-exec here;
+    the child gets it dup2'ed onto fd 0)."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+    return _DEVNULL[0]
+
+
+async def _wait_exit(pid: int, pidfd: int) -> int:
+    """Wait for our child ``pid`` to exit and reap it; its wait status."""
+    if pidfd < 0:
+        return (await trio.to_thread.run_sync(os.waitpid, pid, 0, abandon_on_cancel=True))[1]
+    while True:
+        await trio.lowlevel.wait_readable(pidfd)
+        got, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 -- WNOHANG: never blocks
+        if got == pid:
+            return status

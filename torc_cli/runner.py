@@ -5,6 +5,20 @@ batch) and claim as many jobs as there are free slots (one batch). Each job runs
 (:class:`~torc_cli.procs.JobProcess`); when it ends, it wakes the main loop. A heartbeat task
 keeps the lease and learns of a cancel; a signal task and a walltime task stop the runner.
 
+Batching, so that round trips are few when jobs are short (thousands of ``true``s):
+
+* Queue mode (``-j N``) keeps a small local queue of claimed jobs beyond the N slots, sized to
+  the observed completion rate times ``prefetch_horizon_s`` (at most ``max_batch``; a queued
+  job waits about that horizon at most): a finished job's slot
+  is refilled at once from the queue, and the main loop wakes only when the queue is half
+  drained (or ``max_report_delay_s`` after a result), so each complete/claim pair carries many
+  jobs. Long jobs give a rate near zero, hence no queue: claimed work never waits long behind
+  other runners' idle slots. Queued jobs are ``pending`` on the server; if the runner stops,
+  deactivation puts them back to ``ready``.
+* Start reports go out only for jobs that have run ``start_report_delay_s``; a job that ends
+  sooner goes from pending straight to its final status (the state machine allows it), which
+  saves a round trip per cycle.
+
 Stopping (SIGTERM, SIGINT, end of walltime, workflow canceled): every running job gets SIGTERM,
 a grace period, then SIGKILL to its process group; those jobs are reported as terminated so they
 can be rerun, and the runner deactivates.
@@ -21,9 +35,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +66,12 @@ class RunnerConfig:
     grace_s: float = 5.0
     startup_jitter_s: float = 0.0
     max_batch: int = 1000
+    #: Queue mode: keep about (completion rate x this) claimed jobs queued beyond the slots.
+    prefetch_horizon_s: float = 0.2
+    #: Report a finished job at most this long after it ended (when the queue is not low yet).
+    max_report_delay_s: float = 0.25
+    #: Report a job as started once it has run this long (shorter jobs skip the start report).
+    start_report_delay_s: float = 0.5
     handle_signals: bool = True
     #: Stop after this long with nothing to run (allocations should not idle to walltime).
     idle_timeout_s: float | None = None
@@ -75,6 +97,7 @@ class RunnerSummary:
 class _Running:
     job: dict[str, Any]
     process: JobProcess
+    started: float = 0.0
     start_reported: bool = False
 
 
@@ -89,6 +112,11 @@ class JobRunner:
         self.on_progress = on_progress
         self.summary = RunnerSummary()
         self._running: dict[int, _Running] = {}
+        self._queue: deque[dict[str, Any]] = deque()  # claimed, not started (queue mode)
+        self._target_queue = 0
+        self._rate = 0.0  # completions per second, smoothed
+        self._rate_mark = (time.monotonic(), 0)
+        self._nursery: trio.Nursery | None = None
         self._results: list[dict[str, Any]] = []
         self._wake = trio.Event()
         self._stopping = ""
@@ -104,6 +132,8 @@ class JobRunner:
         self._base_env["TORC_API_URL"] = config.api_url
         self._base_env["TORC_WORKFLOW_ID"] = str(config.workflow_id)
         self._base_env["TORC_OUTPUT_DIR"] = str(config.output_dir)
+        # Resolved once: the spawn then needs no PATH search per job.
+        self._bash = shutil.which("bash", path=self._base_env.get("PATH"))
 
     # ------------------------------------------------------------------------------------------
 
@@ -150,12 +180,14 @@ class JobRunner:
             self.summary.stop_reason = reason
         for running in self._running.values():
             running.process.terminate()
+        self._queue.clear()  # never started: deactivation puts them back to ready
         self._wake.set()
 
     # ------------------------------------------------------------------------------------------
 
     async def _main_loop(self, nursery: trio.Nursery) -> None:
         cfg = self.cfg
+        self._nursery = nursery
         done = False
         last_busy = time.monotonic()
         while True:
@@ -164,7 +196,7 @@ class JobRunner:
                 await self._run_actions()
             else:
                 await self._flush()
-            if self._running:
+            if self._running or self._queue:
                 last_busy = time.monotonic()
             if self._stopping:
                 if not self._running and not self._results:
@@ -173,16 +205,17 @@ class JobRunner:
                 free = self._free_slots()
                 if free > 0:
                     reply = await self._claim(free)
-                    for job in reply["jobs"]:
-                        self._launch(nursery, job)
+                    jobs = reply["jobs"]
+                    self._queue.extend(jobs)
+                    self._fill_slots()
                     self._note_progress(reply)
                     if reply.get("is_canceled"):
                         self.stop("workflow canceled")
                         continue
-                    if reply["jobs"]:
+                    if jobs:
                         last_busy = time.monotonic()
-                        if self._free_slots() > 0:
-                            continue  # more may be ready: ask again before sleeping
+                        if len(jobs) >= free and self._free_slots() > 0:
+                            continue  # the batch was full: more may be ready, ask again
                     done = bool(reply.get("is_complete"))
             if done and not self._running and not self._results:
                 await self._run_actions()  # on_workflow_complete
@@ -192,14 +225,56 @@ class JobRunner:
                     and time.monotonic() - last_busy > cfg.idle_timeout_s):
                 self.summary.stop_reason = f"nothing to run for {cfg.idle_timeout_s:g} s"
                 return
-            if not self._results:
-                with trio.move_on_after(cfg.poll_interval_s):
-                    await self._wake.wait()
             self._wake = trio.Event()
+            if self._stopping:
+                # Terminating: wait for the jobs to end (each end sets _wake). Never spin:
+                # a loop with no checkpoint would starve the very tasks it waits for.
+                if not self._results:
+                    with trio.move_on_after(cfg.poll_interval_s):
+                        await self._wake.wait()
+            elif not self._cycle_due():
+                timeout = cfg.max_report_delay_s if self._results else cfg.poll_interval_s
+                if not self._results and any(
+                        not r.start_reported for r in self._running.values()):
+                    timeout = min(timeout, cfg.start_report_delay_s)
+                with trio.move_on_after(timeout):
+                    await self._wake.wait()
+
+    def _cycle_due(self) -> bool:
+        """Whether finished jobs should be reported (and slots refilled) now."""
+        if not self._results:
+            return False
+        return (len(self._results) >= self.cfg.max_batch
+                or len(self._queue) <= self._target_queue // 2)
+
+    def _fill_slots(self) -> None:
+        """Start queued jobs while there are free slots."""
+        assert self._nursery is not None
+        limit = self.cfg.max_parallel
+        while self._queue and not self._stopping:
+            if limit is not None and len(self._running) >= limit:
+                return
+            self._launch(self._nursery, self._queue.popleft())
+
+    def _update_queue_target(self) -> None:
+        """Queue mode: size the local queue to cover ``prefetch_horizon_s`` of completions."""
+        cfg = self.cfg
+        if cfg.max_parallel is None or cfg.prefetch_horizon_s <= 0:
+            return
+        now = time.monotonic()
+        t0, n0 = self._rate_mark
+        if now - t0 < 0.05:
+            return
+        inst = (self.summary.jobs_run - n0) / (now - t0)
+        self._rate = inst if self._rate == 0.0 else 0.5 * (self._rate + inst)
+        self._rate_mark = (now, self.summary.jobs_run)
+        self._target_queue = min(cfg.max_batch, int(self._rate * cfg.prefetch_horizon_s))
 
     def _free_slots(self) -> int:
         if self.cfg.max_parallel is not None:
-            return min(self.cfg.max_parallel - len(self._running), self.cfg.max_batch)
+            self._update_queue_target()
+            want = self.cfg.max_parallel + self._target_queue
+            return min(want - len(self._running) - len(self._queue), self.cfg.max_batch)
         return min(self._free_cpus, self.cfg.max_batch)
 
     async def _claim(self, free: int) -> dict[str, Any]:
@@ -208,15 +283,18 @@ class JobRunner:
         walltime: float | None = None
         if cfg.resources.end_time is not None:
             walltime = max(0.0, cfg.resources.end_time - time.time() - cfg.end_buffer_s)
+        # Every job this runner holds: the server gives back any other it thinks we hold
+        # (they were in an answer we never received).
+        held = [*self._running, *(int(j["id"]) for j in self._queue),
+                *(int(r["job_id"]) for r in self._results)]
+        common: dict[str, Any] = {"limit": free, "walltime_s": walltime,
+                                  "scheduler": cfg.scheduler, "claim_seq": self._claim_seq,
+                                  "held_job_ids": held}
         if cfg.max_parallel is not None:
-            return await self.client.claim_jobs(
-                cfg.workflow_id, self._cn, limit=free, walltime_s=walltime,
-                scheduler=cfg.scheduler, claim_seq=self._claim_seq,
-            )
+            return await self.client.claim_jobs(cfg.workflow_id, self._cn, **common)
         return await self.client.claim_jobs(
-            cfg.workflow_id, self._cn, limit=free, cpus=self._free_cpus,
-            memory_bytes=self._free_mem, gpus=self._free_gpus, nodes=cfg.resources.nodes,
-            walltime_s=walltime, scheduler=cfg.scheduler, claim_seq=self._claim_seq,
+            cfg.workflow_id, self._cn, cpus=self._free_cpus, memory_bytes=self._free_mem,
+            gpus=self._free_gpus, nodes=cfg.resources.nodes, **common,
         )
 
     def _note_progress(self, reply: dict[str, Any]) -> None:
@@ -229,7 +307,9 @@ class JobRunner:
     async def _flush(self) -> None:
         """Report finished jobs, and start reports for jobs still running, in batches."""
         cfg = self.cfg
-        starts = [jid for jid, r in self._running.items() if not r.start_reported]
+        due = time.monotonic() - cfg.start_report_delay_s
+        starts = [jid for jid, r in self._running.items()
+                  if not r.start_reported and r.started <= due]
         if starts:
             for jid in starts:
                 self._running[jid].start_reported = True
@@ -267,9 +347,9 @@ class JobRunner:
             ["bash", "-c", command], env=env,
             stdout_path=str(self._stdio / f"{stem}.o"),
             stderr_path=str(self._stdio / f"{stem}.e"),
-            grace_s=cfg.grace_s,
+            grace_s=cfg.grace_s, executable=self._bash,
         )
-        self._running[jid] = _Running(job=job, process=process)
+        self._running[jid] = _Running(job=job, process=process, started=time.monotonic())
         if cfg.max_parallel is None:
             self._free_cpus -= int(job.get("num_cpus", 1))
             self._free_mem -= int(job.get("memory_bytes", 0))
@@ -305,7 +385,9 @@ class JobRunner:
             s.succeeded += 1
         else:
             s.failed += 1
-        self._wake.set()
+        self._fill_slots()
+        if self._stopping or self._cycle_due() or not self._queue:
+            self._wake.set()
 
     # ------------------------------------------------------------------------------------------
 
@@ -326,6 +408,7 @@ class JobRunner:
                         ["bash", "-c", command], env=self._base_env,
                         stdout_path=str(self._stdio / f"{stem}.o"),
                         stderr_path=str(self._stdio / f"{stem}.e"), grace_s=cfg.grace_s,
+                        executable=self._bash,
                     )
                     await process.run()
             elif action["action_type"] == "schedule_nodes" and cfg.schedule_nodes is not None:

@@ -169,6 +169,8 @@ class Engine:
                 self._renew(event.runner_id, now, event.lease_s)
             case ev.ReleaseRunner():
                 self._release_runner(event.runner_id)
+            case ev.ReleaseJobs():
+                self._release_jobs(event.runner_id, event.jobs)
             case ev.CancelWorkflow():
                 self._cancel()
             case ev.Reinitialize():
@@ -646,6 +648,20 @@ class Engine:
         jobs = sorted(self._runner_jobs.pop(runner_id, ()))
         self._runners.pop(runner_id, None)
         self._lease_len.pop(runner_id, None)
+        self._give_back(runner_id, jobs)
+
+    def _release_jobs(self, runner_id: int, jobs: Sequence[int]) -> None:
+        for job in jobs:
+            self._check_job(job)
+            if self._holder[job] != runner_id:
+                raise IllegalTransition(f"job {job}: not held by runner {runner_id}")
+        held = self._runner_jobs.get(runner_id, set())
+        for job in jobs:
+            held.discard(job)
+        self._give_back(runner_id, sorted(set(jobs)))
+
+    def _give_back(self, runner_id: int, jobs: Sequence[int]) -> None:
+        """Jobs of a runner back to ready with the same attempt (Rule 6)."""
         released: list[int] = []
         for job in jobs:
             self._holder[job] = -1

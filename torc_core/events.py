@@ -80,6 +80,15 @@ class ReleaseRunner:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseJobs:
+    """Give some of a runner's jobs back to ready (same attempt): the runner says it never
+    received them (the answer to its claim was lost)."""
+
+    runner_id: int
+    jobs: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CancelWorkflow:
     pass
 
@@ -114,6 +123,7 @@ EngineInput = (
     | CompleteJobs
     | Heartbeat
     | ReleaseRunner
+    | ReleaseJobs
     | CancelWorkflow
     | Reinitialize
     | ResetStatus

@@ -456,10 +456,11 @@ class TorcClient:
         walltime_s: float | None = None,
         scheduler: str | None = None,
         claim_seq: int | None = None,
+        held_job_ids: list[int] | None = None,
     ) -> dict[str, Any]:
         """``claim_seq``: a number new for each claim of this compute node; a retry of the same
         claim (after a broken connection) then returns the same jobs, not a second lease."""
-        body = {
+        body: dict[str, Any] = {
             "claim_seq": claim_seq,
             "limit": limit,
             "cpus": cpus,
@@ -469,6 +470,8 @@ class TorcClient:
             "walltime_s": walltime_s,
             "scheduler": scheduler,
         }
+        if held_job_ids is not None:
+            body["held_job_ids"] = held_job_ids
         return await self.call(  # type: ignore[no-any-return]
             "POST", _path("workflows", workflow_id, "compute_nodes", compute_node_id, "claim"), body
         )

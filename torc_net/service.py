@@ -1293,6 +1293,15 @@ class Service:
             await replay_batch.wait()
             return replay
         now = self.clock()
+        if "held_job_ids" in body:
+            # The runner claims one batch at a time, so it knows every job it holds. Jobs we
+            # think it holds but it does not know were in an answer it never received (e.g.
+            # across a server restart, where the replay record above is gone): give them back.
+            held = {wf.job_index(j) for j in get_list(body, "held_job_ids", "")
+                    if isinstance(j, int) and not isinstance(j, bool)}
+            lost = tuple(sorted(wf.engine.runner_jobs(cn_id) - held))
+            if lost:
+                self._drive(wf, ev.ReleaseJobs(runner_id=cn_id, jobs=lost), now)
         effects, batch = self._drive(
             wf,
             ev.ClaimJobs(runner_id=cn_id, limit=limit, lease_s=self.lease_s, cpus=cpus,

@@ -505,3 +505,17 @@ def test_long_chain_has_no_recursion_limit() -> None:
     h.claim()
     h.finish(0, rc=1)
     assert h.engine.counts()[S.CANCELED] == n - 1
+
+
+def test_release_jobs_gives_back_only_those_jobs() -> None:
+    h = Harness(3)
+    h.init()
+    h.claim(runner=1, limit=3)
+    effects = h.send(ev.ReleaseJobs(runner_id=1, jobs=(1,)))
+    assert of_type(effects, ev.RunnerReleased)[0].jobs == (1,)
+    assert h.labels() == ["pending", "ready", "pending"]
+    assert h.engine.runner_jobs(1) == frozenset({0, 2})
+    before = h.snapshot()
+    with pytest.raises(IllegalTransition):
+        h.engine.handle(ev.ReleaseJobs(runner_id=2, jobs=(0,)), 0.0)
+    assert h.snapshot() == before

@@ -104,3 +104,20 @@ async def test_retried_claim_with_same_seq_gets_same_jobs(api: Api) -> None:
     # Without a sequence number every claim is new.
     more = await api.ok("POST", f"{base}/claim", {"limit": 1})
     assert len(more["jobs"]) == 1
+
+
+async def test_jobs_of_a_lost_claim_answer_are_given_back(api: Api) -> None:
+    """After a restart the replay record is gone; the runner's list of held jobs lets the
+    server give back the jobs of the answer it never received."""
+    wf = (await api.ok("POST", "/workflows", {"spec": simple_spec(4)}, status=201))["id"]
+    cn = (await api.ok("POST", f"/workflows/{wf}/compute_nodes", {"hostname": "h"},
+                       status=201))["id"]
+    base = f"/workflows/{wf}/compute_nodes/{cn}"
+    lost = await api.ok("POST", f"{base}/claim", {"limit": 2, "claim_seq": 1})
+    assert len(lost["jobs"]) == 2
+    # The runner never saw that answer: it holds nothing and claims anew.
+    again = await api.ok("POST", f"{base}/claim",
+                         {"limit": 4, "claim_seq": 2, "held_job_ids": []})
+    assert len(again["jobs"]) == 4  # the two lost jobs came back and were claimed again
+    status = await api.ok("GET", f"/workflows/{wf}/status")
+    assert status["counts"]["pending"] == 4 and status["counts"]["ready"] == 0

@@ -1,0 +1,258 @@
+"""Command throughput: the same N shell commands through torc-trio, xargs, GNU parallel, HyperQueue.
+
+Every tool runs the same ``commands.txt`` (default: 10,000 lines of ``true``) with the same
+concurrency (``--parallel``, default 32), each in a temporary directory of its own, and each
+runs every line through bash, so the per-command cost of the shell is the same for all:
+
+* **torc-trio** -- ``torc-trio -f json run -j P commands.txt``: standalone (it starts its own
+  server child on 127.0.0.1 with a file database under ``torc_output/``, creates the workflow,
+  runs each job as ``bash -c LINE`` in its own session with stdout/stderr in two files per job
+  under ``torc_output/job_stdio/``, records every result in the database). Timed end to end:
+  interpreter start, server start, workflow creation, run, shutdown. Afterwards the completed
+  jobs are counted in the database (``torc-trio -s -f json status ID``) -> ``torc_jobs_recorded``.
+* **xargs** -- ``xargs -d '\\n' -P P -I{} bash -c '{}' < commands.txt``: one ``bash -c LINE``
+  per line; all output to one file. No records of any kind.
+* **GNU parallel** -- ``parallel --will-cite -j P < commands.txt``: runs each line through
+  ``$SHELL -c LINE`` (``SHELL=/bin/bash`` is set here), output grouped per job into one file.
+* **HyperQueue** -- the PyPI package ``hyperqueue`` (its ``LocalCluster``: server and one worker
+  in a child Python process; the worker gets all cores, ``os.cpu_count()`` unless
+  ``--hq-cores``). One job of N tasks, each ``["bash", "-c", LINE]`` with stdout/stderr to two
+  files per task (as torc-trio does), submitted at once; ``wait_for_jobs``. Timed from submit to
+  completion (cluster start-up and the worker's connection, awaited with a one-task warm-up
+  job, excluded, which favours HyperQueue; reported as ``startup_s``). If the
+  package is missing or the cluster does not start, ``"hq": {"error": "..."}``.
+
+Prints ONE JSON object::
+
+    {"jobs", "parallel", "cpus", "torc": {"wall_s", "jobs_per_s", "ok", ...},
+     "xargs": {...}, "parallel_gnu": {...}, "hq": {...},
+     "torc_jobs_recorded", "ratio_torc_over_hq", "ratio_torc_over_xargs"}
+
+Ratios are of throughputs (jobs/s); > 1 means torc-trio is faster. Every subprocess has a
+timeout (``--timeout``); traffic is loopback only.
+
+    python benchmarks/bench_exec.py [--jobs 10000] [--parallel 32] [--skip-hq] [--skip-gnu]
+        [--skip-xargs] [--skip-torc] [--command true] [--hq-cores N] [--timeout 900] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _tail(path: Path, n: int = 800) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _timed(argv: list[str], cwd: Path, *, timeout: float, stdin: Path | None = None,
+           env: dict[str, str] | None = None) -> tuple[float, int, Path, Path]:
+    out, err = cwd / "bench.stdout", cwd / "bench.stderr"
+    with open(out, "wb") as fo, open(err, "wb") as fe, \
+            open(stdin if stdin else os.devnull, "rb") as fi:
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, cwd=cwd, stdin=fi, stdout=fo, stderr=fe, timeout=timeout,
+                              env=env, check=False)
+        wall = time.perf_counter() - t0
+    return wall, proc.returncode, out, err
+
+
+def _result(n: int, wall: float, code: int, **extra: Any) -> dict[str, Any]:
+    return {"wall_s": round(wall, 3), "jobs_per_s": round(n / wall, 1) if wall > 0 else None,
+            "exit_code": code, "ok": code == 0, **extra}
+
+
+def _guard(fn: Any, *args: Any) -> dict[str, Any]:
+    try:
+        return fn(*args)
+    except subprocess.TimeoutExpired as exc:
+        return {"error": f"timed out after {exc.timeout} s"}
+    except Exception as exc:  # a failed peer is reported, not fatal
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def write_commands(d: Path, n: int, command: str) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "commands.txt"
+    path.write_text(f"{command}\n" * n)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+
+def bench_torc(d: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmds = write_commands(d, args.jobs, args.command)
+    exe = shutil.which("torc-trio")
+    argv = [exe] if exe else [sys.executable, "-m", "torc_cli.main"]
+    wall, code, out, err = _timed([*argv, "-f", "json", "run", "-j", str(args.parallel),
+                                   cmds.name], d, timeout=args.timeout)
+    res = _result(args.jobs, wall, code)
+    try:
+        report = json.loads(out.read_text())
+        wid = int(report["workflow_id"])
+        res["run_counts_completed"] = report["counts"].get("completed")
+        res["stop_reason"] = report.get("stop_reason")
+    except (ValueError, KeyError, TypeError):
+        res["error"] = f"no JSON report; stderr: {_tail(err)}"
+        return res
+    # Count what the database holds, through a fresh standalone server on the same database.
+    proc = subprocess.run([*argv, "-s", "-f", "json", "status", str(wid)], cwd=d,
+                          capture_output=True, text=True, timeout=120, check=False)
+    try:
+        status = json.loads(proc.stdout)
+        res["recorded_completed"] = int(status["counts"].get("completed", 0))
+    except (ValueError, KeyError, TypeError):
+        res["recorded_completed"] = None
+        res["status_error"] = (proc.stderr or proc.stdout)[-800:]
+    stdio = d / "torc_output" / "job_stdio"
+    res["stdio_files"] = sum(1 for _ in stdio.iterdir()) if stdio.is_dir() else 0
+    if code != 0:
+        res["stderr"] = _tail(err)
+    return res
+
+
+def bench_xargs(d: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmds = write_commands(d, args.jobs, args.command)
+    wall, code, _, err = _timed(
+        ["xargs", "-d", "\n", "-P", str(args.parallel), "-I{}", "bash", "-c", "{}"],
+        d, timeout=args.timeout, stdin=cmds)
+    res = _result(args.jobs, wall, code)
+    if code != 0:
+        res["stderr"] = _tail(err)
+    return res
+
+
+def bench_gnu_parallel(d: Path, args: argparse.Namespace) -> dict[str, Any]:
+    exe = shutil.which("parallel")
+    if exe is None:
+        return {"error": "GNU parallel not found (Debian package 'parallel')"}
+    cmds = write_commands(d, args.jobs, args.command)
+    env = {**os.environ, "SHELL": shutil.which("bash") or "/bin/bash"}
+    wall, code, _, err = _timed([exe, "--will-cite", "-j", str(args.parallel)], d,
+                                timeout=args.timeout, stdin=cmds, env=env)
+    res = _result(args.jobs, wall, code)
+    if code != 0:
+        res["stderr"] = _tail(err)
+    return res
+
+
+def bench_hq(d: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmds = write_commands(d, args.jobs, args.command)
+    cores = args.hq_cores or os.cpu_count() or 1
+    argv = [sys.executable, os.path.abspath(__file__), "--hq-child", str(d), str(cmds),
+            str(cores)]
+    _, code, out, err = _timed(argv, d, timeout=args.timeout)
+    try:
+        child = json.loads(out.read_text().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"HyperQueue child failed (exit {code}): {_tail(err)}"}
+    if "error" in child:
+        return child
+    return _result(args.jobs, child["wall_s"], code, worker_cores=cores,
+                   startup_s=child["startup_s"], all_succeeded=child["all_succeeded"])
+
+
+def hq_child(d: str, cmds_path: str, cores: int) -> None:
+    """Runs in a child process (so a hang or crash of the cluster is bounded by a timeout)."""
+    try:
+        from hyperqueue import Job, LocalCluster
+        from hyperqueue.cluster import WorkerConfig
+    except ImportError as exc:
+        print(json.dumps({"error": f"hyperqueue not importable: {exc} (pip install hyperqueue)"}))
+        return
+    commands = Path(cmds_path).read_text().splitlines()
+    root = Path(d).resolve()
+    out_dir = root / "hq_stdio"
+    out_dir.mkdir(exist_ok=True)
+    try:
+        t0 = time.perf_counter()
+        cluster = LocalCluster(server_dir=str(root / "hq_server"),
+                               worker_config=WorkerConfig(cores=cores))
+    except Exception as exc:
+        print(json.dumps({"error": f"LocalCluster did not start: {type(exc).__name__}: {exc}"}))
+        return
+    try:
+        client = cluster.client()
+        # Warm-up: one task, so the worker has connected before the timed submit.
+        warm = Job(default_workdir=root, max_fails=None)
+        warm.program(["bash", "-c", "true"], stdout=str(out_dir / "warm.o"),
+                     stderr=str(out_dir / "warm.e"))
+        client.wait_for_jobs([client.submit(warm)], raise_on_error=False)
+        startup = time.perf_counter() - t0
+        job = Job(default_workdir=root, max_fails=None)
+        for i, line in enumerate(commands):
+            job.program(["bash", "-c", line], stdout=str(out_dir / f"{i}.o"),
+                        stderr=str(out_dir / f"{i}.e"))
+        t1 = time.perf_counter()
+        submitted = client.submit(job)
+        ok = client.wait_for_jobs([submitted], raise_on_error=False)
+        wall = time.perf_counter() - t1
+        print(json.dumps({"wall_s": wall, "startup_s": round(startup, 3), "all_succeeded": ok}))
+    except Exception as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+    finally:
+        cluster.stop()
+
+
+# ----------------------------------------------------------------------------------------------
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--hq-child":
+        hq_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--jobs", type=int, default=10000)
+    p.add_argument("--parallel", type=int, default=32)
+    p.add_argument("--command", default="true", help="the command on every line")
+    p.add_argument("--skip-torc", action="store_true")
+    p.add_argument("--skip-xargs", action="store_true")
+    p.add_argument("--skip-gnu", "--skip-parallel", dest="skip_gnu", action="store_true")
+    p.add_argument("--skip-hq", action="store_true")
+    p.add_argument("--hq-cores", type=int, default=None,
+                   help="cores given to the HyperQueue worker (default: all, os.cpu_count())")
+    p.add_argument("--timeout", type=float, default=900.0, help="per tool, seconds")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    args = p.parse_args()
+    if not 0 < args.jobs <= 1_000_000 or not 0 < args.parallel <= 4096:
+        p.error("--jobs must be in 1..1e6 and --parallel in 1..4096")
+
+    root = Path(tempfile.mkdtemp(prefix="torc-bench-exec-"))
+    result: dict[str, Any] = {"jobs": args.jobs, "parallel": args.parallel,
+                              "cpus": os.cpu_count(), "command": args.command}
+    try:
+        plan = [("torc", args.skip_torc, bench_torc), ("xargs", args.skip_xargs, bench_xargs),
+                ("parallel_gnu", args.skip_gnu, bench_gnu_parallel),
+                ("hq", args.skip_hq, bench_hq)]
+        for name, skip, fn in plan:
+            if not skip:
+                result[name] = _guard(fn, root / name, args)
+    finally:
+        if args.keep:
+            result["workdir"] = str(root)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    torc = result.get("torc", {})
+    result["torc_jobs_recorded"] = torc.get("recorded_completed")
+    result["all_torc_jobs_recorded"] = torc.get("recorded_completed") == args.jobs
+    for peer in ("hq", "xargs", "parallel_gnu"):
+        a, b = torc.get("jobs_per_s"), result.get(peer, {}).get("jobs_per_s")
+        key = ("ratio_torc_over_gnu_parallel" if peer == "parallel_gnu"
+               else f"ratio_torc_over_{peer}")
+        result[key] = round(a / b, 3) if a and b else None
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Workflows inside real Slurm allocations (the local single-node cluster of
+scripts/local-slurm.sh): submit, walltime ends, scancel + recover, on_jobs_ready actions.
+
+The server runs on 127.0.0.1; the allocations run on this same host, so they reach it there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slurm
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
+from cli_helpers import ServerProcess, clean_env, torc  # noqa: E402
+
+
+@pytest.fixture
+def server(tmp_path: Path, slurm_cluster: Any) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "torc.db", cwd=tmp_path)
+    try:
+        yield proc
+    finally:
+        # Allocations left behind by a failed test must not hold the node for the next one.
+        for job_id in subprocess.run(
+            ["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=False
+        ).stdout.splitlines():
+            number, _, name = job_id.partition(" ")
+            if name.startswith("torc_wf"):
+                subprocess.run(["scancel", number], capture_output=True, check=False)
+        proc.stop()
+
+
+def api(tmp_path: Path, server: ServerProcess, *args: str, timeout: float = 120) -> Any:
+    proc = torc(
+        tmp_path, "-f", "json", *args, env=clean_env(TORC_API_URL=server.url), timeout=timeout
+    )
+    assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def create(tmp_path: Path, server: ServerProcess, spec: dict[str, Any]) -> int:
+    (tmp_path / "wf.json").write_text(json.dumps(spec))
+    return int(api(tmp_path, server, "create", "wf.json")["id"])
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def status(tmp_path: Path, server: ServerProcess, wid: int) -> dict[str, Any]:
+    return dict(api(tmp_path, server, "status", str(wid)))
+
+
+SCHEDULERS = [
+    {"name": "debug", "partition": "debug", "account": "torc", "nodes": 1, "walltime": "00:05:00"}
+]
+
+
+def test_diamond_runs_inside_allocations(tmp_path: Path, server: ServerProcess) -> None:
+    spec = {
+        "name": "slurm_diamond",
+        "slurm_schedulers": SCHEDULERS,
+        "jobs": [
+            {"name": "pre", "command": "echo $SLURM_JOB_ID > pre.slurm"},
+            {"name": "left", "command": "echo $SLURM_JOB_ID > left.slurm", "depends_on": ["pre"]},
+            {"name": "right", "command": "echo $SLURM_JOB_ID > right.slurm", "depends_on": ["pre"]},
+            {
+                "name": "post",
+                "command": "echo $SLURM_JOB_ID > post.slurm",
+                "depends_on": ["left", "right"],
+            },
+        ],
+    }
+    wid = create(tmp_path, server, spec)
+    submitted = api(tmp_path, server, "submit", str(wid))
+    assert len(submitted["allocations"]) == 1
+    slurm_id = submitted["allocations"][0]["slurm_job_id"]
+    wait_for(lambda: status(tmp_path, server, wid)["is_complete"], 180, "the diamond")
+    assert status(tmp_path, server, wid)["counts"]["completed"] == 4
+    for name in ("pre", "left", "right", "post"):
+        assert (tmp_path / f"{name}.slurm").read_text().strip() == slurm_id
+    results = api(tmp_path, server, "results", "list", str(wid))
+    assert {r["slurm_job_id"] for r in results} == {slurm_id}
+
+
+def test_submit_dry_run_prints_scripts(tmp_path: Path, server: ServerProcess) -> None:
+    wid = create(
+        tmp_path,
+        server,
+        {
+            "name": "dry",
+            "slurm_schedulers": SCHEDULERS,
+            "slurm_defaults": {"qos": "normal"},
+            "jobs": [{"name": "a", "command": "true"}],
+        },
+    )
+    proc = torc(tmp_path, "submit", str(wid), "--dry-run", env=clean_env(TORC_API_URL=server.url))
+    assert proc.returncode == 0, proc.stderr
+    assert "#SBATCH" in proc.stdout and "--account=torc" in proc.stdout.replace(" ", "=")
+    assert "runner" in proc.stdout and str(wid) in proc.stdout
+    assert api(tmp_path, server, "status", str(wid))["counts"]["ready"] == 1
+
+
+def test_walltime_end_terminates_then_second_allocation_finishes(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    spec = {
+        "name": "walltime",
+        "slurm_schedulers": [{**SCHEDULERS[0], "walltime": "00:01:00"}],
+        "compute_node_expiration_buffer_seconds": 20,
+        "resource_requirements": [{"name": "short", "runtime": "PT10S"}],
+        "jobs": [
+            # Declared short, so the runner takes it; it runs long until the marker exists.
+            # (One job: the allocation has one CPU.)
+            {
+                "name": "long",
+                "command": "test -e go || sleep 300; echo ok",
+                "resource_requirements": "short",
+            },
+        ],
+    }
+    wid = create(tmp_path, server, spec)
+    api(tmp_path, server, "submit", str(wid))
+    wait_for(
+        lambda: status(tmp_path, server, wid)["counts"]["terminated"] == 1,
+        150,
+        "the allocation's walltime to end and its jobs to be terminated",
+    )
+    (tmp_path / "go").touch()
+    api(tmp_path, server, "reset-status", str(wid), "--failed-only")
+    api(tmp_path, server, "submit", str(wid))
+    wait_for(lambda: status(tmp_path, server, wid)["is_complete"], 150, "the second allocation")
+    assert status(tmp_path, server, wid)["counts"]["completed"] == 1
+    results = api(tmp_path, server, "results", "list", str(wid))
+    assert [r["status"] for r in results] == ["terminated", "completed"]
+    assert len({r["slurm_job_id"] for r in results}) == 2
+
+
+def _in_squeue(slurm_id: str) -> bool:
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], text=True, capture_output=True).stdout
+    return slurm_id in out.split()
+
+
+def _victim_workflow(tmp_path: Path, server: ServerProcess, marker: str) -> tuple[int, str]:
+    spec = {
+        "name": "orphan",
+        "slurm_schedulers": SCHEDULERS,
+        "jobs": [
+            {"name": "victim", "command": f"test -e go || sleep {marker}; echo $SLURM_JOB_ID"},
+            {"name": "after", "command": "true", "depends_on": ["victim"]},
+        ],
+    }
+    wid = create(tmp_path, server, spec)
+    first = api(tmp_path, server, "submit", str(wid))["allocations"][0]["slurm_job_id"]
+    wait_for(
+        lambda: status(tmp_path, server, wid)["counts"]["running"] == 1, 90, "the job to start"
+    )
+    return wid, first
+
+
+def _recover_and_finish(tmp_path: Path, server: ServerProcess, wid: int, first: str) \
+        -> dict[str, Any]:
+    wait_for(lambda: not _in_squeue(first), 60, "the allocation to leave the queue")
+    (tmp_path / "go").touch()
+    recovered = dict(api(tmp_path, server, "recover", str(wid)))
+    assert [a["slurm_job_id"] for a in recovered["orphaned_allocations"]] == [first]
+    assert len(recovered["submitted"]) == 1
+    wait_for(lambda: status(tmp_path, server, wid)["is_complete"], 150, "recovery")
+    assert status(tmp_path, server, wid)["counts"]["completed"] == 2
+    return recovered
+
+
+def test_scancel_allocation_is_an_orphan_and_recover_finishes(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    wid, first = _victim_workflow(tmp_path, server, "301")
+    # Slurm's cancel sends SIGTERM first: the runner terminates and reports its job itself.
+    subprocess.run(["scancel", first], check=True)
+    recovered = _recover_and_finish(tmp_path, server, wid, first)
+    assert recovered["terminated_jobs"] == []
+    results = api(tmp_path, server, "results", "list", str(wid))
+    assert [r["status"] for r in results if r["job_name"] == "victim"] == [
+        "terminated", "completed"]
+
+
+def test_runner_killed_hard_jobs_marked_terminated_by_recover(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    marker = f"302.{os.getpid()}"
+    wid, first = _victim_workflow(tmp_path, server, marker)
+    # As when a node dies: the runner gets SIGKILL and cannot report; the allocation ends.
+    runner = subprocess.run(["pgrep", "-f", f"{server.url} .*runner {wid}"], text=True,
+                            capture_output=True).stdout.split()
+    assert runner, "the runner process was not found"
+    for pid in runner:
+        os.kill(int(pid), signal.SIGKILL)
+    try:
+        recovered = _recover_and_finish(tmp_path, server, wid, first)
+        assert len(recovered["terminated_jobs"]) == 1
+    finally:
+        subprocess.run(["pkill", "-f", f"sleep {marker}"], check=False)  # the job it left
+
+
+def test_on_jobs_ready_schedules_a_second_allocation(tmp_path: Path, server: ServerProcess) -> None:
+    spec = {
+        "name": "actions",
+        "slurm_schedulers": [
+            {**SCHEDULERS[0], "name": "first"},
+            {**SCHEDULERS[0], "name": "second"},
+        ],
+        "compute_node_wait_for_new_jobs_seconds": 5,
+        "jobs": [
+            {"name": "a", "command": "echo $SLURM_JOB_ID > a.slurm", "scheduler": "first"},
+            {
+                "name": "b",
+                "command": "echo $SLURM_JOB_ID > b.slurm",
+                "scheduler": "second",
+                "depends_on": ["a"],
+            },
+        ],
+        "actions": [
+            {
+                "trigger_type": "on_workflow_start",
+                "action_type": "schedule_nodes",
+                "scheduler": "first",
+            },
+            {
+                "trigger_type": "on_jobs_ready",
+                "action_type": "schedule_nodes",
+                "jobs": ["b"],
+                "scheduler": "second",
+            },
+            {
+                "trigger_type": "on_workflow_complete",
+                "action_type": "run_commands",
+                "commands": ["echo finished > complete.txt"],
+            },
+        ],
+    }
+    wid = create(tmp_path, server, spec)
+    assert len(api(tmp_path, server, "submit", str(wid))["allocations"]) == 1
+    wait_for(lambda: status(tmp_path, server, wid)["is_complete"], 180, "both allocations")
+    a_id = (tmp_path / "a.slurm").read_text().strip()
+    b_id = (tmp_path / "b.slurm").read_text().strip()
+    assert a_id and b_id and a_id != b_id
+    allocations = api(tmp_path, server, "workflows", "get", str(wid))
+    assert allocations["num_actions"] == 3
+    wait_for(lambda: (tmp_path / "complete.txt").exists(), 60, "the on_workflow_complete action")
