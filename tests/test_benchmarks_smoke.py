@@ -1,0 +1,58 @@
+"""Every benchmark runs at a tiny size and prints its JSON, so none of them can rot.
+
+Timings are not asserted (machines are noisy); only that each benchmark works and reports the
+keys BENCHMARKS.md describes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parents[1] / "benchmarks"
+
+
+def run_bench(name: str, *args: str, timeout: float = 180) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+    start = proc.stdout.find("{")
+    assert start >= 0, f"{name} printed no JSON object:\n{proc.stdout[-2000:]}"
+    return dict(json.loads(proc.stdout[start:]))
+
+
+def test_bench_core_smoke() -> None:
+    out = run_bench("bench_core.py", "--jobs", "2000", "--batch", "100")
+    assert out["jobs"] == 2000
+    for key in ("build_s", "run_s", "transitions_per_s", "peak_rss_mb"):
+        assert key in out
+
+
+def test_bench_server_smoke() -> None:
+    out = run_bench("bench_server.py", "--jobs", "200", "--batch1-jobs", "20", "--runners", "2")
+    results = out["results"]
+    assert isinstance(results, list)
+    assert [r["batch"] for r in results] == [1, 32, 256]
+    for r in results:
+        assert {"jobs_per_s", "p50_ms", "p99_ms"} <= set(r)
+
+
+def test_bench_exec_smoke() -> None:
+    args = ["--jobs", "40", "--parallel", "4", "--skip-hq"]
+    if shutil.which("parallel") is None:
+        args.append("--skip-gnu")
+    out = run_bench("bench_exec.py", *args)
+    assert out["torc_jobs_recorded"] == 40
+    assert "ratio_torc_over_xargs" in out
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BENCH.glob("bench_*.py")))
+def test_every_benchmark_has_help(name: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "usage" in proc.stdout
