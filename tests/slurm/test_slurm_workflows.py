@@ -261,3 +261,18 @@ def test_on_jobs_ready_schedules_a_second_allocation(tmp_path: Path, server: Ser
     allocations = api(tmp_path, server, "workflows", "get", str(wid))
     assert allocations["num_actions"] == 3
     wait_for(lambda: (tmp_path / "complete.txt").exists(), 60, "the on_workflow_complete action")
+
+
+def test_cancel_scancels_the_allocations(tmp_path: Path, server: ServerProcess) -> None:
+    marker = f"303.{os.getpid()}"
+    wid, first = _victim_workflow(tmp_path, server, marker)
+    try:
+        canceled = api(tmp_path, server, "cancel", str(wid))
+        assert canceled["scancelled"] == [first]
+        wait_for(lambda: not _in_squeue(first), 60, "the allocation to be scancelled")
+        final = status(tmp_path, server, wid)
+        assert final["is_canceled"] and final["counts"]["canceled"] == 2
+        allocations = api(tmp_path, server, "workflows", "get", str(wid))
+        assert allocations["is_canceled"]
+    finally:
+        subprocess.run(["pkill", "-f", f"sleep {marker}"], check=False)
