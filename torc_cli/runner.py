@@ -52,6 +52,11 @@ from torc_net.client import ServerUnreachable, TorcClient
 from .procs import JobProcess
 from .resources import Resources
 
+#: A job that died of a termination request was ended from outside (Slurm's scancel and time
+#: limit signal every process of the allocation, often before the runner hears of it): it is
+#: terminated and can be rerun, not failed. SIGKILL (e.g. the OOM killer) stays a failure.
+TERMINATION_CODES = frozenset(-s for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+
 
 @dataclass(slots=True, kw_only=True)
 class RunnerConfig:
@@ -362,7 +367,10 @@ class JobRunner:
         try:
             outcome = await process.run()
             return_code, terminated, exec_time = (
-                outcome.return_code, outcome.terminated, outcome.exec_time_s)
+                outcome.return_code,
+                outcome.terminated or outcome.return_code in TERMINATION_CODES,
+                outcome.exec_time_s,
+            )
         except OSError as exc:  # bash missing, fd limit: the job failed to start
             return_code, terminated, exec_time = 127, False, 0.0
             _write_text(process.stderr_path, f"torc-trio: could not start job: {exc}\n")
