@@ -22,6 +22,7 @@ Rule 4: bad input is a :class:`ApiError` with a located message, raised before a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import sqlite3
@@ -39,6 +40,7 @@ from torc_core.model import WorkflowModel
 from torc_core.spec import FailureHandler, FailureHandlerRule, WorkflowSpec
 from torc_core.status import JobStatus
 
+from .columns import LINK_ATTRS, JobColumns, StrColumn
 from .feed import Feed
 from .store import LINK_TABLES, Batch, Store
 
@@ -48,6 +50,30 @@ _RUNNING = int(JobStatus.RUNNING)
 RESULT_STATUS = {"completed": JobStatus.COMPLETED, "failed": JobStatus.FAILED,
                  "terminated": JobStatus.TERMINATED}
 MAX_PAGE = 100_000
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Why: a big workflow is parsed and compiled in a worker thread, which allocates from its own
+    glibc arena. The ~200 MB of temporaries it frees there (at a million jobs) stay in that
+    arena, unusable by the trio thread and the store's thread, so without a trim the server's
+    RSS would carry them on top of the engine and the new rows (peak 550 MB instead of 450 MB).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class ApiError(Exception):
@@ -245,9 +271,10 @@ class WorkflowState:
     num_user_data: int
     spec_info: dict[str, Any]
     engine: Engine
-    names: list[str]
-    commands: list[str]
-    invocation_scripts: list[str | None]
+    #: per job, compact (see torc_net.columns): a list of a million str costs ~70 MB
+    names: Sequence[str]
+    commands: Sequence[str]
+    invocation_scripts: Sequence[str | None]
     supports_termination: bytearray
     scheduler_names: dict[str, int]
     file_mtimes: list[float | None]
@@ -362,10 +389,13 @@ def _insert_workflow_rows(
     conn: sqlite3.Connection,
     wf: WorkflowState,
     spec: WorkflowSpec,
+    cols: JobColumns,
     statuses: bytes,
     now: float,
 ) -> None:
-    """Every row of a new workflow, in the caller's transaction (executemany throughout)."""
+    """Every row of a new workflow, in the caller's transaction (executemany throughout).
+
+    The jobs' own fields come from ``cols`` (``spec.jobs`` may already be empty)."""
     model = wf.model
     n = wf.num_jobs
     base = wf.job_id_base
@@ -390,29 +420,28 @@ def _insert_workflow_rows(
         " resource_requirements, scheduler, scheduler_idx, failure_handler, handler_idx,"
         " supports_termination, cancel_on_blocking_job_failure)"
         " VALUES (?,?,?,?,?,?,1,NULL,?,?,?,?,?,?,?,?,?,?,?,?)",
-        [
-            (
-                base + k, wf.id, job.name, job.command, job.invocation_script, statuses[k],
-                cpus[k], gpus[k], nodes[k], memory[k], runtime[k], job.resource_requirements,
-                job.scheduler, sched[k], job.failure_handler, handler[k],
-                int(job.supports_termination), int(job.cancel_on_blocking_job_failure),
-            )
-            for k, job in enumerate(spec.jobs)
-        ],
+        # An iterator, not a list: a list of a million 18-tuples is ~250 MB at the peak of
+        # creation; sqlite3 consumes an iterator row by row.
+        zip(
+            range(base, base + n), itertools.repeat(wf.id, n), cols.names, cols.commands,
+            cols.invocation_scripts, statuses[:n], cpus, gpus, nodes, memory, runtime,
+            cols.resource_requirements, cols.schedulers, sched, cols.failure_handlers, handler,
+            cols.supports_termination, cols.cancel_on_blocking, strict=True,
+        ),
     )
     if model.num_barriers:
         conn.executemany(
             "INSERT INTO barriers (workflow_id, node, status) VALUES (?,?,?)",
-            [(wf.id, node, statuses[node]) for node in range(n, model.num_nodes)],
+            ((wf.id, node, statuses[node]) for node in range(n, model.num_nodes)),
         )
     ptr, idx = model.down_ptr, model.down_idx
     conn.executemany(
         "INSERT OR IGNORE INTO edges (workflow_id, up, down) VALUES (?,?,?)",
-        [
+        (
             (wf.id, up, idx[k])
             for up in range(model.num_nodes)
             for k in range(ptr[up], ptr[up + 1])
-        ],
+        ),
     )
     conn.executemany(
         "INSERT INTO files (id, workflow_id, name, path, st_mtime) VALUES (?,?,?,?,NULL)",
@@ -426,23 +455,13 @@ def _insert_workflow_rows(
             for k, u in enumerate(spec.user_data)
         ],
     )
-    file_ids = {f.name: wf.file_id_base + k for k, f in enumerate(spec.files)}
-    ud_ids = {u.name: wf.user_data_id_base + k for k, u in enumerate(spec.user_data)}
-    for table, attr, ids in (
-        ("job_input_files", "input_files", file_ids),
-        ("job_output_files", "output_files", file_ids),
-        ("job_input_user_data", "input_user_data", ud_ids),
-        ("job_output_user_data", "output_user_data", ud_ids),
-    ):
-        rows = [
-            (base + k, ids[name])
-            for k, job in enumerate(spec.jobs)
-            for name in getattr(job, attr)
-            if name in ids
-        ]
-        if rows:
+    for table, _, kind in LINK_ATTRS:
+        ref_base = wf.file_id_base if kind == "files" else wf.user_data_id_base
+        pairs = cols.links[table]
+        if pairs:
             conn.executemany(
-                f"INSERT OR IGNORE INTO {table} (job_id, ref_id) VALUES (?,?)", rows
+                f"INSERT OR IGNORE INTO {table} (job_id, ref_id) VALUES (?,?)",
+                ((base + k, ref_base + ref) for k, ref in pairs),
             )
     conn.executemany(
         "INSERT INTO events (workflow_id, ts, kind, data) VALUES (?,?,?,?)",
@@ -558,8 +577,10 @@ def _load_workflows(
                 id=wf_id, name=name, user=user, description=description,
                 created_at=created_at, job_id_base=base, num_jobs=n, file_id_base=file_base,
                 num_files=num_files, user_data_id_base=ud_base, num_user_data=num_ud,
-                spec_info=info, engine=engine, names=[j[0] for j in jobs],
-                commands=[j[1] for j in jobs], invocation_scripts=[j[2] for j in jobs],
+                spec_info=info, engine=engine,
+                names=StrColumn(j[0] for j in jobs),  # type: ignore[arg-type]
+                commands=StrColumn(j[1] for j in jobs),  # type: ignore[arg-type]
+                invocation_scripts=StrColumn(j[2] for j in jobs),
                 supports_termination=bytearray(j[14] for j in jobs),
                 scheduler_names=scheduler_names, file_mtimes=mtimes, changed_user_data=changed,
             )
@@ -747,12 +768,23 @@ class Service:
         doc = as_object(doc, "spec")
         dry_run = get_bool(body, "dry_run", "")
 
-        def build() -> tuple[WorkflowSpec, WorkflowModel]:
+        def build() -> tuple[WorkflowSpec, WorkflowModel, JobColumns | None]:
             spec = parse(doc)
-            return spec, compile_(spec)
+            model = compile_(spec)
+            if dry_run:
+                return spec, model, None
+            cols = JobColumns(spec.jobs, [f.name for f in spec.files],
+                              [u.name for u in spec.user_data])
+            # Past this point the jobs live in `model` and `cols`: drop the JobSpec objects
+            # (~200 MB at a million jobs) before the engine is built and the rows written.
+            slim = dataclasses.replace(spec, jobs=())
+            del spec
+            if model.num_jobs >= 10_000:
+                release_free_memory()
+            return slim, model, cols
 
         try:
-            spec, model = await trio.to_thread.run_sync(build, limiter=self.limiter)
+            spec, model, cols = await trio.to_thread.run_sync(build, limiter=self.limiter)
         except SpecError as exc:
             raise ApiError(422, "invalid spec", list(exc.errors) or [str(exc)]) from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -766,6 +798,7 @@ class Service:
         }
         if dry_run:
             return 200, {"id": None, "name": spec.name, **counts}
+        assert cols is not None
         owner = who.name if who.authenticated else spec.user
         now = self.clock()
         engine = Engine(model)
@@ -785,10 +818,10 @@ class Service:
             num_user_data=len(spec.user_data),
             spec_info=_spec_info(spec, model),
             engine=engine,
-            names=[j.name for j in spec.jobs],
-            commands=[j.command for j in spec.jobs],
-            invocation_scripts=[j.invocation_script for j in spec.jobs],
-            supports_termination=bytearray(int(j.supports_termination) for j in spec.jobs),
+            names=cols.names,  # type: ignore[arg-type]
+            commands=cols.commands,  # type: ignore[arg-type]
+            invocation_scripts=cols.invocation_scripts,
+            supports_termination=cols.supports_termination,
             scheduler_names={s.name: k for k, s in enumerate(spec.slurm_schedulers)},
             file_mtimes=[None] * len(spec.files),
         )
@@ -797,7 +830,11 @@ class Service:
         store.next_file_id += len(spec.files)
         store.next_user_data_id += len(spec.user_data)
         statuses = bytes(engine.statuses)
-        await store.write(lambda conn: _insert_workflow_rows(conn, wf, spec, statuses, now))
+        await store.write(
+            lambda conn: _insert_workflow_rows(conn, wf, spec, cols, statuses, now)
+        )
+        if model.num_jobs >= 10_000:
+            release_free_memory()  # the row iterators' garbage, freed in the store's thread
         self.workflows[wf.id] = wf
         self._workflow_event(wf, "initialized", now)
         return 201, {"id": wf.id, "name": wf.name, **counts}

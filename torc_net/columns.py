@@ -1,0 +1,202 @@
+"""Compact per-job columns of strings: a million names without a million ``str`` objects.
+
+Theory of operation
+-------------------
+The server keeps a few text columns of every job in memory for its hot paths (the claim answer
+carries name, command and invocation script; results and the feed carry names). As Python
+lists they cost a pointer per job plus, for distinct values, a ``str`` object per job (about
+60 bytes for ``"stage_123456"``): ~70 MB per column at a million jobs.
+
+:class:`StrColumn` stores a column in one of two layouts, chosen while it is built:
+
+* **dictionary**: few distinct values (commands like ``"true"``, ``None`` scripts, scheduler
+  names): the distinct values once, plus one small integer code per job (an ``array`` of 1, 2
+  or 4 bytes per job; 0 bytes when the column is constant);
+* **blob**: many distinct values (names): all values UTF-8 encoded into one ``bytes`` object and
+  an ``array`` of end offsets (8 bytes per job); ``None`` values are marked in a bitmap.
+
+Reading ``column[i]`` decodes one value (a fraction of a microsecond); columns are immutable.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from typing import overload
+
+#: Beyond this many distinct values a column switches from the dictionary to the blob layout.
+MAX_DICTIONARY = 4096
+
+
+class StrColumn(Sequence[str | None]):
+    """An immutable column of ``str | None`` values (see the module docstring)."""
+
+    __slots__ = ("_blob", "_codes", "_ends", "_n", "_nulls", "_values")
+
+    def __init__(self, items: Iterable[str | None]) -> None:
+        self._values: list[str | None] = []
+        self._codes: array[int] | None = None
+        self._blob = b""
+        self._ends: array[int] | None = None
+        self._nulls: bytearray | None = None
+        index: dict[str | None, int] = {}
+        codes = array("I")
+        it = iter(items)
+        n = 0
+        for value in it:
+            code = index.get(value)
+            if code is None:
+                if len(index) >= MAX_DICTIONARY:
+                    self._to_blob(codes, value, it)
+                    return
+                code = index[value] = len(index)
+                self._values.append(value)
+            codes.append(code)
+            n += 1
+        self._n = n
+        if len(self._values) > 1:
+            typecode = "B" if len(self._values) <= 256 else "H"
+            self._codes = array(typecode, codes)
+
+    def _to_blob(self, codes: array[int], pending: str | None,
+                 rest: Iterator[str | None]) -> None:
+        values = self._values
+        buf = bytearray()
+        ends = array("q")
+        nulls = bytearray()
+
+        def add(value: str | None) -> None:
+            if value is None:
+                nulls.append(1)
+            else:
+                buf.extend(value.encode())
+                nulls.append(0)
+            ends.append(len(buf))
+
+        for code in codes:
+            add(values[code])
+        add(pending)
+        for value in rest:
+            add(value)
+        self._n = len(ends)
+        self._values = []
+        self._codes = None
+        self._blob = bytes(buf)
+        self._ends = ends
+        self._nulls = nulls if any(nulls) else None
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> str | None: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str | None]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str | None] | None:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("StrColumn index out of range")
+        ends = self._ends
+        if ends is None:
+            codes = self._codes
+            return self._values[0 if codes is None else codes[i]]
+        if self._nulls is not None and self._nulls[i]:
+            return None
+        return self._blob[ends[i - 1] if i else 0 : ends[i]].decode()
+
+    def __iter__(self) -> Iterator[str | None]:
+        ends = self._ends
+        if ends is None:
+            codes = self._codes
+            values = self._values
+            if codes is None:
+                if self._n:
+                    yield from (values[0] for _ in range(self._n))
+                return
+            for c in codes:
+                yield values[c]
+            return
+        blob, nulls = self._blob, self._nulls
+        start = 0
+        for k, end in enumerate(ends):
+            yield None if nulls is not None and nulls[k] else blob[start:end].decode()
+            start = end
+
+    def nbytes(self) -> int:
+        """Approximate memory of the column's buffers (for tests and reports)."""
+        size = len(self._blob)
+        if self._ends is not None:
+            size += self._ends.itemsize * len(self._ends)
+        if self._codes is not None:
+            size += self._codes.itemsize * len(self._codes)
+        if self._nulls is not None:
+            size += len(self._nulls)
+        return size
+
+    def __repr__(self) -> str:
+        layout = "blob" if self._ends is not None else f"dictionary[{len(self._values)}]"
+        return f"StrColumn({self._n} values, {layout})"
+
+
+def str_column(values: Sequence[str | None] | Iterable[str | None]) -> StrColumn:
+    return values if isinstance(values, StrColumn) else StrColumn(values)
+
+
+LINK_ATTRS = (
+    ("job_input_files", "input_files", "files"),
+    ("job_output_files", "output_files", "files"),
+    ("job_input_user_data", "input_user_data", "user_data"),
+    ("job_output_user_data", "output_user_data", "user_data"),
+)
+
+
+class JobColumns:
+    """What the server keeps of a spec's jobs once it is compiled: the text columns and flags
+    of the ``jobs`` table and the job->file/user_data links (as (job index, ref index) pairs).
+
+    Built in the worker thread right after compiling, so that the per-job ``JobSpec`` objects
+    (~200 bytes each plus their strings) can be dropped before the rows are written.
+    """
+
+    __slots__ = ("cancel_on_blocking", "commands", "failure_handlers", "invocation_scripts",
+                 "links", "names", "resource_requirements", "schedulers",
+                 "supports_termination")
+
+    def __init__(self, jobs: Sequence[object], file_names: Sequence[str],
+                 user_data_names: Sequence[str]) -> None:
+        self.names = StrColumn(j.name for j in jobs)  # type: ignore[attr-defined]
+        self.commands = StrColumn(j.command for j in jobs)  # type: ignore[attr-defined]
+        self.invocation_scripts = StrColumn(
+            j.invocation_script for j in jobs  # type: ignore[attr-defined]
+        )
+        self.resource_requirements = StrColumn(
+            j.resource_requirements for j in jobs  # type: ignore[attr-defined]
+        )
+        self.schedulers = StrColumn(j.scheduler for j in jobs)  # type: ignore[attr-defined]
+        self.failure_handlers = StrColumn(
+            j.failure_handler for j in jobs  # type: ignore[attr-defined]
+        )
+        self.supports_termination = bytearray(
+            int(j.supports_termination) for j in jobs  # type: ignore[attr-defined]
+        )
+        self.cancel_on_blocking = bytearray(
+            int(j.cancel_on_blocking_job_failure) for j in jobs  # type: ignore[attr-defined]
+        )
+        index = {
+            "files": {name: k for k, name in enumerate(file_names)},
+            "user_data": {name: k for k, name in enumerate(user_data_names)},
+        }
+        self.links: dict[str, list[tuple[int, int]]] = {}
+        for table, attr, kind in LINK_ATTRS:
+            ids = index[kind]
+            self.links[table] = [
+                (k, ids[name])
+                for k, job in enumerate(jobs)
+                for name in getattr(job, attr)
+                if name in ids
+            ]
