@@ -62,6 +62,8 @@ class ServerConfig:
     snapshot_keep: int = DEFAULT_SNAPSHOT_KEEP
     lease_s: float = DEFAULT_LEASE_SECONDS
     max_concurrent_requests: int | None = None
+    max_queued_requests: int | None = None
+    max_queue_wait_s: float = 5.0
     shutdown_grace_s: float = 10.0
     feed_queue_size: int = DEFAULT_QUEUE_SIZE
     log_level: str = "info"
@@ -71,6 +73,12 @@ class ServerConfig:
     @property
     def max_concurrent(self) -> int:
         return self.max_concurrent_requests or max(64, self.threads * 64)
+
+    @property
+    def max_queued(self) -> int:
+        if self.max_queued_requests is not None:
+            return self.max_queued_requests
+        return max(1024, 4 * self.max_concurrent)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +113,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent-requests", type=int, default=None, metavar="N",
                         help="requests worked on at once; more get 503 + Retry-After "
                         "(default: 64 x threads)")
+    parser.add_argument("--max-queued-requests", type=int, default=None, metavar="N",
+                        help="requests past --max-concurrent-requests wait in a FIFO queue of "
+                        "this size before 503 (default: max(1024, 4 x max concurrent))")
+    parser.add_argument("--max-queue-wait-seconds", type=float, default=5.0, metavar="S",
+                        help="a queued request waits at most this long, then 503 (default: 5)")
     parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0,
                         help="on SIGTERM, time in-flight requests get to finish (default: 10)")
     parser.add_argument("--log-level", default="info",
@@ -137,6 +150,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         snapshot_keep=max(1, keep),
         lease_s=args.lease_seconds,
         max_concurrent_requests=args.max_concurrent_requests,
+        max_queued_requests=args.max_queued_requests,
+        max_queue_wait_s=args.max_queue_wait_seconds,
         shutdown_grace_s=args.shutdown_grace_seconds,
         log_level=args.log_level,
     )
@@ -172,7 +187,8 @@ async def serve(
     await service.load()
     log.info("loaded %d workflows from %s", len(service.workflows), config.database)
     app = create_app(service, auth)
-    admission = Admission(app, config.max_concurrent)
+    admission = Admission(app, config.max_concurrent, max_queued=config.max_queued,
+                          max_wait_s=config.max_queue_wait_s)
 
     hc = hypercorn.config.Config()
     host = f"[{config.host}]" if ":" in config.host else config.host

@@ -52,7 +52,7 @@ async def test_concurrent_claims_are_exclusive(api: Api) -> None:
 
 
 async def test_admission_refuses_with_retry_after(start_inprocess: StartFn) -> None:
-    server = await start_inprocess(max_concurrent_requests=2)
+    server = await start_inprocess(max_concurrent_requests=2, max_queued_requests=0)
     wf_api = Api(server.port)
     # A slow request holds a slot: a body that arrives slowly keeps the handler busy.
     statuses: list[int] = []
@@ -86,6 +86,64 @@ async def test_admission_refuses_with_retry_after(start_inprocess: StartFn) -> N
     assert (await wf_api.get("/ping")).status == 200
     assert server.admission.refused == 1
     await wf_api.aclose()
+
+
+async def _hold_slot(port: int, release: trio.Event) -> None:
+    """A request whose body never completes keeps its handler (and admission slot) busy."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            b"POST /torc-service/v1/workflows HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 20\r\n\r\n{"
+        )
+        await release.wait()
+
+
+async def test_admission_queues_then_serves_in_order(start_inprocess: StartFn) -> None:
+    """Past the bound, requests wait (FIFO) for a slot instead of being refused at once."""
+    server = await start_inprocess(max_concurrent_requests=1, max_queued_requests=4,
+                                   max_queue_wait_s=30)
+    apis = [Api(server.port) for _ in range(3)]
+    order: list[int] = []
+    release = trio.Event()
+
+    async def ping(k: int) -> None:
+        reply = await apis[k].get("/ping")
+        assert reply.status == 200
+        order.append(k)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_hold_slot, server.port, release)
+            while server.admission.in_flight < 1:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            for k in range(3):
+                nursery.start_soon(ping, k)
+                while server.admission.queued < k + 1:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            assert order == []
+            release.set()
+    assert order == [0, 1, 2]
+    assert server.admission.refused == 0 and server.admission.waited == 3
+    for a in apis:
+        await a.aclose()
+
+
+async def test_admission_refuses_after_queue_wait(start_inprocess: StartFn) -> None:
+    server = await start_inprocess(max_concurrent_requests=1, max_queued_requests=4,
+                                   max_queue_wait_s=0.2)
+    api = Api(server.port)
+    release = trio.Event()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_hold_slot, server.port, release)
+            while server.admission.in_flight < 1:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            reply = await api.get("/ping")
+            release.set()
+    assert reply.status == 503 and reply.headers.get("retry-after") == "1"
+    assert server.admission.refused == 1 and server.admission.queued == 0
+    await api.aclose()
 
 
 async def test_retried_claim_with_same_seq_gets_same_jobs(api: Api) -> None:
