@@ -42,6 +42,34 @@ def test_bench_server_smoke() -> None:
         assert {"jobs_per_s", "p50_ms", "p99_ms"} <= set(r)
 
 
+def test_bench_burst_smoke() -> None:
+    out = run_bench("bench_burst.py", "--allocations", "20", "--jobs", "300", "--run-ms", "5",
+                    "--timeout", "60")
+    assert out["allocations"] == 20 and out["jobs"] == 300
+    for key in ("first_claim_p50_s", "first_claim_p99_s", "first_claim_max_s",
+                "allocations_found_nothing", "latency_p50_ms", "latency_p99_ms", "status_503",
+                "retries", "drain_s", "jobs_per_s"):
+        assert key in out
+    # Correctness is asserted (timings never are).
+    assert out["failed_requests"] == 0
+    assert out["double_claims"] == 0
+    assert out["lost_completions"] == 0
+    assert out["completions_acknowledged"] == 300 and out["is_complete"] is True
+
+
+def test_bench_scale_smoke() -> None:
+    out = run_bench("bench_scale.py", "--jobs", "4000", "--rounds", "4", "--batch", "500",
+                    "--modes", "file,memory", "--timeout", "60")
+    assert out["jobs"] == 4000 and out["rounds"] == 4
+    for mode in ("file", "memory"):
+        m = out[mode]
+        assert isinstance(m, dict)
+        for key in ("create_s", "drain_s", "server_peak_rss_mb", "db_mb"):
+            assert key in m
+        assert m["completed"] == 4000 and m["barriers"] == 3
+    assert "snapshot_s" in out["memory"]  # type: ignore[operator]
+
+
 def test_bench_exec_smoke() -> None:
     args = ["--jobs", "40", "--parallel", "4", "--skip-hq"]
     if shutil.which("parallel") is None:
