@@ -30,7 +30,6 @@ import json
 import os
 import random
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from typing import Any
 
 import psutil
 import trio
+from _common import percentile, start_server, stop_server
 
 from torc_net.client import TorcClient
 
@@ -54,14 +54,6 @@ def raise_nofile() -> int:
         except (ValueError, OSError):
             pass
     return soft
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[k]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,31 +187,11 @@ def child_main(args: argparse.Namespace) -> int:
 # Parent: server, workflow, child
 
 
-def start_server(db: str, tmp: str, threads: int, max_concurrent: int | None) \
+def start_burst_server(db: str, tmp: str, threads: int, max_concurrent: int | None) \
         -> tuple[subprocess.Popen[str], int]:
-    argv = [sys.executable, "-m", "torc_net.server", "--database", db, "--port", "0",
-            "--host", "127.0.0.1", "--threads", str(threads), "--log-level", "warning"]
-    if max_concurrent:
-        argv += ["--max-concurrent-requests", str(max_concurrent)]
+    extra = ["--max-concurrent-requests", str(max_concurrent)] if max_concurrent else []
     env = dict(os.environ, TORC_SERVER_SNAPSHOT_PATH=os.path.join(tmp, "snap", "torc.db"))
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=raise_nofile)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("TORC_SERVER_PORT="):
-        proc.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
-    return proc, int(line.strip().split("=", 1)[1])
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return start_server(db, threads=threads, extra_args=extra, env=env, preexec_fn=raise_nofile)
 
 
 async def create_workflow(url: str, jobs: int) -> tuple[int, float]:
@@ -235,7 +207,7 @@ def parent_main(args: argparse.Namespace) -> int:
     nofile = raise_nofile()
     with tempfile.TemporaryDirectory(prefix="torc-burst-") as tmp:
         db = ":memory:" if args.in_memory else os.path.join(tmp, "torc.db")
-        server, port = start_server(db, tmp, args.threads, args.max_concurrent)
+        server, port = start_burst_server(db, tmp, args.threads, args.max_concurrent)
         ps = psutil.Process(server.pid)
         try:
             url = f"http://127.0.0.1:{port}/torc-service/v1"
@@ -256,7 +228,7 @@ def parent_main(args: argparse.Namespace) -> int:
             server_cpu_s = round(times.user + times.system, 2)
             server_rss_mb = round(ps.memory_info().rss / 2**20, 1)
         finally:
-            stop(server)
+            stop_server(server)
     report.pop("burst_start_unix", None)
     drain = report["drain_s"]
     out = {

@@ -30,7 +30,6 @@ import json
 import os
 import queue
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,6 +39,7 @@ from typing import Any
 
 import psutil
 import trio
+from _common import start_server, stop_server
 
 from torc_net.client import TorcClient
 
@@ -63,20 +63,12 @@ class Server:
     def __init__(self, database: str, tmp: str, threads: int) -> None:
         self.snapshot_path = os.path.join(tmp, "snapshots", "torc.db")
         env = dict(os.environ, TORC_SERVER_SNAPSHOT_PATH=self.snapshot_path)
-        argv = [sys.executable, "-m", "torc_net.server", "--database", database, "--port", "0",
-                "--host", "127.0.0.1", "--threads", str(threads), "--log-level", "warning"]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+        self.proc, self.port = start_server(database, threads=threads, env=env)
         self.lines: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
         self.peak_rss = 0
         self.phase_peak = 0
         self.samples = 0
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()
-        if not first.startswith("TORC_SERVER_PORT="):
-            self.proc.kill()
-            raise RuntimeError(f"server did not start: {first!r}")
-        self.port = int(first.strip().split("=", 1)[1])
         self._ps = psutil.Process(self.proc.pid)
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._sample, daemon=True).start()
@@ -136,13 +128,7 @@ class Server:
 
     def stop(self) -> None:
         self._stop.set()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_server(self.proc, timeout=60)
 
 
 async def create_and_drain(url: str, args: argparse.Namespace, server: Server) \

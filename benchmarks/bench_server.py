@@ -18,24 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
 import trio
+from _common import percentile, start_server, stop_server
 
 from torc_net.http import HttpConnectionPool
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[k]
 
 
 async def post(pool: HttpConnectionPool, path: str, body: Any, status: int = 200) -> Any:
@@ -106,15 +97,8 @@ def run_with_server(args: argparse.Namespace) -> dict[str, Any]:
     """Start a server subprocess on a temporary file database and benchmark it."""
     with tempfile.TemporaryDirectory(prefix="torc-bench-") as tmp:
         db = os.path.join(tmp, "torc.db")
-        argv = [sys.executable, "-m", "torc_net.server", "--database", db, "--port", "0",
-                "--host", "127.0.0.1", "--threads", str(args.threads), "--log-level", "warning"]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        proc, port = start_server(db, threads=args.threads)
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line.startswith("TORC_SERVER_PORT="):
-                raise RuntimeError(f"server did not start: {line!r}")
-            port = int(line.strip().split("=", 1)[1])
             base_url = f"http://127.0.0.1:{port}/torc-service/v1"
             results = trio.run(run_all, base_url, args)
             return {
@@ -124,11 +108,7 @@ def run_with_server(args: argparse.Namespace) -> dict[str, Any]:
                            "threads": args.threads, "cpus": os.cpu_count()},
             }
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
 
 
 def main() -> int:

@@ -1,0 +1,54 @@
+"""What the benchmarks share: a `serve` subprocess on 127.0.0.1 and percentiles.
+
+Benchmarks run as scripts (``python benchmarks/bench_x.py``), so this folder is on sys.path.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def start_server(
+    database: str,
+    *,
+    threads: int,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], object] | None = None,
+) -> tuple[subprocess.Popen[str], int]:
+    """Start ``torc_net.server`` on a free port of 127.0.0.1; return the process and port.
+    Its stdout stays open for the caller (e.g. to watch for TORC_SNAPSHOT_DONE=)."""
+    argv = [sys.executable, "-m", "torc_net.server", "--database", database, "--port", "0",
+            "--host", "127.0.0.1", "--threads", str(threads), "--log-level", "warning",
+            *extra_args]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True,
+                            env=dict(env) if env is not None else None, preexec_fn=preexec_fn)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("TORC_SERVER_PORT="):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return proc, int(line.strip().split("=", 1)[1])
+
+
+def stop_server(proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    """SIGTERM (the server drains and commits), SIGKILL if it does not go in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
