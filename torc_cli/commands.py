@@ -427,6 +427,12 @@ def _examples(text: str) -> str:
     return "examples:\n" + textwrap.indent(textwrap.dedent(text).strip(), "  ")
 
 
+def _main_serve(args: argparse.Namespace) -> int:
+    from torc_net.server import main_serve
+
+    return main_serve(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torc-trio",
@@ -462,8 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    # serve (the server's own options live with the server)
-    from torc_net.server import add_serve_arguments, main_serve
+    # serve (the server's own options live with the server; Hypercorn and Quart are imported
+    # only when it runs)
+    from torc_net.config import add_serve_arguments
 
     p = sub.add_parser("serve", help="run the server", description="Run the torc-trio server.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -472,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
                            torc-trio serve -d ":memory:" --host 0.0.0.0 --port 8085 --threads 8
                        """))
     add_serve_arguments(p)
-    p.set_defaults(sync_main=main_serve)
+    p.set_defaults(sync_main=_main_serve)
 
     p = add("create", cmd_create, "create a workflow from a spec (YAML, JSON or JSON5)",
             "torc-trio create workflow.yaml\ntorc-trio -f json create --dry-run workflow.yaml")

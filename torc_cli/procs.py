@@ -5,13 +5,14 @@ own), with stdin from /dev/null and stdout/stderr in files. Termination signals 
 group*: SIGTERM first, SIGKILL after a grace period, and SIGKILL once more at the end for
 anything the job left behind in its group. No orphans survive a terminated job.
 
-Fast path (Linux, ``os.pidfd_open``): :class:`subprocess.Popen` runs in a worker thread (the
-fork/exec waits for the child to exec and releases the GIL meanwhile, so the event loop goes
-on; ``os.posix_spawn`` holds the GIL and serialised every spawn behind the loop), stdin is one
-shared /dev/null descriptor, and the exit is awaited on a pidfd registered with Trio's epoll and
-reaped with ``waitpid`` here. No ``trio.Process``, no nested nursery and ``nursery.start`` per
-job: with thousands of short jobs that per-job overhead was a large share of the runner's CPU
-time and latency (see benchmarks/bench_exec.py).
+Fast path (Linux, ``os.pidfd_open``): the job is started with ``os.posix_spawn`` from the event
+loop's thread (glibc's vfork-style clone: no copy of the runner's page tables, and the child
+opens its own stdout/stderr files and calls ``setsid`` before it execs), and its exit is awaited
+on a pidfd registered with Trio's epoll and reaped with ``waitpid`` here. Measured on 2 cores
+with thousands of ``true`` jobs, this costs the runner about a third of the CPU time of
+``subprocess.Popen`` in a worker thread (the thread hop, the GIL hand-offs and Popen's
+Python-level bookkeeping were most of the runner's time; see BENCHMARKS.md), and CPU time is
+what bounds throughput when the jobs themselves keep every core busy.
 Elsewhere it falls back to ``trio.run_process``.
 """
 
@@ -27,8 +28,7 @@ from functools import partial
 
 import trio
 
-_FAST = hasattr(os, "pidfd_open")
-_OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+_FAST = hasattr(os, "pidfd_open") and hasattr(os, "posix_spawn")
 
 
 @dataclass(slots=True)
@@ -92,7 +92,7 @@ class JobProcess:
             self._scope.cancel()
 
     async def run(self) -> ProcessOutcome:
-        if _FAST:
+        if _FAST and self.executable is not None:
             return await self._run_spawn()
         return await self._run_trio()
 
@@ -100,13 +100,9 @@ class JobProcess:
 
     async def _run_spawn(self) -> ProcessOutcome:
         started = time.monotonic()
-        # One worker-thread hop does the file creation and the fork/exec, both with the GIL
-        # released: creating a file in a job_stdio directory holding thousands of files costs
-        # hundreds of microseconds of kernel time here, and the fork/exec waits for the child to
-        # exec. Neither blocks the event loop. (os.posix_spawn holds the GIL while it waits.)
-        proc = await trio.to_thread.run_sync(
-            _spawn, self.argv, self.executable, self.env, self.stdout_path, self.stderr_path)
-        pid = proc.pid
+        assert self.executable is not None
+        pid = _posix_spawn(self.argv, self.executable, self.env, self.stdout_path,
+                           self.stderr_path)
         status: int | None = None
         try:
             pidfd = os.pidfd_open(pid)
@@ -131,13 +127,11 @@ class JobProcess:
             if pidfd >= 0:
                 trio.lowlevel.notify_closing(pidfd)
                 os.close(pidfd)
-            if status is not None:
-                proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
             if self._terminate_requested:
                 _killpg(pid, signal.SIGKILL)  # leftovers in the job's group
         elapsed = time.monotonic() - started
-        return ProcessOutcome(return_code=proc.returncode, terminated=self._terminate_requested,
-                              exec_time_s=elapsed)
+        return ProcessOutcome(return_code=os.waitstatus_to_exitcode(status),
+                              terminated=self._terminate_requested, exec_time_s=elapsed)
 
     async def _kill_group(self, pid: int, pidfd: int) -> int:
         _killpg(pid, signal.SIGTERM)
@@ -189,18 +183,38 @@ class JobProcess:
         return ProcessOutcome(return_code=proc.returncode, terminated=False, exec_time_s=elapsed)
 
 
-def _spawn(argv: list[str], executable: str | None, env: Mapping[str, str], stdout_path: str,
-           stderr_path: str) -> subprocess.Popen[bytes]:
-    out_fd = os.open(stdout_path, _OUT_FLAGS, 0o644)
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+def _posix_spawn(argv: list[str], executable: str, env: Mapping[str, str], stdout_path: str,
+                 stderr_path: str) -> int:
+    """Start ``argv`` in a new session with stdin from /dev/null and stdout/stderr in the two
+    files (created by the child before it execs); its pid. A file that cannot be opened, or an
+    executable that cannot run, raises OSError here (glibc reports the child's error)."""
+    actions = [
+        (os.POSIX_SPAWN_DUP2, _devnull(), 0),
+        (os.POSIX_SPAWN_OPEN, 1, stdout_path, _OPEN_FLAGS, 0o644),
+        (os.POSIX_SPAWN_OPEN, 2, stderr_path, _OPEN_FLAGS, 0o644),
+    ]
+    return os.posix_spawn(executable, argv, env, file_actions=actions, setsid=True)
+
+
+def seal_inherited_fds() -> None:
+    """Make every descriptor above stderr close-on-exec.
+
+    ``posix_spawn`` has no ``close_fds``: a job would inherit whatever inheritable descriptors
+    the runner was started with (Python's own are never inheritable). Called once per runner.
+    """
     try:
-        err_fd = os.open(stderr_path, _OUT_FLAGS, 0o644)
-        try:
-            return subprocess.Popen(argv, executable=executable, stdin=_devnull(), stdout=out_fd,
-                                    stderr=err_fd, env=env, start_new_session=True)
-        finally:
-            os.close(err_fd)
-    finally:
-        os.close(out_fd)
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:  # the directory's own descriptor, already closed
+                pass
 
 
 _DEVNULL: list[int] = []

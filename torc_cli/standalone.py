@@ -50,7 +50,7 @@ async def ephemeral_server(options: StandaloneOptions) -> AsyncIterator[str]:
     if options.database != ":memory:":
         Path(options.database).parent.mkdir(parents=True, exist_ok=True)
     argv = [
-        sys.executable, "-m", "torc_cli.main", "serve",
+        sys.executable, "-m", "torc_net.server",
         "--database", options.database, "--host", "127.0.0.1", "--port", "0",
         "--log-level", options.log_level, *options.extra_args,
     ]

@@ -457,9 +457,12 @@ class TorcClient:
         scheduler: str | None = None,
         claim_seq: int | None = None,
         held_job_ids: list[int] | None = None,
+        results: list[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """``claim_seq``: a number new for each claim of this compute node; a retry of the same
-        claim (after a broken connection) then returns the same jobs, not a second lease."""
+        claim (after a broken connection) then returns the same jobs, not a second lease.
+        ``results``: finished jobs to report first (as :meth:`complete_jobs`), in the same
+        round trip; the answer then also has ``accepted`` and ``duplicates``."""
         body: dict[str, Any] = {
             "claim_seq": claim_seq,
             "limit": limit,
@@ -472,6 +475,8 @@ class TorcClient:
         }
         if held_job_ids is not None:
             body["held_job_ids"] = held_job_ids
+        if results:
+            body["results"] = [dict(r) for r in results]
         return await self.call(  # type: ignore[no-any-return]
             "POST", _path("workflows", workflow_id, "compute_nodes", compute_node_id, "claim"), body
         )

@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import hypercorn.config
@@ -35,127 +34,12 @@ import trio
 from .admission import Admission
 from .app import create_app
 from .auth import Authenticator
-from .feed import DEFAULT_QUEUE_SIZE, Feed
+from .config import ServerConfig, add_serve_arguments, config_from_args
+from .feed import Feed
 from .service import Service
 from .store import Store
 
 log = logging.getLogger("torc_net.server")
-
-DEFAULT_PORT = 8085
-DEFAULT_DATABASE = "torc.db"
-DEFAULT_SNAPSHOT_PATH = "./torc_snapshots/torc.db"
-DEFAULT_SNAPSHOT_KEEP = 5
-DEFAULT_LEASE_SECONDS = 1800.0
-
-
-@dataclass(slots=True)
-class ServerConfig:
-    database: str = DEFAULT_DATABASE
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    threads: int = 4
-    auth_file: str | None = None
-    require_auth: bool = False
-    admin_users: list[str] = field(default_factory=list)
-    snapshot_interval_s: float | None = None
-    snapshot_path: str = DEFAULT_SNAPSHOT_PATH
-    snapshot_keep: int = DEFAULT_SNAPSHOT_KEEP
-    lease_s: float = DEFAULT_LEASE_SECONDS
-    max_concurrent_requests: int | None = None
-    max_queued_requests: int | None = None
-    max_queue_wait_s: float = 5.0
-    shutdown_grace_s: float = 10.0
-    feed_queue_size: int = DEFAULT_QUEUE_SIZE
-    log_level: str = "info"
-    handle_signals: bool = True
-    print_port: bool = True
-
-    @property
-    def max_concurrent(self) -> int:
-        return self.max_concurrent_requests or max(64, self.threads * 64)
-
-    @property
-    def max_queued(self) -> int:
-        if self.max_queued_requests is not None:
-            return self.max_queued_requests
-        return max(1024, 4 * self.max_concurrent)
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `torc-trio serve` (Torc's `torc-server run`)."""
-    parser.add_argument(
-        "-d", "--database", default=DEFAULT_DATABASE, metavar="PATH",
-        help="SQLite database file, or ':memory:' for an in-memory database with snapshots "
-        f"(default: {DEFAULT_DATABASE})",
-    )
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind; use a routable hostname or 0.0.0.0 for "
-                        "multi-node workflows (default: 127.0.0.1)")
-    parser.add_argument("-p", "--port", type=int, default=DEFAULT_PORT,
-                        help=f"port (default: {DEFAULT_PORT}; 0 picks a free port, printed as "
-                        "TORC_SERVER_PORT=<port>)")
-    parser.add_argument("--threads", type=int, default=4,
-                        help="worker threads for blocking work: commits, snapshots, password "
-                        "checks (default: 4)")
-    parser.add_argument("--auth-file", metavar="FILE",
-                        help="htpasswd file with bcrypt hashes (htpasswd -B, or "
-                        "`torc-trio htpasswd add`)")
-    parser.add_argument("--require-auth", action="store_true",
-                        help="every request needs valid credentials (needs --auth-file)")
-    parser.add_argument("--admin-user", action="append", default=[], metavar="NAME",
-                        help="a user who sees every workflow (repeatable)")
-    parser.add_argument("--snapshot-interval-seconds", type=float, default=None, metavar="N",
-                        help="write a snapshot every N seconds (TORC_SERVER_SNAPSHOT_PATH, "
-                        "TORC_SERVER_SNAPSHOT_KEEP); SIGUSR1 writes one at any time")
-    parser.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_SECONDS,
-                        help="how long a runner's claim survives without contact (default: "
-                        "1800, so runners outlast a 20-minute server outage)")
-    parser.add_argument("--max-concurrent-requests", type=int, default=None, metavar="N",
-                        help="requests worked on at once; more get 503 + Retry-After "
-                        "(default: 64 x threads)")
-    parser.add_argument("--max-queued-requests", type=int, default=None, metavar="N",
-                        help="requests past --max-concurrent-requests wait in a FIFO queue of "
-                        "this size before 503 (default: max(1024, 4 x max concurrent))")
-    parser.add_argument("--max-queue-wait-seconds", type=float, default=5.0, metavar="S",
-                        help="a queued request waits at most this long, then 503 (default: 5)")
-    parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0,
-                        help="on SIGTERM, time in-flight requests get to finish (default: 10)")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error", "critical"],
-                        help="log level (default: info)")
-
-
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    keep_text = os.environ.get("TORC_SERVER_SNAPSHOT_KEEP", str(DEFAULT_SNAPSHOT_KEEP))
-    try:
-        keep = int(keep_text)
-    except ValueError:
-        raise SystemExit(
-            f"TORC_SERVER_SNAPSHOT_KEEP: expected an integer, got {keep_text!r}"
-        ) from None
-    if args.threads < 1:
-        raise SystemExit("--threads must be >= 1")
-    if args.require_auth and not args.auth_file:
-        raise SystemExit("--require-auth needs --auth-file")
-    return ServerConfig(
-        database=args.database,
-        host=args.host,
-        port=args.port,
-        threads=args.threads,
-        auth_file=args.auth_file,
-        require_auth=args.require_auth,
-        admin_users=list(args.admin_user),
-        snapshot_interval_s=args.snapshot_interval_seconds,
-        snapshot_path=os.environ.get("TORC_SERVER_SNAPSHOT_PATH", DEFAULT_SNAPSHOT_PATH),
-        snapshot_keep=max(1, keep),
-        lease_s=args.lease_seconds,
-        max_concurrent_requests=args.max_concurrent_requests,
-        max_queued_requests=args.max_queued_requests,
-        max_queue_wait_s=args.max_queue_wait_seconds,
-        shutdown_grace_s=args.shutdown_grace_seconds,
-        log_level=args.log_level,
-    )
-
 
 def _emit(line: str) -> None:
     print(line, flush=True)

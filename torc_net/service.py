@@ -1322,14 +1322,23 @@ class Service:
                 raise ApiError(422, "unknown scheduler",
                                f"scheduler: no scheduler named {sched_name!r} in workflow {wf.id}")
             sched = wf.scheduler_names[sched_name]
-        if not cn.active:
-            raise ApiError(409, "conflict", f"compute node {cn_id} was deactivated")
         seq = get_int(body, "claim_seq", "", default=None, nullable=True, minimum=0)
+        # Results reported with the claim (one round trip per cycle for a busy runner):
+        # checked with everything else before anything changes, applied before the claim.
+        results = self._parse_results(wf, body) if "results" in body else None
         if seq is not None and cn.last_claim is not None and cn.last_claim[0] == seq:
             _, replay, replay_batch = cn.last_claim
             await replay_batch.wait()
             return replay
         now = self.clock()
+        reported: dict[str, int] = {}
+        if results:
+            accepted, duplicates, batch = self._record_results(wf, cn, results, now)
+            reported = {"accepted": accepted, "duplicates": duplicates}
+            if not cn.active:  # late results still count; the claim itself cannot be served
+                await batch.wait()
+        if not cn.active:
+            raise ApiError(409, "conflict", f"compute node {cn_id} was deactivated")
         if "held_job_ids" in body:
             # The runner claims one batch at a time, so it knows every job it holds. Jobs we
             # think it holds but it does not know were in an answer it never received (e.g.
@@ -1366,7 +1375,7 @@ class Service:
                         "runtime_s": model.runtime[j],
                     })
         response = {"jobs": out, "is_complete": wf.engine.is_complete,
-                    "is_canceled": wf.engine.canceled, "counts": wf.counts()}
+                    "is_canceled": wf.engine.canceled, "counts": wf.counts(), **reported}
         if seq is not None:
             cn.last_claim = (seq, response, batch)
         await batch.wait()
@@ -1395,6 +1404,16 @@ class Service:
     ) -> dict[str, Any]:
         wf = self.workflow(wf_id, who)
         cn = self.compute_node(wf, cn_id)
+        results = self._parse_results(wf, body)
+        accepted, duplicates, batch = self._record_results(wf, cn, results, self.clock())
+        response = {"accepted": accepted, "duplicates": duplicates,
+                    "is_complete": wf.engine.is_complete, "is_canceled": wf.engine.canceled}
+        await batch.wait()
+        return response
+
+    def _parse_results(self, wf: WorkflowState, body: Mapping[str, Any]) -> list[ev.JobResult]:
+        """The ``results`` of a complete (or claim) body, every item checked before any is
+        applied; errors name the item."""
         raw = get_list(body, "results", "")
         results: list[ev.JobResult] = []
         base, n = wf.job_id_base, wf.num_jobs
@@ -1441,11 +1460,16 @@ class Service:
                 terminated=status_text == "terminated",
                 exec_time_s=get_number(obj, "exec_time_s", where, default=0.0),
             ))
-        now = self.clock()
+        return results
+
+    def _record_results(self, wf: WorkflowState, cn: ComputeNode, results: list[ev.JobResult],
+                        now: float) -> tuple[int, int, Batch]:
+        """Apply results (idempotent by job, run and attempt); (accepted, duplicates, batch)."""
         effects, batch = self._drive(
-            wf, ev.CompleteJobs(runner_id=cn_id, results=tuple(results)), now
+            wf, ev.CompleteJobs(runner_id=cn.id, results=tuple(results)), now
         )
         accepted = duplicates = 0
+        base = wf.job_id_base
         for eff in effects:
             if isinstance(eff, ev.ResultsRecorded):
                 accepted = len(eff.accepted)
@@ -1456,15 +1480,12 @@ class Service:
                 batch.results.extend(
                     (wf.id, base + r.job, r.run_id, r.attempt, r.return_code,
                      terminated if r.terminated else completed if r.return_code == 0 else failed,
-                     r.exec_time_s, now, cn_id)
+                     r.exec_time_s, now, cn.id)
                     for r in eff.accepted
                 )
         if cn.active:
             self._lease_row(wf, cn, batch)
-        response = {"accepted": accepted, "duplicates": duplicates,
-                    "is_complete": wf.engine.is_complete, "is_canceled": wf.engine.canceled}
-        await batch.wait()
-        return response
+        return accepted, duplicates, batch
 
     async def deactivate(self, who: Principal, wf_id: int, cn_id: int) -> dict[str, Any]:
         wf = self.workflow(wf_id, who)

@@ -471,3 +471,23 @@ def test_examples_parse(name: str, jobs: int) -> None:
     path = EXAMPLES / name
     spec = parse_spec(load_spec_text(path.read_text(), fmt_for_path(name)))
     assert len(spec.jobs) == jobs
+
+
+def test_plain_entries_match_the_general_path() -> None:
+    """Entries with only a literal name and command take a fast path (command files, exec);
+    they must give exactly the jobs the general path gives, errors included."""
+    commands = ["true", "echo '{x}'", "awk '{print $1}' f", "sleep 0"]
+    plain = [{"name": f"job_{i}", "command": c} for i, c in enumerate(commands)]
+    # A key set to its default sends each entry through the general path.
+    general = [{**job, "supports_termination": False} for job in plain]
+    mixed = [*plain[:2], {"name": "p_{i}", "command": "x {i}", "parameters": {"i": "1:3"}},
+             *plain[2:]]
+    a = parse_spec({"name": "w", "jobs": plain})
+    b = parse_spec({"name": "w", "jobs": general})
+    assert a.jobs == b.jobs
+    c = parse_spec({"name": "w", "jobs": mixed})
+    assert [j.name for j in c.jobs] == ["job_0", "job_1", "p_1", "p_2", "p_3", "job_2", "job_3"]
+    assert c.jobs[5] == a.jobs[2] and c.jobs[2].command == "x 1"
+    with pytest.raises(SpecError) as exc:
+        parse_spec({"name": "w", "jobs": [*plain, {"name": "job_1", "command": "again"}]})
+    assert list(exc.value.errors) == ["jobs[4] 'job_1': duplicate job name 'job_1'"]

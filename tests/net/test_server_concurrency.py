@@ -179,3 +179,34 @@ async def test_jobs_of_a_lost_claim_answer_are_given_back(api: Api) -> None:
     assert len(again["jobs"]) == 4  # the two lost jobs came back and were claimed again
     status = await api.ok("GET", f"/workflows/{wf}/status")
     assert status["counts"]["pending"] == 4 and status["counts"]["ready"] == 0
+
+
+async def test_claim_carries_results(api: Api) -> None:
+    """A busy runner reports what finished with its next claim: one round trip per cycle.
+    The results are checked with the rest of the body before anything changes, applied before
+    the claim, and a replayed claim does not count them twice."""
+    spec = {"name": "chain", "jobs": [{"name": "a", "command": "true"},
+                                      {"name": "b", "command": "true", "depends_on": ["a"]}]}
+    wf = (await api.ok("POST", "/workflows", {"spec": spec}, status=201))["id"]
+    cn = (await api.ok("POST", f"/workflows/{wf}/compute_nodes", {"hostname": "h"},
+                       status=201))["id"]
+    base = f"/workflows/{wf}/compute_nodes/{cn}"
+    first = await api.ok("POST", f"{base}/claim", {"limit": 2, "claim_seq": 1})
+    (a,) = first["jobs"]
+    done = {"job_id": a["id"], "attempt": a["attempt"], "run_id": a["run_id"],
+            "return_code": 0, "status": "completed"}
+    bad = await api.request("POST", f"{base}/claim",
+                            {"limit": 2, "claim_seq": 2, "results": [done, {"job_id": "x"}]})
+    assert bad.status == 400 and "results[1].job_id" in bad.body["detail"], bad.body
+    status = await api.ok("GET", f"/workflows/{wf}/status")
+    assert status["counts"]["pending"] == 1 and status["counts"]["completed"] == 0
+    second = await api.ok("POST", f"{base}/claim",
+                          {"limit": 2, "claim_seq": 2, "results": [done],
+                           "held_job_ids": [a["id"]]})
+    assert second["accepted"] == 1 and second["duplicates"] == 0
+    assert [j["name"] for j in second["jobs"]] == ["b"]  # released by a's result, same trip
+    replay = await api.ok("POST", f"{base}/claim",
+                          {"limit": 2, "claim_seq": 2, "results": [done]})
+    assert replay == second
+    results = await api.ok("GET", f"/workflows/{wf}/results")
+    assert len(results["items"]) == 1
