@@ -11,8 +11,7 @@ from typing import Any
 
 from torc_core.graph import compile_spec_summary
 
-from . import __version__
-from .main import Context
+from .early import add_global_options
 from .output import (
     STATUS_ORDER,
     ProgressView,
@@ -23,6 +22,7 @@ from .output import (
 )
 from .resources import detect_allocation_resources, detect_resources
 from .runner import JobRunner, RunnerConfig
+from .session import Context
 from .specs import (
     InputError,
     argv_command,
@@ -80,19 +80,26 @@ def _is_workflow_id(target: str) -> bool:
     return target.isdigit() and not Path(target).exists()
 
 
-async def cmd_run(ctx: Context) -> int:
-    target = ctx.args.target
-    if _is_workflow_id(target):
-        return await run_workflow(ctx, int(target))
-    doc = _spec_from_target(target)
+def prepare_run(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`run`'s spec, read and checked before the server is needed; None for a workflow id."""
+    if _is_workflow_id(args.target):
+        return None
+    doc = _spec_from_target(args.target)
     _validate_for_run(doc)
+    return doc
+
+
+async def cmd_run(ctx: Context) -> int:
+    doc = ctx.args.prepared
+    if doc is None:
+        return await run_workflow(ctx, int(ctx.args.target))
     created = await ctx.client.create_workflow(doc)
     return await run_workflow(ctx, int(created["id"]))
 
 
-async def cmd_exec(ctx: Context) -> int:
-    args = ctx.args
-    commands: list[str] = list(args.command or [])
+def prepare_exec(args: argparse.Namespace) -> dict[str, Any]:
+    """`exec`'s spec, built and checked before the server is needed."""
+    commands: list[str] = list(args.commands or [])
     if args.commands_file:
         commands += read_command_lines(args.commands_file)
     if args.argv:
@@ -101,7 +108,11 @@ async def cmd_exec(ctx: Context) -> int:
             commands.append(argv_command(argv))
     doc = exec_spec(args.name, commands, args.param or [], args.link)
     _validate_for_run(doc)
-    created = await ctx.client.create_workflow(doc)
+    return doc
+
+
+async def cmd_exec(ctx: Context) -> int:
+    created = await ctx.client.create_workflow(ctx.args.prepared)
     return await run_workflow(ctx, int(created["id"]))
 
 
@@ -447,18 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
             torc-trio create workflow.yaml && torc-trio status 1
         """),
     )
-    parser.add_argument("--version", action="version", version=f"torc-trio {__version__}")
-    parser.add_argument("--url", help="server API URL (default: $TORC_API_URL)")
-    parser.add_argument("-s", "--standalone", action="store_true",
-                        help="start an ephemeral server on 127.0.0.1 for this command")
-    parser.add_argument("--db", help=f"standalone database file (default: ./{DEFAULT_DB_HELP})")
-    parser.add_argument("--in-memory", action="store_true",
-                        help="standalone server keeps its database in memory")
-    parser.add_argument("--snapshot-interval-seconds", type=float, default=None,
-                        help="with --in-memory: snapshot the database every N seconds")
-    parser.add_argument("-o", "--output-dir", default="torc_output",
-                        help="where job stdout/stderr go (default: torc_output)")
-    parser.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, fn: Any, help_text: str, examples: str) -> argparse.ArgumentParser:
@@ -499,8 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "run a spec, a command file (one job per line) or a workflow id",
             "torc-trio run -j 32 commands.txt\ntorc-trio -s run workflow.yaml\ntorc-trio run 3")
     p.add_argument("target", help="SPEC file, COMMANDS_FILE, or WORKFLOW_ID")
+    p.set_defaults(prepare=prepare_run)
     runner_options(p)
-    p.set_defaults(standalone_by_default=True)
 
     p = add("exec", cmd_exec, "run ad-hoc commands, optionally over parameters",
             """torc-trio exec -c 'echo hi' -c 'echo there'
@@ -508,15 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
                torc-trio exec --param i=1:3 --param x="['a','b']" -c 'echo {i} {x}'
                torc-trio exec --param i=1:3 --param j=4:6 --link zip -c 'echo {i} {j}'
                torc-trio exec -j 2 -- python -c 'print(1)'""")
-    p.add_argument("-c", "--command", action="append", help="a command (repeatable)")
+    p.add_argument("-c", "--command", action="append", dest="commands",
+                   help="a command (repeatable)")
     p.add_argument("-C", "--commands-file", help="file with one command per line, or -")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="parameter: 1:10, 0:100:10, [1,5,10], ['a','b'], @values.txt")
     p.add_argument("--link", choices=("product", "zip"), default="product")
     p.add_argument("-n", "--name", default="exec", help="workflow name (default exec)")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    p.set_defaults(prepare=prepare_exec)
     runner_options(p)
-    p.set_defaults(standalone_by_default=True)
 
     p = add("runner", cmd_runner, "run jobs of a workflow on this node (used in allocations)",
             "torc-trio --url http://login1:8085/torc-service/v1 runner 3")
@@ -599,4 +600,3 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DEFAULT_DB_HELP = "torc_output/torc.db"

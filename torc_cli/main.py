@@ -1,166 +1,36 @@
 """`torc-trio`: the command people use. argparse front end; each command is a coroutine.
 
-Global options come before the command (``torc-trio -s -f json status 1``). With ``-s``, or for
-``run``/``exec`` when no server is configured, an ephemeral server is started on 127.0.0.1 for
-the command and stopped afterwards (see :mod:`torc_cli.standalone`).
+Global options come before the command (``torc-trio -s -f json status 1``). This module is the
+entry point and imports only the standard library before it has started the standalone server
+a command needs (:mod:`torc_cli.early`): that server's start-up then overlaps with the CLI's
+imports and with reading the spec. The rest lives in :mod:`torc_cli.session` and
+:mod:`torc_cli.commands`.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
-import trio
-
-from torc_core import SpecError
-from torc_net.client import ApiError, ServerUnreachable, TorcClient
-
-from . import __version__
-from .specs import InputError
-from .standalone import StandaloneError, StandaloneOptions, ephemeral_server
-
-EXIT_OK = 0
-EXIT_FAILED_JOBS = 1
-EXIT_USAGE = 2
-EXIT_SERVER = 3
-
-DEFAULT_DB = "torc_output/torc.db"
-
-CommandFn = Callable[["Context"], Awaitable[int]]
-
-
-class Context:
-    """What a command needs: its arguments and a client to the right server."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.client: TorcClient = None  # type: ignore[assignment]
-        self.url = ""
-
-    @property
-    def json(self) -> bool:
-        return bool(self.args.format == "json")
-
-    @property
-    def output_dir(self) -> Path:
-        return Path(self.args.output_dir)
-
-
-def _wants_standalone(args: argparse.Namespace) -> bool:
-    if args.standalone:
-        return True
-    configured = args.url or os.environ.get("TORC_API_URL")
-    return not configured and getattr(args, "standalone_by_default", False)
-
-
-@asynccontextmanager
-async def connect(args: argparse.Namespace) -> AsyncIterator[Context]:
-    ctx = Context(args)
-    wait_s = float(getattr(args, "wait_for_server_minutes", 20.0)) * 60
-    if _wants_standalone(args):
-        database = ":memory:" if args.in_memory else (args.db or DEFAULT_DB)
-        options = StandaloneOptions(
-            database=database, snapshot_interval_s=args.snapshot_interval_seconds,
-        )
-        async with ephemeral_server(options) as url:
-            ctx.url = url
-            async with TorcClient.from_env(url, wait_for_server_s=wait_s) as client:
-                ctx.client = client
-                yield ctx
-        return
-    url = args.url or os.environ.get("TORC_API_URL")
-    if not url:
-        raise InputError(
-            "no server: pass --url, set TORC_API_URL, or use -s/--standalone for a local one"
-        )
-    ctx.url = url
-    async with TorcClient.from_env(url, wait_for_server_s=wait_s) as client:
-        ctx.client = client
-        yield ctx
-
-
-async def _run_command(fn: CommandFn, args: argparse.Namespace) -> int:
-    if getattr(args, "offline", False):  # e.g. create --dry-run: validation needs no server
-        return await fn(Context(args))
-    async with connect(args) as ctx:
-        return await fn(ctx)
-
-
-def _error(message: str) -> None:
-    print(f"torc-trio: error: {message}", file=sys.stderr, flush=True)
+from .early import prestart_server
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .commands import build_parser
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "sync_main", None) is not None:
-        return int(args.sync_main(args))
-    if getattr(args, "dry_run", False) and getattr(args, "command", "") == "create":
-        args.offline = True
-    fn: CommandFn | None = getattr(args, "fn", None)
-    if fn is None:
-        parser.print_help()
-        return EXIT_USAGE
+    argv = list(sys.argv[1:] if argv is None else argv)
+    server = prestart_server(argv)
     try:
-        try:
-            return trio.run(_run_command, fn, args)
-        except BaseExceptionGroup as group:
-            raise _first_leaf(group) from None
-    except SpecError as exc:
-        for line in exc.errors:
-            _error(line)
-        return EXIT_USAGE
-    except InputError as exc:
-        for line in str(exc).splitlines():
-            _error(line)
-        return EXIT_USAGE
-    except ApiError as exc:
-        detail = exc.detail
-        if isinstance(detail, list):
-            _error(f"{exc.error} ({exc.status}):")
-            for line in detail:
-                print(f"  {line}", file=sys.stderr)
-        else:
-            _error(f"{exc.error} ({exc.status}){': ' + str(detail) if detail else ''}")
-        return EXIT_USAGE if exc.status in (400, 404, 409, 422) else EXIT_SERVER
-    except (ServerUnreachable, StandaloneError) as exc:
-        _error(str(exc))
-        return EXIT_SERVER
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
+        from .session import run_cli
+
+        return run_cli(argv, server)
+    finally:
+        if server is not None:  # not used (an error before connecting), or already stopped
+            from .standalone import stop_server_process
+
+            stop_server_process(server)
 
 
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error a user should see from a nursery's group (not its Cancelled siblings)."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for leaf in leaves:
-        if not isinstance(leaf, trio.Cancelled):
-            return leaf
-    return group
-
-
-def entry_point() -> Any:
+def entry_point() -> None:
     sys.exit(main())
 
-
-__all__ = ["Context", "__version__", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

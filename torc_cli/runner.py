@@ -2,8 +2,9 @@
 
 One nursery per runner. Each cycle of the main loop is one round trip: a claim for as many jobs
 as there are free slots that also carries the results of the jobs that finished since the last
-one (a plain report when there is nothing to claim). Each job runs in its own task
-(:class:`~torc_cli.procs.JobProcess`); when it ends, it wakes the main loop. A heartbeat task
+one (a plain report when there is nothing to claim). Job processes live in a
+:class:`~torc_cli.procs.ProcessTable` whose one task reaps them; a job's end refills its slot
+from the local queue at once and wakes the main loop when a cycle is due. A heartbeat task
 keeps the lease and learns of a cancel; a signal task and a walltime task stop the runner.
 
 Batching, so that round trips are few when jobs are short (thousands of ``true``s):
@@ -53,7 +54,7 @@ import trio
 
 from torc_net.client import ServerUnreachable, TorcClient
 
-from .procs import JobProcess, seal_inherited_fds
+from .procs import ProcessOutcome, ProcessTable, seal_inherited_fds
 from .resources import Resources
 
 #: A job that died of a termination request was ended from outside (Slurm's scancel and time
@@ -105,7 +106,7 @@ class RunnerSummary:
 @dataclass(slots=True)
 class _Running:
     job: dict[str, Any]
-    process: JobProcess
+    pid: int
     started: float = 0.0
     start_reported: bool = False
 
@@ -125,7 +126,6 @@ class JobRunner:
         self._target_queue = 0
         self._rate = 0.0  # completions per second, smoothed
         self._rate_mark = (time.monotonic(), 0)
-        self._nursery: trio.Nursery | None = None
         self._results: list[dict[str, Any]] = []
         self._wake = trio.Event()
         self._stopping = ""
@@ -137,12 +137,14 @@ class JobRunner:
         self._free_mem = res.memory_bytes
         self._free_gpus = res.gpus
         self._stdio = config.output_dir / "job_stdio"
+        self._procs = ProcessTable(grace_s=config.grace_s)
         self._base_env = dict(os.environ)
         self._base_env["TORC_API_URL"] = config.api_url
         self._base_env["TORC_WORKFLOW_ID"] = str(config.workflow_id)
         self._base_env["TORC_OUTPUT_DIR"] = str(config.output_dir)
         # Resolved once: the spawn then needs no PATH search per job.
         self._bash = shutil.which("bash", path=self._base_env.get("PATH"))
+        self._stdio_prefix = str(self._stdio / f"job_wf{config.workflow_id}_j")
 
     # ------------------------------------------------------------------------------------------
 
@@ -162,19 +164,22 @@ class JobRunner:
         lease_s = float(node.get("lease_s", 1800))
         workflow = await self.client.get_workflow(cfg.workflow_id)
         self._actions_pending = bool(workflow.get("num_actions"))
-        await self._run_actions()
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._procs.run)
+                await self._run_actions()
                 nursery.start_soon(self._heartbeat_loop, lease_s)
                 if cfg.handle_signals:
                     nursery.start_soon(self._signal_watch)
                 if res.end_time is not None:
                     nursery.start_soon(self._walltime_watch, res.end_time)
-                await self._main_loop(nursery)
+                await self._main_loop()
                 nursery.cancel_scope.cancel()
         except ServerUnreachable:
             self._save_unreported()
             raise
+        finally:
+            self._procs.close()
         with trio.move_on_after(30) as scope:
             scope.shield = True
             try:
@@ -189,15 +194,14 @@ class JobRunner:
             self._stopping = reason
             self.summary.stop_reason = reason
         for running in self._running.values():
-            running.process.terminate()
+            self._procs.terminate(running.pid)
         self._queue.clear()  # never started: deactivation puts them back to ready
         self._wake.set()
 
     # ------------------------------------------------------------------------------------------
 
-    async def _main_loop(self, nursery: trio.Nursery) -> None:
+    async def _main_loop(self) -> None:
         cfg = self.cfg
-        self._nursery = nursery
         done = False
         last_busy = time.monotonic()
         while True:
@@ -261,12 +265,11 @@ class JobRunner:
 
     def _fill_slots(self) -> None:
         """Start queued jobs while there are free slots."""
-        assert self._nursery is not None
         limit = self.cfg.max_parallel
         while self._queue and not self._stopping:
             if limit is not None and len(self._running) >= limit:
                 return
-            self._launch(self._nursery, self._queue.popleft())
+            self._launch(self._queue.popleft())
 
     def _update_queue_target(self) -> None:
         """Queue mode: size the local queue to cover ``prefetch_horizon_s`` of completions."""
@@ -346,13 +349,13 @@ class JobRunner:
 
     # ------------------------------------------------------------------------------------------
 
-    def _launch(self, nursery: trio.Nursery, job: dict[str, Any]) -> None:
+    def _launch(self, job: dict[str, Any]) -> None:
         cfg = self.cfg
         jid = int(job["id"])
         attempt = int(job.get("attempt", 1))
         run_id = int(job.get("run_id", 1))
-        stem = f"job_wf{cfg.workflow_id}_j{jid}_r{run_id}_a{attempt}"
-        env = dict(self._base_env)
+        stem = f"{self._stdio_prefix}{jid}_r{run_id}_a{attempt}"
+        env = self._base_env.copy()
         env["TORC_JOB_ID"] = str(jid)
         env["TORC_JOB_NAME"] = str(job.get("name", ""))
         env["TORC_ATTEMPT_ID"] = str(attempt)
@@ -362,32 +365,33 @@ class JobRunner:
             command = f"{job['invocation_script']} {command}"
         if job.get("recovery_script"):
             command = f"{job['recovery_script']}\n{command}"
-        process = JobProcess(
-            ["bash", "-c", command], env=env,
-            stdout_path=str(self._stdio / f"{stem}.o"),
-            stderr_path=str(self._stdio / f"{stem}.e"),
-            grace_s=cfg.grace_s, executable=self._bash,
-        )
-        self._running[jid] = _Running(job=job, process=process, started=time.monotonic())
         if cfg.max_parallel is None:
             self._free_cpus -= int(job.get("num_cpus", 1))
             self._free_mem -= int(job.get("memory_bytes", 0))
             self._free_gpus -= int(job.get("num_gpus", 0))
-        if self._stopping:
-            process.terminate()
-        nursery.start_soon(self._run_job, jid, attempt, run_id, process)
 
-    async def _run_job(self, jid: int, attempt: int, run_id: int, process: JobProcess) -> None:
+        def on_exit(outcome: ProcessOutcome) -> None:
+            self._job_ended(jid, attempt, run_id, outcome)
+
         try:
-            outcome = await process.run()
-            return_code, terminated, exec_time = (
-                outcome.return_code,
-                outcome.terminated or outcome.return_code in TERMINATION_CODES,
-                outcome.exec_time_s,
-            )
-        except OSError as exc:  # bash missing, fd limit: the job failed to start
-            return_code, terminated, exec_time = 127, False, 0.0
-            _write_text(process.stderr_path, f"torc-trio: could not start job: {exc}\n")
+            if self._bash is None:
+                raise FileNotFoundError("bash not found on PATH")
+            pid = self._procs.spawn(["bash", "-c", command], executable=self._bash, env=env,
+                                    stdout_path=stem + ".o", stderr_path=stem + ".e",
+                                    on_exit=on_exit)
+        except OSError as exc:  # bash missing, output directory unwritable, fd limit
+            self._running[jid] = _Running(job=job, pid=-1, started=time.monotonic())
+            _write_text(stem + ".e", f"torc-trio: could not start job: {exc}\n")
+            self._job_ended(jid, attempt, run_id, ProcessOutcome(127, False, 0.0))
+            return
+        self._running[jid] = _Running(job=job, pid=pid, started=time.monotonic())
+        if self._stopping:
+            self._procs.terminate(pid)
+
+    def _job_ended(self, jid: int, attempt: int, run_id: int, outcome: ProcessOutcome) -> None:
+        """A job's process has ended (called by the process table's task)."""
+        return_code = outcome.return_code
+        terminated = outcome.terminated or return_code in TERMINATION_CODES
         running = self._running.pop(jid)
         if self.cfg.max_parallel is None:
             job = running.job
@@ -397,7 +401,7 @@ class JobRunner:
         status = "terminated" if terminated else "completed" if return_code == 0 else "failed"
         self._results.append({
             "job_id": jid, "attempt": attempt, "run_id": run_id, "return_code": return_code,
-            "status": status, "exec_time_s": round(exec_time, 6),
+            "status": status, "exec_time_s": round(outcome.exec_time_s, 6),
         })
         s = self.summary
         s.jobs_run += 1
@@ -425,14 +429,16 @@ class JobRunner:
         for action in reply["actions"]:
             if action["action_type"] == "run_commands":
                 for k, command in enumerate(action.get("commands") or []):
-                    stem = f"action_wf{cfg.workflow_id}_a{action['index']}_{k}"
-                    process = JobProcess(
-                        ["bash", "-c", command], env=self._base_env,
-                        stdout_path=str(self._stdio / f"{stem}.o"),
-                        stderr_path=str(self._stdio / f"{stem}.e"), grace_s=cfg.grace_s,
-                        executable=self._bash,
-                    )
-                    await process.run()
+                    stem = str(self._stdio / f"action_wf{cfg.workflow_id}_a{action['index']}_{k}")
+                    if self._bash is None:
+                        _write_text(stem + ".e", "torc-trio: bash not found on PATH\n")
+                        continue
+                    try:
+                        await self._procs.wait(["bash", "-c", command], executable=self._bash,
+                                               env=self._base_env, stdout_path=stem + ".o",
+                                               stderr_path=stem + ".e")
+                    except OSError as exc:
+                        _write_text(stem + ".e", f"torc-trio: could not start: {exc}\n")
             elif action["action_type"] == "schedule_nodes" and cfg.schedule_nodes is not None:
                 await cfg.schedule_nodes(action)
 

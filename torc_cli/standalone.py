@@ -1,9 +1,12 @@
 """The standalone (ephemeral) server: started for one command, shut down when it ends.
 
-It runs as a child process (``torc-trio serve`` on 127.0.0.1, a free port) so the server and the
-runner each get a core of their own. It is supervised by the caller's nursery: on exit, also on
-Ctrl-C, SIGTERM or an error, it gets SIGTERM (which makes it commit and exit), then SIGKILL if
-it does not go within a bound.
+It runs as a child process (``python -m torc_net.server`` on 127.0.0.1, a free port; see
+:func:`torc_cli.early.start_server_process`) so the server and the runner each get a core of
+their own. :func:`ephemeral_server` supervises it under the caller's nursery: it learns the
+port from the child's stdout (and keeps that pipe drained), and on exit, also on Ctrl-C,
+SIGTERM or an error, sends it SIGTERM (which makes it commit and exit), then SIGKILL if it does
+not go within a bound. The process is usually started by :mod:`torc_cli.main` before the CLI's
+own imports, so that both start-ups overlap; it is handed over here.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 
 import trio
+
+from .early import start_server_process
 
 
 class StandaloneError(Exception):
@@ -33,65 +36,63 @@ class StandaloneOptions:
     extra_args: tuple[str, ...] = ()
 
 
-async def _stop_server(proc: trio.Process) -> None:
-    try:
-        proc.send_signal(signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    with trio.move_on_after(20):
-        await proc.wait()
-        return
-    proc.kill()
+def stop_server_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """SIGTERM, wait, SIGKILL (blocking; for the paths outside Trio)."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @asynccontextmanager
-async def ephemeral_server(options: StandaloneOptions) -> AsyncIterator[str]:
-    """Start a server child process; yield its API URL; stop it on exit."""
-    if options.database != ":memory:":
-        Path(options.database).parent.mkdir(parents=True, exist_ok=True)
-    argv = [
-        sys.executable, "-m", "torc_net.server",
-        "--database", options.database, "--host", "127.0.0.1", "--port", "0",
-        "--log-level", options.log_level, *options.extra_args,
-    ]
-    if options.snapshot_interval_s:
-        argv += ["--snapshot-interval-seconds", str(options.snapshot_interval_s)]
-    send, receive = trio.open_memory_channel[str](16)
-    async with trio.open_nursery() as nursery:
-        proc: trio.Process = await nursery.start(
-            partial(
-                trio.run_process, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=None, check=False, deliver_cancel=_stop_server,
-                # Its own process group: a Ctrl-C in the terminal reaches us, and we stop it in
-                # order (runner first, then the server), instead of both dying at once.
-                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        )
-        nursery.start_soon(_read_lines, proc, send)
-        port: int | None = None
-        with trio.move_on_after(60):
-            async for line in receive:
-                if line.startswith("TORC_SERVER_PORT="):
-                    port = int(line.split("=", 1)[1])
-                    break
-        if port is None:
-            nursery.cancel_scope.cancel()
-            raise StandaloneError(
-                f"the standalone server did not start (database {options.database}); "
-                f"exit code {proc.returncode}"
-            )
-        try:
-            yield f"http://127.0.0.1:{port}/torc-service/v1"
-        finally:
-            nursery.cancel_scope.cancel()
-
-
-async def _read_lines(proc: trio.Process, send: trio.MemorySendChannel[str]) -> None:
-    """Pass the server's stdout lines on (the port line), and keep its pipe drained."""
+async def ephemeral_server(options: StandaloneOptions,
+                           started: subprocess.Popen[bytes] | None = None) -> AsyncIterator[str]:
+    """Supervise a server child (``started``, or one started now); yield its API URL; stop it
+    on exit."""
+    proc = started or start_server_process(
+        options.database, options.snapshot_interval_s, log_level=options.log_level,
+        extra_args=options.extra_args)
     assert proc.stdout is not None
+    stdout = trio.lowlevel.FdStream(os.dup(proc.stdout.fileno()))
+    send, receive = trio.open_memory_channel[str](16)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_lines, stdout, send)
+            port: int | None = None
+            with trio.move_on_after(60):
+                async for line in receive:
+                    if line.startswith("TORC_SERVER_PORT="):
+                        port = int(line.split("=", 1)[1])
+                        break
+            if port is None:
+                raise StandaloneError(
+                    f"the standalone server did not start (database {options.database}); "
+                    f"exit code {proc.poll()}"
+                )
+            yield f"http://127.0.0.1:{port}/torc-service/v1"
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(proc)
+            await stdout.aclose()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+async def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    if proc.poll() is None:
+        # A worker thread runs the blocking stop; the caller is shielded while it does.
+        await trio.to_thread.run_sync(stop_server_process, proc, timeout_s)
+
+
+async def _read_lines(stdout: trio.lowlevel.FdStream, send: trio.MemorySendChannel[str]) -> None:
+    """Pass the server's stdout lines on (the port line), and keep its pipe drained."""
     buffer = b""
     async with send:
-        async for chunk in proc.stdout:
+        async for chunk in stdout:
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json as _json
 import os
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -457,7 +457,7 @@ class TorcClient:
         scheduler: str | None = None,
         claim_seq: int | None = None,
         held_job_ids: list[int] | None = None,
-        results: list[Mapping[str, Any]] | None = None,
+        results: Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """``claim_seq``: a number new for each claim of this compute node; a retry of the same
         claim (after a broken connection) then returns the same jobs, not a second lease.
@@ -491,7 +491,7 @@ class TorcClient:
         )
 
     async def complete_jobs(
-        self, workflow_id: int, compute_node_id: int, results: list[Mapping[str, Any]]
+        self, workflow_id: int, compute_node_id: int, results: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]:
         return await self.call(  # type: ignore[no-any-return]
             "POST",
