@@ -254,8 +254,9 @@ def main() -> None:
                    help="cores given to the HyperQueue worker (default: all, os.cpu_count())")
     p.add_argument("--timeout", type=float, default=900.0, help="per tool, seconds")
     p.add_argument("--repeat", type=int, default=1,
-                   help="rounds; the tools take turns in each round, and each figure is the "
-                   "round with the median throughput (default: 1)")
+                   help="rounds; the tools take turns in each round (order alternating); each "
+                   "throughput is the median round, each ratio the median of the rounds' "
+                   "ratios (default: 1)")
     p.add_argument("--workdir", default=None,
                    help="where the temporary directories go (default: the system's, /tmp)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directories")
@@ -279,7 +280,8 @@ def main() -> None:
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, skip, _ in plan if not skip}
     try:
         for k in range(args.repeat):
-            for name, skip, fn in plan:
+            # Alternate the order, so that a slow drift of the machine favours nobody.
+            for name, skip, fn in (plan if k % 2 == 0 else plan[::-1]):
                 if not skip:
                     rounds[name].append(_guard(fn, root / f"{name}{k}", args))
     finally:
@@ -301,6 +303,18 @@ def main() -> None:
                else f"ratio_torc_over_{peer}")
         ok = torc.get("ok") and result.get(peer, {}).get("ok", True)
         result[key] = round(a / b, 3) if a and b and ok and "error" not in torc else None
+        if args.repeat > 1 and result[key] is not None:
+            # Rounds are compared with the peer of the same round (minutes apart at most),
+            # and the median of those ratios is the figure: this machine's speed drifts.
+            per_round = [
+                t["jobs_per_s"] / q["jobs_per_s"]
+                for t, q in zip(rounds["torc"], rounds[peer], strict=True)
+                if t.get("ok") and q.get("ok", True) and t.get("jobs_per_s")
+                and q.get("jobs_per_s")
+            ]
+            if per_round:
+                result[key + "_rounds"] = [round(r, 3) for r in per_round]
+                result[key] = round(sorted(per_round)[(len(per_round) - 1) // 2], 3)
     print(json.dumps(result, indent=1))
 
 
