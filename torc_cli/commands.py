@@ -57,8 +57,8 @@ def _validate_for_run(doc: dict[str, Any]) -> None:
 async def cmd_create(ctx: Context) -> int:
     doc = load_spec_file(ctx.args.spec)
     if ctx.args.dry_run:
-        summary = compile_spec_summary(check_spec(doc))
-        summary = {"dry_run": True, "name": doc.get("name"), **summary}
+        counts = compile_spec_summary(check_spec(doc))
+        summary: dict[str, Any] = {"dry_run": True, "name": doc.get("name"), **counts}
         if ctx.json:
             print_json(summary)
         else:

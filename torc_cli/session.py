@@ -69,13 +69,13 @@ async def connect(args: argparse.Namespace,
                 ctx.client = client
                 yield ctx
         return
-    url = args.url or os.environ.get("TORC_API_URL")
-    if not url:
+    configured: str | None = args.url or os.environ.get("TORC_API_URL")
+    if not configured:
         raise InputError(
             "no server: pass --url, set TORC_API_URL, or use -s/--standalone for a local one"
         )
-    ctx.url = url
-    async with TorcClient.from_env(url, wait_for_server_s=wait_s) as client:
+    ctx.url = configured
+    async with TorcClient.from_env(configured, wait_for_server_s=wait_s) as client:
         ctx.client = client
         yield ctx
 

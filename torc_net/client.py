@@ -112,7 +112,7 @@ def _query(path: str, params: Mapping[str, Any]) -> str:
     return f"{path}?{urlencode(items)}" if items else path
 
 
-def _mtimes(mtimes: Mapping[int | str, float | None]) -> dict[str, float | None]:
+def _mtimes(mtimes: Mapping[Any, float | None]) -> dict[str, float | None]:
     return {str(k): v for k, v in mtimes.items()}
 
 
@@ -287,7 +287,7 @@ class TorcClient:
         self,
         workflow_id: int,
         dry_run: bool = False,
-        file_mtimes: Mapping[int | str, float | None] | None = None,
+        file_mtimes: Mapping[Any, float | None] | None = None,
     ) -> dict[str, Any]:
         body = {"dry_run": dry_run, "file_mtimes": _mtimes(file_mtimes or {})}
         return await self.call(  # type: ignore[no-any-return]
@@ -372,7 +372,7 @@ class TorcClient:
         )
 
     async def record_file_mtimes(
-        self, workflow_id: int, mtimes: Mapping[int | str, float | None]
+        self, workflow_id: int, mtimes: Mapping[Any, float | None]
     ) -> Any:
         return await self.call(
             "POST", _path("workflows", workflow_id, "files", "mtimes"), {"mtimes": _mtimes(mtimes)}
