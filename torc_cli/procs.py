@@ -48,6 +48,10 @@ class ProcessOutcome:
 ExitCallback = Callable[[ProcessOutcome], None]
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+#: Python ignores these; a job must not inherit that (``yes | head`` relies on SIGPIPE).
+#: subprocess.Popen's ``restore_signals`` resets the same ones.
+_RESTORED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
+                          if hasattr(signal, n))
 
 
 def _killpg(pid: int, sig: int) -> None:
@@ -111,7 +115,8 @@ class ProcessTable:
             (os.POSIX_SPAWN_OPEN, 1, stdout_path, _OPEN_FLAGS, 0o644),
             (os.POSIX_SPAWN_OPEN, 2, stderr_path, _OPEN_FLAGS, 0o644),
         ]
-        pid = os.posix_spawn(executable, argv, env, file_actions=actions, setsid=True)
+        pid = os.posix_spawn(executable, argv, env, file_actions=actions, setsid=True,
+                             setsigdef=_RESTORED_SIGNALS)
         child = _Child(pid, -1, time.monotonic(), on_exit)
         self._by_pid[pid] = child
         if self._epoll is not None:

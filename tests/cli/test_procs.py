@@ -111,3 +111,19 @@ async def test_a_job_that_cannot_start_raises(tmp_path: Path) -> None:
                     stderr_path=str(tmp_path / "x.e"), on_exit=lambda o: None)
     assert len(table) == 0
     table.close()
+
+
+async def test_jobs_do_not_inherit_ignored_signals(tmp_path: Path) -> None:
+    """Python ignores SIGPIPE; a job must get the default (``yes | head`` ends)."""
+    table = ProcessTable()
+    outcomes: dict[str, ProcessOutcome] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(table.run)
+        await _spawn(table, tmp_path, "sig", "grep SigIgn /proc/$$/status; yes | head -1",
+                     outcomes)
+        await _until(lambda: "sig" in outcomes, 10)
+        nursery.cancel_scope.cancel()
+    table.close()
+    ignored = int((tmp_path / "sig.o").read_text().split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1))
+    assert outcomes["sig"].return_code == 0

@@ -161,7 +161,9 @@ def _victim_workflow(tmp_path: Path, server: ServerProcess, marker: str) -> tupl
         "name": "orphan",
         "slurm_schedulers": SCHEDULERS,
         "jobs": [
-            {"name": "victim", "command": f"test -e go || sleep {marker}; echo $SLURM_JOB_ID"},
+            # exec: the job is the sleep itself, so its fate does not depend on the order in
+            # which Slurm signals the processes (bash would go on after a killed sleep).
+            {"name": "victim", "command": f"echo $SLURM_JOB_ID; test -e go || exec sleep {marker}"},
             {"name": "after", "command": "true", "depends_on": ["victim"]},
         ],
     }
