@@ -81,7 +81,6 @@ class _Child:
     started: float
     on_exit: ExitCallback
     terminated: bool = False
-    kill_at: float = math.inf  # SIGKILL the group at this time (after a SIGTERM)
 
 
 class ProcessTable:
@@ -98,6 +97,8 @@ class ProcessTable:
             self._epoll.register(self._wake_r, select.EPOLLIN)
         self._by_pid: dict[int, _Child] = {}
         self._by_fd: dict[int, _Child] = {}
+        #: Terminated children still running: when their group gets SIGKILL.
+        self._kill_at: dict[int, float] = {}
         self._changed = trio.Event()  # without pidfds: a thread reaped a child, or a deadline
         self._reaped: list[tuple[int, int]] = []  # (pid, wait status) from waiter threads
         self._token: trio.lowlevel.TrioToken | None = None
@@ -140,7 +141,7 @@ class ProcessTable:
         if child is None or child.terminated:
             return
         child.terminated = True
-        child.kill_at = time.monotonic() + self.grace_s
+        self._kill_at[pid] = time.monotonic() + self.grace_s
         _killpg(pid, signal.SIGTERM)
         self._poke()
 
@@ -197,8 +198,7 @@ class ProcessTable:
     # ------------------------------------------------------------------------------------------
 
     async def _wait_for_events(self) -> None:
-        deadline = min((c.kill_at for c in self._by_pid.values() if c.terminated),
-                       default=math.inf)
+        deadline = min(self._kill_at.values(), default=math.inf)
         if deadline < math.inf:
             deadline = trio.current_time() + max(0.0, deadline - time.monotonic())
         with trio.move_on_at(deadline):
@@ -210,10 +210,10 @@ class ProcessTable:
                     await self._changed.wait()
         self._reap()
         now = time.monotonic()
-        for child in list(self._by_pid.values()):
-            if child.kill_at <= now:
-                child.kill_at = math.inf
-                _killpg(child.pid, signal.SIGKILL)
+        for pid, kill_at in list(self._kill_at.items()):
+            if kill_at <= now:
+                del self._kill_at[pid]
+                _killpg(pid, signal.SIGKILL)
 
     def _poke(self) -> None:
         """Wake :meth:`run` (a kill deadline was set)."""
@@ -249,6 +249,7 @@ class ProcessTable:
 
     def _finish(self, child: _Child, status: int) -> None:
         del self._by_pid[child.pid]
+        self._kill_at.pop(child.pid, None)
         if child.terminated:
             _killpg(child.pid, signal.SIGKILL)  # leftovers in the job's group
         child.on_exit(ProcessOutcome(

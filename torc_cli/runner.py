@@ -310,9 +310,7 @@ class JobRunner:
             common.update(cpus=self._free_cpus, memory_bytes=self._free_mem,
                           gpus=self._free_gpus, nodes=cfg.resources.nodes)
         reply = await self.client.claim_jobs(cfg.workflow_id, self._cn, **common)
-        del self._results[: len(results)]  # reported (jobs that ended meanwhile were appended)
-        self.summary.is_complete = bool(reply.get("is_complete"))
-        self.summary.is_canceled = bool(reply.get("is_canceled"))
+        self._reported(len(results), reply)
         return reply
 
     def _note_progress(self, reply: dict[str, Any]) -> None:
@@ -328,9 +326,14 @@ class JobRunner:
         while self._results:
             batch = self._results[: cfg.max_batch]
             reply = await self.client.complete_jobs(cfg.workflow_id, self._cn, batch)
-            del self._results[: len(batch)]
-            self.summary.is_complete = bool(reply.get("is_complete"))
-            self.summary.is_canceled = bool(reply.get("is_canceled"))
+            self._reported(len(batch), reply)
+
+    def _reported(self, n: int, reply: dict[str, Any]) -> None:
+        """The first ``n`` results reached the server (jobs that ended meanwhile were
+        appended after them)."""
+        del self._results[:n]
+        self.summary.is_complete = bool(reply.get("is_complete"))
+        self.summary.is_canceled = bool(reply.get("is_canceled"))
 
     async def _report_starts(self) -> None:
         """Start reports, in one batch, for the jobs that have run ``start_report_delay_s``."""

@@ -1042,11 +1042,12 @@ def _jobs(
     plain: dict[str, Column] | None = None  # the columns every plain entry shares
     for e in _entries(doc, "jobs"):
         name, command = e.data.get("name"), e.data.get("command")
-        if (plain is not None and len(e.data) == 2 and isinstance(name, str) and name
-                and isinstance(command, str) and command and "${" not in command):
-            # A plain entry (only a literal name and command, no workflow parameters): what
-            # command files and `exec` produce, often by the thousand. Same columns as the
-            # general path gives (taken from the first such entry), for a fraction of the cost.
+        # A plain entry (only a literal name and command, no workflow parameters): what command
+        # files and `exec` produce, often by the thousand. After the first, which takes the
+        # general path, each gets the same columns for a fraction of the cost.
+        is_plain = (not params.shared and len(e.data) == 2 and isinstance(name, str) and name
+                    and isinstance(command, str) and command and "${" not in command)
+        if is_plain and plain is not None:
             blocks.append(_Block(e, 1, {**plain, "name": _Const(name),
                                         "command": _Const(command)}))
             continue
@@ -1054,8 +1055,7 @@ def _jobs(
         if b is None:
             continue
         blocks.append(b)
-        if (plain is None and not params.shared and set(e.data) == {"name", "command"}
-                and isinstance(command, str) and "${" not in command):
+        if is_plain:
             plain = {k: v for k, v in b.cols.items() if k not in ("name", "command")}
     all_names: list[str] = []
     for b in blocks:
