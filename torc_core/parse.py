@@ -794,14 +794,21 @@ def _user_data(
 
 
 class _Block:
-    """One job definition, expanded: ``n`` jobs, each field a :data:`Column`."""
+    """One job definition, expanded: ``n`` jobs, each field a :data:`Column`; or a run of
+    plain entries (``wheres``: where each of its jobs was defined)."""
 
-    __slots__ = ("cols", "entry", "n")
+    __slots__ = ("cols", "entry", "n", "wheres")
 
-    def __init__(self, entry: _Entry, n: int, cols: dict[str, Column]) -> None:
+    def __init__(self, entry: _Entry, n: int, cols: dict[str, Column],
+                 wheres: list[str] | None = None) -> None:
         self.entry = entry
         self.n = n
         self.cols = cols
+        self.wheres = wheres
+
+    def where(self, k: int) -> str:
+        """Where the block's ``k``-th job was defined."""
+        return self.entry.where if self.wheres is None else self.wheres[k]
 
 
 class _Lookup:
@@ -1040,17 +1047,29 @@ def _jobs(
 ) -> tuple[list[JobSpec], NameIndex]:
     blocks: list[_Block] = []
     plain: dict[str, Column] | None = None  # the columns every plain entry shares
+    run_names: list[str] = []  # the names, commands and locations of the current run
+    run_commands: list[str] = []
+    run_wheres: list[str] = []
     for e in _entries(doc, "jobs"):
         name, command = e.data.get("name"), e.data.get("command")
         # A plain entry (only a literal name and command, no workflow parameters): what command
         # files and `exec` produce, often by the thousand. After the first, which takes the
-        # general path, each gets the same columns for a fraction of the cost.
+        # general path, consecutive ones form one block whose name and command columns grow
+        # by one value each: every other column and every check is shared.
         is_plain = (not params.shared and len(e.data) == 2 and isinstance(name, str) and name
                     and isinstance(command, str) and command and "${" not in command)
         if is_plain and plain is not None:
-            blocks.append(_Block(e, 1, {**plain, "name": _Const(name),
-                                        "command": _Const(command)}))
+            if not run_names:
+                run_wheres = []
+                blocks.append(_Block(e, 0, {**plain, "name": run_names,
+                                            "command": run_commands}, run_wheres))
+            run_names.append(cast(str, name))
+            run_commands.append(cast(str, command))
+            run_wheres.append(e.where)
+            blocks[-1].n += 1
             continue
+        if run_names:  # the run ends: the next one gets lists of its own
+            run_names, run_commands = [], []
         b = _job_block(e, params, lookup, interned)
         if b is None:
             continue
@@ -1064,16 +1083,16 @@ def _jobs(
     if len(known) != len(all_names):
         seen: set[str] = set()
         for b in blocks:
-            dups: dict[str, None] = {}
-            for nm in _values(b.cols["name"], b.n):
-                if nm in seen:
-                    dups[nm] = None
+            dups: dict[str, str] = {}  # name -> where its (first) duplicate was defined
+            for k, nm in enumerate(_values(b.cols["name"], b.n)):
+                if nm in seen and nm not in dups:
+                    dups[nm] = b.where(k)
                 seen.add(nm)
-            for k, nm in enumerate(dups):
+            for k, (nm, where) in enumerate(dups.items()):
                 if k == MAX_ERRORS_PER_FIELD:
-                    b.entry.fail("name", f"... and {len(dups) - k} more duplicate names")
+                    doc.err.add(f"{where}: name: ... and {len(dups) - k} more duplicate names")
                     break
-                doc.err.add(f"{b.entry.where}: duplicate job name {nm!r}")
+                doc.err.add(f"{where}: duplicate job name {nm!r}")
     job_index = NameIndex(all_names)
     file_set = set(lookup.file_names)
     for b in blocks:
