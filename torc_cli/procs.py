@@ -1,41 +1,43 @@
-"""Job processes: started, watched, terminated and reaped many at a time by one task.
+"""Job processes: started, watched, terminated and reaped many at a time.
 
 Each job runs as ``bash -c COMMAND`` in its own session (so it leads a process group of its
 own), with stdin from /dev/null and stdout/stderr in files. Terminating a job signals its
 *whole group*: SIGTERM first, SIGKILL after a grace period, and SIGKILL once more once it has
 exited, for anything it left behind in its group. No orphans survive a terminated job.
 
-Why a table rather than a task per process: a runner with thousands of short jobs spends its
-CPU time per job, and on a node whose cores are busy with those jobs that time is what bounds
-throughput. So a job costs one ``os.posix_spawn`` (glibc's vfork-style clone: no copy of the
-runner's page tables; the child opens its own output files and calls ``setsid`` before it
-execs) and, on Linux >= 5.3, one pidfd in a private epoll set that Trio watches as a single
-descriptor. One task (:meth:`ProcessTable.run`) reaps whatever exited and calls the job's
-callback; it also sends the SIGKILLs whose grace period ran out. No task, cancel scope or Trio
-registration per job. (Measured on 2 cores, 10,000 ``true`` jobs: ``subprocess.Popen`` in a
-worker thread cost the runner ~0.8 ms of CPU per job, a Trio task with its own pidfd ~0.4 ms;
-see BENCHMARKS.md.)
-
-Kernels without pidfds (RHEL 8's 4.18): each child is waited for by a thread from Trio's
-thread cache, which hands the exit back to the loop; everything else is the same.
+The processes are started and reaped by the runner's spawner, a small helper process
+(:mod:`torc_cli.spawner`; why: a vfork-style spawn blocks its caller until the child has
+exec'd, ~1 ms per job when the cores are busy, and that must not stall the runner). The table
+is the runner's side of it: :meth:`ProcessTable.spawn` writes a request and returns a handle
+at once, and one task (:meth:`ProcessTable.run`) reads the outcomes and calls each job's
+callback; it also sends the SIGKILLs whose grace period ran out. No task, cancel scope, pidfd
+or Trio registration per job. A spawn that fails (an output file that cannot be created) is
+delivered like an exit, with :attr:`ProcessOutcome.error` set.
 
 When :meth:`ProcessTable.run` is cancelled (the runner is stopping, or failed), every process
 still running is terminated as above before it returns: structured concurrency holds for the
-jobs too.
+jobs too. If the runner dies without that, the spawner sees its socket close and kills every
+job's group.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import select
 import signal
-import time
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
+
+from .spawner import frame, unframe
+
+SPAWNER = str(Path(__file__).with_name("spawner.py"))
 
 
 @dataclass(slots=True)
@@ -43,140 +45,118 @@ class ProcessOutcome:
     return_code: int
     terminated: bool
     exec_time_s: float
+    #: The process could not be started (return_code 127): an output file that cannot be
+    #: created, an executable that cannot run, too many processes.
+    error: OSError | None = None
 
 
 ExitCallback = Callable[[ProcessOutcome], None]
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-#: Python ignores these; a job must not inherit that (``yes | head`` relies on SIGPIPE).
-#: subprocess.Popen's ``restore_signals`` resets the same ones.
-_RESTORED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
-                          if hasattr(signal, n))
-
-
-def _killpg(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _pidfds_work() -> bool:
-    if not hasattr(os, "pidfd_open"):
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # ENOSYS: an older kernel
-        return False
-    return True
-
-
-PIDFDS = _pidfds_work()
-
 
 @dataclass(slots=True)
 class _Child:
-    pid: int
-    pidfd: int  # -1: waited for by a thread
-    started: float
     on_exit: ExitCallback
     terminated: bool = False
+
+
+class SpawnerFailed(RuntimeError):
+    """The spawner process ended while jobs were running (it was killed): their outcomes are
+    unknown. The runner stops; the server's leases put those jobs back in time."""
 
 
 class ProcessTable:
     """The running processes of one runner (use from the Trio thread only)."""
 
-    def __init__(self, *, grace_s: float = 5.0, use_pidfds: bool = PIDFDS) -> None:
+    def __init__(self, *, grace_s: float = 5.0) -> None:
         self.grace_s = grace_s
-        self._use_pidfds = use_pidfds
-        self._epoll = select.epoll() if use_pidfds else None
-        self._wake_r = self._wake_w = -1
-        if self._epoll is not None:
-            # Written to when a kill deadline is set, so that run() wakes up for it.
-            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            self._epoll.register(self._wake_r, select.EPOLLIN)
-        self._by_pid: dict[int, _Child] = {}
-        self._by_fd: dict[int, _Child] = {}
-        #: Terminated children still running: when their group gets SIGKILL.
+        self._live: dict[int, _Child] = {}  # token -> child, until its outcome is delivered
+        self._next_token = 1
+        #: Terminated children still running: when (Trio clock) their group gets SIGKILL.
         self._kill_at: dict[int, float] = {}
-        self._changed = trio.Event()  # without pidfds: a thread reaped a child, or a deadline
-        self._reaped: list[tuple[int, int]] = []  # (pid, wait status) from waiter threads
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._out = bytearray()  # requests not yet written to the spawner
+        self._pending = bytearray()  # replies not yet decoded (a partial frame)
+        self._wrote = trio.Event()  # set when _out gains data, for the writer task
+        self._wait: trio.CancelScope | None = None  # run()'s wait for replies
+        self._sock: socket.socket | None = None
+        self._helper: subprocess.Popen[bytes] | None = None
+        self._eof = False
 
     def __len__(self) -> int:
-        return len(self._by_pid)
+        return len(self._live)
 
     def spawn(self, argv: list[str], *, executable: str, env: Mapping[str, str],
               stdout_path: str, stderr_path: str, on_exit: ExitCallback) -> int:
         """Start ``argv`` in a new session; ``on_exit`` is called (from :meth:`run`) once it
-        has exited and been reaped. Returns the pid. A file that cannot be opened, or an
-        executable that cannot run, raises OSError here (glibc reports the child's error)."""
-        actions = [
-            (os.POSIX_SPAWN_DUP2, _devnull(), 0),
-            (os.POSIX_SPAWN_OPEN, 1, stdout_path, _OPEN_FLAGS, 0o644),
-            (os.POSIX_SPAWN_OPEN, 2, stderr_path, _OPEN_FLAGS, 0o644),
-        ]
-        pid = os.posix_spawn(executable, argv, env, file_actions=actions, setsid=True,
-                             setsigdef=_RESTORED_SIGNALS)
-        child = _Child(pid, -1, time.monotonic(), on_exit)
-        self._by_pid[pid] = child
-        if self._epoll is not None:
-            child.pidfd = os.pidfd_open(pid)  # our unreaped child: cannot fail for ESRCH
-            self._by_fd[child.pidfd] = child
-            self._epoll.register(child.pidfd, select.EPOLLIN)
-        else:
-            if self._token is None:
-                self._token = trio.lowlevel.current_trio_token()
-            token = self._token
+        has exited and been reaped, or, with ``error`` set, if it could not start. Returns
+        the job's handle for :meth:`terminate`."""
+        token = self._next_token
+        self._next_token += 1
+        self._live[token] = _Child(on_exit)
+        self._send(("spawn", token, executable, list(argv), dict(env), stdout_path,
+                    stderr_path))
+        return token
 
-            def waited(result: Any) -> None:
-                token.run_sync_soon(self._thread_reaped, pid, result.unwrap()[1])
-
-            trio.lowlevel.start_thread_soon(lambda: os.waitpid(pid, 0), waited)
-        return pid
-
-    def terminate(self, pid: int) -> None:
+    def terminate(self, token: int) -> None:
         """SIGTERM to the job's group now, SIGKILL after the grace period (if still there)."""
-        child = self._by_pid.get(pid)
+        child = self._live.get(token)
         if child is None or child.terminated:
             return
         child.terminated = True
-        self._kill_at[pid] = time.monotonic() + self.grace_s
-        _killpg(pid, signal.SIGTERM)
-        self._poke()
+        kill_at = self._kill_at[token] = trio.current_time() + self.grace_s
+        self._send(("signal", token, int(signal.SIGTERM)))
+        if self._wait is not None:
+            self._wait.deadline = min(self._wait.deadline, kill_at)
 
     def terminate_all(self) -> None:
-        for pid in list(self._by_pid):
-            self.terminate(pid)
+        for token in list(self._live):
+            self.terminate(token)
 
     async def run(self) -> None:
-        """Reap exited children and deliver their outcomes until cancelled; then terminate
-        and reap whatever is still running (shielded, bounded by the grace period)."""
-        try:
-            while True:
-                await self._wait_for_events()
-        finally:
-            if self._by_pid:
-                # Bounded: a process stuck in the kernel may outlive even SIGKILL for a while.
-                with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + self.grace_s + 10
-                    self.terminate_all()
-                    while self._by_pid:
-                        await self._wait_for_events()
+        """Deliver outcomes until cancelled; then terminate whatever is still running and
+        deliver those outcomes too (shielded, bounded by the grace period)."""
+        sock = self._start()
+        # The writer outlives a cancellation of run(): the terminations must go out.
+        writer = trio.CancelScope(shield=True)
+
+        async def write() -> None:
+            with writer:
+                await self._write_requests(sock)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            try:
+                while True:
+                    await self._read_outcomes(sock)
+            finally:
+                try:
+                    if self._live and not self._eof:
+                        # Bounded: a process stuck in the kernel may outlive even SIGKILL.
+                        with trio.CancelScope(shield=True) as scope:
+                            scope.deadline = trio.current_time() + self.grace_s + 10
+                            self.terminate_all()
+                            while self._live:
+                                await self._read_outcomes(sock)
+                finally:
+                    writer.cancel()
 
     def close(self) -> None:
-        """Release the descriptors (after :meth:`run` has returned)."""
-        for fd in (*self._by_fd, self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._by_fd.clear()
-        self._wake_r = self._wake_w = -1
-        if self._epoll is not None:
-            self._epoll.close()
+        """Stop the spawner (after :meth:`run` has returned): it exits once its socket closes,
+        killing anything still running."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._helper is not None:
+            try:
+                self._helper.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._helper.kill()
+                self._helper.wait()
+            self._helper = None
 
     async def wait(self, argv: list[str], *, executable: str, env: Mapping[str, str],
                    stdout_path: str, stderr_path: str) -> ProcessOutcome:
-        """Run one process to its end (needs :meth:`run` going); terminated if cancelled."""
+        """Run one process to its end (needs :meth:`run` going); terminated if cancelled.
+        Raises the OSError of a process that could not start."""
         done = trio.Event()
         box: list[ProcessOutcome] = []
 
@@ -184,104 +164,95 @@ class ProcessTable:
             box.append(outcome)
             done.set()
 
-        pid = self.spawn(argv, executable=executable, env=env, stdout_path=stdout_path,
-                         stderr_path=stderr_path, on_exit=on_exit)
+        token = self.spawn(argv, executable=executable, env=env, stdout_path=stdout_path,
+                           stderr_path=stderr_path, on_exit=on_exit)
         try:
             await done.wait()
         finally:
             if not box:
-                self.terminate(pid)
+                self.terminate(token)
                 with trio.CancelScope(shield=True):
                     await done.wait()
+        if box[0].error is not None:
+            raise box[0].error
         return box[0]
 
     # ------------------------------------------------------------------------------------------
 
-    async def _wait_for_events(self) -> None:
-        deadline = min(self._kill_at.values(), default=math.inf)
-        if deadline < math.inf:
-            deadline = trio.current_time() + max(0.0, deadline - time.monotonic())
-        with trio.move_on_at(deadline):
-            if self._epoll is not None:
-                await trio.lowlevel.wait_readable(self._epoll.fileno())
-            else:
-                self._changed = trio.Event()
-                if not self._reaped:
-                    await self._changed.wait()
-        self._reap()
-        now = time.monotonic()
-        for pid, kill_at in list(self._kill_at.items()):
+    def _start(self) -> socket.socket:
+        """Start the spawner, connected by a socket pair."""
+        ours, theirs = socket.socketpair()
+        try:
+            self._helper = subprocess.Popen(
+                [sys.executable, "-S", SPAWNER, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        return ours
+
+    def _send(self, request: tuple[Any, ...]) -> None:
+        self._out += frame(request)
+        self._wrote.set()
+
+    async def _write_requests(self, sock: socket.socket) -> None:
+        while True:
+            if not self._out:
+                self._wrote = trio.Event()
+                await self._wrote.wait()
+            try:
+                sent = sock.send(self._out)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                continue
+            except OSError:  # the spawner is gone: the reader reports it
+                return
+            del self._out[:sent]
+
+    async def _read_outcomes(self, sock: socket.socket) -> None:
+        with trio.CancelScope(deadline=min(self._kill_at.values(), default=math.inf)) as wait:
+            self._wait = wait
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            finally:
+                self._wait = None
+        self._receive(sock)
+        now = trio.current_time()
+        for token, kill_at in list(self._kill_at.items()):
             if kill_at <= now:
-                del self._kill_at[pid]
-                _killpg(pid, signal.SIGKILL)
+                del self._kill_at[token]
+                self._send(("signal", token, int(signal.SIGKILL)))
 
-    def _poke(self) -> None:
-        """Wake :meth:`run` (a kill deadline was set)."""
-        if self._wake_w >= 0:
+    def _receive(self, sock: socket.socket) -> None:
+        while True:
             try:
-                os.write(self._wake_w, b"\0")
-            except BlockingIOError:  # already poked
-                pass
-        self._changed.set()
+                data = sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            if not data:
+                self._eof = True
+                if self._live:
+                    raise SpawnerFailed(f"the job spawner exited with {len(self._live)} "
+                                        "job(s) not reported")
+                break
+            self._pending += data
+        for replies in unframe(self._pending):
+            for reply in replies:  # type: ignore[attr-defined]
+                self._deliver(reply)
 
-    def _reap(self) -> None:
-        if self._epoll is not None:
-            for fd, _ in self._epoll.poll(0):
-                if fd == self._wake_r:
-                    try:
-                        while os.read(fd, 4096):
-                            pass
-                    except BlockingIOError:
-                        pass
-                    continue
-                child = self._by_fd.pop(fd)
-                self._epoll.unregister(fd)
-                os.close(fd)
-                _, status = os.waitpid(child.pid, 0)  # it has exited: does not block
-                self._finish(child, status)
-        reaped, self._reaped = self._reaped, []
-        for pid, status in reaped:
-            self._finish(self._by_pid[pid], status)
-
-    def _thread_reaped(self, pid: int, status: int) -> None:
-        self._reaped.append((pid, status))
-        self._changed.set()
-
-    def _finish(self, child: _Child, status: int) -> None:
-        del self._by_pid[child.pid]
-        self._kill_at.pop(child.pid, None)
-        if child.terminated:
-            _killpg(child.pid, signal.SIGKILL)  # leftovers in the job's group
-        child.on_exit(ProcessOutcome(
-            return_code=os.waitstatus_to_exitcode(status), terminated=child.terminated,
-            exec_time_s=time.monotonic() - child.started,
-        ))
+    def _deliver(self, reply: tuple[Any, ...]) -> None:
+        kind, token = reply[0], reply[1]
+        child = self._live.pop(token)
+        self._kill_at.pop(token, None)
+        if kind == "exited":
+            outcome = ProcessOutcome(return_code=os.waitstatus_to_exitcode(reply[2]),
+                                     terminated=child.terminated, exec_time_s=reply[3])
+        else:
+            outcome = ProcessOutcome(return_code=127, terminated=False, exec_time_s=0.0,
+                                     error=OSError(reply[2], reply[3]))
+        child.on_exit(outcome)
 
 
-def seal_inherited_fds() -> None:
-    """Make every descriptor above stderr close-on-exec.
-
-    ``posix_spawn`` has no ``close_fds``: a job would inherit whatever inheritable descriptors
-    the runner was started with (Python's own are never inheritable). Called once per runner.
-    """
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        return
-    for fd in fds:
-        if fd > 2:
-            try:
-                os.set_inheritable(fd, False)
-            except OSError:  # the directory's own descriptor, already closed
-                pass
-
-
-_DEVNULL: list[int] = []
-
-
-def _devnull() -> int:
-    """One shared read-only /dev/null descriptor for every job's stdin (close-on-exec here;
-    the child gets it dup2'ed onto fd 0)."""
-    if not _DEVNULL:
-        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
-    return _DEVNULL[0]

@@ -54,7 +54,7 @@ import trio
 
 from torc_net.client import ServerUnreachable, TorcClient
 
-from .procs import ProcessOutcome, ProcessTable, seal_inherited_fds
+from .procs import ProcessOutcome, ProcessTable
 from .resources import Resources
 
 #: A job that died of a termination request was ended from outside (Slurm's scancel and time
@@ -106,7 +106,7 @@ class RunnerSummary:
 @dataclass(slots=True)
 class _Running:
     job: dict[str, Any]
-    pid: int
+    token: int  # the process table's handle; 0: it could not be started
     started: float = 0.0
     start_reported: bool = False
 
@@ -151,7 +151,6 @@ class JobRunner:
     async def run(self) -> RunnerSummary:
         cfg = self.cfg
         self._stdio.mkdir(parents=True, exist_ok=True)
-        seal_inherited_fds()
         if cfg.startup_jitter_s > 0:
             await trio.sleep(random.uniform(0, cfg.startup_jitter_s))  # spread a burst of runners
         res = cfg.resources
@@ -194,7 +193,7 @@ class JobRunner:
             self._stopping = reason
             self.summary.stop_reason = reason
         for running in self._running.values():
-            self._procs.terminate(running.pid)
+            self._procs.terminate(running.token)
         self._queue.clear()  # never started: deactivation puts them back to ready
         self._wake.set()
 
@@ -374,22 +373,23 @@ class JobRunner:
             self._free_gpus -= int(job.get("num_gpus", 0))
 
         def on_exit(outcome: ProcessOutcome) -> None:
+            if outcome.error is not None:  # output directory unwritable, process limit
+                try:
+                    _write_text(stem + ".e", f"torc-trio: could not start job: {outcome.error}\n")
+                except OSError:
+                    pass  # the job is still recorded as failed (exit code 127)
             self._job_ended(jid, attempt, run_id, outcome)
 
-        try:
-            if self._bash is None:
-                raise FileNotFoundError("bash not found on PATH")
-            pid = self._procs.spawn(["bash", "-c", command], executable=self._bash, env=env,
-                                    stdout_path=stem + ".o", stderr_path=stem + ".e",
-                                    on_exit=on_exit)
-        except OSError as exc:  # bash missing, output directory unwritable, fd limit
-            self._running[jid] = _Running(job=job, pid=-1, started=time.monotonic())
-            _write_text(stem + ".e", f"torc-trio: could not start job: {exc}\n")
-            self._job_ended(jid, attempt, run_id, ProcessOutcome(127, False, 0.0))
+        if self._bash is None:
+            self._running[jid] = _Running(job=job, token=0, started=time.monotonic())
+            on_exit(ProcessOutcome(127, False, 0.0, FileNotFoundError("bash not found on PATH")))
             return
-        self._running[jid] = _Running(job=job, pid=pid, started=time.monotonic())
+        token = self._procs.spawn(["bash", "-c", command], executable=self._bash, env=env,
+                                  stdout_path=stem + ".o", stderr_path=stem + ".e",
+                                  on_exit=on_exit)
+        self._running[jid] = _Running(job=job, token=token, started=time.monotonic())
         if self._stopping:
-            self._procs.terminate(pid)
+            self._procs.terminate(token)
 
     def _job_ended(self, jid: int, attempt: int, run_id: int, outcome: ProcessOutcome) -> None:
         """A job's process has ended (called by the process table's task)."""

@@ -1,11 +1,13 @@
-"""The process table: real processes, both ways of waiting (pidfds, and a thread per child as on
-kernels without pidfds)."""
+"""The process table and its spawner process: real processes, real signals."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,12 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from torc_cli.procs import PIDFDS, ProcessOutcome, ProcessTable
+from torc_cli.procs import ProcessOutcome, ProcessTable
 
 BASH = shutil.which("bash") or "/bin/bash"
-MODES = [pytest.param(False, id="threads"),
-         pytest.param(True, id="pidfds", marks=pytest.mark.skipif(
-             not PIDFDS, reason="this kernel has no pidfds"))]
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float) -> None:
@@ -38,47 +37,54 @@ def _alive(pid: int) -> bool:
         return False
 
 
-async def _spawn(table: ProcessTable, tmp: Path, name: str, command: str,
-                 outcomes: dict[str, ProcessOutcome]) -> int:
+def _pid_in(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text else None
+
+
+def _spawn(table: ProcessTable, tmp: Path, name: str, command: str,
+           outcomes: dict[str, ProcessOutcome]) -> int:
     return table.spawn(["bash", "-c", command], executable=BASH, env=dict(os.environ),
                        stdout_path=str(tmp / f"{name}.o"), stderr_path=str(tmp / f"{name}.e"),
                        on_exit=lambda o: outcomes.__setitem__(name, o))
 
 
-@pytest.mark.parametrize("pidfds", MODES)
-async def test_exit_codes_output_and_many_at_once(tmp_path: Path, pidfds: bool) -> None:
-    table = ProcessTable(use_pidfds=pidfds)
+async def test_exit_codes_output_and_many_at_once(tmp_path: Path) -> None:
+    table = ProcessTable()
     outcomes: dict[str, ProcessOutcome] = {}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(table.run)
         for k in range(40):
-            await _spawn(table, tmp_path, f"j{k}", f"echo out{k}; echo err{k} >&2; exit {k % 3}",
-                         outcomes)
+            _spawn(table, tmp_path, f"j{k}", f"echo out{k}; echo err{k} >&2; exit {k % 3}",
+                   outcomes)
         await _until(lambda: len(outcomes) == 40, 30)
         nursery.cancel_scope.cancel()
     table.close()
     for k in range(40):
         assert outcomes[f"j{k}"].return_code == k % 3
-        assert not outcomes[f"j{k}"].terminated
+        assert not outcomes[f"j{k}"].terminated and outcomes[f"j{k}"].error is None
         assert (tmp_path / f"j{k}.o").read_text() == f"out{k}\n"
         assert (tmp_path / f"j{k}.e").read_text() == f"err{k}\n"
 
 
-@pytest.mark.parametrize("pidfds", MODES)
-async def test_terminate_kills_the_whole_group(tmp_path: Path, pidfds: bool) -> None:
+async def test_terminate_kills_the_whole_group(tmp_path: Path) -> None:
     """SIGTERM ignored by the job: SIGKILL after the grace period, and a background child left
     in its group is killed too."""
-    table = ProcessTable(grace_s=0.5, use_pidfds=pidfds)
+    table = ProcessTable(grace_s=0.5)
     outcomes: dict[str, ProcessOutcome] = {}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(table.run)
         child_file = tmp_path / "child.pid"
-        pid = await _spawn(table, tmp_path, "stubborn",
-                           f"trap '' TERM; sleep 300 & echo $! > {child_file}; wait", outcomes)
-        await _until(lambda: child_file.exists() and child_file.read_text().strip() != "", 10)
-        child = int(child_file.read_text())
+        token = _spawn(table, tmp_path, "stubborn",
+                       f"trap '' TERM; sleep 300 & echo $! > {child_file}; wait", outcomes)
+        await _until(lambda: _pid_in(child_file) is not None, 10)
+        child = _pid_in(child_file)
+        assert child is not None
         started = time.monotonic()
-        table.terminate(pid)
+        table.terminate(token)
         await _until(lambda: "stubborn" in outcomes, 10)
         assert time.monotonic() - started >= 0.4  # it waited for the grace period
         nursery.cancel_scope.cancel()
@@ -88,42 +94,129 @@ async def test_terminate_kills_the_whole_group(tmp_path: Path, pidfds: bool) -> 
     await _until(lambda: not _alive(child), 5)
 
 
-@pytest.mark.parametrize("pidfds", MODES)
-async def test_cancelling_the_table_terminates_what_runs(tmp_path: Path, pidfds: bool) -> None:
-    table = ProcessTable(grace_s=2.0, use_pidfds=pidfds)
+async def test_cancelling_the_table_terminates_what_runs(tmp_path: Path) -> None:
+    table = ProcessTable(grace_s=2.0)
     outcomes: dict[str, ProcessOutcome] = {}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(table.run)
-        pids = [await _spawn(table, tmp_path, f"s{k}", "sleep 300", outcomes) for k in range(3)]
-        await trio.sleep(0.1)
+        for k in range(3):
+            _spawn(table, tmp_path, f"s{k}", f"echo $$ > {tmp_path}/s{k}.pid; exec sleep 300",
+                   outcomes)
+        await _until(lambda: all(_pid_in(tmp_path / f"s{k}.pid") for k in range(3)), 10)
         nursery.cancel_scope.cancel()
     table.close()
     assert len(table) == 0 and sorted(outcomes) == ["s0", "s1", "s2"]
     assert all(o.terminated and o.return_code == -signal.SIGTERM for o in outcomes.values())
-    assert not any(_alive(p) for p in pids)
+    assert not any(_alive(_pid_in(tmp_path / f"s{k}.pid") or 0) for k in range(3))
 
 
-async def test_a_job_that_cannot_start_raises(tmp_path: Path) -> None:
-    table = ProcessTable()
-    with pytest.raises(OSError):
-        table.spawn(["bash", "-c", "true"], executable=BASH, env={},
-                    stdout_path=str(tmp_path / "missing" / "x.o"),
-                    stderr_path=str(tmp_path / "x.e"), on_exit=lambda o: None)
-    assert len(table) == 0
+async def test_terminated_as_soon_as_spawned(tmp_path: Path) -> None:
+    """Terminated in the same tick as spawned: each ends as terminated, none is left."""
+    table = ProcessTable(grace_s=2.0)
+    outcomes: dict[str, ProcessOutcome] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(table.run)
+        tokens = [_spawn(table, tmp_path, f"t{k}", f"echo $$ > {tmp_path}/t{k}.pid; sleep 300",
+                         outcomes) for k in range(10)]
+        for token in tokens:
+            table.terminate(token)
+        await _until(lambda: len(outcomes) == 10, 15)
+        nursery.cancel_scope.cancel()
     table.close()
+    assert all(o.terminated and o.error is None for o in outcomes.values())
+    assert not any(_alive(_pid_in(tmp_path / f"t{k}.pid") or 0) for k in range(10))
 
 
-async def test_jobs_do_not_inherit_ignored_signals(tmp_path: Path) -> None:
-    """Python ignores SIGPIPE; a job must get the default (``yes | head`` ends)."""
+async def test_a_job_that_cannot_start_is_an_error_outcome(tmp_path: Path) -> None:
     table = ProcessTable()
     outcomes: dict[str, ProcessOutcome] = {}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(table.run)
-        await _spawn(table, tmp_path, "sig", "grep SigIgn /proc/$$/status; yes | head -1",
-                     outcomes)
+        table.spawn(["bash", "-c", "true"], executable=BASH, env={},
+                    stdout_path=str(tmp_path / "missing" / "x.o"),
+                    stderr_path=str(tmp_path / "x.e"), on_exit=lambda o: outcomes.update(x=o))
+        table.spawn(["x"], executable=str(tmp_path / "no-such-program"), env={},
+                    stdout_path=str(tmp_path / "y.o"), stderr_path=str(tmp_path / "y.e"),
+                    on_exit=lambda o: outcomes.update(y=o))
+        table.spawn(["bash", "-c", "true"], executable=BASH, env={"BAD": "nul\0byte"},
+                    stdout_path=str(tmp_path / "z.o"), stderr_path=str(tmp_path / "z.e"),
+                    on_exit=lambda o: outcomes.update(z=o))
+        await _until(lambda: len(outcomes) == 3, 10)
+        with pytest.raises(FileNotFoundError):
+            await table.wait(["x"], executable=str(tmp_path / "no-such-program"), env={},
+                             stdout_path=str(tmp_path / "w.o"), stderr_path=str(tmp_path / "w.e"))
+        ok = await table.wait(["bash", "-c", "exit 3"], executable=BASH, env={},
+                              stdout_path=str(tmp_path / "v.o"), stderr_path=str(tmp_path / "v.e"))
+        assert ok.return_code == 3
+        nursery.cancel_scope.cancel()
+    table.close()
+    assert len(table) == 0
+    assert isinstance(outcomes["x"].error, FileNotFoundError)
+    assert isinstance(outcomes["y"].error, FileNotFoundError)
+    assert isinstance(outcomes["z"].error, OSError)
+    assert all(o.return_code == 127 and not o.terminated for o in outcomes.values())
+
+
+async def test_what_a_job_starts_with(tmp_path: Path) -> None:
+    """Default signal dispositions (Python ignores SIGPIPE, the spawner SIGINT/SIGTERM/SIGHUP;
+    ``yes | head`` must end), its own session, stdin from /dev/null, exactly the environment
+    given."""
+    table = ProcessTable()
+    outcomes: dict[str, ProcessOutcome] = {}
+    script = ("grep SigIgn /proc/$$/status; yes | head -1; "
+              "echo sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$; readlink /proc/$$/fd/0; "
+              "echo \"v=$TORC_TEST_VALUE\"; ls /proc/$$/fd | wc -l")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(table.run)
+        table.spawn(["bash", "-c", script], executable=BASH,
+                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                         "TORC_TEST_VALUE": "a b=c é"},
+                    stdout_path=str(tmp_path / "sig.o"), stderr_path=str(tmp_path / "sig.e"),
+                    on_exit=lambda o: outcomes.update(sig=o))
         await _until(lambda: "sig" in outcomes, 10)
         nursery.cancel_scope.cancel()
     table.close()
-    ignored = int((tmp_path / "sig.o").read_text().split()[1], 16)
-    assert not ignored & (1 << (signal.SIGPIPE - 1))
+    lines = (tmp_path / "sig.o").read_text().splitlines()
+    ignored = int(lines[0].split()[1], 16)
+    for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        assert not ignored & (1 << (sig - 1)), sig
+    assert lines[1] == "y"
+    sid, pid = (int(w.split("=")[1]) for w in lines[2].split())
+    assert sid == pid
+    assert lines[3] == "/dev/null"
+    assert lines[4] == "v=a b=c é"
+    assert int(lines[5]) == 3  # the job's stdin, stdout and stderr: nothing else inherited
     assert outcomes["sig"].return_code == 0
+
+
+def test_jobs_do_not_outlive_a_killed_runner(tmp_path: Path) -> None:
+    """kill -9 of the runner: its spawner sees the socket close and kills every job's group."""
+    pid_file = tmp_path / "job.pid"
+    script = textwrap.dedent(f"""
+        import trio
+        from torc_cli.procs import ProcessTable
+
+        async def main():
+            table = ProcessTable()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(table.run)
+                table.spawn(["bash", "-c", "echo $$ > {pid_file}; exec sleep 300"],
+                            executable={BASH!r}, env={{}}, stdout_path="/dev/null",
+                            stderr_path="/dev/null", on_exit=print)
+
+        trio.run(main)
+    """)
+    runner = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 20
+        while _pid_in(pid_file) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        job = _pid_in(pid_file)
+        assert job is not None and _alive(job)
+    finally:
+        runner.kill()
+        runner.wait()
+    deadline = time.monotonic() + 10
+    while _alive(job) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(job)

@@ -1,0 +1,185 @@
+"""The spawner: a small helper process that starts a runner's jobs, reaps them and reports.
+
+Why a process of its own: ``posix_spawn`` (glibc's vfork-style clone) returns only once the
+child has exec'd, and on a node whose cores are busy with jobs the new child first waits its
+turn for a CPU: ~1 ms per spawn with 32 jobs on 2 cores. In the runner, that wait stalled
+everything else (claims, reports, reaping) for ~70 % of its wall time, and spawns could not
+overlap its other work. Here the wait costs nothing but this loop, which does nothing else;
+the runner only writes requests and reads outcomes. Measured (5,000 ``true`` jobs, 32 at a
+time, 2 cores, same minute): spawning from the runner's loop 1,100-1,250 jobs/s, through this
+helper 1,270-1,330, xargs -P 32 1,250-1,330.
+
+Run as a script (``python -S spawner.py FD``), standard library only, so that it starts in
+~20 ms and stays small. It speaks over one Unix stream socket (``FD``), in frames of a 4-byte
+little-endian length and a :mod:`marshal`-encoded value (both ends are this file's code; the
+peer is our own parent):
+
+* requests, one tuple per frame: ``("spawn", token, executable, argv, env, stdout, stderr)``,
+  ``("signal", token, signum)`` (to the job's whole process group, if it has not been reaped);
+* replies, a list of tuples per frame: ``("exited", token, wait_status, exec_time_s)``,
+  ``("failed", token, errno, message)`` (the job could not be started).
+
+Each job runs in its own session (its group is the job), stdin from /dev/null, stdout and
+stderr opened by the child before exec, default signal dispositions. A job that was signalled
+gets SIGKILL to its group once reaped, for whatever it left behind. When the socket closes
+(the runner is done, or died), every job still running gets SIGKILL to its group and the
+spawner exits once all are reaped: jobs never outlive their runner.
+
+It ignores SIGINT, SIGTERM and SIGHUP: a Ctrl-C in the terminal, or Slurm signalling every
+process of an allocation, is for the runner, which terminates the jobs itself (with a grace
+period) and then closes the socket.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import select
+import signal
+import struct
+import sys
+import time
+from typing import Any
+
+HEADER = struct.Struct("<I")
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+#: Dispositions the spawner changes (or Python changes) that a job must not inherit.
+_RESET = tuple(getattr(signal, name) for name in (
+    "SIGPIPE", "SIGXFSZ", "SIGINT", "SIGTERM", "SIGHUP", "SIGCHLD") if hasattr(signal, name))
+
+
+def frame(value: Any) -> bytes:
+    payload = marshal.dumps(value)
+    return HEADER.pack(len(payload)) + payload
+
+
+def unframe(buf: bytearray) -> list[object]:
+    """Remove and decode every complete frame at the start of ``buf``."""
+    out: list[object] = []
+    pos = 0
+    while len(buf) - pos >= HEADER.size:
+        (n,) = HEADER.unpack_from(buf, pos)
+        if len(buf) - pos - HEADER.size < n:
+            break
+        out.append(marshal.loads(bytes(buf[pos + HEADER.size:pos + HEADER.size + n])))
+        pos += HEADER.size + n
+    del buf[:pos]
+    return out
+
+
+class Spawner:
+    def __init__(self, sock_fd: int) -> None:
+        self.fd = sock_fd
+        os.set_inheritable(sock_fd, False)
+        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.jobs: dict[int, tuple[int, float]] = {}  # pid -> (token, started)
+        self.pids: dict[int, int] = {}  # token -> pid
+        self.signalled: set[int] = set()  # pids
+        self.replies: list[tuple[object, ...]] = []
+        self.child_exited = False
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, self._on_sigchld)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _on_sigchld(self, signum: int, frame_: object) -> None:
+        self.child_exited = True
+
+    def run(self) -> None:
+        buf = bytearray()
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        open_ = True
+        while open_ or self.jobs:
+            for fd, _ in poller.poll():
+                if fd == self.wake_r:
+                    try:
+                        while os.read(self.wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    continue
+                data = os.read(self.fd, 1 << 16) if open_ else b""
+                if not data:  # the runner is gone: so are its jobs
+                    open_ = False
+                    poller.unregister(self.fd)
+                    for pid in self.jobs:
+                        _killpg(pid, signal.SIGKILL)
+                    continue
+                buf += data
+                for request in unframe(buf):
+                    self.handle(request)  # type: ignore[arg-type]
+                    if self.child_exited:
+                        self.reap()
+            self.reap()
+            if open_:
+                self.flush()
+
+    def handle(self, request: tuple[object, ...]) -> None:
+        kind, token = request[0], int(request[1])  # type: ignore[call-overload]
+        if kind == "spawn":
+            executable, argv, env, stdout, stderr = request[2:]
+            actions = [
+                (os.POSIX_SPAWN_DUP2, self.devnull, 0),
+                (os.POSIX_SPAWN_OPEN, 1, stdout, _OPEN_FLAGS, 0o644),
+                (os.POSIX_SPAWN_OPEN, 2, stderr, _OPEN_FLAGS, 0o644),
+            ]
+            try:
+                pid = os.posix_spawn(executable, argv, env,  # type: ignore[arg-type]
+                                     file_actions=actions, setsid=True, setsigdef=_RESET)
+            except (OSError, ValueError) as exc:
+                code = getattr(exc, "errno", None) or 22  # EINVAL: a NUL in an argument
+                self.replies.append(("failed", token, code, str(exc)))
+                return
+            self.jobs[pid] = (token, time.monotonic())
+            self.pids[token] = pid
+        elif kind == "signal":
+            pid = self.pids.get(token, 0)
+            if pid:
+                self.signalled.add(pid)
+                _killpg(pid, int(request[2]))  # type: ignore[call-overload]
+
+    def reap(self) -> None:
+        self.child_exited = False
+        while self.jobs:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            token, started = self.jobs.pop(pid)
+            del self.pids[token]
+            if pid in self.signalled:
+                self.signalled.discard(pid)
+                _killpg(pid, signal.SIGKILL)  # leftovers in the job's group
+            self.replies.append(("exited", token, status, time.monotonic() - started))
+
+    def flush(self) -> None:
+        if self.replies:
+            data = frame(self.replies)
+            self.replies = []
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(self.fd, view):]
+                except BrokenPipeError:  # the runner is gone; run() sees EOF next
+                    return
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main(argv: list[str]) -> int:
+    Spawner(int(argv[1])).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
