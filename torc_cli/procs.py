@@ -229,7 +229,7 @@ class ProcessTable:
     def _receive(self, sock: socket.socket) -> None:
         while True:
             try:
-                data = sock.recv(1 << 20)
+                data = sock.recv(1 << 16)
             except BlockingIOError:
                 break
             if not data:
