@@ -3,8 +3,9 @@
 One nursery per runner. Each cycle of the main loop is one round trip: a claim for as many jobs
 as there are free slots that also carries the results of the jobs that finished since the last
 one (a plain report when there is nothing to claim). Job processes live in a
-:class:`~torc_cli.procs.ProcessTable` whose one task reaps them; a job's end refills its slot
-from the local queue at once and wakes the main loop when a cycle is due. A heartbeat task
+:class:`~torc_cli.procs.ProcessTable`: a helper process starts and reaps them, and one task
+delivers their ends; a job's end refills its slot from the local queue at once and wakes the
+main loop when a cycle is due. A heartbeat task
 keeps the lease and learns of a cancel; a signal task and a walltime task stop the runner.
 
 Batching, so that round trips are few when jobs are short (thousands of ``true``s):
