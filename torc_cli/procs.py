@@ -252,7 +252,7 @@ class ProcessTable:
                                      terminated=child.terminated, exec_time_s=reply[3])
         else:
             outcome = ProcessOutcome(return_code=127, terminated=False, exec_time_s=0.0,
-                                     error=OSError(reply[2], reply[3]))
+                                     error=OSError(*reply[2:5]))
         child.on_exit(outcome)
 
 

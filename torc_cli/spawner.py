@@ -17,7 +17,7 @@ peer is our own parent):
 * requests, one tuple per frame: ``("spawn", token, executable, argv, env, stdout, stderr)``,
   ``("signal", token, signum)`` (to the job's whole process group, if it has not been reaped);
 * replies, a list of tuples per frame: ``("exited", token, wait_status, exec_time_s)``,
-  ``("failed", token, errno, message)`` (the job could not be started).
+  ``("failed", token, errno, message, file)`` (the job could not be started).
 
 Each job runs in its own session (its group is the job), stdin from /dev/null, stdout and
 stderr opened by the child before exec, default signal dispositions. A job that was signalled
@@ -129,9 +129,11 @@ class Spawner:
             try:
                 pid = os.posix_spawn(executable, argv, env,  # type: ignore[arg-type]
                                      file_actions=actions, setsid=True, setsigdef=_RESET)
-            except (OSError, ValueError) as exc:
-                code = getattr(exc, "errno", None) or 22  # EINVAL: a NUL in an argument
-                self.replies.append(("failed", token, code, str(exc)))
+            except ValueError as exc:  # a NUL in an argument or the environment
+                self.replies.append(("failed", token, 22, str(exc), None))  # EINVAL
+                return
+            except OSError as exc:
+                self.replies.append(("failed", token, *_diagnose(exc, stdout, stderr)))
                 return
             self.jobs[pid] = (token, time.monotonic())
             self.pids[token] = pid
@@ -167,6 +169,18 @@ class Spawner:
                     view = view[os.write(self.fd, view):]
                 except BrokenPipeError:  # the runner is gone; run() sees EOF next
                     return
+
+
+def _diagnose(exc: OSError, *paths: Any) -> tuple[int, str, str | None]:
+    """(errno, message, file) of a failed spawn. glibc reports only an errno, and Python names
+    the executable in it; when an output file was the problem (its directory is gone, say),
+    name that file instead."""
+    for path in paths:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        except OSError as err:
+            return err.errno or exc.errno or 5, err.strerror or str(err), str(path)
+    return exc.errno or 5, exc.strerror or str(exc), exc.filename  # 5: EIO
 
 
 def _killpg(pid: int, sig: int) -> None:

@@ -151,9 +151,12 @@ async def test_a_job_that_cannot_start_is_an_error_outcome(tmp_path: Path) -> No
         nursery.cancel_scope.cancel()
     table.close()
     assert len(table) == 0
+    # Each error names what was missing: the output file's path, or the program.
     assert isinstance(outcomes["x"].error, FileNotFoundError)
+    assert outcomes["x"].error.filename == str(tmp_path / "missing" / "x.o")
     assert isinstance(outcomes["y"].error, FileNotFoundError)
-    assert isinstance(outcomes["z"].error, OSError)
+    assert outcomes["y"].error.filename == str(tmp_path / "no-such-program")
+    assert "null" in str(outcomes["z"].error)
     assert all(o.return_code == 127 and not o.terminated for o in outcomes.values())
 
 
