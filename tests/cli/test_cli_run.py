@@ -113,6 +113,27 @@ def test_failure_cancels_dependents_and_exit_status(tmp_path: Path) -> None:
     assert jobs == {"bad": "ready", "after_bad": "blocked", "fine": "completed"}
 
 
+def test_a_job_that_cannot_start_fails_by_name(tmp_path: Path) -> None:
+    """Its stdout path is taken by a directory: the job fails with exit code 127 and the
+    reason, naming that path, in its stderr file; the others run; the exit status says so."""
+    write(tmp_path / "commands.txt", """
+        echo first > first.txt
+        echo second > second.txt
+    """)
+    blocker = tmp_path / "torc_output" / "job_stdio" / "job_wf1_j1_r1_a1.o"
+    blocker.mkdir(parents=True)
+    proc = torc(tmp_path, "run", "-j", "2", "commands.txt")
+    assert proc.returncode == 1
+    assert (tmp_path / "second.txt").read_text() == "second\n"
+    assert not (tmp_path / "first.txt").exists()
+    results = {r["job_id"]: r for r in standalone_json(tmp_path, "results", "list", "1")}
+    assert results[1]["return_code"] == 127 and results[1]["status"] == "failed"
+    assert results[2]["return_code"] == 0
+    reason = (blocker.parent / "job_wf1_j1_r1_a1.e").read_text()
+    assert "could not start job" in reason and str(blocker) in reason
+    assert "127" in proc.stdout
+
+
 def test_reset_failed_then_run_reruns_only_failed_part(tmp_path: Path) -> None:
     write(tmp_path / "wf.yaml", """
         name: flaky
