@@ -60,8 +60,9 @@ class _Child:
 
 
 class SpawnerFailed(RuntimeError):
-    """The spawner process ended while jobs were running (it was killed): their outcomes are
-    unknown. The runner stops; the server's leases put those jobs back in time."""
+    """The spawner process died (someone killed it): the outcomes of the jobs it was running
+    are unknown, and those jobs may still run, orphaned. The runner stops; the server's
+    leases put its jobs back in time."""
 
 
 class ProcessTable:
@@ -232,12 +233,10 @@ class ProcessTable:
                 data = sock.recv(1 << 16)
             except BlockingIOError:
                 break
-            if not data:
+            if not data:  # only close() closes the socket: the spawner died
                 self._eof = True
-                if self._live:
-                    raise SpawnerFailed(f"the job spawner exited with {len(self._live)} "
-                                        "job(s) not reported")
-                break
+                raise SpawnerFailed(f"the job spawner exited unexpectedly; {len(self._live)} "
+                                    "job(s) had not reported")
             self._pending += data
         for replies in unframe(self._pending):
             for reply in replies:  # type: ignore[attr-defined]

@@ -175,7 +175,7 @@ class JobRunner:
                     nursery.start_soon(self._walltime_watch, res.end_time)
                 await self._main_loop()
                 nursery.cancel_scope.cancel()
-        except ServerUnreachable:
+        except* ServerUnreachable:  # a nursery's error comes in a group
             self._save_unreported()
             raise
         finally:

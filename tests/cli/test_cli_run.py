@@ -281,6 +281,47 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path: Path) -> No
         server.stop()
 
 
+def test_server_gone_for_good_keeps_every_result(tmp_path: Path) -> None:
+    """The server dies and does not come back within --wait-for-server-minutes: the runner
+    finishes what it runs, then writes the results it could not report to a file and exits
+    with an error. Every job that ran is in the database or in that file."""
+    port = free_port()
+    db = tmp_path / "torc.db"
+    server = ServerProcess(db, port=port, cwd=tmp_path)
+    try:
+        env = clean_env(TORC_API_URL=server.url)
+        spec = {"name": "gone", "jobs": [
+            {"name": f"j{i}", "command": f"sleep 0.3; echo j{i} >> ran.log"} for i in range(8)]}
+        (tmp_path / "gone.json").write_text(json.dumps(spec))
+        wid = torc_json(tmp_path, "create", "gone.json", env=env)["id"]
+        runner = subprocess.Popen(
+            [*TORC, "run", str(wid), "-j", "2", "--wait-for-server-minutes", "0.05"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        log = tmp_path / "ran.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if log.exists() and len(log.read_text().split()) >= 2:
+                break
+            time.sleep(0.05)
+        server.kill()
+        out, err = runner.communicate(timeout=120)
+        assert runner.returncode != 0, (out, err)
+        saved = list((tmp_path / "torc_output").glob(f"unreported_results_wf{wid}_cn*.json"))
+        assert len(saved) == 1, (out, err)
+        unreported = json.loads(saved[0].read_text())
+        assert unreported and all(r["return_code"] == 0 for r in unreported)
+        server = ServerProcess(db, port=port, cwd=tmp_path)
+        names = {j["id"]: j["name"] for j in torc_json(tmp_path, "jobs", "list", str(wid),
+                                                        env=env)}
+        recorded = {names[r["job_id"]] for r in torc_json(tmp_path, "results", "list",
+                                                            str(wid), env=env)}
+        kept = recorded | {names[r["job_id"]] for r in unreported}
+        assert set(log.read_text().split()) <= kept, "a job ran and its result was lost"
+    finally:
+        server.stop()
+
+
 def test_watch_prints_transitions(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "torc.db", cwd=tmp_path)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from torc_cli.procs import ProcessOutcome, ProcessTable
+from torc_cli.procs import ProcessOutcome, ProcessTable, SpawnerFailed
 
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -223,3 +223,30 @@ def test_jobs_do_not_outlive_a_killed_runner(tmp_path: Path) -> None:
     while _alive(job) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _alive(job)
+
+
+async def test_a_dead_spawner_stops_the_table(tmp_path: Path) -> None:
+    """Someone kills the spawner: run() raises instead of waiting forever (or spinning)."""
+    table = ProcessTable()
+    outcomes: dict[str, ProcessOutcome] = {}
+    pid_file = tmp_path / "job.pid"
+    job = 0
+    try:
+        with pytest.raises(BaseExceptionGroup) as excinfo:  # from the nursery
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(table.run)
+                _spawn(table, tmp_path, "orphan", f"echo $$ > {pid_file}; exec sleep 300",
+                       outcomes)
+                await _until(lambda: _pid_in(pid_file) is not None, 10)
+                job = _pid_in(pid_file) or 0
+                helper = table._helper
+                assert helper is not None
+                helper.kill()
+                with trio.fail_after(10):
+                    await trio.sleep_forever()
+    finally:
+        table.close()
+        if job:
+            os.killpg(job, signal.SIGKILL)
+    assert excinfo.group_contains(SpawnerFailed, match="1 job", depth=None)
+    assert not outcomes
