@@ -250,3 +250,19 @@ async def test_a_dead_spawner_stops_the_table(tmp_path: Path) -> None:
             os.killpg(job, signal.SIGKILL)
     assert excinfo.group_contains(SpawnerFailed, match="1 job", depth=None)
     assert not outcomes
+
+
+async def test_a_dead_spawner_stops_an_idle_table() -> None:
+    table = ProcessTable()
+    try:
+        with pytest.raises(BaseExceptionGroup) as excinfo:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(table.run)
+                await _until(lambda: table._helper is not None, 10)
+                assert table._helper is not None
+                table._helper.kill()
+                with trio.fail_after(10):
+                    await trio.sleep_forever()
+    finally:
+        table.close()
+    assert excinfo.group_contains(SpawnerFailed, match="0 job", depth=None)
