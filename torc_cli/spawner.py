@@ -101,7 +101,10 @@ class Spawner:
                     except BlockingIOError:
                         pass
                     continue
-                data = os.read(self.fd, 1 << 16) if open_ else b""
+                try:
+                    data = os.read(self.fd, 1 << 16)
+                except OSError:  # ECONNRESET: the runner closed with requests unread
+                    data = b""
                 if not data:  # the runner is gone: so are its jobs
                     open_ = False
                     poller.unregister(self.fd)
@@ -111,8 +114,9 @@ class Spawner:
                 buf += data
                 for request in unframe(buf):
                     self.handle(request)  # type: ignore[arg-type]
-                    if self.child_exited:
+                    if self.child_exited:  # between spawns: report exits without delay
                         self.reap()
+                        self.flush()
             self.reap()
             if open_:
                 self.flush()
@@ -167,7 +171,7 @@ class Spawner:
             while view:
                 try:
                     view = view[os.write(self.fd, view):]
-                except BrokenPipeError:  # the runner is gone; run() sees EOF next
+                except OSError:  # EPIPE, ECONNRESET: the runner is gone; run() sees EOF next
                     return
 
 
