@@ -56,11 +56,13 @@ def start_server_process(database: str, snapshot_interval_s: float | None = None
                          extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """Start ``python -m torc_net.server`` on 127.0.0.1, a free port, in its own session (a
     Ctrl-C in the terminal reaches the CLI, which then stops runner and server in order). It
-    prints ``TORC_SERVER_PORT=<port>`` on stdout when it listens."""
+    prints ``TORC_SERVER_PORT=<port>`` on stdout when it listens, and shuts down by itself if
+    this process ends without stopping it (killed, say)."""
     if database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "torc_net.server", "--database", database,
-            "--host", "127.0.0.1", "--port", "0", "--log-level", log_level, *extra_args]
+            "--host", "127.0.0.1", "--port", "0", "--log-level", log_level,
+            "--parent-pid", str(os.getpid()), *extra_args]
     if snapshot_interval_s:
         argv += ["--snapshot-interval-seconds", str(snapshot_interval_s)]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

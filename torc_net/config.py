@@ -40,6 +40,8 @@ class ServerConfig:
     log_level: str = "info"
     handle_signals: bool = True
     print_port: bool = True
+    #: Shut down once this process is no longer our parent (it ended, even by SIGKILL).
+    parent_pid: int | None = None
 
     @property
     def max_concurrent(self) -> int:
@@ -94,6 +96,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"],
                         help="log level (default: info)")
+    parser.add_argument("--parent-pid", type=int, default=None, metavar="PID",
+                        help="shut down when process PID, which started this server, ends "
+                        "(how standalone mode's server never outlives its command)")
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -125,4 +130,5 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_queue_wait_s=args.max_queue_wait_seconds,
         shutdown_grace_s=args.shutdown_grace_seconds,
         log_level=args.log_level,
+        parent_pid=args.parent_pid,
     )

@@ -116,6 +116,13 @@ async def serve(
             await trio.sleep(interval)
             request_snapshot()
 
+    async def watch_parent(pid: int) -> None:
+        # Polled: portable, and a second's delay is fine for a server nobody talks to anymore.
+        while os.getppid() == pid:  # noqa: ASYNC110 -- no event tells us; poll the kernel
+            await trio.sleep(0.5)
+        log.warning("process %d, which started this server, has ended: shutting down", pid)
+        shutdown.set()
+
     async def watch_signals() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as sigs:
             async for signum in sigs:
@@ -165,6 +172,8 @@ async def serve(
             nursery.start_soon(close_feeds_on_shutdown)
             if config.handle_signals:
                 nursery.start_soon(watch_signals)
+            if config.parent_pid is not None:
+                nursery.start_soon(watch_parent, config.parent_pid)
             if config.snapshot_interval_s and config.snapshot_interval_s > 0 and math.isfinite(
                 config.snapshot_interval_s
             ):

@@ -246,6 +246,47 @@ def test_sigterm_terminates_jobs_and_rerun_finishes(tmp_path: Path) -> None:
     assert sorted((tmp_path / "done.log").read_text().split()) == ["0", "1", "2"]
 
 
+def _children(pid: int) -> dict[int, str]:
+    """The child processes of ``pid``: pid -> command line."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                cmdline = (entry / "cmdline").read_bytes()
+                out[int(entry.name)] = cmdline.replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def test_sigkill_of_a_standalone_run_leaves_nothing_running(tmp_path: Path) -> None:
+    """kill -9 of `torc-trio run`: its standalone server shuts down by itself and its jobs are
+    killed (by the runner's spawner); the database stays readable."""
+    marker = f"61.{os.getpid()}"
+    write(tmp_path / "commands.txt", f"sleep {marker}\nsleep {marker}\n")
+    proc = subprocess.Popen([*TORC, "run", "-j", "2", "commands.txt"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env())
+    try:
+        deadline = time.monotonic() + 60
+        while len(pids_in_group_alive(marker)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(pids_in_group_alive(marker)) == 2
+        servers = [p for p, cmd in _children(proc.pid).items() if "torc_net.server" in cmd]
+        assert len(servers) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (pids_in_group_alive(marker)
+                                           or Path(f"/proc/{servers[0]}").exists()):
+        time.sleep(0.1)
+    assert pids_in_group_alive(marker) == [], "a job outlived its runner"
+    assert not Path(f"/proc/{servers[0]}").exists(), "the standalone server outlived its command"
+    status = standalone_json(tmp_path, "status", "1")
+    assert sum(status["counts"].values()) == 2
+
+
 def _run_until_outage(tmp_path: Path, server: ServerProcess, jobs: int, before: int,
                       *run_args: str) -> tuple[dict[str, str], int, subprocess.Popen[str]]:
     """Create ``jobs`` jobs (each sleeps 0.3 s, then appends its index to ran.log), start
