@@ -116,7 +116,6 @@ class Spawner:
                     self.handle(request)  # type: ignore[arg-type]
                     if self.child_exited:  # between spawns: report exits without delay
                         self.reap()
-                        self.flush()
             self.reap()
             if open_:
                 self.flush()
