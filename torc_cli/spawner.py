@@ -114,7 +114,7 @@ class Spawner:
                 buf += data
                 for request in unframe(buf):
                     self.handle(request)  # type: ignore[arg-type]
-                    if self.child_exited:  # between spawns: report exits without delay
+                    if self.child_exited:  # reaped between spawns, reported with the batch
                         self.reap()
             self.reap()
             if open_:
