@@ -43,14 +43,21 @@ def load_spec_file(path: str) -> dict[str, Any]:
         doc = load_spec_text(text, fmt_for_path(path))
     except SpecError as exc:
         raise SpecError([f"{path}: {e}" for e in exc.errors]) from None
+    return _inline_value_files(doc, p.parent, f"{path}: ")
+
+
+def _inline_value_files(doc: dict[str, Any], base: Path, where: str) -> dict[str, Any]:
+    """Replace each ``@file`` parameter value by the file's lines. Relative paths are read
+    from ``base`` (a spec's own directory; the working directory for ``exec --param``), so
+    a spec and its value files travel together."""
     contents: dict[str, str] = {}
     missing: list[str] = []
     for ref in value_file_references(doc):
-        ref_path = p.parent / ref if not os.path.isabs(ref) else Path(ref)
+        ref_path = base / ref if not os.path.isabs(ref) else Path(ref)
         try:
             contents[ref] = ref_path.read_text()
-        except OSError:
-            missing.append(f"{path}: parameter file '@{ref}' not found at {ref_path}")
+        except OSError as exc:
+            missing.append(f"{where}parameter file '@{ref}': {exc.strerror} ({ref_path})")
     if missing:
         raise InputError("\n".join(missing))
     return inline_value_files(doc, contents) if contents else doc
@@ -113,7 +120,7 @@ def exec_spec(
             "parameters": dict(parameters),
             "parameter_mode": link,
         })
-    return {"name": name, "jobs": jobs}
+    return _inline_value_files({"name": name, "jobs": jobs}, Path.cwd(), "--param: ")
 
 
 def argv_command(argv: list[str]) -> str:
