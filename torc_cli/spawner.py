@@ -129,6 +129,9 @@ class Spawner:
                 (os.POSIX_SPAWN_OPEN, 1, stdout, _OPEN_FLAGS, 0o644),
                 (os.POSIX_SPAWN_OPEN, 2, stderr, _OPEN_FLAGS, 0o644),
             ]
+            # The clock starts before the spawn: posix_spawn returns once the child has
+            # exec'd, and on busy cores a short job may have run to its end by then.
+            started = time.monotonic()
             try:
                 pid = os.posix_spawn(executable, argv, env,  # type: ignore[arg-type]
                                      file_actions=actions, setsid=True, setsigdef=_RESET)
@@ -138,7 +141,7 @@ class Spawner:
             except OSError as exc:
                 self.replies.append(("failed", token, *_diagnose(exc, stdout, stderr)))
                 return
-            self.jobs[pid] = (token, time.monotonic())
+            self.jobs[pid] = (token, started)
             self.pids[token] = pid
         elif kind == "signal":
             pid = self.pids.get(token, 0)
