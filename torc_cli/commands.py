@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -18,10 +20,11 @@ from .output import (
     err_console,
     print_counts,
     print_json,
+    print_json_line,
     print_table,
 )
 from .resources import detect_allocation_resources, detect_resources
-from .runner import JobRunner, RunnerConfig
+from .runner import JobRunner, RunnerConfig, stdio_stem
 from .session import Context
 from .specs import (
     InputError,
@@ -146,8 +149,8 @@ async def _report(ctx: Context, workflow_id: int, status: dict[str, Any], *,
         latest[int(r["job_id"])] = r
     rows = []
     for r in latest.values():
-        log = (f"{ctx.output_dir}/job_stdio/job_wf{workflow_id}_j{r['job_id']}"
-               f"_r{r.get('run_id')}_a{r.get('attempt')}.e")
+        log = stdio_stem(ctx.output_dir, workflow_id, r["job_id"], r.get("run_id"),
+                         r.get("attempt")) + ".e"
         rows.append({"job_id": r["job_id"], "name": r.get("job_name"), "status": r.get("status"),
                      "return_code": r.get("return_code"), "log": log})
     ok = counts.get("completed", 0) == total
@@ -157,11 +160,27 @@ async def _report(ctx: Context, workflow_id: int, status: dict[str, Any], *,
     else:
         print_counts(counts, title=f"Workflow {workflow_id}")
         if rows:
-            print_table(rows, ["job_id", "name", "status", "return_code", "log"],
-                        title="Jobs that did not complete")
+            # Plain lines, not a table: a log path must stay whole to be copied.
+            print(f"Jobs that ran and did not succeed ({len(rows)}):")
+            for row in rows:
+                code = _exit_text(row["return_code"])
+                print(f"  {row['name']} (id {row['job_id']}): {row['status']}{code}, "
+                      f"log {row['log']}")
         if stop_reason and stop_reason != "workflow complete":
             print(f"Runner stopped: {stop_reason}")
     return 0 if ok else 1
+
+
+def _exit_text(return_code: int | None) -> str:
+    """', exit code 3' or ', killed by SIGTERM' (a negative code is a signal, as in Popen)."""
+    if return_code is None:
+        return ""
+    if return_code < 0:
+        try:
+            return f", killed by {signal.Signals(-return_code).name}"
+        except ValueError:
+            return f", killed by signal {-return_code}"
+    return f", exit code {return_code}"
 
 
 async def _record_file_mtimes(ctx: Context, workflow_id: int) -> None:
@@ -250,15 +269,13 @@ async def cmd_watch(ctx: Context) -> int:
                     names[int(message["job_id"])] = message.get("name", "")
                     line = f"job {message.get('name')} ({message['job_id']}): {old} -> {new}"
                     if ctx.json:
-                        print_json(message)
-                    elif view.tty:
-                        view._progress.console.print(line) if view._progress else print(line)
+                        print_json_line(message)
                     else:
-                        print(line, flush=True)
+                        view.log(line)
                 elif kind == "overflow":
                     raise InputError("watch: fell behind the event feed; run watch again")
                 elif ctx.json:
-                    print_json(message)
+                    print_json_line(message)
                 view.update(counts)
                 if kind == "workflow" and message.get("event") in ("completed", "canceled"):
                     break
@@ -310,8 +327,10 @@ async def cmd_workflows(ctx: Context) -> int:
     if ctx.json:
         print_json(result)
     else:
+        width = max((len(k) for k in result), default=0)
         for key, value in result.items():
-            print(f"{key:>16}: {value}")
+            shown = json.dumps(value) if isinstance(value, dict | list) else value
+            print(f"{key:>{width}}: {shown}")
     return 0
 
 

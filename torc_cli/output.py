@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -39,11 +39,19 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_line(value: Any) -> None:
+    """One compact object per line, for streams (``watch -f json``) that a program reads
+    line by line."""
+    sys.stdout.write(json.dumps(value, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.flush()
+
+
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *,
                 title: str | None = None) -> None:
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(column)
+        # Wrap, never cut: a command shortened with '…' is no use to anyone.
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     console.print(table)
@@ -85,15 +93,25 @@ class ProgressView:
         if self._progress is not None:
             self._progress.stop()
 
+    def log(self, line: str) -> None:
+        """A line above the bar (or just a line, without one)."""
+        if self._progress is not None:
+            self._progress.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, flush=True)
+
     def update(self, counts: dict[str, int], running: int | None = None) -> None:
+        """``running``: the processes the caller runs itself, when it knows (the server's
+        count lags behind for short jobs, and its pending jobs are claimed, not running)."""
         if not self.enabled:
             return
         total = sum(counts.values())
         done = sum(counts.get(s, 0) for s in DONE_STATUSES)
-        failed = sum(counts.get(s, 0) for s in ("failed", "canceled", "terminated"))
-        active = counts.get("running", 0) + counts.get("pending", 0)
+        active = counts.get("running", 0) if running is None else running
         elapsed = max(time.monotonic() - self._started, 1e-9)
-        detail = f"failed {failed}  running {active}  {done / elapsed:.1f} jobs/s"
+        ended = "".join(f"{s} {counts[s]}  " for s in ("canceled", "terminated") if counts.get(s))
+        detail = (f"failed {counts.get('failed', 0)}  {ended}running {active}  "
+                  f"{done / elapsed:.1f} jobs/s")
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, total=total, completed=done, detail=detail)
             return
@@ -102,15 +120,3 @@ class ProgressView:
             self._last_line = now
             self._last = (done, total)
             print(f"{self.label}: {done}/{total} done, {detail}", flush=True)
-
-
-def failed_rows(results: Iterable[dict[str, Any]], log_dir: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "job_id": r.get("job_id"), "name": r.get("job_name"), "status": r.get("status"),
-            "return_code": r.get("return_code"),
-            "log": f"{log_dir}/job_stdio/job_wf{r.get('workflow_id', '')}_j{r.get('job_id')}"
-                   f"_r{r.get('run_id')}_a{r.get('attempt')}.e",
-        }
-        for r in results
-    ]

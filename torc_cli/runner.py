@@ -64,6 +64,14 @@ from .resources import Resources
 TERMINATION_CODES = frozenset(-s for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
 
 
+def stdio_stem(output_dir: Path | str, workflow_id: object, job_id: object, run_id: object,
+               attempt: object) -> str:
+    """Where a job attempt's output goes, less the ``.o``/``.e`` suffix: the one place that
+    names these files, so the runner that writes them and the summary that points at them
+    agree."""
+    return f"{output_dir}/job_stdio/job_wf{workflow_id}_j{job_id}_r{run_id}_a{attempt}"
+
+
 @dataclass(slots=True, kw_only=True)
 class RunnerConfig:
     workflow_id: int
@@ -145,7 +153,6 @@ class JobRunner:
         self._base_env["TORC_OUTPUT_DIR"] = str(config.output_dir)
         # Resolved once: the spawn then needs no PATH search per job.
         self._bash = shutil.which("bash", path=self._base_env.get("PATH"))
-        self._stdio_prefix = str(self._stdio / f"job_wf{config.workflow_id}_j")
 
     # ------------------------------------------------------------------------------------------
 
@@ -357,7 +364,7 @@ class JobRunner:
         jid = int(job["id"])
         attempt = int(job.get("attempt", 1))
         run_id = int(job.get("run_id", 1))
-        stem = f"{self._stdio_prefix}{jid}_r{run_id}_a{attempt}"
+        stem = stdio_stem(cfg.output_dir, cfg.workflow_id, jid, run_id, attempt)
         env = self._base_env.copy()
         env["TORC_JOB_ID"] = str(jid)
         env["TORC_JOB_NAME"] = str(job.get("name", ""))
