@@ -1,0 +1,217 @@
+"""The rest of the `torc-trio` command surface, through the real command: the read and change
+commands against a shared server, cancel of a live run, exec's inputs, what a person sees in a
+terminal and out of one, and --help on every command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pty
+import select
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import TORC, ServerProcess, clean_env, pids_in_group_alive, torc, torc_json
+
+from torc_cli.commands import build_parser
+
+
+@pytest.fixture
+def server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    srv = ServerProcess(tmp_path / "torc.db", cwd=tmp_path)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _spec(tmp_path: Path, doc: dict[str, object], name: str = "wf.json") -> str:
+    (tmp_path / name).write_text(json.dumps(doc))
+    return name
+
+
+def test_read_and_change_commands_against_a_shared_server(tmp_path: Path,
+                                                          server: ServerProcess) -> None:
+    env = clean_env(TORC_API_URL=server.url)
+    spec = _spec(tmp_path, {"name": "shared", "jobs": [
+        {"name": "ok", "command": "sleep 0.2"},
+        {"name": "bad", "command": "exit 3"},
+        {"name": "after_bad", "command": "true", "depends_on": ["bad"]}]})
+    created = torc_json(tmp_path, "create", spec, env=env)
+    wid = created["id"]
+    assert isinstance(wid, int)
+    assert torc_json(tmp_path, "status", str(wid), env=env)["counts"]["ready"] == 2
+
+    run = torc(tmp_path, "run", str(wid), env=env)
+    assert run.returncode == 1, run.stdout + run.stderr
+
+    status = torc_json(tmp_path, "status", str(wid), env=env)
+    assert {k: v for k, v in status["counts"].items() if v} == {
+        "completed": 1, "failed": 1, "canceled": 1}
+    listed = torc_json(tmp_path, "workflows", "list", env=env)
+    assert [(w["id"], w["name"], w["num_jobs"]) for w in listed] == [(wid, "shared", 3)]
+    assert torc_json(tmp_path, "workflows", "get", str(wid), env=env)["name"] == "shared"
+
+    failed = torc_json(tmp_path, "jobs", "list", str(wid), "--status", "failed", env=env)
+    assert [j["name"] for j in failed] == ["bad"]
+    results = {r["job_name"]: r for r in torc_json(tmp_path, "results", "list", str(wid),
+                                                    env=env)}
+    assert set(results) == {"ok", "bad"}  # the canceled job never ran
+    assert results["bad"]["return_code"] == 3 and results["bad"]["status"] == "failed"
+    assert results["ok"]["exec_time_s"] >= 0.2  # the job's own run time, start to exit
+    only_failed = torc_json(tmp_path, "results", "list", str(wid), "--status", "failed",
+                            env=env)
+    assert [r["job_name"] for r in only_failed] == ["bad"]
+
+    # Tables for people: every row is there, nothing is cut short.
+    table = torc(tmp_path, "jobs", "list", str(wid), env=env, check=True).stdout
+    assert "after_bad" in table and "exit 3" in table and "…" not in table
+
+    missing = torc(tmp_path, "status", "99", env=env)
+    assert missing.returncode != 0 and "99" in missing.stderr
+
+    torc(tmp_path, "workflows", "delete", str(wid), env=env, check=True)
+    assert torc_json(tmp_path, "workflows", "list", env=env) == []
+
+
+def test_cancel_stops_a_live_run_and_its_jobs(tmp_path: Path, server: ServerProcess) -> None:
+    env = clean_env(TORC_API_URL=server.url)
+    marker = f"67.{os.getpid()}"
+    spec = _spec(tmp_path, {"name": "long", "jobs": [
+        {"name": "a", "command": f"sleep {marker}"},
+        {"name": "b", "command": f"sleep {marker}"},
+        {"name": "c", "command": "touch c_ran", "depends_on": ["a"]}]})
+    wid = torc_json(tmp_path, "create", spec, env=env)["id"]
+    run = subprocess.Popen([*TORC, "run", str(wid), "-j", "4"], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(pids_in_group_alive(marker)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(pids_in_group_alive(marker)) == 2
+        torc(tmp_path, "cancel", str(wid), env=env, check=True)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 1, out + err
+    assert "canceled" in out
+    assert pids_in_group_alive(marker) == [], "a job outlived the cancel"
+    assert not (tmp_path / "c_ran").exists()
+    counts = torc_json(tmp_path, "status", str(wid), env=env)["counts"]
+    assert counts["canceled"] == 3
+    assert torc_json(tmp_path, "workflows", "get", str(wid), env=env)["is_canceled"] is True
+
+
+def test_exec_reads_stdin_and_value_files(tmp_path: Path) -> None:
+    proc = subprocess.run([*TORC, "exec", "-C", "-", "-j", "2"], cwd=tmp_path, env=clean_env(),
+                          input="echo one >> stdin.txt\n# skipped\n\necho two >> stdin.txt\n",
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((tmp_path / "stdin.txt").read_text().split()) == ["one", "two"]
+
+    (tmp_path / "values.txt").write_text("alpha\n\nbeta\n")
+    torc(tmp_path, "exec", "-n", "sweep", "--param", "v=@values.txt", "-c",
+         "echo {v} >> values.out", check=True)
+    assert sorted((tmp_path / "values.out").read_text().split()) == ["alpha", "beta"]
+    names = [w["name"] for w in torc_json(tmp_path, "-s", "workflows", "list")]
+    assert names == ["exec", "sweep"]
+
+    missing = torc(tmp_path, "exec", "--param", "v=@nowhere.txt", "-c", "echo {v}")
+    assert missing.returncode == 2
+    assert "nowhere.txt" in missing.stderr and "No such file" in missing.stderr
+    assert len(torc_json(tmp_path, "-s", "workflows", "list")) == 2  # nothing created
+
+
+def _write_commands(tmp_path: Path) -> None:
+    (tmp_path / "commands.txt").write_text(textwrap.dedent("""\
+        sleep 0.3
+        sleep 0.3
+        exit 3
+        sleep 0.3
+    """))
+
+
+def test_not_a_terminal_plain_lines_and_a_summary(tmp_path: Path) -> None:
+    _write_commands(tmp_path)
+    proc = torc(tmp_path, "run", "-j", "2", "commands.txt")
+    assert proc.returncode == 1
+    out = proc.stdout
+    assert "\x1b[" not in out  # no terminal codes in a pipe
+    assert "workflow 1: 4/4 done, failed 1" in out
+    assert "Jobs that ran and did not succeed (1):" in out
+    line = next(x for x in out.splitlines() if x.strip().startswith("job_3"))
+    assert "failed, exit code 3" in line
+    log = line.rsplit("log ", 1)[1]
+    assert (tmp_path / log).is_file()  # the whole path, not cut short
+
+
+def test_a_terminal_gets_a_progress_bar(tmp_path: Path) -> None:
+    _write_commands(tmp_path)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*TORC, "run", "-j", "2", "commands.txt"], cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                            env=clean_env(TERM="xterm", COLUMNS="120", LINES="40"))
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        proc.wait(timeout=60)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 1
+    assert "━" in screen, screen  # the bar
+    assert "4/4" in screen and "jobs/s" in screen
+    assert "done," not in screen  # not the plain lines meant for pipes
+    assert "exit code 3" in screen
+
+
+def _subcommands(parser: argparse.ArgumentParser,
+                 prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                nested = _subcommands(sub, (*prefix, name))
+                found.extend(nested or [(*prefix, name)])
+    return found
+
+
+COMMANDS = _subcommands(build_parser())
+
+
+def test_the_command_list_is_complete() -> None:
+    expected = {"serve", "create", "run", "exec", "status", "watch", "workflows", "jobs list",
+                "results list", "reinitialize", "reset-status", "cancel", "runner",
+                "htpasswd", "submit", "recover"}
+    assert expected <= {" ".join(c) for c in COMMANDS}
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(tmp_path: Path, command: tuple[str, ...]) -> None:
+    proc = torc(tmp_path, *command, "--help", check=True)
+    assert "example" in proc.stdout and "torc-trio" in proc.stdout
+
+
+def test_version(tmp_path: Path) -> None:
+    proc = torc(tmp_path, "--version", check=True)
+    assert proc.stdout.startswith("torc-trio ")
