@@ -124,7 +124,7 @@ async def run_workflow(ctx: Context, workflow_id: int) -> int:
     cfg = RunnerConfig(
         workflow_id=workflow_id, api_url=ctx.url, output_dir=ctx.output_dir.resolve(),
         resources=detect_resources(), max_parallel=args.jobs,
-        poll_interval_s=args.poll_interval,
+        poll_interval_s=args.poll_interval, stop_when_nothing_fits=True,
     )
     if not ctx.json:
         err_console.print(f"Running workflow {workflow_id} (output in {ctx.output_dir}/)")

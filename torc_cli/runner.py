@@ -72,6 +72,30 @@ def stdio_stem(output_dir: Path | str, workflow_id: object, job_id: object, run_
     return f"{output_dir}/job_stdio/job_wf{workflow_id}_j{job_id}_r{run_id}_a{attempt}"
 
 
+def job_misfit(job: dict[str, Any], res: Resources, walltime_s: float | None,
+               scheduler: str | None, *, check_resources: bool = True) -> str:
+    """What keeps ``job`` (as the server lists it) from ever running on a runner with
+    ``res``, in words ('needs 64 CPUs'); '' if it would fit an idle one."""
+    if scheduler is not None and job.get("scheduler") not in (None, scheduler):
+        return f"is for scheduler {job.get('scheduler')!r}"
+    if check_resources:
+        if int(job.get("num_cpus") or 0) > res.cpus:
+            return f"needs {job['num_cpus']} CPUs"
+        if int(job.get("memory_bytes") or 0) > res.memory_bytes:
+            return f"needs {_gib(int(job['memory_bytes']))} of memory"
+        if int(job.get("num_gpus") or 0) > res.gpus:
+            return f"needs {job['num_gpus']} GPUs"
+        if int(job.get("num_nodes") or 1) > res.nodes:
+            return f"needs {job['num_nodes']} nodes"
+    if walltime_s is not None and float(job.get("runtime_s") or 0) > walltime_s:
+        return f"needs {job['runtime_s']:g} s and {walltime_s:.0f} s are left"
+    return ""
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
 @dataclass(slots=True, kw_only=True)
 class RunnerConfig:
     workflow_id: int
@@ -94,6 +118,10 @@ class RunnerConfig:
     handle_signals: bool = True
     #: Stop after this long with nothing to run (allocations should not idle to walltime).
     idle_timeout_s: float | None = None
+    #: Stop (with the reason) when the only jobs left to run can never fit this runner and
+    #: no other runner is busy: `run`/`exec`, whose runner is usually the only one. Runners
+    #: in allocations wait instead (another allocation may take those jobs).
+    stop_when_nothing_fits: bool = False
     #: Which claimed actions this runner carries out; schedule_nodes needs ``schedule_nodes``.
     action_types: tuple[str, ...] = ("run_commands",)
     schedule_nodes: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
@@ -240,6 +268,11 @@ class JobRunner:
                     if len(jobs) >= free and self._free_slots() > 0:
                         continue  # the batch was full: more may be ready, ask again
                 done = bool(reply.get("is_complete"))
+                if not jobs and not done and cfg.stop_when_nothing_fits and self._stuck(reply):
+                    reason = await self._nothing_fits()
+                    if reason:
+                        self.stop(reason)
+                        continue
             if done and not self._running and not self._results:
                 await self._run_actions()  # on_workflow_complete
                 self.summary.stop_reason = self.summary.stop_reason or "workflow complete"
@@ -262,6 +295,36 @@ class JobRunner:
                     timeout = min(timeout, cfg.start_report_delay_s)
                 with trio.move_on_after(timeout):
                     await self._wake.wait()
+
+    def _stuck(self, reply: dict[str, Any]) -> bool:
+        """This runner is idle, its claim got nothing, and jobs are ready while nothing runs
+        anywhere: the ready jobs do not fit here, and nothing will change that by itself."""
+        counts = reply.get("counts") or {}
+        return (not self._running and not self._queue and not self._results
+                and counts.get("ready", 0) > 0
+                and not counts.get("pending", 0) and not counts.get("running", 0))
+
+    async def _nothing_fits(self) -> str:
+        """Why no ready job can run here ('' if one could: it became ready meanwhile)."""
+        cfg = self.cfg
+        res = cfg.resources
+        walltime = (None if res.end_time is None
+                    else max(0.0, res.end_time - time.time() - cfg.end_buffer_s))
+        short: list[str] = []
+        async for job in self.client.iter_jobs(cfg.workflow_id, status="ready", page_size=100):
+            why = job_misfit(job, res, walltime, cfg.scheduler,
+                             check_resources=cfg.max_parallel is None)
+            if not why:
+                return ""
+            short.append(f"{job.get('name')} {why}")
+            if len(short) >= 100:
+                break
+        if not short:
+            return ""
+        shown = "; ".join(short[:5]) + ("; ..." if len(short) > 5 else "")
+        return (f"no ready job fits this runner ({res.cpus} CPUs, {_gib(res.memory_bytes)}, "
+                f"{res.gpus} GPUs): {shown}. Run them where they fit, or with -j N to run "
+                f"N at a time whatever they ask for")
 
     def _cycle_due(self) -> bool:
         """Whether finished jobs should be reported (and slots refilled) now."""

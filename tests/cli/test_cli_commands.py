@@ -185,6 +185,30 @@ def test_a_terminal_gets_a_progress_bar(tmp_path: Path) -> None:
     assert "exit code 3" in screen
 
 
+def test_a_job_that_fits_nowhere_stops_the_run_by_name(tmp_path: Path) -> None:
+    """Resource mode: a job asking for more CPUs than the machine has can never start here.
+    The standalone run does not wait for it forever: it runs the rest, then stops and says
+    which job needs what. With -j (queue mode) requirements are not enforced, so it runs."""
+    (tmp_path / "wf.yaml").write_text(textwrap.dedent("""\
+        name: big
+        resource_requirements:
+          - {name: huge, num_cpus: 100000, memory: 1m, runtime: P0DT1H}
+          - {name: one, num_cpus: 1, memory: 1m, runtime: P0DT1H}
+        jobs:
+          - {name: fits, command: "touch fits", resource_requirements: one}
+          - {name: toobig, command: "touch toobig", resource_requirements: huge}
+          - {name: after, command: "touch after", depends_on: [toobig]}
+    """))
+    proc = torc(tmp_path, "-s", "run", "wf.yaml", timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "toobig needs 100000 CPUs" in proc.stdout, proc.stdout
+    assert (tmp_path / "fits").exists() and not (tmp_path / "toobig").exists()
+    counts = torc_json(tmp_path, "-s", "status", "1")["counts"]
+    assert (counts["completed"], counts["ready"], counts["blocked"]) == (1, 1, 1)
+    torc(tmp_path, "-s", "run", "1", "-j", "2", check=True, timeout=60)
+    assert (tmp_path / "toobig").exists() and (tmp_path / "after").exists()
+
+
 def _subcommands(parser: argparse.ArgumentParser,
                  prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = []
