@@ -32,6 +32,8 @@ EXIT_USAGE = 2
 EXIT_SERVER = 3
 
 CommandFn = Callable[["Context"], Awaitable[int]]
+#: How long commands without a runner retry an unreachable server.
+INTERACTIVE_WAIT_S = 30.0
 
 
 class Context:
@@ -57,7 +59,10 @@ async def connect(args: argparse.Namespace,
     """A context whose client talks to the right server: the standalone one (``server``, if
     it was started already) or the configured one."""
     ctx = Context(args)
-    wait_s = float(getattr(args, "wait_for_server_minutes", 20.0)) * 60
+    # Runners ride out long outages (--wait-for-server-minutes); a command someone waits at
+    # the terminal for (create, status, ...) retries long enough for a server restart, then
+    # says what is wrong instead of hanging for twenty minutes on a mistyped URL.
+    wait_s = float(getattr(args, "wait_for_server_minutes", INTERACTIVE_WAIT_S / 60)) * 60
     if wants_standalone(args):
         options = StandaloneOptions(
             database=standalone_database(args),

@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import socket
 import subprocess
 import textwrap
 import time
@@ -126,6 +127,17 @@ def test_exec_reads_stdin_and_value_files(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert "nowhere.txt" in missing.stderr and "No such file" in missing.stderr
     assert len(torc_json(tmp_path, "-s", "workflows", "list")) == 2  # nothing created
+
+
+def test_an_unreachable_server_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """Commands without a runner retry for 30 s (a server restart), then name the URL and
+    the reason; runners would wait --wait-for-server-minutes (default 20)."""
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/torc-service/v1"
+    proc = torc(tmp_path, "status", "1", env=clean_env(TORC_API_URL=url), timeout=90)
+    assert proc.returncode == 3
+    assert url in proc.stderr and "cannot connect" in proc.stderr
 
 
 def _write_commands(tmp_path: Path) -> None:
