@@ -32,9 +32,11 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
                         help="start an ephemeral server on 127.0.0.1 for this command")
     parser.add_argument("--db", help=f"standalone database file (default: ./{DEFAULT_DB})")
     parser.add_argument("--in-memory", action="store_true",
-                        help="standalone server keeps its database in memory")
+                        help="standalone server keeps its database in memory: it starts from "
+                        "the --db file and writes it back at the end (and on the timer)")
     parser.add_argument("--snapshot-interval-seconds", type=float, default=None,
-                        help="with --in-memory: snapshot the database every N seconds")
+                        help="with --in-memory: also snapshot the database every N seconds "
+                        "(to the --db file, or $TORC_SERVER_SNAPSHOT_PATH)")
     parser.add_argument("-o", "--output-dir", default="torc_output",
                         help="where job stdout/stderr go (default: torc_output)")
     parser.add_argument("-f", "--format", choices=("table", "json"), default="table")
@@ -48,26 +50,34 @@ def wants_standalone(args: argparse.Namespace) -> bool:
 
 
 def standalone_database(args: argparse.Namespace) -> str:
-    return ":memory:" if args.in_memory else (args.db or DEFAULT_DB)
+    """The standalone database file: ``--db``, or ./torc_output/torc.db. With ``--in-memory``
+    the server holds the database in memory, starts from this file if it exists and writes
+    its snapshots (on the timer, and a last one at the end) back to it, so that ``-s status``
+    and the next run see the same workflows either way."""
+    return str(args.db or DEFAULT_DB)
 
 
-def start_server_process(database: str, snapshot_interval_s: float | None = None, *,
+def start_server_process(database: str, *, in_memory: bool = False,
+                         snapshot_interval_s: float | None = None,
                          log_level: str = "warning",
                          extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """Start ``python -m torc_net.server`` on 127.0.0.1, a free port, in its own session (a
     Ctrl-C in the terminal reaches the CLI, which then stops runner and server in order). It
     prints ``TORC_SERVER_PORT=<port>`` on stdout when it listens, and shuts down by itself if
     this process ends without stopping it (killed, say)."""
-    if database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "torc_net.server", "--database", database,
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    served = ["--database", database]
+    if in_memory:
+        served = ["--database", ":memory:", "--load-snapshot", database]
+        env.setdefault("TORC_SERVER_SNAPSHOT_PATH", database)
+    argv = [sys.executable, "-m", "torc_net.server", *served,
             "--host", "127.0.0.1", "--port", "0", "--log-level", log_level,
             "--parent-pid", str(os.getpid()), *extra_args]
     if snapshot_interval_s:
         argv += ["--snapshot-interval-seconds", str(snapshot_interval_s)]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            start_new_session=True, env=env)
 
 
 def prestart_server(argv: list[str]) -> subprocess.Popen[bytes] | None:
@@ -87,4 +97,5 @@ def prestart_server(argv: list[str]) -> subprocess.Popen[bytes] | None:
     if args.command in ("serve", "htpasswd") or (args.command == "create"
                                                  and "--dry-run" in rest):
         return None  # not a client command, or one that works offline
-    return start_server_process(standalone_database(args), args.snapshot_interval_seconds)
+    return start_server_process(standalone_database(args), in_memory=args.in_memory,
+                                snapshot_interval_s=args.snapshot_interval_seconds)

@@ -65,7 +65,7 @@ async def connect(args: argparse.Namespace,
     wait_s = float(getattr(args, "wait_for_server_minutes", INTERACTIVE_WAIT_S / 60)) * 60
     if wants_standalone(args):
         options = StandaloneOptions(
-            database=standalone_database(args),
+            database=standalone_database(args), in_memory=args.in_memory,
             snapshot_interval_s=args.snapshot_interval_seconds,
         )
         async with ephemeral_server(options, server) as url:

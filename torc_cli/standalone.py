@@ -30,7 +30,8 @@ class StandaloneError(Exception):
 
 @dataclass(slots=True, kw_only=True)
 class StandaloneOptions:
-    database: str  # a path, or ":memory:"
+    database: str  # a path; with in_memory, where the server starts from and snapshots to
+    in_memory: bool = False
     snapshot_interval_s: float | None = None
     log_level: str = "warning"
     extra_args: tuple[str, ...] = ()
@@ -53,7 +54,8 @@ async def ephemeral_server(options: StandaloneOptions,
     """Supervise a server child (``started``, or one started now); yield its API URL; stop it
     on exit."""
     proc = started or start_server_process(
-        options.database, options.snapshot_interval_s, log_level=options.log_level,
+        options.database, in_memory=options.in_memory,
+        snapshot_interval_s=options.snapshot_interval_s, log_level=options.log_level,
         extra_args=options.extra_args)
     assert proc.stdout is not None
     stdout = trio.lowlevel.FdStream(os.dup(proc.stdout.fileno()))

@@ -31,6 +31,8 @@ class ServerConfig:
     snapshot_interval_s: float | None = None
     snapshot_path: str = DEFAULT_SNAPSHOT_PATH
     snapshot_keep: int = DEFAULT_SNAPSHOT_KEEP
+    #: With ':memory:': start from this SQLite file (a snapshot) when it exists.
+    load_snapshot: str | None = None
     lease_s: float = DEFAULT_LEASE_SECONDS
     max_concurrent_requests: int | None = None
     max_queued_requests: int | None = None
@@ -80,6 +82,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot-interval-seconds", type=float, default=None, metavar="N",
                         help="write a snapshot every N seconds (TORC_SERVER_SNAPSHOT_PATH, "
                         "TORC_SERVER_SNAPSHOT_KEEP); SIGUSR1 writes one at any time")
+    parser.add_argument("--load-snapshot", metavar="PATH", default=None,
+                        help="with -d :memory:, start from this snapshot (or any torc-trio "
+                        "database file) if it exists, instead of empty")
     parser.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_SECONDS,
                         help="how long a runner's claim survives without contact (default: "
                         "1800, so runners outlast a 20-minute server outage)")
@@ -113,6 +118,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit("--threads must be >= 1")
     if args.require_auth and not args.auth_file:
         raise SystemExit("--require-auth needs --auth-file")
+    if args.load_snapshot and args.database != ":memory:":
+        raise SystemExit("--load-snapshot is for -d :memory: (a file database is its own "
+                         "starting point)")
     return ServerConfig(
         database=args.database,
         host=args.host,
@@ -124,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         snapshot_interval_s=args.snapshot_interval_seconds,
         snapshot_path=os.environ.get("TORC_SERVER_SNAPSHOT_PATH", DEFAULT_SNAPSHOT_PATH),
         snapshot_keep=max(1, keep),
+        load_snapshot=args.load_snapshot,
         lease_s=args.lease_seconds,
         max_concurrent_requests=args.max_concurrent_requests,
         max_queued_requests=args.max_queued_requests,

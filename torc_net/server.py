@@ -11,9 +11,11 @@ Shutdown (SIGTERM/SIGINT): Hypercorn stops accepting and gives in-flight request
 ``--shutdown-grace-seconds`` to finish; websocket feeds are closed; the writer commits whatever
 is pending; the database is closed; the process exits 0.
 
-Snapshots (SIGUSR1, ``--snapshot-interval-seconds``): a consistent copy through SQLite's backup
-API, written next to ``TORC_SERVER_SNAPSHOT_PATH`` and renamed over it atomically, older copies
-rotated to ``PATH.1 .. PATH.(KEEP-1)``; then ``TORC_SNAPSHOT_DONE=<path>`` is printed.
+Snapshots (SIGUSR1, ``--snapshot-interval-seconds``, and a last one when an in-memory server
+shuts down cleanly): a consistent copy through SQLite's backup API, written next to
+``TORC_SERVER_SNAPSHOT_PATH`` and renamed over it atomically, older copies rotated to
+``PATH.1 .. PATH.(KEEP-1)``; then ``TORC_SNAPSHOT_DONE=<path>`` is printed. ``--load-snapshot
+PATH`` starts an in-memory server from such a file.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ async def serve(
 ) -> None:
     """Run the server until SIGTERM/SIGINT (or ``Running.shutdown`` is set)."""
     limiter = trio.CapacityLimiter(config.threads)
-    store = Store(config.database, limiter=limiter)
+    store = Store(config.database, limiter=limiter, load_from=config.load_snapshot)
     await trio.to_thread.run_sync(store.open_sync, limiter=limiter)
     feed = Feed(config.feed_queue_size)
     service = Service(store, feed, lease_s=config.lease_s, limiter=limiter)
@@ -191,6 +193,11 @@ async def serve(
                 cs.shield = True
                 async with snapshot_lock:
                     await store.flush()
+                if store.in_memory and store.unsaved:  # the last state outlives the server
+                    try:
+                        await take_snapshot()
+                    except Exception:
+                        log.exception("final snapshot failed")
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):

@@ -23,6 +23,11 @@ writer, and the workflow becomes visible only after it committed: a failure leav
 
 Rule 5: a snapshot is ``sqlite3.Connection.backup`` into a temporary sibling file under the
 same lock (so it is a committed, consistent state), then an atomic rename.
+
+Rule 6: an in-memory store can start from a file (``load_from``: the last snapshot), copied in
+with the same backup API before anything else happens; from then on it is an ordinary
+in-memory store. That is what lets a standalone ``--in-memory`` run pick up where the last one
+stopped.
 """
 
 from __future__ import annotations
@@ -247,9 +252,12 @@ def _connect(path: str) -> sqlite3.Connection:
 class Store:
     """Owner of the SQLite connection. All methods are called from the trio thread."""
 
-    def __init__(self, path: str, *, limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, path: str, *, limiter: trio.CapacityLimiter,
+                 load_from: str | None = None) -> None:
         self.path = path
         self.in_memory = path == ":memory:"
+        #: In memory: a database file to start from, if it exists (Rule 6).
+        self.load_from = load_from
         self.limiter = limiter
         self.lock = trio.Lock()
         self.conn: sqlite3.Connection | None = None
@@ -263,6 +271,8 @@ class Store:
         self.next_user_data_id = 1
         self.next_compute_node_id = 1
         self.commits = 0
+        #: ``total_changes`` of the connection when it was last opened or snapshotted.
+        self._saved_changes = 0
 
     # -----------------------------------------------------------------------------------------
     # Opening
@@ -273,6 +283,19 @@ class Store:
             parent = Path(self.path).parent
             parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path)
+        if self.in_memory and self.load_from and Path(self.load_from).exists():
+            try:
+                # Read-write on purpose: a database a file server left in WAL mode is read
+                # with its WAL, which is checkpointed and removed on close (a read-only
+                # connection would leave -wal and -shm files behind).
+                source = sqlite3.connect(self.load_from)
+                try:
+                    source.backup(conn)
+                finally:
+                    source.close()
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StoreError(f"{self.load_from}: cannot load snapshot: {exc}") from None
         conn.executescript("BEGIN;" + SCHEMA + "COMMIT;")
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
@@ -295,6 +318,7 @@ class Store:
         self.next_file_id = next_id("SELECT max(id) FROM files")
         self.next_user_data_id = next_id("SELECT max(id) FROM user_data")
         self.next_compute_node_id = next_id("SELECT max(id) FROM compute_nodes")
+        self._saved_changes = conn.total_changes
 
     def close_sync(self) -> None:
         if self.conn is not None:
@@ -469,5 +493,15 @@ class Store:
                 import shutil
 
                 shutil.copy2(target, link)
+        # A -wal or -shm beside the target belongs to whatever was there before (a file
+        # server that crashed, say); SQLite would apply it to the new file.
+        for stale in (f"{target}-wal", f"{target}-shm"):
+            Path(stale).unlink(missing_ok=True)
         os.replace(tmp, target)
+        self._saved_changes = self.db.total_changes
         return target
+
+    @property
+    def unsaved(self) -> bool:
+        """Rows changed since the database was opened or last snapshotted."""
+        return self.conn is not None and self.conn.total_changes != self._saved_changes

@@ -140,6 +140,34 @@ def test_an_unreachable_server_is_an_error_not_a_hang(tmp_path: Path) -> None:
     assert url in proc.stderr and "cannot connect" in proc.stderr
 
 
+def test_standalone_in_memory_keeps_its_database(tmp_path: Path) -> None:
+    """-s --in-memory: the database lives in RAM while the command runs, is written to the
+    --db file at the end (a run shorter than the snapshot interval too), and the next
+    standalone command, in memory or not, starts from it."""
+    (tmp_path / "c.txt").write_text("echo one >> out.txt\nexit 4\n")
+    first = torc(tmp_path, "-s", "--in-memory", "--snapshot-interval-seconds", "600",
+                 "run", "c.txt")
+    assert first.returncode == 1, first.stdout + first.stderr
+    db = tmp_path / "torc_output" / "torc.db"
+    assert db.is_file()
+    counts = torc_json(tmp_path, "-s", "status", "1")["counts"]  # the file database
+    assert (counts["completed"], counts["failed"]) == (1, 1)
+
+    torc(tmp_path, "-s", "--in-memory", "reset-status", "1", "--failed-only", check=True)
+    torc_json(tmp_path, "-s", "--in-memory", "jobs", "list", "1")
+    rerun = torc(tmp_path, "-s", "--in-memory", "run", "1")
+    # Only the failed job (exit 4) ran again, and failed again.
+    assert rerun.returncode == 1
+    assert (tmp_path / "out.txt").read_text() == "one\n"
+    results = torc_json(tmp_path, "-s", "--in-memory", "results", "list", "1")
+    assert sorted((r["job_name"], r["run_id"]) for r in results) == [
+        ("job_1", 1), ("job_2", 1), ("job_2", 2)]
+    spec = _spec(tmp_path, {"name": "second", "jobs": [{"name": "a", "command": "true"}]})
+    second = torc_json(tmp_path, "-s", "--in-memory", "create", spec)
+    assert second["id"] == 2  # ids go on from the file
+    assert len(torc_json(tmp_path, "-s", "workflows", "list")) == 2
+
+
 def _write_commands(tmp_path: Path) -> None:
     (tmp_path / "commands.txt").write_text(textwrap.dedent("""\
         sleep 0.3
