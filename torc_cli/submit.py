@@ -44,14 +44,29 @@ def _scheduler_by_name(workflow: dict[str, Any], name: str | None) -> dict[str, 
     raise SubmitError(f"workflow {workflow['id']}: no slurm scheduler named {name!r}")
 
 
+#: The widest spread of runner start-ups (reached at 100 runners submitted together).
+MAX_STARTUP_JITTER_S = 60.0
+
+
+def startup_jitter_window(runners: int) -> float:
+    """How widely runners submitted together spread their first contact with the server:
+    0 for one, growing by 0.6 s a runner to 60 s at 100. A thousand allocations that start
+    in the same second would otherwise all register and claim at once; the server copes (it
+    queues past its concurrency bound) but every runner waits behind the burst."""
+    return 0.0 if runners <= 1 else min(MAX_STARTUP_JITTER_S, 0.6 * runners)
+
+
 def runner_argv(url: str, workflow_id: int, output_dir: Path, scheduler: str | None,
-                end_buffer_s: float, idle_timeout_s: float | None) -> list[str]:
+                end_buffer_s: float, idle_timeout_s: float | None,
+                startup_jitter_s: float = 0.0) -> list[str]:
     argv = [sys.executable, "-m", "torc_cli.main", "--url", url, "-o", str(output_dir),
             "runner", str(workflow_id), "--end-buffer-seconds", str(end_buffer_s)]
     if scheduler is not None:
         argv += ["--scheduler", scheduler]
     if idle_timeout_s is not None:
         argv += ["--idle-timeout-seconds", str(idle_timeout_s)]
+    if startup_jitter_s > 0:
+        argv += ["--startup-jitter-seconds", f"{startup_jitter_s:g}"]
     return argv
 
 
@@ -61,7 +76,8 @@ def _settings(workflow: dict[str, Any]) -> dict[str, Any]:
 
 def allocation_script(workflow: dict[str, Any], url: str, output_dir: Path,
                       scheduler: dict[str, Any], *, scheduler_filter: str | None,
-                      start_one_worker_per_node: bool = False) -> str:
+                      start_one_worker_per_node: bool = False,
+                      startup_jitter_s: float = 0.0) -> str:
     settings = _settings(workflow)
     end_buffer = float(settings.get("compute_node_expiration_buffer_seconds",
                                     DEFAULT_END_BUFFER_S))
@@ -73,7 +89,7 @@ def allocation_script(workflow: dict[str, Any], url: str, output_dir: Path,
         scheduler=scheduler,
         defaults=defaults,
         runner_argv=runner_argv(url, wid, output_dir, scheduler_filter, end_buffer,
-                                float(idle) if idle is not None else 60.0),
+                                float(idle) if idle is not None else 60.0, startup_jitter_s),
         env={"TORC_API_URL": url},
         output_dir=str(output_dir / "slurm"),
         start_one_worker_per_node=start_one_worker_per_node,
@@ -83,11 +99,13 @@ def allocation_script(workflow: dict[str, Any], url: str, output_dir: Path,
 async def submit_allocation(client: TorcClient, workflow: dict[str, Any], url: str,
                             output_dir: Path, scheduler: dict[str, Any], *,
                             scheduler_filter: str | None, action_index: int | None = None,
-                            start_one_worker_per_node: bool = False) -> dict[str, Any]:
+                            start_one_worker_per_node: bool = False,
+                            startup_jitter_s: float = 0.0) -> dict[str, Any]:
     """Write the sbatch script, submit it (sbatch retries with backoff), record it."""
     script = allocation_script(workflow, url, output_dir, scheduler,
                                scheduler_filter=scheduler_filter,
-                               start_one_worker_per_node=start_one_worker_per_node)
+                               start_one_worker_per_node=start_one_worker_per_node,
+                               startup_jitter_s=startup_jitter_s)
     wid = int(workflow["id"])
     directory = output_dir / "slurm"
     directory.mkdir(parents=True, exist_ok=True)
@@ -126,15 +144,28 @@ async def plan_allocations(client: TorcClient, workflow: dict[str, Any]) \
     return plan
 
 
+def _runners(scheduler: dict[str, Any], per_node: bool) -> int:
+    """Runners one allocation starts: one, or one a node."""
+    if not per_node:
+        return 1
+    try:
+        return max(1, int(scheduler.get("nodes") or 1))
+    except (TypeError, ValueError):
+        return 1  # the script renderer reports the bad value
+
+
 async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Path, *,
                  dry_run: bool) -> list[dict[str, Any]]:
     workflow = await client.get_workflow(workflow_id)
     plan = await plan_allocations(client, workflow)
+    jitter = startup_jitter_window(sum(_runners(sched, per_node)
+                                       for sched, _, _, per_node in plan))
     if dry_run:
         return [{"scheduler": sched["name"], "action_index": index,
                  "script": allocation_script(workflow, url, output_dir, sched,
                                              scheduler_filter=filt,
-                                             start_one_worker_per_node=per_node)}
+                                             start_one_worker_per_node=per_node,
+                                             startup_jitter_s=jitter)}
                 for sched, filt, index, per_node in plan]
     if any(index is not None for _, _, index, _ in plan):
         # Claim the start actions so that they run once, even if submit runs twice.
@@ -146,7 +177,8 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
     for sched, filt, index, per_node in plan:
         out.append(await submit_allocation(client, workflow, url, output_dir, sched,
                                            scheduler_filter=filt, action_index=index,
-                                           start_one_worker_per_node=per_node))
+                                           start_one_worker_per_node=per_node,
+                                           startup_jitter_s=jitter))
     return out
 
 
@@ -155,12 +187,14 @@ async def run_schedule_action(client: TorcClient, workflow_id: int, url: str, ou
     """Carry out a claimed schedule_nodes action (from a runner)."""
     workflow = await client.get_workflow(workflow_id)
     sched = _scheduler_by_name(workflow, action.get("scheduler"))
+    per_node = bool(action.get("start_one_worker_per_node"))
+    count = int(action.get("num_allocations") or 1)
+    jitter = startup_jitter_window(count * _runners(sched, per_node))
     return [
         await submit_allocation(client, workflow, url, output_dir, sched,
                                 scheduler_filter=sched["name"], action_index=action["index"],
-                                start_one_worker_per_node=bool(
-                                    action.get("start_one_worker_per_node")))
-        for _ in range(int(action.get("num_allocations") or 1))
+                                start_one_worker_per_node=per_node, startup_jitter_s=jitter)
+        for _ in range(count)
     ]
 
 

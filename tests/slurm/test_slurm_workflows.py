@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.slurm
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
 from cli_helpers import ServerProcess, clean_env, torc  # noqa: E402
+
+from torc_cli.submit import startup_jitter_window  # noqa: E402
 
 
 @pytest.fixture
@@ -114,6 +117,25 @@ def test_submit_dry_run_prints_scripts(tmp_path: Path, server: ServerProcess) ->
     assert "#SBATCH" in proc.stdout and "--account=torc" in proc.stdout.replace(" ", "=")
     assert "runner" in proc.stdout and str(wid) in proc.stdout
     assert api(tmp_path, server, "status", str(wid))["counts"]["ready"] == 1
+
+
+def test_runners_submitted_together_spread_their_start(tmp_path: Path,
+                                                        server: ServerProcess) -> None:
+    """Torc staggers runner start-up when many allocations start together: the window grows
+    with the number of runners submitted at once (0 for one, 60 s from 100)."""
+    assert [startup_jitter_window(n) for n in (1, 2, 20, 100, 1000)] == [0, 1.2, 12, 60, 60]
+    action = {"trigger_type": "on_workflow_start", "action_type": "schedule_nodes",
+              "scheduler": "debug", "scheduler_type": "slurm", "num_allocations": 20}
+    many = create(tmp_path, server, {"name": "many", "slurm_schedulers": SCHEDULERS,
+                                     "actions": [action],
+                                     "jobs": [{"name": "a", "command": "true"}]})
+    scripts = api(tmp_path, server, "submit", str(many), "--dry-run")["allocations"]
+    assert len(scripts) == 20
+    assert all(re.search(r"--startup-jitter-seconds 12\s", s["script"]) for s in scripts)
+    one = create(tmp_path, server, {"name": "one", "slurm_schedulers": SCHEDULERS,
+                                    "jobs": [{"name": "a", "command": "true"}]})
+    (script,) = api(tmp_path, server, "submit", str(one), "--dry-run")["allocations"]
+    assert "--startup-jitter-seconds" not in script["script"]
 
 
 def test_walltime_end_terminates_then_second_allocation_finishes(
