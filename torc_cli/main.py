@@ -33,8 +33,14 @@ def entry_point() -> None:
     """The console script: run, flush, and exit without tearing the interpreter down (freeing
     a run's objects one by one takes a tenth of a second and helps nobody; every file and
     child process is closed by then)."""
-    code = main()
-    sys.stdout.flush()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`torc-trio jobs list 1 | head`): stop quietly, with the
+        # status of a command that SIGPIPE ended, as cat or grep would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + 13
     sys.stderr.flush()
     os._exit(code)
 

@@ -77,6 +77,7 @@ class ProgressView:
         self._last_line = 0.0
         self._started = time.monotonic()
         self._last: tuple[int, int] = (-1, -1)
+        self._done0: int | None = None  # done when first seen: the rate is of what we saw
 
     def __enter__(self) -> ProgressView:
         if self.enabled and self.tty:
@@ -108,10 +109,13 @@ class ProgressView:
         total = sum(counts.values())
         done = sum(counts.get(s, 0) for s in DONE_STATUSES)
         active = counts.get("running", 0) if running is None else running
+        if self._done0 is None:
+            self._done0 = done
+            self._started = time.monotonic()
         elapsed = max(time.monotonic() - self._started, 1e-9)
         ended = "".join(f"{s} {counts[s]}  " for s in ("canceled", "terminated") if counts.get(s))
         detail = (f"failed {counts.get('failed', 0)}  {ended}running {active}  "
-                  f"{done / elapsed:.1f} jobs/s")
+                  f"{(done - self._done0) / elapsed:.1f} jobs/s")
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, total=total, completed=done, detail=detail)
             return

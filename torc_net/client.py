@@ -585,18 +585,21 @@ async def open_event_feed(
     if auth is not None:
         headers.append((b"Authorization", basic_auth_header(*auth)))
     url = events_ws_url(base_url, workflow_id)
-    ws: trio_websocket.WebSocketConnection | None = None
-    try:
-        async with trio_websocket.open_websocket_url(
-            url, extra_headers=headers, max_message_size=max_message_size
-        ) as ws:
+    async with trio.open_nursery() as nursery:
+        ws = await trio_websocket.connect_websocket_url(
+            nursery, url, extra_headers=headers, max_message_size=max_message_size)
+        try:
             yield EventFeed(ws)
-    finally:
-        # trio-websocket 0.12 leaves the client's TCP socket open when the *server* closes
-        # the websocket; close it ourselves (a no-op when already closed).
-        stream = getattr(ws, "_stream", None)
-        if isinstance(stream, trio.abc.AsyncResource):
-            await trio.aclose_forcefully(stream)
+        finally:
+            # Leave without a closing handshake: the caller has stopped listening, and
+            # trio-websocket 0.12 answers a server ping that crosses our close with a Pong
+            # that wsproto refuses (LocalProtocolError), which cancelled the caller (seen as
+            # `watch` of a finished workflow exiting with no status). It also leaves the TCP
+            # socket open when the server closes first; close it ourselves.
+            nursery.cancel_scope.cancel()
+            stream = getattr(ws, "_stream", None)
+            if isinstance(stream, trio.abc.AsyncResource):
+                await trio.aclose_forcefully(stream)
 
 
 async def subscribe_events(

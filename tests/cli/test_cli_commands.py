@@ -168,6 +168,26 @@ def test_standalone_in_memory_keeps_its_database(tmp_path: Path) -> None:
     assert len(torc_json(tmp_path, "-s", "workflows", "list")) == 2
 
 
+def test_watch_of_a_finished_workflow_and_a_closed_pipe(tmp_path: Path) -> None:
+    """`watch` of a workflow that has ended prints where it stands and exits 0 (closing the
+    feed right after it opened raced the server's first ping and lost the exit status);
+    output into a pipe whose reader has gone ends quietly with 141, as cat would."""
+    (tmp_path / "c.txt").write_text("true\ntrue\n")
+    torc(tmp_path, "run", "c.txt", check=True)
+    for _ in range(3):
+        watch = torc(tmp_path, "-s", "watch", "1", timeout=60)
+        assert watch.returncode == 0, watch.stdout + watch.stderr
+        assert "2/2 done" in watch.stdout
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    proc = subprocess.run([*TORC, "-s", "-f", "json", "results", "list", "1"], cwd=tmp_path,
+                          stdout=write, stderr=subprocess.PIPE, text=True, env=clean_env(),
+                          timeout=120)
+    os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def _write_commands(tmp_path: Path) -> None:
     (tmp_path / "commands.txt").write_text(textwrap.dedent("""\
         sleep 0.3
