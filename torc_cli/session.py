@@ -117,9 +117,13 @@ def run_cli(argv: list[str], server: subprocess.Popen[bytes] | None = None) -> i
         return EXIT_USAGE
     try:
         try:
-            return trio.run(_run_command, fn, args, server)
+            code = trio.run(_run_command, fn, args, server)
         except BaseExceptionGroup as group:
             raise _first_leaf(group) from None
+        if not isinstance(code, int):  # a cancellation swallowed the command's own return
+            _error("the command was cut short without an exit status (a bug: please report)")
+            return EXIT_SERVER
+        return code
     except SpecError as exc:
         for line in exc.errors:
             _error(line)
