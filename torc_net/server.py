@@ -40,7 +40,7 @@ from .auth import Authenticator
 from .config import ServerConfig, add_serve_arguments, config_from_args
 from .feed import Feed
 from .service import Service
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger("torc_net.server")
 
@@ -218,6 +218,9 @@ def main_serve(args: argparse.Namespace) -> int:
         trio.run(serve, config)
     except KeyboardInterrupt:
         return 0
+    except StoreError as exc:  # the database cannot be served: say why, no traceback
+        print(f"torc-trio serve: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

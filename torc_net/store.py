@@ -28,6 +28,11 @@ Rule 6: an in-memory store can start from a file (``load_from``: the last snapsh
 with the same backup API before anything else happens; from then on it is an ordinary
 in-memory store. That is what lets a standalone ``--in-memory`` run pick up where the last one
 stopped.
+
+Rule 7: one server per database. The store holds an exclusive lock on ``PATH.lock`` while it
+is open (for an in-memory store, on the file it started from): a second server, say a second
+standalone run in the same directory, is refused at start with the holder's pid, instead of
+both allocating the same ids.
 """
 
 from __future__ import annotations
@@ -249,6 +254,41 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+class DatabaseLock:
+    """An exclusive ``flock`` on ``PATH.lock``, held while a server owns ``PATH`` (Rule 7).
+
+    A lock file beside the database rather than a lock on it: SQLite's own locks are POSIX
+    record locks on the database file, which a second lock there could disturb. The file keeps
+    the holder's pid and host for the error message and stays after exit (removing it would
+    let a third server lock a fresh file while a second still holds the old one)."""
+
+    def __init__(self, path: str) -> None:
+        import fcntl
+        import socket
+
+        self.path = f"{path}.lock"
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(
+                f"{path} is in use by another torc-trio server ({holder}); only one server "
+                "may own a database (give this one its own, e.g. --db elsewhere)") from None
+        except OSError as exc:  # ENOLCK and the like: a file system without locks
+            log.warning("%s: cannot lock (%s); not guarding against a second server",
+                        self.path, exc.strerror)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self.fd: int | None = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+
 class Store:
     """Owner of the SQLite connection. All methods are called from the trio thread."""
 
@@ -261,6 +301,7 @@ class Store:
         self.limiter = limiter
         self.lock = trio.Lock()
         self.conn: sqlite3.Connection | None = None
+        self._lock_file: DatabaseLock | None = None
         self._batch = Batch()
         self._wake = trio.Event()
         self._writer_running = False
@@ -279,9 +320,17 @@ class Store:
 
     def open_sync(self) -> None:
         """Open (creating the schema if needed) and read the id counters. Runs in a thread."""
-        if not self.in_memory:
-            parent = Path(self.path).parent
-            parent.mkdir(parents=True, exist_ok=True)
+        owned = self.load_from if self.in_memory else self.path
+        if owned:
+            Path(owned).parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = DatabaseLock(owned)
+        try:
+            self._open_locked()
+        except BaseException:
+            self.close_sync()
+            raise
+
+    def _open_locked(self) -> None:
         conn = _connect(self.path)
         if self.in_memory and self.load_from and Path(self.load_from).exists():
             try:
@@ -324,6 +373,9 @@ class Store:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self._lock_file is not None:
+            self._lock_file.release()
+            self._lock_file = None
 
     @property
     def db(self) -> sqlite3.Connection:

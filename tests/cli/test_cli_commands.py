@@ -188,6 +188,32 @@ def test_watch_of_a_finished_workflow_and_a_closed_pipe(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_a_second_standalone_run_in_the_same_directory_is_refused(tmp_path: Path) -> None:
+    """Two standalone servers on one torc_output/torc.db would hand out the same ids: the
+    second is refused at once, with the first's pid, and the first finishes untouched."""
+    marker = f"go.{os.getpid()}"
+    (tmp_path / "slow.txt").write_text(f"until test -e {marker}; do sleep 0.05; done\n")
+    first = subprocess.Popen([*TORC, "run", "slow.txt"], cwd=tmp_path, env=clean_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pids_in_group_alive(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (tmp_path / "other.txt").write_text("touch other_ran\n")
+        second = torc(tmp_path, "run", "other.txt", timeout=60)
+        assert second.returncode == 3
+        assert "in use by another torc-trio server" in second.stderr, second.stderr
+        assert not (tmp_path / "other_ran").exists()
+        (tmp_path / marker).touch()
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, out + err
+    assert [w["name"] for w in torc_json(tmp_path, "-s", "workflows", "list")] == ["slow"]
+
+
 def _write_commands(tmp_path: Path) -> None:
     (tmp_path / "commands.txt").write_text(textwrap.dedent("""\
         sleep 0.3

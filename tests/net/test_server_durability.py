@@ -281,3 +281,21 @@ def test_load_snapshot_is_for_memory(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "--load-snapshot is for -d :memory:" in proc.stderr
     assert not (tmp_path / "f.db").exists()
+
+
+async def test_one_server_per_database(start_server: Start, tmp_path: Path) -> None:
+    """A second server on a database that one serves is refused at start, naming the
+    holder; once the first is gone (even by kill -9) the database can be served again."""
+    db = tmp_path / "one.db"
+    first = await start_server("--database", str(db))
+    with trio.fail_after(60):
+        second = await trio.run_process(
+            [sys.executable, "-m", "torc_net.server", "-d", str(db), "--port", "0"],
+            capture_stdout=True, capture_stderr=True, check=False)
+    assert second.returncode == 2
+    stderr = second.stderr.decode()
+    assert "in use by another torc-trio server" in stderr
+    assert f"pid {first.process.pid}" in stderr
+    await first.kill9()
+    again = await start_server("--database", str(db))
+    assert await again.stop() == 0
