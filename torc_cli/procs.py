@@ -97,20 +97,26 @@ class ProcessTable:
                     stderr_path))
         return token
 
-    def terminate(self, token: int) -> None:
-        """SIGTERM to the job's group now, SIGKILL after the grace period (if still there)."""
+    def terminate(self, token: int, *, grace_s: float | None = None) -> None:
+        """SIGTERM to the job's group now, SIGKILL after the grace period (if still there).
+        Again, with a shorter ``grace_s``, brings the SIGKILL forward (a second Ctrl-C)."""
         child = self._live.get(token)
-        if child is None or child.terminated:
+        if child is None:
             return
-        child.terminated = True
-        kill_at = self._kill_at[token] = trio.current_time() + self.grace_s
-        self._send(("signal", token, int(signal.SIGTERM)))
+        kill_at = trio.current_time() + (self.grace_s if grace_s is None else grace_s)
+        if child.terminated:
+            if kill_at >= self._kill_at.get(token, math.inf):
+                return
+        else:
+            child.terminated = True
+            self._send(("signal", token, int(signal.SIGTERM)))
+        self._kill_at[token] = kill_at
         if self._wait is not None:
             self._wait.deadline = min(self._wait.deadline, kill_at)
 
-    def terminate_all(self) -> None:
+    def terminate_all(self, *, grace_s: float | None = None) -> None:
         for token in list(self._live):
-            self.terminate(token)
+            self.terminate(token, grace_s=grace_s)
 
     async def run(self) -> None:
         """Deliver outcomes until cancelled; then terminate whatever is still running and

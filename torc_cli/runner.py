@@ -529,6 +529,8 @@ class JobRunner:
     async def _signal_watch(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if self._stopping:  # a second Ctrl-C: no more grace period
+                    self._procs.terminate_all(grace_s=0)
                 self.stop(f"received {signal.Signals(signum).name}")
 
     async def _walltime_watch(self, end_time: float) -> None:

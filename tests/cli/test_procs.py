@@ -94,6 +94,28 @@ async def test_terminate_kills_the_whole_group(tmp_path: Path) -> None:
     await _until(lambda: not _alive(child), 5)
 
 
+async def test_terminating_again_without_grace_kills_now(tmp_path: Path) -> None:
+    """A second Ctrl-C: the grace period of a job that ignores SIGTERM is cut short."""
+    table = ProcessTable(grace_s=300)
+    outcomes: dict[str, ProcessOutcome] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(table.run)
+        ready = tmp_path / "ready"
+        token = _spawn(table, tmp_path, "stubborn", f"trap '' TERM; touch {ready}; sleep 300",
+                       outcomes)
+        await _until(ready.exists, 10)
+        table.terminate(token)
+        with trio.move_on_after(0.5):
+            await _until(lambda: "stubborn" in outcomes, 1)
+        assert "stubborn" not in outcomes  # SIGTERM ignored; the grace period runs
+        table.terminate(token)  # the same grace again changes nothing
+        table.terminate_all(grace_s=0)
+        await _until(lambda: "stubborn" in outcomes, 30)  # far less than 300 s
+        nursery.cancel_scope.cancel()
+    table.close()
+    assert outcomes["stubborn"].return_code == -signal.SIGKILL
+
+
 async def test_cancelling_the_table_terminates_what_runs(tmp_path: Path) -> None:
     table = ProcessTable(grace_s=2.0)
     outcomes: dict[str, ProcessOutcome] = {}
