@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import socket
 import subprocess
 import textwrap
@@ -293,6 +294,23 @@ def test_a_job_that_fits_nowhere_stops_the_run_by_name(tmp_path: Path) -> None:
     assert (counts["completed"], counts["ready"], counts["blocked"]) == (1, 1, 1)
     torc(tmp_path, "-s", "run", "1", "-j", "2", check=True, timeout=60)
     assert (tmp_path / "toobig").exists() and (tmp_path / "after").exists()
+
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir() if p.is_file()))
+def test_every_example_runs_as_the_readme_says(tmp_path: Path, example: str) -> None:
+    """From the repository's top folder: `torc-trio -s run examples/X` for a spec,
+    `torc-trio run -j 4 examples/commands.txt` for the command list. Every job completes."""
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    args = ["-s", "run", f"examples/{example}"]
+    if example.endswith(".txt"):
+        args = ["run", "-j", "4", f"examples/{example}"]
+    proc = torc(tmp_path, *args, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = torc_json(tmp_path, "-s", "status", "1")["counts"]
+    assert counts["completed"] == sum(counts.values()) > 0
 
 
 def _subcommands(parser: argparse.ArgumentParser,
