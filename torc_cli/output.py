@@ -78,6 +78,7 @@ class ProgressView:
         self._started = time.monotonic()
         self._last: tuple[int, int] = (-1, -1)
         self._done0: int | None = None  # done when first seen: the rate is of what we saw
+        self._unprinted = ""  # the latest plain line, when it was held back
 
     def __enter__(self) -> ProgressView:
         if self.enabled and self.tty:
@@ -93,6 +94,8 @@ class ProgressView:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
+        elif self._unprinted:  # the plain lines end with where things stand
+            print(self._unprinted, flush=True)
 
     def log(self, line: str) -> None:
         """A line above the bar (or just a line, without one)."""
@@ -119,8 +122,12 @@ class ProgressView:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, total=total, completed=done, detail=detail)
             return
+        line = f"{self.label}: {done}/{total} done, {detail}"
         now = time.monotonic()
         if (done, total) != self._last and (now - self._last_line >= 5 or done == total):
             self._last_line = now
             self._last = (done, total)
-            print(f"{self.label}: {done}/{total} done, {detail}", flush=True)
+            self._unprinted = ""
+            print(line, flush=True)
+        elif (done, total) != self._last:
+            self._unprinted = line  # printed on exit if nothing newer is

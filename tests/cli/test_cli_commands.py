@@ -289,6 +289,7 @@ def test_a_job_that_fits_nowhere_stops_the_run_by_name(tmp_path: Path) -> None:
     proc = torc(tmp_path, "-s", "run", "wf.yaml", timeout=60)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "toobig needs 100000 CPUs" in proc.stdout, proc.stdout
+    assert "workflow 1: 1/3 done" in proc.stdout  # the last progress line is where it stopped
     assert (tmp_path / "fits").exists() and not (tmp_path / "toobig").exists()
     counts = torc_json(tmp_path, "-s", "status", "1")["counts"]
     assert (counts["completed"], counts["ready"], counts["blocked"]) == (1, 1, 1)
