@@ -37,9 +37,11 @@ both allocating the same ids.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import socket
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -263,9 +265,6 @@ class DatabaseLock:
     let a third server lock a fresh file while a second still holds the old one)."""
 
     def __init__(self, path: str) -> None:
-        import fcntl
-        import socket
-
         self.path = f"{path}.lock"
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
