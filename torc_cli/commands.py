@@ -94,8 +94,10 @@ def prepare_run(args: argparse.Namespace) -> dict[str, Any] | None:
 
 async def cmd_run(ctx: Context) -> int:
     doc = ctx.args.prepared
-    if doc is None:
-        return await run_workflow(ctx, int(ctx.args.target))
+    if doc is None:  # an existing workflow: a wrong id is an error before anything else
+        workflow_id = int(ctx.args.target)
+        await ctx.client.get_workflow(workflow_id)
+        return await run_workflow(ctx, workflow_id)
     created = await ctx.client.create_workflow(doc)
     return await run_workflow(ctx, int(created["id"]))
 

@@ -75,6 +75,9 @@ def test_read_and_change_commands_against_a_shared_server(tmp_path: Path,
 
     missing = torc(tmp_path, "status", "99", env=env)
     assert missing.returncode != 0 and "99" in missing.stderr
+    missing = torc(tmp_path, "run", "99", env=env)
+    assert missing.returncode == 2 and "no workflow 99" in missing.stderr
+    assert "Running workflow" not in missing.stderr
 
     torc(tmp_path, "workflows", "delete", str(wid), env=env, check=True)
     assert torc_json(tmp_path, "workflows", "list", env=env) == []
