@@ -10,6 +10,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import textwrap
@@ -216,6 +217,33 @@ def test_a_second_standalone_run_in_the_same_directory_is_refused(tmp_path: Path
             first.wait()
     assert first.returncode == 0, out + err
     assert [w["name"] for w in torc_json(tmp_path, "-s", "workflows", "list")] == ["slow"]
+
+
+def test_a_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
+    """The first SIGINT gives jobs the grace period (5 s) to end after SIGTERM; a job that
+    ignores it would live on for 4 s and leave a mark. A second SIGINT kills it at once."""
+    marker = f"stubborn.{os.getpid()}"
+    (tmp_path / "c.txt").write_text(
+        f"trap '' TERM INT; touch started; sleep 4; touch survived # {marker}\n")
+    run = subprocess.Popen([*TORC, "run", "c.txt"], cwd=tmp_path, env=clean_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 1, out + err
+    time.sleep(4.5)  # longer than the job would have lived
+    assert not (tmp_path / "survived").exists()
+    assert pids_in_group_alive(marker) == []
+    assert torc_json(tmp_path, "-s", "status", "1")["counts"]["terminated"] == 1
 
 
 def _write_commands(tmp_path: Path) -> None:
