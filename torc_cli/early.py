@@ -10,10 +10,13 @@ Only the standard library is imported here.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
@@ -57,6 +60,30 @@ def standalone_database(args: argparse.Namespace) -> str:
     return str(args.db or DEFAULT_DB)
 
 
+def standalone_holder(database: str) -> dict[str, Any] | None:
+    """The torc-trio server that serves ``database`` now, as its lock file describes it
+    (``pid``, ``host``, ``url``), or None when none does. Looked at under a shared lock, held
+    for an instant (a server starting meanwhile waits that out)."""
+    try:
+        fd = os.open(f"{database}.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0))
+            except ValueError:
+                return {}
+            return holder if isinstance(holder, dict) else {}
+        except OSError:
+            return None  # no locks here: nothing to learn
+        return None  # we got the lock: nobody holds it (closing the fd releases it)
+    finally:
+        os.close(fd)
+
+
 def start_server_process(database: str, *, in_memory: bool = False,
                          snapshot_interval_s: float | None = None,
                          log_level: str = "warning",
@@ -97,5 +124,7 @@ def prestart_server(argv: list[str]) -> subprocess.Popen[bytes] | None:
     if args.command in ("serve", "htpasswd") or (args.command == "create"
                                                  and "--dry-run" in rest):
         return None  # not a client command, or one that works offline
+    if standalone_holder(standalone_database(args)) is not None:
+        return None  # a server runs on that database already (torc_cli.session decides)
     return start_server_process(standalone_database(args), in_memory=args.in_memory,
                                 snapshot_interval_s=args.snapshot_interval_seconds)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,7 @@ import trio
 from torc_core import SpecError
 from torc_net.client import ApiError, ServerUnreachable, TorcClient
 
-from .early import standalone_database, wants_standalone
+from .early import standalone_database, standalone_holder, wants_standalone
 from .specs import InputError
 from .standalone import StandaloneError, StandaloneOptions, ephemeral_server
 
@@ -63,18 +64,22 @@ async def connect(args: argparse.Namespace,
     # the terminal for (create, status, ...) retries long enough for a server restart, then
     # says what is wrong instead of hanging for twenty minutes on a mistyped URL.
     wait_s = float(getattr(args, "wait_for_server_minutes", INTERACTIVE_WAIT_S / 60)) * 60
-    if wants_standalone(args):
-        options = StandaloneOptions(
-            database=standalone_database(args), in_memory=args.in_memory,
-            snapshot_interval_s=args.snapshot_interval_seconds,
-        )
-        async with ephemeral_server(options, server) as url:
-            ctx.url = url
-            async with TorcClient.from_env(url, wait_for_server_s=wait_s) as client:
-                ctx.client = client
-                yield ctx
-        return
     configured: str | None = args.url or os.environ.get("TORC_API_URL")
+    if wants_standalone(args):
+        database = standalone_database(args)
+        running = await _running_standalone(args, database) if server is None else None
+        if running is None:
+            options = StandaloneOptions(
+                database=database, in_memory=args.in_memory,
+                snapshot_interval_s=args.snapshot_interval_seconds,
+            )
+            async with ephemeral_server(options, server) as url:
+                ctx.url = url
+                async with TorcClient.from_env(url, wait_for_server_s=wait_s) as client:
+                    ctx.client = client
+                    yield ctx
+            return
+        configured = running
     if not configured:
         raise InputError(
             "no server: pass --url, set TORC_API_URL, or use -s/--standalone for a local one"
@@ -83,6 +88,36 @@ async def connect(args: argparse.Namespace,
     async with TorcClient.from_env(configured, wait_for_server_s=wait_s) as client:
         ctx.client = client
         yield ctx
+
+
+#: Standalone commands that run jobs: they need a server of their own.
+RUNNING_COMMANDS = frozenset({"run", "exec", "runner"})
+
+
+async def _running_standalone(args: argparse.Namespace, database: str) -> str | None:
+    """The URL of the standalone server already serving ``database`` (a run in progress
+    there), for a command that only looks or changes state: ``-s status 1`` beside a running
+    ``torc-trio run`` shows the live state, ``-s cancel 1`` stops that run. None when no
+    server has it. A command that would run jobs is refused instead: the server belongs to
+    the other command and goes away when it ends."""
+    holder = standalone_holder(database)
+    if holder is None:
+        return None
+    who = f"pid {holder.get('command_pid') or holder.get('pid', '?')} on {holder.get('host', '?')}"
+    if args.command in RUNNING_COMMANDS:
+        raise StandaloneError(
+            f"{database} is in use by another torc-trio ({who}); wait for it to end, or give "
+            "this run a database of its own with --db PATH")
+    if holder.get("host") != socket.gethostname():
+        raise StandaloneError(f"{database} is served by a torc-trio server on another host "
+                              f"({who}); point --url at it")
+    with trio.move_on_after(5):  # a server that just started writes its URL once it listens
+        while "url" not in holder:
+            await trio.sleep(0.1)
+            holder = standalone_holder(database) or {}
+    if "url" not in holder:
+        raise StandaloneError(f"{database} is locked by {who}, which does not listen")
+    return str(holder["url"])
 
 
 async def _run_command(fn: CommandFn, args: argparse.Namespace,

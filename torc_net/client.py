@@ -16,6 +16,7 @@ Timeouts are set here, at the call site of the HTTP layer: each attempt runs und
 from __future__ import annotations
 
 import json as _json
+import math
 import os
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -137,6 +138,9 @@ class TorcClient:
         self.attempt_timeout_s = attempt_timeout_s
         self._rng = rng if rng is not None else random.Random()
         self._pool = HttpConnectionPool(self.base_url, auth=auth, max_idle=max_idle)
+        #: trio.current_time() of the last successful answer (a runner's heartbeat is due
+        #: only when nothing else has reached the server for a while).
+        self.last_answer_at = -math.inf
         #: HTTP attempts made (including retries)
         self.requests = 0
         #: attempts that were followed by another attempt
@@ -207,6 +211,7 @@ class TorcClient:
             else:
                 status = resp.status
                 if status < 400:
+                    self.last_answer_at = trio.current_time()
                     try:
                         return resp.json()
                     except ValueError as exc:

@@ -182,6 +182,9 @@ async def serve(
                 nursery.start_soon(snapshot_timer, config.snapshot_interval_s)
             binds = await nursery.start(run_http)
             port = int(binds[0].rsplit(":", 1)[1])
+            local = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else host
+            about = {"command_pid": config.parent_pid} if config.parent_pid else {}
+            store.note_holder(url=f"http://{local}:{port}/torc-service/v1", **about)
             running = Running(port, service, store, shutdown, request_snapshot, admission)
             if config.print_port:
                 _emit(f"TORC_SERVER_PORT={port}")

@@ -207,8 +207,12 @@ def test_a_second_standalone_run_in_the_same_directory_is_refused(tmp_path: Path
         (tmp_path / "other.txt").write_text("touch other_ran\n")
         second = torc(tmp_path, "run", "other.txt", timeout=60)
         assert second.returncode == 3
-        assert "in use by another torc-trio server" in second.stderr, second.stderr
+        assert f"in use by another torc-trio (pid {first.pid} " in second.stderr, second.stderr
         assert not (tmp_path / "other_ran").exists()
+        # Looking is fine: a standalone command that only reads or changes state talks to
+        # the server of the run in progress, and sees its live state.
+        live = torc_json(tmp_path, "-s", "status", "1")
+        assert live["counts"]["running"] + live["counts"]["pending"] == 1
         (tmp_path / marker).touch()
         out, err = first.communicate(timeout=60)
     finally:
@@ -244,6 +248,33 @@ def test_a_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
     assert not (tmp_path / "survived").exists()
     assert pids_in_group_alive(marker) == []
     assert torc_json(tmp_path, "-s", "status", "1")["counts"]["terminated"] == 1
+
+
+def test_standalone_cancel_reaches_the_run_in_progress(tmp_path: Path) -> None:
+    """`-s cancel` beside a running standalone run goes to that run's server, and the run,
+    whose only slot is busy with a long job, hears of it and stops its job."""
+    marker = f"go.{os.getpid()}"
+    (tmp_path / "slow.txt").write_text(f"until test -e {marker}; do sleep 0.05; done\n"
+                                        "true\n")
+    run = subprocess.Popen([*TORC, "run", "-j", "1", "slow.txt"], cwd=tmp_path, env=clean_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pids_in_group_alive(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        holder = json.loads((tmp_path / "torc_output" / "torc.db.lock").read_text())
+        assert holder["url"].startswith("http://127.0.0.1:")
+        torc(tmp_path, "-s", "cancel", "1", check=True)
+        # Its one slot is busy, so it claims nothing: a heartbeat (at most 10 s apart when
+        # nothing else reaches the server) brings the news.
+        out, err = run.communicate(timeout=40)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 1 and "workflow canceled" in out, out + err
+    assert pids_in_group_alive(marker) == []
+    assert torc_json(tmp_path, "-s", "status", "1")["counts"]["canceled"] == 2
 
 
 def _write_commands(tmp_path: Path) -> None:
