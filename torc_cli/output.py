@@ -48,7 +48,7 @@ def print_json_line(value: Any) -> None:
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *,
                 title: str | None = None) -> None:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=title, show_lines=False, min_width=len(title or "") + 2)
     for column in columns:
         # Wrap, never cut: a command shortened with '…' is no use to anyone.
         table.add_column(column, overflow="fold")
