@@ -273,7 +273,14 @@ class DatabaseLock:
 
     def __init__(self, path: str) -> None:
         self.path = f"{path}.lock"
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.holder: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+        self.fd: int | None = None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:  # a folder we may read but not write: the database decides
+            log.warning("%s: cannot create (%s); not guarding against a second server",
+                        self.path, exc.strerror)
+            return
         deadline = time.monotonic() + self.PATIENCE_S
         while True:
             try:
@@ -292,8 +299,7 @@ class DatabaseLock:
                 log.warning("%s: cannot lock (%s); not guarding against a second server",
                             self.path, exc.strerror)
                 break
-        self.fd: int | None = fd
-        self.holder: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+        self.fd = fd
         self._write()
 
     def note(self, **fields: Any) -> None:
