@@ -36,6 +36,7 @@ from .specs import (
     load_spec_file,
     missing_input_files,
     read_command_lines,
+    unknown_placeholders,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -113,6 +114,10 @@ def prepare_exec(args: argparse.Namespace) -> dict[str, Any]:
             commands.append(argv_command(argv))
     doc = exec_spec(args.name, commands, args.param or [], args.link)
     _validate_for_run(doc)
+    if args.param:
+        for name in unknown_placeholders(commands, args.param):
+            print(f"torc-trio: warning: {{{name}}} is not a --param; it is left as written",
+                  file=sys.stderr)
     return doc
 
 

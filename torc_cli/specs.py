@@ -123,6 +123,18 @@ def exec_spec(
     return _inline_value_files({"name": name, "jobs": jobs}, Path.cwd(), "--param: ")
 
 
+_BRACED = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*)?\}")
+
+
+def unknown_placeholders(commands: list[str], params: list[str]) -> list[str]:
+    """``{name}`` in ``exec`` commands that no ``--param`` defines: they stay as written (a
+    shell or awk may want the braces), which is what a mistyped name also gets. ``${VAR}``
+    is the shell's and not counted."""
+    known = {item.partition("=")[0] for item in params}
+    found = {m.group(1) for c in commands for m in _BRACED.finditer(c)}
+    return sorted(found - known)
+
+
 def argv_command(argv: list[str]) -> str:
     return shlex.join(argv)
 

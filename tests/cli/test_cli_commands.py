@@ -277,6 +277,15 @@ def test_standalone_cancel_reaches_the_run_in_progress(tmp_path: Path) -> None:
     assert torc_json(tmp_path, "-s", "status", "1")["counts"]["canceled"] == 2
 
 
+def test_exec_warns_of_a_placeholder_no_param_defines(tmp_path: Path) -> None:
+    proc = torc(tmp_path, "exec", "--param", "i=1:2", "-c",
+                "echo {i} {j} ${HOME} {i:02d} >> out.txt", check=True)
+    assert "warning: {j} is not a --param" in proc.stderr
+    assert "{i}" not in proc.stderr and "HOME" not in proc.stderr
+    lines = sorted((tmp_path / "out.txt").read_text().splitlines())
+    assert lines == [f"{i} {{j}} {os.environ['HOME']} 0{i}" for i in (1, 2)]
+
+
 def _write_commands(tmp_path: Path) -> None:
     (tmp_path / "commands.txt").write_text(textwrap.dedent("""\
         sleep 0.3
