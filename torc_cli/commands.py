@@ -23,7 +23,7 @@ from .output import (
     print_json_line,
     print_table,
 )
-from .resources import detect_allocation_resources, detect_resources
+from .resources import detect_allocation_resources
 from .runner import JobRunner, RunnerConfig, stdio_stem
 from .session import Context
 from .specs import (
@@ -130,7 +130,10 @@ async def run_workflow(ctx: Context, workflow_id: int) -> int:
     args = ctx.args
     cfg = RunnerConfig(
         workflow_id=workflow_id, api_url=ctx.url, output_dir=ctx.output_dir.resolve(),
-        resources=detect_resources(), max_parallel=args.jobs,
+        # Inside an allocation (`torc-trio -s run` in an sbatch script): its CPUs, memory and
+        # end, so that jobs are claimed only if they fit the time left and are ended cleanly
+        # before Slurm's limit. Elsewhere the machine's.
+        resources=await detect_allocation_resources(), max_parallel=args.jobs,
         poll_interval_s=args.poll_interval, stop_when_nothing_fits=True,
     )
     if not ctx.json:

@@ -7,7 +7,6 @@ slice of the node; :mod:`torc_cli.slurm` reads it); elsewhere the machine itself
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -49,13 +48,8 @@ def _combine(allocation: slurm.SlurmAllocation | None, environ: Mapping[str, str
     )
 
 
-def detect_resources(environ: Mapping[str, str] | None = None) -> Resources:
-    """Resources of this runner: the Slurm allocation's if inside one, else the machine's."""
-    env = os.environ if environ is None else environ
-    return _combine(slurm.slurm_environment(env, time.time()), env)
-
-
 async def detect_allocation_resources() -> Resources:
-    """Like :func:`detect_resources`, and inside Slurm the allocation's end time even when
-    ``SLURM_JOB_END_TIME`` is not exported (Slurm 22.05 does not): asked of Slurm itself."""
+    """Resources of this runner: the Slurm allocation's if inside one (with its end time,
+    asked of Slurm itself when ``SLURM_JOB_END_TIME`` is not exported, as Slurm 22.05 does
+    not), else the machine's."""
     return _combine(await slurm.current_allocation(), os.environ)

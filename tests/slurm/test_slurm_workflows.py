@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +302,43 @@ def test_cancel_scancels_the_allocations(tmp_path: Path, server: ServerProcess) 
         assert allocations["is_canceled"]
     finally:
         subprocess.run(["pkill", "-f", f"sleep {marker}"], check=False)
+
+
+def test_standalone_run_inside_an_allocation_keeps_to_its_walltime(
+    tmp_path: Path, slurm_cluster: Any
+) -> None:
+    """The seed's self-contained job: `torc-trio -s run workflow.yaml` in an sbatch script.
+    The run knows the allocation's end: a job that fits the time left runs, one whose runtime
+    does not is not started, and the run stops saying so instead of idling to the limit."""
+    (tmp_path / "wf.json").write_text(json.dumps({
+        "name": "self_contained",
+        "resource_requirements": [{"name": "short", "runtime": "PT10S"},
+                                  {"name": "long", "runtime": "PT1H"}],
+        "jobs": [
+            {"name": "quick", "command": "echo $SLURM_JOB_ID > quick.slurm",
+             "resource_requirements": "short"},
+            {"name": "too_long", "command": "touch too_long_ran",
+             "resource_requirements": "long"},
+        ],
+    }))
+    env_line = f"export PATH={shlex.quote(os.environ.get('PATH', ''))}"
+    script = textwrap.dedent(f"""\
+        #!/bin/bash
+        #SBATCH --job-name=torc_wf_standalone
+        #SBATCH --time=00:03:00
+        #SBATCH --output={tmp_path}/sbatch.out
+        {env_line}
+        cd {shlex.quote(str(tmp_path))}
+        {shlex.quote(sys.executable)} -m torc_cli.main -s run wf.json > run.out 2>&1
+        echo $? > run.rc
+    """)
+    (tmp_path / "job.sh").write_text(script)
+    submitted = subprocess.run(["sbatch", "--parsable", str(tmp_path / "job.sh")],
+                               capture_output=True, text=True, check=True)
+    slurm_id = submitted.stdout.strip().split(";")[0]
+    wait_for(lambda: (tmp_path / "run.rc").exists(), 150, "the standalone run in Slurm")
+    out = (tmp_path / "run.out").read_text()
+    assert (tmp_path / "run.rc").read_text().strip() == "1", out
+    assert (tmp_path / "quick.slurm").read_text().strip() == slurm_id
+    assert not (tmp_path / "too_long_ran").exists()
+    assert "too_long needs 3600 s and" in out, out
