@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,29 @@ def torc(cwd: Path, *args: str, timeout: float = 120, env: dict[str, str] | None
     if check:
         assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+@contextmanager
+def background(cwd: Path, *args: str, env: dict[str, str] | None = None) \
+        -> Iterator[subprocess.Popen[str]]:
+    """`torc-trio ARGS` running in the background (output captured); killed on the way out
+    if the test did not see it end."""
+    proc = subprocess.Popen([*TORC, *args], cwd=cwd, env=env or clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 60) -> None:
+    """Poll a real process's effect (a file, a pid) until it shows, or fail."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s"
+        time.sleep(0.05)
 
 
 def torc_json(cwd: Path, *args: str, **kw: Any) -> Any:

@@ -18,7 +18,16 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import TORC, ServerProcess, clean_env, pids_in_group_alive, torc, torc_json
+from cli_helpers import (
+    TORC,
+    ServerProcess,
+    background,
+    clean_env,
+    pids_in_group_alive,
+    torc,
+    torc_json,
+    wait_until,
+)
 
 from torc_cli.commands import build_parser
 
@@ -92,19 +101,10 @@ def test_cancel_stops_a_live_run_and_its_jobs(tmp_path: Path, server: ServerProc
         {"name": "b", "command": f"sleep {marker}"},
         {"name": "c", "command": "touch c_ran", "depends_on": ["a"]}]})
     wid = torc_json(tmp_path, "create", spec, env=env)["id"]
-    run = subprocess.Popen([*TORC, "run", str(wid), "-j", "4"], cwd=tmp_path, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while len(pids_in_group_alive(marker)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(pids_in_group_alive(marker)) == 2
+    with background(tmp_path, "run", str(wid), "-j", "4", env=env) as run:
+        wait_until(lambda: len(pids_in_group_alive(marker)) == 2)
         torc(tmp_path, "cancel", str(wid), env=env, check=True)
         out, err = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
     assert run.returncode == 1, out + err
     assert "canceled" in out
     assert pids_in_group_alive(marker) == [], "a job outlived the cancel"
@@ -198,12 +198,8 @@ def test_a_second_standalone_run_in_the_same_directory_is_refused(tmp_path: Path
     second is refused at once, with the first's pid, and the first finishes untouched."""
     marker = f"go.{os.getpid()}"
     (tmp_path / "slow.txt").write_text(f"until test -e {marker}; do sleep 0.05; done\n")
-    first = subprocess.Popen([*TORC, "run", "slow.txt"], cwd=tmp_path, env=clean_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not pids_in_group_alive(marker) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    with background(tmp_path, "run", "slow.txt") as first:
+        wait_until(lambda: pids_in_group_alive(marker))
         (tmp_path / "other.txt").write_text("touch other_ran\n")
         second = torc(tmp_path, "run", "other.txt", timeout=60)
         assert second.returncode == 3
@@ -215,10 +211,6 @@ def test_a_second_standalone_run_in_the_same_directory_is_refused(tmp_path: Path
         assert live["counts"]["running"] + live["counts"]["pending"] == 1
         (tmp_path / marker).touch()
         out, err = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert first.returncode == 0, out + err
     assert [w["name"] for w in torc_json(tmp_path, "-s", "workflows", "list")] == ["slow"]
 
@@ -229,20 +221,12 @@ def test_a_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
     marker = f"stubborn.{os.getpid()}"
     (tmp_path / "c.txt").write_text(
         f"trap '' TERM INT; touch started; sleep 4; touch survived # {marker}\n")
-    run = subprocess.Popen([*TORC, "run", "c.txt"], cwd=tmp_path, env=clean_env(),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with background(tmp_path, "run", "c.txt") as run:
+        wait_until((tmp_path / "started").exists)
         run.send_signal(signal.SIGINT)
         time.sleep(0.3)
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
     assert run.returncode == 1, out + err
     time.sleep(4.5)  # longer than the job would have lived
     assert not (tmp_path / "survived").exists()
@@ -256,22 +240,14 @@ def test_standalone_cancel_reaches_the_run_in_progress(tmp_path: Path) -> None:
     marker = f"go.{os.getpid()}"
     (tmp_path / "slow.txt").write_text(f"until test -e {marker}; do sleep 0.05; done\n"
                                         "true\n")
-    run = subprocess.Popen([*TORC, "run", "-j", "1", "slow.txt"], cwd=tmp_path, env=clean_env(),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not pids_in_group_alive(marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with background(tmp_path, "run", "-j", "1", "slow.txt") as run:
+        wait_until(lambda: pids_in_group_alive(marker))
         holder = json.loads((tmp_path / "torc_output" / "torc.db.lock").read_text())
         assert holder["url"].startswith("http://127.0.0.1:")
         torc(tmp_path, "-s", "cancel", "1", check=True)
         # Its one slot is busy, so it claims nothing: a heartbeat (at most 10 s apart when
         # nothing else reaches the server) brings the news.
         out, err = run.communicate(timeout=40)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
     assert run.returncode == 1 and "workflow canceled" in out, out + err
     assert pids_in_group_alive(marker) == []
     assert torc_json(tmp_path, "-s", "status", "1")["counts"]["canceled"] == 2
