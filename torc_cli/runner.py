@@ -64,12 +64,16 @@ from .resources import Resources
 TERMINATION_CODES = frozenset(-s for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
 
 
+#: Where job and action output goes, under the output directory.
+STDIO_DIR = "job_stdio"
+
+
 def stdio_stem(output_dir: Path | str, workflow_id: object, job_id: object, run_id: object,
                attempt: object) -> str:
     """Where a job attempt's output goes, less the ``.o``/``.e`` suffix: the one place that
     names these files, so the runner that writes them and the summary that points at them
     agree."""
-    return f"{output_dir}/job_stdio/job_wf{workflow_id}_j{job_id}_r{run_id}_a{attempt}"
+    return f"{output_dir}/{STDIO_DIR}/job_wf{workflow_id}_j{job_id}_r{run_id}_a{attempt}"
 
 
 def job_misfit(job: dict[str, Any], res: Resources, walltime_s: float | None,
@@ -178,7 +182,7 @@ class JobRunner:
         self._free_cpus = res.cpus
         self._free_mem = res.memory_bytes
         self._free_gpus = res.gpus
-        self._stdio = config.output_dir / "job_stdio"
+        self._stdio = config.output_dir / STDIO_DIR
         self._procs = ProcessTable(grace_s=config.grace_s)
         self._base_env = dict(os.environ)
         self._base_env["TORC_API_URL"] = config.api_url
