@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from torc_core.status import JobStatus
 
-from .service import ApiError, Principal, bad_request, get_int, get_list, get_str, page_args
+from .state import Principal
+from .validate import ApiError, bad_request, get_int, get_list, get_str, page_args
 
 if TYPE_CHECKING:
-    from .service import Service, WorkflowState
+    from .service import Service
+    from .state import WorkflowState
 
 TRIGGERS = ("on_workflow_start", "on_jobs_ready", "on_jobs_complete", "on_workflow_complete")
 ALLOCATION_STATES = ("submitted", "pending", "running", "completed", "gone", "canceled")

@@ -29,8 +29,10 @@ from torc_core.errors import SpecError, TorcError
 from . import allocations
 from .auth import Authenticator
 from .openapi import API_PREFIX, API_VERSION, Route, openapi_document
-from .service import ApiError, Principal, Service, as_object, bad_request
+from .service import Service
+from .state import Principal
 from .store import StoreError
+from .validate import ApiError, as_object, bad_request
 
 log = logging.getLogger("torc_net.app")
 
@@ -170,7 +172,7 @@ def _handlers(service: Service) -> dict[str, Handler]:
         return await s.create_workflow(who, body, parse_spec, compile_workflow)
 
     async def list_workflows(who: Principal, body: Any, args: Any) -> tuple[int, Any]:
-        from .service import page_args
+        from .validate import page_args
 
         offset, limit = page_args(args, 100)
         return 200, s.list_workflows(who, offset, limit)

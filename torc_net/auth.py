@@ -26,7 +26,8 @@ from pathlib import Path
 import bcrypt
 import trio
 
-from .service import ApiError, Principal
+from .state import Principal
+from .validate import ApiError
 
 DEFAULT_CACHE_TTL = 60.0
 _REALM = 'Basic realm="torc"'

@@ -28,7 +28,6 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -37,19 +36,40 @@ from torc_core import events as ev
 from torc_core.engine import Engine
 from torc_core.errors import SpecError
 from torc_core.model import WorkflowModel
-from torc_core.spec import FailureHandler, FailureHandlerRule, WorkflowSpec
+from torc_core.spec import WorkflowSpec
 from torc_core.status import JobStatus
 
 from .columns import LINK_ATTRS, JobColumns, StrColumn
 from .feed import Feed
+from .state import (
+    ComputeNode,
+    Principal,
+    WorkflowState,
+    _failure_handlers,
+    _spec_info,
+)
 from .store import LINK_TABLES, Batch, Store
+from .validate import (
+    _MISSING,
+    MAX_PAGE,
+    ApiError,
+    _type_name,
+    as_object,
+    bad_request,
+    get_bool,
+    get_int,
+    get_list,
+    get_number,
+    get_str,
+    page_args,
+    query_int,
+)
 
 STATUS_LABELS = tuple(s.label for s in JobStatus)
 _PENDING = int(JobStatus.PENDING)
 _RUNNING = int(JobStatus.RUNNING)
 RESULT_STATUS = {"completed": JobStatus.COMPLETED, "failed": JobStatus.FAILED,
                  "terminated": JobStatus.TERMINATED}
-MAX_PAGE = 100_000
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -74,311 +94,6 @@ def release_free_memory() -> None:
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status, short ``error`` and a ``detail`` (string or list)."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        detail: str | list[str] = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(f"{status} {error}: {detail}")
-        self.status = status
-        self.error = error
-        self.detail = detail
-        self.headers = dict(headers or {})
-
-
-def bad_request(detail: str) -> ApiError:
-    return ApiError(400, "bad request", detail)
-
-
-# ---------------------------------------------------------------------------------------------
-# Hand-written validation with located messages (Rule 4)
-
-_MISSING: Any = object()
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def as_object(value: object, where: str = "body") -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise bad_request(f"{where}: expected object, got {_type_name(value)}")
-    return value
-
-
-def _field(obj: Mapping[str, Any], key: str, where: str, default: Any,
-           nullable: bool) -> tuple[str, Any, bool]:
-    """(path, value, done) of a body field: ``done`` when the value is already the answer (the
-    default of a missing field, or an allowed null). Missing with no default is a located 400."""
-    value = obj.get(key, _MISSING)
-    path = f"{where}.{key}" if where else key
-    if value is _MISSING:
-        if default is _MISSING:
-            raise bad_request(f"{path}: required")
-        return path, default, True
-    if value is None and nullable:
-        return path, None, True
-    return path, value, False
-
-
-def get_int(
-    obj: Mapping[str, Any],
-    key: str,
-    where: str,
-    *,
-    default: Any = _MISSING,
-    nullable: bool = False,
-    minimum: int | None = None,
-) -> Any:
-    path, value, done = _field(obj, key, where, default, nullable)
-    if done:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-            value = int(value)
-        else:
-            raise bad_request(f"{path}: expected integer, got {_type_name(value)}")
-    if minimum is not None and value < minimum:
-        raise bad_request(f"{path}: must be >= {minimum}, got {value}")
-    return value
-
-
-def get_number(
-    obj: Mapping[str, Any], key: str, where: str, *, default: Any = _MISSING,
-    nullable: bool = False,
-) -> Any:
-    path, value, done = _field(obj, key, where, default, nullable)
-    if done:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise bad_request(f"{path}: expected number, got {_type_name(value)}")
-    return float(value)
-
-
-def get_bool(obj: Mapping[str, Any], key: str, where: str, *, default: bool = False) -> bool:
-    value = obj.get(key, default)
-    if not isinstance(value, bool):
-        path = f"{where}.{key}" if where else key
-        raise bad_request(f"{path}: expected boolean, got {_type_name(value)}")
-    return value
-
-
-def get_str(
-    obj: Mapping[str, Any], key: str, where: str, *, default: Any = _MISSING,
-    nullable: bool = False,
-) -> Any:
-    path, value, done = _field(obj, key, where, default, nullable)
-    if done:
-        return value
-    if not isinstance(value, str):
-        raise bad_request(f"{path}: expected string, got {_type_name(value)}")
-    return value
-
-
-def get_list(obj: Mapping[str, Any], key: str, where: str) -> list[Any]:
-    value = obj.get(key, _MISSING)
-    path = f"{where}.{key}" if where else key
-    if value is _MISSING:
-        raise bad_request(f"{path}: required")
-    if not isinstance(value, list):
-        raise bad_request(f"{path}: expected array, got {_type_name(value)}")
-    return value
-
-
-def query_int(args: Mapping[str, str], key: str, default: int, *, maximum: int | None = None)\
-        -> int:
-    raw = args.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"query parameter {key}: expected integer, got {raw!r}") from None
-    if value < 0:
-        raise bad_request(f"query parameter {key}: must be >= 0, got {value}")
-    if maximum is not None and value > maximum:
-        raise bad_request(f"query parameter {key}: must be <= {maximum}, got {value}")
-    return value
-
-
-def page_args(args: Mapping[str, str], default_limit: int) -> tuple[int, int]:
-    return query_int(args, "offset", 0), query_int(args, "limit", default_limit, maximum=MAX_PAGE)
-
-
-# ---------------------------------------------------------------------------------------------
-# State
-
-
-@dataclass(slots=True, frozen=True)
-class Principal:
-    """Who is asking. ``name`` None with ``authenticated`` False: open mode, sees everything."""
-
-    name: str | None = None
-    authenticated: bool = False
-    admin: bool = False
-
-    def may_see(self, owner: str | None) -> bool:
-        if not self.authenticated or self.admin or owner is None:
-            return True
-        return owner == self.name
-
-
-@dataclass(slots=True)
-class ComputeNode:
-    id: int
-    workflow_id: int
-    active: bool
-    slurm_job_id: str | None
-    #: The last claim's sequence number, answer and commit batch: a client that retries a
-    #: claim (its connection broke after we answered) gets the same jobs again instead of a
-    #: second lease on new ones while the first ones wait for their lease to expire.
-    last_claim: tuple[int, dict[str, Any], Any] | None = None
-
-
-@dataclass(slots=True, eq=False)
-class WorkflowState:
-    id: int
-    name: str
-    user: str | None
-    description: str | None
-    created_at: float
-    job_id_base: int
-    num_jobs: int
-    file_id_base: int
-    num_files: int
-    user_data_id_base: int
-    num_user_data: int
-    spec_info: dict[str, Any]
-    engine: Engine
-    #: per job, compact (see torc_net.columns): a list of a million str costs ~70 MB
-    names: Sequence[str]
-    commands: Sequence[str]
-    invocation_scripts: Sequence[str | None]
-    supports_termination: bytearray
-    scheduler_names: dict[str, int]
-    file_mtimes: list[float | None]
-    changed_user_data: set[int] = field(default_factory=set)
-
-    @property
-    def model(self) -> WorkflowModel:
-        return self.engine.model
-
-    def counts(self) -> dict[str, int]:
-        c = self.engine.counts()
-        return {s.label: c[s] for s in JobStatus}
-
-    def status_object(self) -> dict[str, Any]:
-        e = self.engine
-        return {
-            "id": self.id,
-            "run_id": e.run_id,
-            "counts": self.counts(),
-            "total": self.num_jobs,
-            "is_complete": e.is_complete,
-            "is_canceled": e.canceled,
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        e = self.engine
-        return {
-            "id": self.id,
-            "name": self.name,
-            "user": self.user,
-            "description": self.description,
-            "created_at": self.created_at,
-            "num_jobs": self.num_jobs,
-            "run_id": e.run_id,
-            "is_canceled": e.canceled,
-            "is_complete": e.is_complete,
-            "job_id_base": self.job_id_base,
-            "spec_settings": self.spec_info.get("settings", {}),
-            "slurm_schedulers": self.spec_info.get("slurm_schedulers", []),
-            "num_actions": len(self.spec_info.get("actions", [])),
-        }
-
-    def job_index(self, job_id: int) -> int:
-        idx = job_id - self.job_id_base
-        if not 0 <= idx < self.num_jobs:
-            raise ApiError(404, "not found", f"no job {job_id} in workflow {self.id}")
-        return idx
-
-    def upstream_jobs(self, node: int) -> list[int]:
-        """Job indices ``node`` depends on, looking through barrier nodes."""
-        ptr, idx = self.model.upstream_csr()
-        n = self.num_jobs
-        out: set[int] = set()
-        stack = [node]
-        seen: set[int] = set()
-        while stack:
-            cur = stack.pop()
-            for k in range(ptr[cur], ptr[cur + 1]):
-                up = idx[k]
-                if up < n:
-                    out.add(up)
-                elif up not in seen:
-                    seen.add(up)
-                    stack.append(up)
-        return sorted(out)
-
-
-def _spec_info(spec: WorkflowSpec, model: WorkflowModel) -> dict[str, Any]:
-    """What of the spec is kept as JSON on the workflow row (settings, actions, schedulers)."""
-    settings = {
-        "project": spec.project,
-        "use_pending_failed": spec.use_pending_failed,
-        "jobs_sort_method": spec.jobs_sort_method,
-        "compute_node_settings": dict(spec.compute_node_settings),
-        "resource_monitor": spec.resource_monitor,
-        "slurm_defaults": dict(spec.slurm_defaults),
-    }
-    return {
-        "settings": settings,
-        "actions": [dataclasses.asdict(a) for a in spec.actions],
-        "slurm_schedulers": [dataclasses.asdict(s) for s in spec.slurm_schedulers],
-        "failure_handlers": [dataclasses.asdict(h) for h in spec.failure_handlers],
-        "resource_requirements": [dataclasses.asdict(r) for r in spec.resource_requirements],
-        "num_schedulers": model.num_schedulers,
-        "uncompressed_edges": model.uncompressed_edges,
-    }
-
-
-def _failure_handlers(info: Mapping[str, Any]) -> tuple[FailureHandler, ...]:
-    return tuple(
-        FailureHandler(
-            name=h["name"],
-            rules=tuple(
-                FailureHandlerRule(
-                    exit_codes=tuple(r.get("exit_codes", ())),
-                    match_all_exit_codes=bool(r.get("match_all_exit_codes", False)),
-                    recovery_script=r.get("recovery_script"),
-                    max_retries=int(r.get("max_retries", 0)),
-                )
-                for r in h.get("rules", ())
-            ),
-        )
-        for h in info.get("failure_handlers", ())
-    )
 
 
 # ---------------------------------------------------------------------------------------------
