@@ -4,6 +4,9 @@ Why here and not Apache's ``htpasswd -B``: clusters rarely have Apache tools ins
 written here are ordinary htpasswd files (``user:$2b$...``) that ``htpasswd -B`` also reads,
 and files made by ``htpasswd -B`` (``$2y$``) are read by the server. Writes go to a temporary
 sibling file renamed over the original, so a running server never reads a half-written file.
+
+A password over 72 bytes (bcrypt's limit), a user name with ':' or a cost outside 4..31 is
+refused with one line on stderr and status 2, and the file is left as it was.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ from pathlib import Path
 import bcrypt
 
 DEFAULT_ROUNDS = 12
+#: bcrypt reads at most this many bytes of a password; bcrypt>=4.1 refuses longer ones (older
+#: versions, and Apache's htpasswd, silently ignored the rest). Refusing says so plainly.
+BCRYPT_MAX_PASSWORD_BYTES = 72
+#: the cost range bcrypt accepts (each step doubles the time of one check)
+MIN_ROUNDS, MAX_ROUNDS = 4, 31
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -39,14 +47,39 @@ def _write_lines(path: Path, lines: list[str]) -> None:
         raise
 
 
+def password_problem(password: str) -> str | None:
+    """Why bcrypt cannot hash ``password`` (too many bytes), or None. Shared with the server,
+    which answers such a password with a 401 that says this instead of a 500."""
+    size = len(password.encode("utf-8"))
+    if size > BCRYPT_MAX_PASSWORD_BYTES:
+        return f"password is {size} bytes; bcrypt's limit is {BCRYPT_MAX_PASSWORD_BYTES} bytes"
+    return None
+
+
+def check_user_name(user: str) -> None:
+    """htpasswd lines are ``user:hash``: a name must be non-empty and contain no ':'."""
+    if not user or ":" in user:
+        raise ValueError("user names must be non-empty and contain no ':'")
+
+
+def check_rounds(rounds: int) -> None:
+    if not MIN_ROUNDS <= rounds <= MAX_ROUNDS:
+        raise ValueError(f"--rounds must be between {MIN_ROUNDS} and {MAX_ROUNDS}")
+
+
 def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
+    """A ``$2b$`` hash; ValueError for a password over 72 bytes or a cost out of range."""
+    problem = password_problem(password)
+    if problem:
+        raise ValueError(problem)
+    check_rounds(rounds)
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=rounds)).decode("ascii")
 
 
 def add_user(path: Path, user: str, password: str, rounds: int = DEFAULT_ROUNDS) -> bool:
-    """Add or replace ``user``; returns True if the user already existed."""
-    if not user or ":" in user:
-        raise ValueError("user names must be non-empty and contain no ':'")
+    """Add or replace ``user``; returns True if the user already existed. ValueError (and the
+    file untouched) for a bad name, a password bcrypt cannot hash, or a cost out of range."""
+    check_user_name(user)
     entry = f"{user}:{hash_password(password, rounds)}"
     lines = _read_lines(path)
     existed = False
@@ -111,9 +144,18 @@ def main_htpasswd(args: argparse.Namespace) -> int:
         print(f"htpasswd {args.action}: USER is required", file=sys.stderr)
         return 2
     if args.action == "add":
+        # Everything that can be refused is refused with one line (status 2), never a
+        # traceback; the name and cost are checked before prompting for a password.
+        try:
+            check_user_name(args.user)
+            check_rounds(args.rounds)
+        except ValueError as exc:
+            print(f"htpasswd add: {exc}", file=sys.stderr)
+            return 2
         password = _password(args)
-        if not password:
-            print("htpasswd add: empty password", file=sys.stderr)
+        problem = "empty password" if not password else password_problem(password)
+        if problem:
+            print(f"htpasswd add: {problem}", file=sys.stderr)
             return 2
         existed = add_user(path, args.user, password, args.rounds)
         print(f"{'updated' if existed else 'added'} {args.user} in {path}")
