@@ -31,7 +31,7 @@ import json5
 import yaml
 
 from .errors import SpecError
-from .graph import NameIndex, gc_paused
+from .graph import NameIndex, RegexError, gc_paused
 from .params import (
     PARAMETER_MODES,
     Combinations,
@@ -835,7 +835,7 @@ def _resolve_regex_column(
         for pattern in patterns:
             try:
                 hits = index.match(pattern)
-            except re.error as exc:
+            except RegexError as exc:
                 if pattern not in failed:
                     r.entry.fail(key, f"bad regex {pattern!r}: {exc}")
                     failed.add(pattern)
@@ -1114,7 +1114,7 @@ def _jobs(
                         failed.add(pattern)
                         if len(failed) <= MAX_ERRORS_PER_FIELD:
                             b.entry.fail("depends_on_regexes", f"{pattern!r} matches no job")
-                except re.error as exc:
+                except RegexError as exc:
                     failed.add(pattern)
                     b.entry.fail("depends_on_regexes", f"bad regex {pattern!r}: {exc}")
     file_path = lookup.file_path
@@ -1172,7 +1172,7 @@ def _actions(doc: _Entry, job_index: NameIndex, job_names: set[str], schedulers:
         for pattern in e.str_list("job_name_regexes"):
             try:
                 hits = job_index.match(pattern)
-            except re.error as exc:
+            except RegexError as exc:
                 e.fail("job_name_regexes", f"bad regex {pattern!r}: {exc}")
                 continue
             if not hits:

@@ -380,8 +380,7 @@ BAD_SPECS: list[tuple[dict[str, Any], list[str]]] = [
     (W(J(scheduler="s")), ["jobs[0] 'a': scheduler: no scheduler named 's'"]),
     (W(J(failure_handler="h")), ["jobs[0] 'a': failure_handler: no failure_handler named 'h'"]),
     (W(J(), {"name": "b", "command": "x", "depends_on_regexes": ["a("]}),
-     ["jobs[1] 'b': depends_on_regexes: bad regex 'a(': missing ), unterminated subpattern "
-      "at position 1"]),
+     ["jobs[1] 'b': depends_on_regexes: bad regex 'a(': missing ): a("]),
     (W(J(), {"name": "b", "command": "x", "depends_on_regexes": ["prep_.*"]}),
      ["jobs[1] 'b': depends_on_regexes: 'prep_.*' matches no job"]),
     (W({"name": "t_{a}_{b}", "command": "x", "parameter_mode": "zip",

@@ -1,0 +1,136 @@
+"""The spec parser does bounded work: whatever a (small) document asks, parse_spec and
+compile_workflow either finish in time proportional to what they build, or refuse it with a
+located SpecError. Each test here hung, exhausted memory or crashed before its fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from torc_core.errors import SpecError
+from torc_core.graph import NameIndex, RegexError, compile_workflow
+from torc_core.parse import parse_spec
+from torc_core.spec import JobSpec, WorkflowSpec
+
+
+def J(**kw: Any) -> dict[str, Any]:
+    return {"name": "a", "command": "echo a", **kw}
+
+
+def W(*jobs: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"name": "w", "jobs": list(jobs), **top}
+
+
+def errors_of(doc: dict[str, Any], **kw: Any) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_spec(doc, **kw)
+    return list(info.value.errors)
+
+
+# ----------------------------------------------------------------- regexes in linear time
+
+EVIL = "(a+)+b"  # backtracks exponentially in Python's re on 'aaa...a!'
+VICTIM = "a" * 34 + "!"
+
+
+# thread: a backtracking match in C never returns to let a signal handler run.
+@pytest.mark.timeout(20, method="thread")
+def test_catastrophic_pattern_finishes() -> None:
+    doc = W(J(name=VICTIM), J(name="b", depends_on_regexes=[EVIL]))
+    assert errors_of(doc) == [f"jobs[1] 'b': depends_on_regexes: {EVIL!r} matches no job"]
+
+
+@pytest.mark.timeout(20, method="thread")
+def test_catastrophic_pattern_in_every_regex_field() -> None:
+    doc = W(
+        J(name=VICTIM),
+        J(name="b", input_file_regexes=[EVIL], output_user_data_regexes=[EVIL]),
+        files=[{"name": VICTIM, "path": "x"}],
+        user_data=[{"name": VICTIM}],
+        actions=[{"trigger_type": "on_workflow_start", "action_type": "run_commands",
+                  "job_name_regexes": [EVIL], "commands": ["true"]}],
+    )
+    assert errors_of(doc) == [
+        f"jobs[1] 'b': input_file_regexes: {EVIL!r} matches nothing",
+        f"jobs[1] 'b': output_user_data_regexes: {EVIL!r} matches nothing",
+        f"actions[0]: job_name_regexes: {EVIL!r} matches no job",
+    ]
+
+
+@pytest.mark.timeout(20, method="thread")
+def test_catastrophic_pattern_in_the_graph_compiler() -> None:
+    """compile_workflow resolves depends_on_regexes itself (a spec need not come from
+    parse_spec)."""
+    spec = WorkflowSpec(name="w", jobs=(
+        JobSpec(name=VICTIM, command="x"),
+        JobSpec(name="aab", command="x"),
+        JobSpec(name="c", command="x", depends_on_regexes=(EVIL,)),
+    ))
+    model = compile_workflow(spec)
+    assert model.num_edges == 1  # aab -> c only
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [("(a)\\1", "invalid escape sequence: \\1"),
+     ("(?=a)a", "invalid perl operator: (?="),
+     ("a(", "missing ): a("),
+     ("\\pL{1000}", "pattern too large - compile failed")],
+)
+def test_patterns_re2_refuses_are_located(pattern: str, reason: str) -> None:
+    doc = W(J(), J(name="b", depends_on_regexes=[pattern]),
+            actions=[{"trigger_type": "on_workflow_start", "action_type": "run_commands",
+                      "job_name_regexes": [pattern], "commands": ["true"]}])
+    assert errors_of(doc) == [
+        f"jobs[1] 'b': depends_on_regexes: bad regex {pattern!r}: {reason}",
+        f"actions[0]: job_name_regexes: bad regex {pattern!r}: {reason}",
+    ]
+
+
+def test_bad_regex_in_file_regexes_is_reported_once() -> None:
+    doc = W({"name": "t_{i}", "command": "x", "parameters": {"i": "1:5"},
+             "input_file_regexes": ["(a)\\1"]}, files=[{"name": "a", "path": "a"}])
+    assert errors_of(doc) == [
+        "jobs[0] 't_{i}': input_file_regexes: bad regex '(a)\\\\1': invalid escape sequence: \\1"
+    ]
+
+
+def test_bad_regex_in_the_graph_compiler_is_located() -> None:
+    spec = WorkflowSpec(name="w", jobs=(
+        JobSpec(name="a", command="x"),
+        JobSpec(name="b", command="x", depends_on_regexes=("(?<=a)b",)),
+    ))
+    with pytest.raises(SpecError) as info:
+        compile_workflow(spec)
+    assert info.value.errors == (
+        "jobs[1] 'b': depends_on_regexes: bad regex '(?<=a)b': invalid perl operator: (?<=",
+    )
+
+
+def test_name_index_fullmatch_semantics() -> None:
+    names = ["stage1_1", "stage1_2", "stage10_1", "x\nstage1_3", "stage1_\n", "été_1"]
+    index = NameIndex(names)
+    assert list(index.match("stage1_.*")) == [0, 1]  # '.' does not match a newline
+    assert list(index.match("(?:stage1_.*)")) == [0, 1]  # the same through RE2 itself
+    assert list(index.match("^.*")) == list(index.match("(?:.*)")) == [0, 1, 2, 5]
+    assert list(index.match("stage1_\\d")) == [0, 1]
+    assert list(index.match("(?s)stage1_.*")) == [0, 1, 4]
+    assert list(index.match("stage1")) == []  # the whole name must match
+    assert list(index.match("\\pL+_\\d")) == [5]  # RE2 syntax, as Torc's (Rust) regex
+    assert list(index.match("(?P<s>stage)1_2")) == [1]
+    assert index.any_match("stage10?_1") and not index.any_match("stage2_.*")
+    with pytest.raises(RegexError, match="invalid escape sequence"):
+        index.match("(a)\\1")
+
+
+def test_name_index_prefix_narrowing_agrees_with_a_full_scan() -> None:
+    """After 32 distinct patterns NameIndex narrows candidates by literal prefix over sorted
+    names; the answers must not change."""
+    names = [f"p_{i}_{j}" for i in range(40) for j in range(5)] + ["p_", "q_1_1"]
+    fresh = NameIndex(names)
+    warm = NameIndex(names)
+    for k in range(40):
+        warm.match(f"p_{k}_[0-3]")
+    for pattern in ("p_1_.*", "p_1.*", "p_3[0-9]_4", "p_.*", "q_.*", "p_+", "p_\\d_\\d"):
+        assert list(warm.match(pattern)) == list(fresh.match(pattern)), pattern
