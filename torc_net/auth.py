@@ -140,7 +140,7 @@ def parse_basic(header: str) -> tuple[str, str]:
 
 def _wrong(user: str) -> ApiError:
     # One answer for both: it must not tell an unknown user from a wrong password.
-    return unauthorized(f"unknown user or wrong password for {user!r}")
+    return unauthorized(f"unknown user or wrong password for {user[:MAX_NAME_CHARS]!r}")
 
 
 class _Failures:
