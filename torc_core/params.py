@@ -61,7 +61,26 @@ def _decimals(text: str) -> int:
     return max(0, digits - int(exponent or 0))
 
 
-def _parse_range(text: str) -> ParamValues:
+def value_count(values: ParamValues) -> int:
+    """How many values a parameter takes, however many that is.
+
+    Why not ``len``: a range such as ``1:99999999999999999999`` is valid Python, but its
+    ``len()`` raises OverflowError (more than fits a C ssize_t). Counting it must neither
+    fail nor materialize it: that is how the parser refuses it."""
+    if isinstance(values, range):
+        step = values.step
+        if step > 0:
+            return max(0, (values.stop - values.start + step - 1) // step)
+        return max(0, (values.start - values.stop - step - 1) // -step)
+    return len(values)
+
+
+def _too_many(text: str, count: int, max_values: int | None) -> None:
+    if max_values is not None and count > max_values:
+        raise ParameterError(f"{text!r} has {count} values, more than the limit of {max_values}")
+
+
+def _parse_range(text: str, max_values: int | None) -> ParamValues:
     parts = [p.strip() for p in text.split(":")]
     if len(parts) not in (2, 3) or not all(parts):
         raise ParameterError(f"bad range {text!r} (expected 'start:end' or 'start:end:step')")
@@ -73,6 +92,7 @@ def _parse_range(text: str) -> ParamValues:
         values = range(start, end + (1 if step > 0 else -1), step)
         if not values:
             raise ParameterError(f"bad range {text!r}: it is empty")
+        _too_many(text, value_count(values), max_values)
         return values
     if not all(_FLOAT.fullmatch(p) for p in parts):
         raise ParameterError(f"bad range {text!r}: start, end and step must be numbers")
@@ -84,7 +104,11 @@ def _parse_range(text: str) -> ParamValues:
     span = (fend - fstart) / fstep
     if span < -FLOAT_RANGE_EPSILON:
         raise ParameterError(f"bad range {text!r}: it is empty")
+    if not math.isfinite(span):  # e.g. -1e308:1e308:1: more values than a float can count
+        raise ParameterError(f"bad range {text!r}: it has too many values")
+    # The count is known before a single value is made: a float range is materialized.
     count = math.floor(span + FLOAT_RANGE_EPSILON) + 1
+    _too_many(text, count, max_values)
     places = max(_decimals(p) for p in parts)
     return tuple(round(fstart + k * fstep, places) for k in range(count))
 
@@ -134,11 +158,12 @@ def _parse_list_text(text: str) -> tuple[ParamValue, ...]:
     return tuple(values)
 
 
-def parse_parameter_value(value: object) -> ParamValues:
+def parse_parameter_value(value: object, *, max_values: int | None = None) -> ParamValues:
     """The values a parameter takes. Accepts Torc's forms: ``"1:100"`` (inclusive ints),
     ``"0:100:10"``, ``"0.0:1.0:0.1"`` (floats, end included within epsilon), ``"[1,5,10]"``,
     ``"['adam','sgd']"``, ``"[train, test]"``, a YAML/JSON list of scalars (e.g. the lines of
-    an inlined ``@file``), or a single scalar. Raises :class:`ParameterError`."""
+    an inlined ``@file``), or a single scalar. Raises :class:`ParameterError`, also for more
+    than ``max_values`` values (counted before a range is made)."""
     if isinstance(value, bool):
         raise ParameterError(f"expected a string or list, got {value!r}")
     if isinstance(value, int | float):
@@ -151,6 +176,10 @@ def parse_parameter_value(value: object) -> ParamValues:
             out.append(item)
         if not out:
             raise ParameterError("the list of values is empty")
+        if max_values is not None and len(out) > max_values:
+            raise ParameterError(
+                f"the list has {len(out)} values, more than the limit of {max_values}"
+            )
         return tuple(out)
     if not isinstance(value, str):
         raise ParameterError(f"expected a string or list, got {type(value).__name__}")
@@ -160,9 +189,11 @@ def parse_parameter_value(value: object) -> ParamValues:
     if text.startswith("["):
         if not text.endswith("]"):
             raise ParameterError(f"bad list {value!r}: missing ']'")
-        return _parse_list_text(text)
+        values = _parse_list_text(text)
+        _too_many(text, len(values), max_values)
+        return values
     if ":" in text:
-        return _parse_range(text)
+        return _parse_range(text, max_values)
     if not text:
         raise ParameterError("empty value")
     return (_scalar(text),)
@@ -235,12 +266,17 @@ class Combinations:
         self.values: tuple[ParamValues, ...] = tuple(values)
         self.mode = mode
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """The number of combinations, computed, not enumerated (and never too large to say:
+        ``len()`` of 10**20 combinations would raise OverflowError)."""
         if not self.values:
             return 1
         if self.mode == "zip":
-            return len(self.values[0])
-        return math.prod(len(v) for v in self.values)
+            return value_count(self.values[0])
+        return math.prod(map(value_count, self.values))
+
+    def __len__(self) -> int:
+        return self.count()
 
     def __iter__(self) -> Iterator[tuple[ParamValue, ...]]:
         if self.mode == "zip":
@@ -265,12 +301,12 @@ def make_combinations(
     names = list(params)
     values = [params[n] for n in names]
     if mode == "zip" and values:
-        first = len(values[0])
+        first = value_count(values[0])
         for name, vals in zip(names[1:], values[1:], strict=True):
-            if len(vals) != first:
+            if value_count(vals) != first:
                 raise ParameterError(
                     "all parameters must have the same number of values in zip mode: "
-                    f"{names[0]!r} has {first}, {name!r} has {len(vals)}"
+                    f"{names[0]!r} has {first}, {name!r} has {value_count(vals)}"
                 )
     return Combinations(names, values, mode)
 

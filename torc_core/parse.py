@@ -56,6 +56,9 @@ from .spec import (
 )
 
 FORMATS = ("yaml", "json", "json5")
+#: The most jobs one spec may expand to (files and user_data: as many each), unless the caller
+#: says otherwise (``parse_spec(max_jobs=...)``; the server's ``--max-jobs-per-workflow``).
+DEFAULT_MAX_JOBS = 5_000_000
 #: More errors than this are summarized as "... and N more errors".
 MAX_ERRORS = 100
 #: Per field of one expanded block, report this many failing jobs before summarizing.
@@ -448,10 +451,12 @@ def _check_unique(entries: Iterable[tuple[str, str]], noun: str, err: _Errors) -
 
 
 class _Params:
-    """Workflow-level parameters and per-entry combination building."""
+    """Workflow-level parameters and per-entry combination building. One parameter may take
+    at most ``max_values`` values (a spec could not use more)."""
 
-    def __init__(self, doc: _Entry) -> None:
+    def __init__(self, doc: _Entry, max_values: int) -> None:
         self.err = doc.err
+        self.max_values = max_values
         self.shared: dict[str, ParamValues] = {}
         self._cache: dict[object, ParamValues] = {}
         table = doc.mapping("parameters")
@@ -465,7 +470,7 @@ class _Params:
         if key is not None and key in self._cache:
             return self._cache[key]
         try:
-            parsed = parse_parameter_value(value)
+            parsed = parse_parameter_value(value, max_values=self.max_values)
         except ParameterError as exc:
             self.err.add(f"{where}: {name}: {exc}")
             return None
@@ -511,6 +516,53 @@ class _Params:
 
 
 _FAILED = Combinations((), (), "product")  # sentinel: parameters had errors
+
+
+class _Count:
+    """How many entries a section (jobs, files, user_data) expands to, counted before each
+    entry expands.
+
+    Why before: 141 bytes of ``parameters: {a: "1:100000", b: "1:100000"}`` are 10^10 jobs,
+    which grew the server to 5 GB on their way to a MemoryError. An entry's count is
+    arithmetic (:meth:`Combinations.count`), so a section past its limit is refused having
+    expanded at most ``limit`` entries, and the message still says the whole count.
+    """
+
+    __slots__ = ("largest", "limit", "noun", "section", "total", "where")
+
+    def __init__(self, section: str, noun: str, limit: int) -> None:
+        self.section = section
+        self.noun = noun
+        self.limit = limit
+        self.total = 0
+        self.largest = 0
+        self.where = ""
+
+    def admit(self, where: str, combos: Combinations | None) -> bool:
+        """Count an entry's combinations; whether it may expand (all are within the limit).
+        """
+        count = combos.count() if combos is not None else 1
+        self.total += count
+        if count > self.largest:
+            self.largest, self.where = count, where
+        return self.total <= self.limit
+
+    def plain(self, count: int) -> None:
+        """Count ``count`` entries that have no parameters (they expand to themselves)."""
+        self.total += count
+
+    def report(self, err: _Errors) -> bool:
+        """Whether the section is past its limit, saying so (and which entry made the most)."""
+        if self.total <= self.limit:
+            return False
+        message = (
+            f"{self.section}: {self.total} {self.noun} after parameter expansion, more than "
+            f"the limit of {self.limit} (serve --max-jobs-per-workflow)"
+        )
+        if self.largest > 1:
+            message += f"; the most from {self.where}: {self.largest}"
+        err.add(message)
+        return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -714,17 +766,18 @@ def _slurm_schedulers(doc: _Entry) -> list[SlurmScheduler]:
 
 
 def _files(
-    doc: _Entry, params: _Params, interned: dict[Any, Any]
+    doc: _Entry, params: _Params, interned: dict[Any, Any], max_files: int
 ) -> tuple[list[FileSpec], list[str]]:
     """Expanded files and, per expanded file, where its definition is (for messages)."""
     out: list[FileSpec] = []
     wheres: list[str] = []
+    count = _Count("files", "files", max_files)
     for e in _entries(doc, "files"):
         e.check_keys(_FILE_KEYS)
         name = e.get_str("name", "", required=True)
         path = e.get_str("path", "", required=True)
         combos = params.combinations(e, (name, path))
-        if combos is _FAILED:
+        if combos is _FAILED or not count.admit(e.where, combos):
             continue
         r = _Renderer(e, combos, interned)
         names = r.scalar("name", name)
@@ -736,6 +789,8 @@ def _files(
             n = 1
         out.extend(_bulk_build(FileSpec, n, {"name": names, "path": paths}))
         wheres.extend(repeat(e.where, n))
+    if count.report(doc.err):
+        return [], []
     return out, wheres
 
 
@@ -761,17 +816,18 @@ def _data_strings(data: Any) -> Iterator[str]:
 
 
 def _user_data(
-    doc: _Entry, params: _Params, interned: dict[Any, Any]
+    doc: _Entry, params: _Params, interned: dict[Any, Any], max_user_data: int
 ) -> tuple[list[UserDataSpec], list[str]]:
     out: list[UserDataSpec] = []
     wheres: list[str] = []
+    count = _Count("user_data", "user_data", max_user_data)
     for e in _entries(doc, "user_data"):
         e.check_keys(_UD_KEYS)
         name = e.get_str("name", "", required=True)
         data = e.data.get("data")
         ephemeral = e.get_bool("is_ephemeral", False)
         combos = params.combinations(e, (name, *_data_strings(data)))
-        if combos is _FAILED:
+        if combos is _FAILED or not count.admit(e.where, combos):
             continue
         if combos is None:
             out.append(UserDataSpec(name=name, data=data, is_ephemeral=ephemeral))
@@ -790,6 +846,8 @@ def _user_data(
                 wheres.append(e.where)
         except (ValueError, TypeError, IndexError, KeyError) as exc:
             e.fail("data", f"cannot format: {exc}")
+    if count.report(doc.err):
+        return [], []
     return out, wheres
 
 
@@ -915,7 +973,7 @@ def _apply_refs(
 
 
 def _job_block(
-    e: _Entry, params: _Params, lookup: _Lookup, interned: dict[Any, Any]
+    e: _Entry, params: _Params, lookup: _Lookup, interned: dict[Any, Any], count: _Count
 ) -> _Block | None:
     e.check_keys(_JOB_KEYS)
     name = e.get_str("name", "", required=True)
@@ -924,7 +982,7 @@ def _job_block(
     lists = {key: e.str_list(key) for key in _JOB_LISTS}
     texts = [name, command, *([script] if script else []), *chain.from_iterable(lists.values())]
     combos = params.combinations(e, texts)
-    if combos is _FAILED or not name:
+    if combos is _FAILED or not name or not count.admit(e.where, combos):
         return None
     r = _Renderer(e, combos, interned)
     cols: dict[str, Column] = {
@@ -1044,7 +1102,9 @@ def _jobs(
     schedulers: set[str],
     handlers: set[str],
     interned: dict[Any, Any],
+    max_jobs: int,
 ) -> tuple[list[JobSpec], NameIndex]:
+    count = _Count("jobs", "jobs", max_jobs)
     blocks: list[_Block] = []
     plain: dict[str, Column] | None = None  # the columns every plain entry shares
     run_names: list[str] = []  # the names, commands and locations of the current run
@@ -1069,13 +1129,17 @@ def _jobs(
             blocks[-1].n += 1
             continue
         if run_names:  # the run ends: the next one gets lists of its own
+            count.plain(len(run_names))
             run_names, run_commands = [], []
-        b = _job_block(e, params, lookup, interned)
+        b = _job_block(e, params, lookup, interned, count)
         if b is None:
             continue
         blocks.append(b)
         if is_plain:
             plain = {k: v for k, v in b.cols.items() if k not in ("name", "command")}
+    count.plain(len(run_names))
+    if count.report(doc.err):
+        return [], NameIndex(())
     all_names: list[str] = []
     for b in blocks:
         all_names.extend(_values(b.cols["name"], b.n))
@@ -1202,22 +1266,24 @@ def _actions(doc: _Entry, job_index: NameIndex, job_names: set[str], schedulers:
     return out
 
 
-def parse_spec(doc: Mapping[str, Any]) -> WorkflowSpec:
+def parse_spec(doc: Mapping[str, Any], *, max_jobs: int = DEFAULT_MAX_JOBS) -> WorkflowSpec:
     """Validate and expand a spec document (Torc's format, ``@file`` values inlined).
 
-    Raises :class:`SpecError` listing every problem found, each located."""
+    The work is bounded: a spec that would expand to more than ``max_jobs`` jobs (or files,
+    or user_data), or one parameter of more than ``max_jobs`` values, is refused before
+    it is expanded. Raises :class:`SpecError` listing every problem found, each located."""
     if not isinstance(doc, Mapping):
         raise SpecError(["the spec must be a mapping at the top level"])
     with gc_paused():
-        return _parse_spec(doc)
+        return _parse_spec(doc, max_jobs)
 
 
-def _parse_spec(doc: Mapping[str, Any]) -> WorkflowSpec:
+def _parse_spec(doc: Mapping[str, Any], max_jobs: int) -> WorkflowSpec:
     err = _Errors()
     top = _Entry(doc, "", err)
     top.check_keys(_TOP_KEYS, lambda key: key.startswith("compute_node_"))
     name = top.get_str("name", "", required=True)
-    params = _Params(top)
+    params = _Params(top, max_jobs)
     interned: dict[Any, Any] = {EMPTY: EMPTY}
 
     rrs = _resource_requirements(top)
@@ -1235,12 +1301,14 @@ def _parse_spec(doc: Mapping[str, Any]) -> WorkflowSpec:
         ((f"slurm_schedulers[{k}] {s.name!r}", s.name) for k, s in enumerate(schedulers)),
         "scheduler", err,
     )
-    files, file_wheres = _files(top, params, interned)
+    files, file_wheres = _files(top, params, interned, max_jobs)
     _check_unique(zip(file_wheres, (f.name for f in files), strict=True), "file", err)
-    uds, ud_wheres = _user_data(top, params, interned)
+    uds, ud_wheres = _user_data(top, params, interned, max_jobs)
     _check_unique(zip(ud_wheres, (u.name for u in uds), strict=True), "user_data", err)
     lookup = _Lookup(files, uds)
-    jobs, job_index = _jobs(top, params, lookup, rr_names, scheduler_names, handler_names, interned)
+    jobs, job_index = _jobs(
+        top, params, lookup, rr_names, scheduler_names, handler_names, interned, max_jobs
+    )
     actions: list[ActionSpec] = []
     if top.data.get("actions"):
         job_names = [j.name for j in jobs]

@@ -10,6 +10,12 @@ import pytest
 
 from torc_core.errors import SpecError
 from torc_core.graph import NameIndex, RegexError, compile_workflow
+from torc_core.params import (
+    ParameterError,
+    make_combinations,
+    parse_parameter_value,
+    value_count,
+)
 from torc_core.parse import parse_spec
 from torc_core.spec import JobSpec, WorkflowSpec
 
@@ -134,3 +140,104 @@ def test_name_index_prefix_narrowing_agrees_with_a_full_scan() -> None:
         warm.match(f"p_{k}_[0-3]")
     for pattern in ("p_1_.*", "p_1.*", "p_3[0-9]_4", "p_.*", "q_.*", "p_+", "p_\\d_\\d"):
         assert list(warm.match(pattern)) == list(fresh.match(pattern)), pattern
+
+
+# ------------------------------------------------------------ bounded parameter expansion
+
+
+@pytest.mark.timeout(20, method="thread")
+def test_ten_billion_jobs_are_refused_before_expanding() -> None:
+    """141 bytes of spec once grew the server to 5 GB: 10^10 combinations."""
+    doc = W({"name": "j_{a}_{b}", "command": "x", "parameters": {"a": "1:100000",
+                                                                 "b": "1:100000"}})
+    assert errors_of(doc) == [
+        "jobs: 10000000000 jobs after parameter expansion, more than the limit of 5000000 "
+        "(serve --max-jobs-per-workflow); the most from jobs[0] 'j_{a}_{b}': 10000000000"
+    ]
+
+
+def test_the_limit_itself_is_accepted() -> None:
+    doc = W(J(), {"name": "j_{a}_{b}", "command": "x", "parameters": {"a": "1:7", "b": "1:7"}})
+    assert len(parse_spec(doc, max_jobs=50).jobs) == 50
+    assert errors_of(doc, max_jobs=49) == [
+        "jobs: 50 jobs after parameter expansion, more than the limit of 49 "
+        "(serve --max-jobs-per-workflow); the most from jobs[1] 'j_{a}_{b}': 49"
+    ]
+
+
+def test_plain_entries_count() -> None:
+    doc = W(*(J(name=f"p{k}") for k in range(60)))
+    assert len(parse_spec(doc, max_jobs=60).jobs) == 60
+    assert errors_of(doc, max_jobs=59) == [
+        "jobs: 60 jobs after parameter expansion, more than the limit of 59 "
+        "(serve --max-jobs-per-workflow)"
+    ]
+
+
+def test_zip_mode_counts_the_common_length() -> None:
+    zipped = {"name": "z_{a}_{b}", "command": "x", "parameter_mode": "zip",
+              "parameters": {"a": "1:50", "b": "51:100"}}
+    assert len(parse_spec(W(zipped), max_jobs=50).jobs) == 50
+    product = {**zipped, "parameter_mode": "product"}
+    assert errors_of(W(product), max_jobs=50) == [
+        "jobs: 2500 jobs after parameter expansion, more than the limit of 50 "
+        "(serve --max-jobs-per-workflow); the most from jobs[0] 'z_{a}_{b}': 2500"
+    ]
+
+
+def test_an_aggregating_entry_counts_its_combinations() -> None:
+    """A job whose name has no placeholder is one job, but renders its list fields once per
+    combination: it counts as many."""
+    doc = W({"name": "f_{i}", "command": "x", "parameters": {"i": "1:30"}},
+            {"name": "all", "command": "x", "depends_on": ["f_{i}"],
+             "parameters": {"i": "1:30"}})
+    assert len(parse_spec(doc, max_jobs=60).jobs) == 31
+    assert errors_of(doc, max_jobs=59)[0].startswith("jobs: 60 jobs after parameter expansion")
+
+
+@pytest.mark.timeout(20, method="thread")
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [("1:99999999999999999999", 99999999999999999999),
+     ("-5:99999999999999999999:2", 50000000000000000003),
+     ("0.0:1e15:0.001", 1000000000000000001),
+     ("[1,2,3,4,5,6,7,8,9,10,11]", 11)],
+)
+def test_one_parameter_value_is_bounded(value: str, count: int) -> None:
+    doc = W({"name": "j_{i}", "command": "x", "parameters": {"i": value}})
+    assert errors_of(doc, max_jobs=10) == [
+        f"jobs[0] 'j_{{i}}': parameters: i: {value!r} has {count} values, more than the "
+        "limit of 10"
+    ]
+
+
+def test_workflow_parameters_are_bounded_too() -> None:
+    doc = W(J(), parameters={"i": "1:11"})
+    assert errors_of(doc, max_jobs=10) == [
+        "parameters: i: '1:11' has 11 values, more than the limit of 10"
+    ]
+
+
+def test_files_and_user_data_have_their_own_counts() -> None:
+    doc = W(J(), files=[{"name": "f_{i}", "path": "p_{i}", "parameters": {"i": "1:6"}},
+                        {"name": "g_{i}", "path": "q_{i}", "parameters": {"i": "1:5"}}],
+            user_data=[{"name": "u_{i}", "parameters": {"i": "1:5"}},
+                       {"name": "v_{i}", "parameters": {"i": "1:5"}}])
+    spec = parse_spec(doc, max_jobs=11)
+    assert (len(spec.jobs), len(spec.files), len(spec.user_data)) == (1, 11, 10)
+    assert errors_of(doc, max_jobs=9) == [
+        "files: 11 files after parameter expansion, more than the limit of 9 "
+        "(serve --max-jobs-per-workflow); the most from files[0] 'f_{i}': 6",
+        "user_data: 10 user_data after parameter expansion, more than the limit of 9 "
+        "(serve --max-jobs-per-workflow); the most from user_data[0] 'u_{i}': 5",
+    ]
+
+
+def test_counting_never_materializes() -> None:
+    huge = parse_parameter_value("1:99999999999999999999")
+    assert isinstance(huge, range) and value_count(huge) == 99999999999999999999
+    assert value_count(range(10, 0, -3)) == len(range(10, 0, -3)) == 4
+    combos = make_combinations({"a": huge, "b": huge, "c": ("x", "y")})
+    assert combos.count() == 2 * 99999999999999999999**2
+    with pytest.raises(ParameterError, match="has 11 values, more than the limit of 10"):
+        parse_parameter_value("0.0:1.0:0.1", max_values=10)
