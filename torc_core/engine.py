@@ -32,6 +32,12 @@ losing a runner is not the job's failure, so it does not use up a failure handle
 If the old runner later reports that attempt (it kept running through a network outage), the
 result counts: nothing finished is lost.
 
+Rule 7: effects say everything the I/O layer needs, so it never reads the engine back after
+:meth:`Engine.handle`: the final row of every job that changed (:class:`JobsUpdated`), every
+lease deadline that moved (:class:`LeaseChanged`), a new run or cancel (:class:`RunChanged`),
+and last the workflow's counts (:class:`Progress`). One request is one input: a claim carries
+the runner's results and the jobs it holds (:class:`ClaimJobs`), a reset its initialize.
+
 State is columnar (``bytearray``/``array``), not an object per job, so a million jobs cost a few
 tens of megabytes here.
 """
@@ -102,10 +108,13 @@ class Engine:
         up_ptr, up_idx = model.upstream_csr()
         self._up_ptr = up_ptr
         self._up_idx = up_idx
-        # Per-handle change log, flushed into one StatusesChanged effect.
+        # Per-handle change log, flushed into the effects by _finish (Rule 7).
         self._log_jobs: list[int] = []
         self._log_old: list[int] = []
         self._log_new: list[int] = []
+        self._log_attempts: list[int] = []  # attempt changed without a status change
+        self._log_leases: dict[int, float | None] = {}
+        self._log_run = False
         self._effects: list[ev.Effect] = []
 
     # -----------------------------------------------------------------------------------------
@@ -271,20 +280,44 @@ class Engine:
         self._log_jobs = []
         self._log_old = []
         self._log_new = []
+        self._log_attempts = []
+        self._log_leases = {}
+        self._log_run = False
         self._effects = []
 
     def _finish(self) -> list[ev.Effect]:
+        """The effects of one input, in a fixed order: what changed (statuses, job rows,
+        leases, the run), then what happened (claims, results, ...), then whether the
+        workflow completed, and last its :class:`~torc_core.events.Progress`."""
         effects: list[ev.Effect] = []
-        if self._log_jobs:
+        log_jobs = self._log_jobs
+        if log_jobs:
             effects.append(
                 ev.StatusesChanged(
-                    jobs=tuple(self._log_jobs), old=tuple(self._log_old), new=tuple(self._log_new)
+                    jobs=tuple(log_jobs), old=tuple(self._log_old), new=tuple(self._log_new)
                 )
             )
+        if log_jobs or self._log_attempts:
+            n = self.model.num_jobs
+            touched = [j for j in dict.fromkeys(log_jobs + self._log_attempts) if j < n]
+            if touched:
+                status, attempt, holder = self._status, self._attempt, self._holder
+                effects.append(ev.JobsUpdated(
+                    jobs=tuple(touched),
+                    statuses=tuple([status[j] for j in touched]),
+                    attempts=tuple([attempt[j] for j in touched]),
+                    holders=tuple([holder[j] for j in touched]),
+                ))
+        for runner_id, deadline in self._log_leases.items():
+            effects.append(ev.LeaseChanged(runner_id=runner_id, deadline=deadline))
+        if self._log_run:
+            effects.append(ev.RunChanged(run_id=self.run_id, canceled=self.canceled))
         effects.extend(self._effects)
         if not self._completed_emitted and self.model.num_jobs and self.is_complete:
             self._completed_emitted = True
             effects.append(ev.WorkflowCompleted(counts=self.counts()))
+        effects.append(ev.Progress(counts=tuple(self._counts), is_complete=self.is_complete,
+                                   canceled=self.canceled, run_id=self.run_id))
         self._begin()
         return effects
 
@@ -432,6 +465,8 @@ class Engine:
         m, unmet, up_ptr = self.model, self._unmet, self._up_ptr
         work: list[int] = []
         num_jobs = m.num_jobs
+        # A failure seen by a barrier in an earlier run must not hide this run's failures.
+        self._barrier_failed = bytearray(m.num_nodes)
         for n in range(m.num_nodes):
             count = up_ptr[n + 1] - up_ptr[n]
             unmet[n] = count
@@ -448,26 +483,46 @@ class Engine:
     # -----------------------------------------------------------------------------------------
     # Runner protocol
 
-    def _renew(self, runner_id: int, now: float, lease_s: float) -> None:
-        if lease_s <= 0:
+    @staticmethod
+    def _check_lease(lease_s: float) -> None:
+        if not lease_s > 0:
             raise BadInput(f"lease_s must be positive, got {lease_s}")
-        self._runners[runner_id] = now + lease_s
+
+    def _renew(self, runner_id: int, now: float, lease_s: float) -> None:
+        self._check_lease(lease_s)
+        deadline = self._runners[runner_id] = now + lease_s
         self._lease_len[runner_id] = lease_s
+        self._log_leases[runner_id] = deadline
 
     def _touch(self, runner_id: int, now: float) -> None:
         """Any sign of life renews a known runner's lease by its last length."""
         length = self._lease_len.get(runner_id)
         if length is not None and runner_id in self._runners:
-            self._runners[runner_id] = now + length
+            deadline = self._runners[runner_id] = now + length
+            self._log_leases[runner_id] = deadline
 
     def _claim(self, event: ev.ClaimJobs, now: float) -> None:
+        """Results first, then jobs the runner does not know it holds go back, then the claim:
+        one input, so a refused claim (any part of it) changes nothing (Rule 2)."""
         if event.limit < 0:
             raise BadInput(f"claim limit must be >= 0, got {event.limit}")
         for name in ("cpus", "memory", "gpus", "nodes", "walltime_s"):
             value = getattr(event, name)
             if value is not None and value < 0:
                 raise BadInput(f"claim {name} must be >= 0, got {value}")
-        self._renew(event.runner_id, now, event.lease_s)
+        self._check_lease(event.lease_s)
+        kinds = [self._classify(r) for r in event.results]
+        runner = event.runner_id
+        if event.held is not None:
+            for job in event.held:
+                self._check_job(job)
+        if event.results:
+            self._apply_results(runner, event.results, kinds, now)
+        if event.held is not None:
+            lost = self._runner_jobs.get(runner, set()) - event.held
+            if lost:
+                self._release_jobs(runner, sorted(lost))
+        self._renew(runner, now, event.lease_s)
         claimed: list[ev.ClaimedJob] = []
         if not self.canceled and event.limit:
             self._pack(event, claimed)
@@ -564,6 +619,7 @@ class Engine:
         self._touch(event.runner_id, now)
         for job in todo:
             self._set(job, Cause.START)
+        self._effects.append(ev.JobsStarted(runner_id=event.runner_id, jobs=tuple(todo)))
 
     def _classify(self, result: ev.JobResult) -> int:
         """0 = duplicate (acknowledge, ignore), 1 = counts, 2 = counts late (after its lease
@@ -587,13 +643,18 @@ class Engine:
 
     def _complete(self, event: ev.CompleteJobs, now: float) -> None:
         kinds = [self._classify(r) for r in event.results]  # validate all before any change
+        self._apply_results(event.runner_id, event.results, kinds, now)
+
+    def _apply_results(self, runner_id: int, results: Sequence[ev.JobResult],
+                       kinds: Sequence[int], now: float) -> None:
+        """Results already classified (validated) by :meth:`_classify`."""
         accepted: list[ev.JobResult] = []
         duplicates: list[ev.JobResult] = []
         seen: set[tuple[int, int, int]] = set()
         work: list[int] = []
         handlers = self.model.failure_handlers
         handler_of = self.model.handler
-        for result, kind in zip(event.results, kinds, strict=True):
+        for result, kind in zip(results, kinds, strict=True):
             key = (result.job, result.run_id, result.attempt)
             if kind == 0 or key in seen:
                 duplicates.append(result)
@@ -619,6 +680,8 @@ class Engine:
                     if not late:  # a late result finds the job already back in the ready queue
                         self._set(job, Cause.RETRY)
                         self._enqueue(job)
+                    else:
+                        self._log_attempts.append(job)
                     self._effects.append(
                         ev.RetryScheduled(
                             job=job,
@@ -630,7 +693,7 @@ class Engine:
                 else:
                     self._set(job, Cause.LATE_FAIL if late else Cause.FAIL)
                     work.append(job)
-        self._touch(event.runner_id, now)
+        self._touch(runner_id, now)
         self._propagate(work)
         self._effects.append(
             ev.ResultsRecorded(accepted=tuple(accepted), duplicates=tuple(duplicates))
@@ -646,7 +709,8 @@ class Engine:
 
     def _release_runner(self, runner_id: int) -> None:
         jobs = sorted(self._runner_jobs.pop(runner_id, ()))
-        self._runners.pop(runner_id, None)
+        if self._runners.pop(runner_id, None) is not None:
+            self._log_leases[runner_id] = None
         self._lease_len.pop(runner_id, None)
         self._give_back(runner_id, jobs)
 
@@ -678,6 +742,7 @@ class Engine:
         if self.canceled:
             return
         self.canceled = True
+        self._log_run = True
         status = self._status
         for node in range(self.model.num_nodes):
             if not _OUTCOME[status[node]]:
@@ -715,6 +780,7 @@ class Engine:
         """Back to uninitialized for a new run (disabled jobs stay disabled)."""
         self.run_id += 1
         self.canceled = False
+        self._log_run = True
         self._completed_emitted = False
         for node in nodes:
             if self._status[node] == _DISABLED:
@@ -765,6 +831,8 @@ class Engine:
             nodes = list(range(m.num_nodes))
         if nodes:
             self._reset_nodes(nodes)
+        if event.initialize:
+            self._initialize()
 
     def _disable(self, event: ev.DisableJobs) -> None:
         for job in event.jobs:

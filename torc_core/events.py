@@ -21,6 +21,16 @@ class Initialize:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobResult:
+    job: int
+    attempt: int
+    run_id: int
+    return_code: int
+    terminated: bool = False
+    exec_time_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimJobs:
     """A runner asks for work.
 
@@ -39,22 +49,17 @@ class ClaimJobs:
     nodes: int | None = None
     walltime_s: float | None = None  # remaining wall time of the allocation
     scheduler: int | None = None
+    #: Results the runner reports with this claim, applied first (one round trip per cycle).
+    results: tuple[JobResult, ...] = ()
+    #: Every job the runner holds (None: not said). Jobs the engine thinks it holds that are
+    #: not among them were in a claim answer it never received: they go back to ready.
+    held: frozenset[int] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartJobs:
     runner_id: int
     jobs: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobResult:
-    job: int
-    attempt: int
-    run_id: int
-    return_code: int
-    terminated: bool = False
-    exec_time_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +114,8 @@ class ResetStatus:
     everything downstream of them. Follow with :class:`Initialize`."""
 
     failed_only: bool = False
+    #: Initialize right after the reset, in the same input (what the server does).
+    initialize: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +149,53 @@ class StatusesChanged:
     jobs: tuple[int, ...]
     old: tuple[int, ...]  # JobStatus values (plain ints: a drain of a million jobs makes millions)
     new: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobsUpdated:
+    """The final state of every job whose status, attempt or holder this input changed:
+    parallel tuples, one entry per job (what a store writes as the job's row). A holder of
+    -1 means none."""
+
+    jobs: tuple[int, ...]
+    statuses: tuple[int, ...]
+    attempts: tuple[int, ...]
+    holders: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseChanged:
+    """A runner's lease deadline after this input (None: the runner holds no lease now)."""
+
+    runner_id: int
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunChanged:
+    """The workflow's run id or canceled flag changed (reset, reinitialize, cancel)."""
+
+    run_id: int
+    canceled: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobsStarted:
+    """Jobs that went from pending to running (a repeated start report is not among them)."""
+
+    runner_id: int
+    jobs: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """The workflow after this input; always the last effect. ``counts`` is indexed by
+    :class:`JobStatus` value."""
+
+    counts: tuple[int, ...]
+    is_complete: bool
+    canceled: bool
+    run_id: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,6 +263,11 @@ class WorkflowCanceled:
 
 Effect = (
     StatusesChanged
+    | JobsUpdated
+    | LeaseChanged
+    | RunChanged
+    | JobsStarted
+    | Progress
     | JobsClaimed
     | ResultsRecorded
     | RetryScheduled

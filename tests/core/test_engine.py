@@ -132,6 +132,23 @@ def test_barrier_failure_cancels_at_once_and_others_wait() -> None:
     assert h.labels() == ["failed", "completed", "canceled", "ready"]
 
 
+def test_barrier_forwards_failures_again_after_a_full_reset() -> None:
+    """A barrier remembered the first run's failure, so after a full reset a second failure
+    no longer canceled its dependents at once (found by the property test)."""
+    edges = [(0, 4), (1, 4), (4, 2), (4, 3)]
+    h = Harness(4, edges, num_barriers=1, cancel_on_failure=[True, True, True, False])
+    h.init()
+    h.claim()
+    h.finish(0, rc=1)
+    h.finish(1)
+    h.run_all()
+    h.send(ev.ResetStatus(initialize=True))
+    assert h.labels() == ["ready", "ready", "blocked", "blocked"]
+    h.claim()
+    h.finish(0, rc=1)
+    assert h.labels() == ["failed", "pending", "canceled", "blocked"]
+
+
 def test_nested_barriers_forward_failure() -> None:
     # 0 -> b3 -> b4 -> 1 (cancels), 2 (does not)
     h = Harness(

@@ -26,6 +26,48 @@ S = JobStatus
 LEASE = 10.0
 
 
+class Mirror:
+    """What a store learns of an engine from its effects alone (Rule 7): must always equal
+    the engine's own state, or the server would write rows that differ from memory."""
+
+    def __init__(self, engine: Engine) -> None:
+        n = engine.model.num_jobs
+        self.rows = {j: (int(S.UNINITIALIZED), 1, -1) for j in range(n)}
+        self.nodes = {k: int(S.UNINITIALIZED) for k in range(n, engine.model.num_nodes)}
+        self.leases: dict[int, float | None] = {}
+        self.run = (engine.run_id, engine.canceled)
+        self.counts: tuple[int, ...] = ()
+
+    def apply(self, effects: list[ev.Effect]) -> None:
+        assert isinstance(effects[-1], ev.Progress)
+        for eff in effects:
+            if isinstance(eff, ev.JobsUpdated):
+                for j, st_, a, h in zip(eff.jobs, eff.statuses, eff.attempts, eff.holders,
+                                        strict=True):
+                    self.rows[j] = (st_, a, h)
+            elif isinstance(eff, ev.StatusesChanged):
+                for node, new in zip(eff.jobs, eff.new, strict=True):
+                    if node in self.nodes:
+                        self.nodes[node] = new
+            elif isinstance(eff, ev.LeaseChanged):
+                self.leases[eff.runner_id] = eff.deadline
+            elif isinstance(eff, ev.RunChanged):
+                self.run = (eff.run_id, eff.canceled)
+            elif isinstance(eff, ev.Progress):
+                self.counts = eff.counts
+
+    def check(self, engine: Engine) -> None:
+        for j, row in self.rows.items():
+            assert row == (int(engine.status(j)), engine.attempt(j), engine.holder(j)), j
+        for node, status in self.nodes.items():
+            assert status == engine.statuses[node], node
+        for runner, deadline in self.leases.items():
+            assert deadline == engine.lease_deadline(runner), runner
+        assert self.run == (engine.run_id, engine.canceled)
+        if self.counts:
+            assert self.counts == tuple(engine.counts()[s] for s in S)
+
+
 class EngineMachine(RuleBasedStateMachine):
     @initialize(
         stage_a=st.integers(1, 4),
@@ -54,6 +96,7 @@ class EngineMachine(RuleBasedStateMachine):
             WorkflowModel.build(n, compressed, num_barriers=1, cancel_on_failure=cancel)
         )
         self.engines = (self.full, self.comp)
+        self.mirrors = (Mirror(self.full), Mirror(self.comp))
         self.deps = {j: {i for i, k in full_edges if k == j} for j in range(n)}
         self.cancel = cancel
         self.now = 0.0
@@ -62,11 +105,14 @@ class EngineMachine(RuleBasedStateMachine):
     def send(self, event: ev.EngineInput, *, legal: bool = False) -> list[list[ev.Effect]]:
         """Both engines must agree on accepting or refusing; ``legal`` inputs must pass."""
         outcomes = []
-        for engine in self.engines:
+        for engine, mirror in zip(self.engines, self.mirrors, strict=True):
             try:
-                outcomes.append(("ok", engine.handle(event, self.now)))
+                effects = engine.handle(event, self.now)
             except EngineError as exc:
                 outcomes.append(("error", type(exc)))
+                continue
+            mirror.apply(effects)
+            outcomes.append(("ok", effects))
         assert outcomes[0][0] == outcomes[1][0], outcomes
         if legal:
             assert outcomes[0][0] == "ok", (event, outcomes)
@@ -111,8 +157,8 @@ class EngineMachine(RuleBasedStateMachine):
     @rule(dt=st.floats(1, 2 * LEASE))
     def advance_time(self, dt: float) -> None:
         self.now += dt
-        for engine in self.engines:
-            engine.handle_timer(self.now)
+        for engine, mirror in zip(self.engines, self.mirrors, strict=True):
+            mirror.apply(engine.handle_timer(self.now))
 
     @rule(runner=st.integers(1, 3))
     def heartbeat(self, runner: int) -> None:
@@ -122,22 +168,58 @@ class EngineMachine(RuleBasedStateMachine):
     def cancel_workflow(self) -> None:
         self.send(ev.CancelWorkflow(), legal=True)
 
-    @rule(failed_only=st.booleans())
-    def reset(self, failed_only: bool) -> None:
-        if self.send(ev.ResetStatus(failed_only=failed_only)):
+    @rule(failed_only=st.booleans(), together=st.booleans())
+    def reset(self, failed_only: bool, together: bool) -> None:
+        if together:  # the server's way: one input
+            self.send(ev.ResetStatus(failed_only=failed_only, initialize=True))
+        elif self.send(ev.ResetStatus(failed_only=failed_only)):
             self.send(ev.Initialize(), legal=True)
 
-    @rule(data=st.data())
-    def disable(self, data: st.DataObject) -> None:
-        job = data.draw(st.integers(0, self.n - 1))
-        self.send(ev.DisableJobs(jobs=(job,)))
+    @rule(runner=st.integers(1, 3), data=st.data(), rc=st.sampled_from([0, 1]))
+    def claim_with_results_and_held(self, runner: int, data: st.DataObject, rc: int) -> None:
+        """The runner's cycle in one input: report some jobs, say what it still holds (it may
+        have lost some answers), claim more."""
+        mine = sorted(j for j, r in self.held() if r == runner)
+        reported = data.draw(st.lists(st.sampled_from(mine), unique=True) if mine
+                             else st.just([]))
+        kept = data.draw(st.lists(st.sampled_from(mine), unique=True) if mine else st.just([]))
+        results = tuple(
+            ev.JobResult(job=j, attempt=self.full.attempt(j), run_id=self.full.run_id,
+                         return_code=rc)
+            for j in reported
+        )
+        held = frozenset(kept) | frozenset(reported)
+        # limit 100: everything ready (a smaller one could pick different jobs in the two)
+        for effects in self.send(ev.ClaimJobs(runner_id=runner, limit=100, lease_s=LEASE,
+                                              results=results, held=held), legal=True):
+            released = [e.jobs for e in effects if isinstance(e, ev.RunnerReleased)]
+            lost = tuple(sorted(set(mine) - held))
+            assert released == ([lost] if lost else []), (mine, reported, kept, effects)
 
-    # -- invariants -----------------------------------------------------------------------
+    @rule(runner=st.integers(1, 3), data=st.data())
+    def claim_refused_changes_nothing(self, runner: int, data: st.DataObject) -> None:
+        """A claim with a result or a held job it cannot have is refused whole, results
+        and all (the server once applied the results before checking the held ids)."""
+        before = [(bytes(e.statuses), e.runner_jobs(runner), e.run_id) for e in self.engines]
+        mine = sorted(j for j, r in self.held() if r == runner)
+        results = tuple(
+            ev.JobResult(job=j, attempt=self.full.attempt(j), run_id=self.full.run_id,
+                         return_code=0) for j in mine)
+        bad = data.draw(st.sampled_from(["held", "result"]))
+        if bad == "held":
+            held = frozenset({self.n + 3})
+        else:
+            held = frozenset(mine)
+            results += (ev.JobResult(job=self.n + 3, attempt=1, run_id=1, return_code=0),)
+        assert not self.send(ev.ClaimJobs(runner_id=runner, limit=100, lease_s=LEASE,
+                                          results=results, held=held))
+        assert before == [(bytes(e.statuses), e.runner_jobs(runner), e.run_id)
+                          for e in self.engines]
 
     @invariant()
-    def same_statuses_with_and_without_barrier(self) -> None:
-        for j in range(self.n):
-            assert self.full.status(j) == self.comp.status(j), j
+    def effects_tell_everything(self) -> None:
+        for engine, mirror in zip(self.engines, self.mirrors, strict=True):
+            mirror.check(engine)
 
     @invariant()
     def no_job_held_twice(self) -> None:
