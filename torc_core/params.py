@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product, repeat, starmap
 
+from .checks import shown
 from .errors import SpecError
 
 ParamValue = int | float | str
@@ -38,18 +39,32 @@ _FLOAT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
 
 #: Float ranges include their end when it lies within this many steps of the last value.
 FLOAT_RANGE_EPSILON = 1e-9
+#: Longer integers are refused: Python parses them in quadratic time (and refuses past 4300
+#: digits with a ValueError), and a parameter has no use for them.
+MAX_INT_DIGITS = 1000
 
 
 class ParameterError(ValueError):
     """A single parameter value is malformed; the caller adds where it was found."""
 
 
+def _int(text: str) -> int:
+    digits = len(text.lstrip("+-"))
+    if digits > MAX_INT_DIGITS:
+        raise ParameterError(f"a number of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
 def _scalar(text: str) -> ParamValue:
-    """A bare list item or scalar: an int if it looks like one, then a float, else the text."""
+    """A bare list item or scalar: an int if it looks like one, then a float, else the text.
+    Numbers are bounded: at most MAX_INT_DIGITS digits, floats finite (``1e400`` is inf)."""
     if _INT.fullmatch(text):
-        return int(text)
+        return _int(text)
     if _FLOAT.fullmatch(text):
-        return float(text)
+        value = float(text)
+        if not math.isfinite(value):
+            raise ParameterError(f"{text} is not a finite number")
+        return value
     return text
 
 
@@ -85,8 +100,11 @@ def _parse_range(text: str, max_values: int | None) -> ParamValues:
     if len(parts) not in (2, 3) or not all(parts):
         raise ParameterError(f"bad range {text!r} (expected 'start:end' or 'start:end:step')")
     if all(_INT.fullmatch(p) for p in parts):
-        start, end = int(parts[0]), int(parts[1])
-        step = int(parts[2]) if len(parts) == 3 else 1
+        try:
+            start, end = _int(parts[0]), _int(parts[1])
+            step = _int(parts[2]) if len(parts) == 3 else 1
+        except ParameterError as exc:
+            raise ParameterError(f"bad range {shown(text)}: {exc}") from None
         if step == 0:
             raise ParameterError(f"bad range {text!r}: step must not be 0")
         values = range(start, end + (1 if step > 0 else -1), step)
@@ -151,8 +169,11 @@ def _parse_list_text(text: str) -> tuple[ParamValue, ...]:
             raise ParameterError(f"bad list {text!r}: empty item")
         if len(item) >= 2 and item[0] == item[-1] and item[0] in "'\"":
             values.append(item[1:-1])
-        else:
+            continue
+        try:
             values.append(_scalar(item))
+        except ParameterError as exc:
+            raise ParameterError(f"bad list {shown(text)}: {exc}") from None
     if not values:
         raise ParameterError(f"bad list {text!r}: it is empty")
     return tuple(values)
@@ -166,6 +187,8 @@ def parse_parameter_value(value: object, *, max_values: int | None = None) -> Pa
     than ``max_values`` values (counted before a range is made)."""
     if isinstance(value, bool):
         raise ParameterError(f"expected a string or list, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParameterError(f"expected a finite number, got {value!r}")
     if isinstance(value, int | float):
         return (value,)
     if isinstance(value, list | tuple):
@@ -173,6 +196,8 @@ def parse_parameter_value(value: object, *, max_values: int | None = None) -> Pa
         for item in value:
             if isinstance(item, bool) or not isinstance(item, int | float | str):
                 raise ParameterError(f"list items must be numbers or strings, got {item!r}")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ParameterError(f"list items must be finite numbers, got {item!r}")
             out.append(item)
         if not out:
             raise ParameterError("the list of values is empty")

@@ -20,16 +20,19 @@ Every problem found is reported, located as ``jobs[3] 'train_{i}': depends_on: n
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
+from fractions import Fraction
 from itertools import chain, repeat
 from typing import Any, TypeVar, cast
 
 import json5
 import yaml
 
+from .checks import INT64_MAX, INT64_MIN, check_int64, int_text, shown, type_name
 from .errors import SpecError
 from .graph import NameIndex, RegexError, gc_paused
 from .params import (
@@ -254,41 +257,70 @@ def inline_value_files(doc: Mapping[str, Any], contents: Mapping[str, str]) -> d
 # Scalars
 
 
+#: Memory and runtime strings are refused past this length: no real one comes near, and
+#: a number of thousands of digits costs quadratic time to read (and fails past 4300).
+MAX_SCALAR_TEXT = 64
+
+
+def _exact(number: str) -> Fraction:
+    """A decimal as written ("1.5", "5.", ".25"), exactly: no float on the way, so 8191.99p
+    stays below 2**63 and 1e30 seconds do not turn into inf."""
+    whole, _, frac = number.partition(".")
+    scale = 10 ** len(frac)
+    return Fraction(int(whole or "0") * scale + int(frac or "0"), scale)
+
+
+_LARGEST = {"memory": f"8 EiB ({INT64_MAX} bytes)", "runtime": f"{INT64_MAX} seconds"}
+
+
+def _plain_int(value: int, what: str) -> int:
+    if value < 0:
+        raise ValueError(f"bad {what} {int_text(value)}: negative")
+    if value > INT64_MAX:
+        raise ValueError(f"bad {what} {int_text(value)}: more than {_LARGEST[what]}")
+    return value
+
+
 def parse_memory(value: object) -> int:
-    """Bytes from Torc's memory strings ("512m", "4g", "1.5g", "512M", "100k") or plain ints."""
+    """Bytes from Torc's memory strings ("512m", "4g", "1.5g", "512M", "100k") or plain ints;
+    at most INT64_MAX (what SQLite holds)."""
     if isinstance(value, bool):
         raise ValueError(f"bad memory {value!r}")
     if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"bad memory {value!r}: negative")
-        return value
+        return _plain_int(value, "memory")
     if not isinstance(value, str):
         raise ValueError(f"bad memory {value!r}: expected a string like '4g'")
+    if len(value) > MAX_SCALAR_TEXT:
+        raise ValueError(f"bad memory {shown(value)}: too long ({len(value)} characters)")
     m = _MEMORY.fullmatch(value)
     if not m:
         raise ValueError(f"bad memory {value!r}: expected a number with k, m, g or t")
-    return int(float(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()])
+    amount = int(_exact(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()])
+    if amount > INT64_MAX:
+        raise ValueError(f"bad memory {value!r}: more than {_LARGEST['memory']}")
+    return amount
 
 
 def parse_duration(value: object) -> int:
     """Seconds (rounded up) from an ISO 8601 duration ("PT30M", "P0DT1M", "PT1.5H", "P1DT2H");
-    a plain int is taken as seconds."""
+    a plain int is taken as seconds. At most INT64_MAX (what SQLite holds)."""
     if isinstance(value, bool):
         raise ValueError(f"bad runtime {value!r}")
     if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"bad runtime {value!r}: negative")
-        return value
+        return _plain_int(value, "runtime")
     if not isinstance(value, str):
         raise ValueError(f"bad runtime {value!r}: expected an ISO 8601 duration like 'PT30M'")
+    if len(value) > MAX_SCALAR_TEXT:
+        raise ValueError(f"bad runtime {shown(value)}: too long ({len(value)} characters)")
     text = value.strip()
     m = _DURATION.fullmatch(text)
     if not m or not any(m.groups()) or text.upper().endswith("T"):
         raise ValueError(f"bad runtime {value!r}: expected an ISO 8601 duration like 'PT30M'")
-    weeks, days, hours, minutes, seconds = (float(g) if g else 0.0 for g in m.groups())
-    total = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
-    whole = int(total)
-    return whole if whole == total else whole + 1
+    weeks, days, hours, minutes, seconds = (_exact(g) if g else Fraction(0) for g in m.groups())
+    total = math.ceil((((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds)
+    if total > INT64_MAX:
+        raise ValueError(f"bad runtime {value!r}: more than {_LARGEST['runtime']}")
+    return total
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,11 +353,6 @@ class _Errors:
 _MISSING: Any = object()
 
 
-def _type_name(value: object) -> str:
-    return {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer",
-            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
 class _Entry:
     """Typed, located access to one mapping of the document."""
 
@@ -343,7 +370,9 @@ class _Entry:
         self, allowed: frozenset[str], extra: Callable[[str], bool] | None = None
     ) -> None:
         for key in self.data:
-            if key not in allowed and not (extra is not None and extra(key)):
+            if key not in allowed and not (
+                extra is not None and isinstance(key, str) and extra(key)
+            ):
                 prefix = f"{self.where}: " if self.where else ""
                 self.err.add(f"{prefix}unknown key {key!r}")
 
@@ -360,19 +389,21 @@ class _Entry:
         if value is _MISSING:
             return default
         if not isinstance(value, str):
-            self.fail(key, f"expected a string, got {_type_name(value)}")
+            self.fail(key, f"expected a string, got {type_name(value)}")
             return default
         return value
 
-    def get_int(self, key: str, default: T, minimum: int | None = None) -> int | T:
+    def get_int(self, key: str, default: T, minimum: int = INT64_MIN) -> int | T:
+        """An integer the store can hold: ``minimum`` up to INT64_MAX."""
         value = self._get(key, False)
         if value is _MISSING:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"expected an integer, got {_type_name(value)}")
+            self.fail(key, f"expected an integer, got {type_name(value)}")
             return default
-        if minimum is not None and value < minimum:
-            self.fail(key, f"must be at least {minimum}, got {value}")
+        problem = check_int64(value, minimum=minimum)
+        if problem is not None:
+            self.fail(key, problem)
             return default
         return value
 
@@ -381,7 +412,7 @@ class _Entry:
         if value is _MISSING:
             return default
         if not isinstance(value, bool):
-            self.fail(key, f"expected a boolean, got {_type_name(value)}")
+            self.fail(key, f"expected a boolean, got {type_name(value)}")
             return default
         return value
 
@@ -402,7 +433,7 @@ class _Entry:
         if value is _MISSING:
             return None
         if not isinstance(value, dict):
-            self.fail(key, f"expected a mapping, got {_type_name(value)}")
+            self.fail(key, f"expected a mapping, got {type_name(value)}")
             return None
         return cast(dict[str, Any], value)
 
@@ -424,13 +455,13 @@ def _entries(doc: _Entry, section: str) -> list[_Entry]:
     if value is None:
         return []
     if not isinstance(value, list):
-        doc.fail(section, f"expected a list, got {_type_name(value)}")
+        doc.fail(section, f"expected a list, got {type_name(value)}")
         return []
     out: list[_Entry] = []
     for k, item in enumerate(value):
         where = _entry_where(section, k, item)
         if not isinstance(item, dict):
-            doc.err.add(f"{where}: expected a mapping, got {_type_name(item)}")
+            doc.err.add(f"{where}: expected a mapping, got {type_name(item)}")
             continue
         out.append(_Entry(cast(dict[str, Any], item), where, doc.err))
     return out
@@ -675,14 +706,18 @@ def _resource_requirements(doc: _Entry) -> list[ResourceRequirements]:
         runtime: object = e.data.get("runtime")
         rr = ResourceRequirements(name=name)
         memory_bytes, runtime_s = rr.memory_bytes, rr.runtime_s
+        # As written, once valid (str() of a refused 5000-digit integer would raise).
+        memory_text, runtime_text = rr.memory, rr.runtime
         if memory is not None:
             try:
                 memory_bytes = parse_memory(memory)
+                memory_text = str(memory)
             except ValueError as exc:
                 e.fail("memory", str(exc))
         if runtime is not None:
             try:
                 runtime_s = parse_duration(runtime)
+                runtime_text = str(runtime)
             except ValueError as exc:
                 e.fail("runtime", str(exc))
         out.append(
@@ -693,8 +728,8 @@ def _resource_requirements(doc: _Entry) -> list[ResourceRequirements]:
                 num_nodes=e.get_int("num_nodes", rr.num_nodes, minimum=1),
                 memory_bytes=memory_bytes,
                 runtime_s=runtime_s,
-                memory=str(memory) if memory is not None else rr.memory,
-                runtime=str(runtime) if runtime is not None else rr.runtime,
+                memory=memory_text,
+                runtime=runtime_text,
             )
         )
     return out
@@ -711,12 +746,12 @@ def _failure_handlers(doc: _Entry) -> list[FailureHandler]:
             e.fail("rules", "is required")
             raw = []
         elif not isinstance(raw, list):
-            e.fail("rules", f"expected a list, got {_type_name(raw)}")
+            e.fail("rules", f"expected a list, got {type_name(raw)}")
             raw = []
         for k, item in enumerate(raw):
             where = f"{e.where}: rules[{k}]"
             if not isinstance(item, dict):
-                e.err.add(f"{where}: expected a mapping, got {_type_name(item)}")
+                e.err.add(f"{where}: expected a mapping, got {type_name(item)}")
                 continue
             r = _Entry(cast(dict[str, Any], item), where, e.err)
             r.check_keys(_RULE_KEYS)
@@ -726,6 +761,10 @@ def _failure_handlers(doc: _Entry) -> list[FailureHandler]:
             ):
                 r.fail("exit_codes", "expected a list of integers")
                 codes = []
+            for k, code in enumerate(codes):  # exit codes may be negative (signals)
+                problem = check_int64(code)
+                if problem is not None:
+                    r.fail(f"exit_codes[{k}]", problem)
             match_all = r.get_bool("match_all_exit_codes", False)
             if not codes and not match_all:
                 r.fail("exit_codes", "give exit_codes or match_all_exit_codes: true")
@@ -804,6 +843,53 @@ def _render_data(data: Any, names: Sequence[str], combo: Sequence[Any]) -> Any:
     return data
 
 
+#: Free-form data (user_data's data, slurm_defaults, resource_monitor, compute_node_*) nested
+#: deeper than this is refused: walking it would reach Python's recursion limit.
+MAX_DATA_DEPTH = 100
+
+
+def _data_problems(value: object, path: str, depth: int, out: list[tuple[str, str]]) -> None:
+    """Append (path, problem) for what JSON and SQLite cannot hold in free-form data:
+    integers beyond 64 bits, inf and nan, keys that are not strings, types JSON does not have
+    (YAML makes dates, bytes and sets), nesting past MAX_DATA_DEPTH. Stops after a few."""
+    if len(out) >= MAX_ERRORS_PER_FIELD:
+        return
+    problem: str | None = None
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        pass
+    elif isinstance(value, int):
+        problem = check_int64(value)
+    elif isinstance(value, float):
+        problem = None if math.isfinite(value) else f"not a finite number ({value!r})"
+    elif isinstance(value, list | dict) and depth >= MAX_DATA_DEPTH:
+        problem = f"nested more than {MAX_DATA_DEPTH} levels deep"
+    elif isinstance(value, list):
+        for k, item in enumerate(value):
+            _data_problems(item, f"{path}[{k}]", depth + 1, out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                where = f"{path}.{key!r}" if path else repr(key)
+                out.append((where, f"a key must be a string, got {type_name(key)}"))
+                continue
+            _data_problems(item, f"{path}.{key}" if path else key, depth + 1, out)
+    else:
+        problem = f"expected JSON data, got {type_name(value)}"
+    if problem is not None:
+        out.append((path, problem))
+
+
+def _check_data(e: _Entry, key: str, value: object) -> bool:
+    """Whether free-form ``value`` is JSON the store can hold; each problem located by its
+    path inside it (``data: runs[3].seed: must be at most ...``)."""
+    problems: list[tuple[str, str]] = []
+    _data_problems(value, "", 0, problems)
+    for path, problem in problems:
+        e.fail(key, f"{path if len(path) <= 40 else path[:40] + '...'}: {problem}"
+               if path else problem)
+    return not problems
+
+
 def _data_strings(data: Any) -> Iterator[str]:
     if isinstance(data, str):
         yield data
@@ -826,6 +912,8 @@ def _user_data(
         name = e.get_str("name", "", required=True)
         data = e.data.get("data")
         ephemeral = e.get_bool("is_ephemeral", False)
+        if not _check_data(e, "data", data):
+            continue
         combos = params.combinations(e, (name, *_data_strings(data)))
         if combos is _FAILED or not count.admit(e.where, combos):
             continue
@@ -1317,10 +1405,17 @@ def _parse_spec(doc: Mapping[str, Any], max_jobs: int) -> WorkflowSpec:
         _entries(top, "actions")  # type check only
 
     slurm_defaults = top.mapping("slurm_defaults") or {}
+    _check_data(top, "slurm_defaults", slurm_defaults)
     for key in slurm_defaults:
         if key in SLURM_MANAGED:
             err.add(f"slurm_defaults: {key}: is managed by torc (set it on a scheduler)")
     monitor = top.mapping("resource_monitor")
+    _check_data(top, "resource_monitor", monitor)
+    node_settings = {
+        k: v for k, v in doc.items() if isinstance(k, str) and k.startswith("compute_node_")
+    }
+    for key, value in node_settings.items():
+        _check_data(top, key, value)
     spec = WorkflowSpec(
         name=name,
         user=top.get_str("user", None),
@@ -1337,7 +1432,7 @@ def _parse_spec(doc: Mapping[str, Any], max_jobs: int) -> WorkflowSpec:
         actions=tuple(actions),
         use_pending_failed=top.get_bool("use_pending_failed", False),
         jobs_sort_method=top.one_of("jobs_sort_method", JOBS_SORT_METHODS, None),
-        compute_node_settings={k: v for k, v in doc.items() if k.startswith("compute_node_")},
+        compute_node_settings=node_settings,
     )
     err.raise_if_any()
     return spec

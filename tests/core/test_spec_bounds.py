@@ -241,3 +241,112 @@ def test_counting_never_materializes() -> None:
     assert combos.count() == 2 * 99999999999999999999**2
     with pytest.raises(ParameterError, match="has 11 values, more than the limit of 10"):
         parse_parameter_value("0.0:1.0:0.1", max_values=10)
+
+
+# ------------------------------------------------------- values SQLite cannot hold (int64)
+
+BIG = 2**63  # one more than SQLite's largest integer
+RR = "resource_requirements[0] 'r'"
+RULE = "failure_handlers[0] 'h': rules[0]"
+ACTION = {"trigger_type": "on_workflow_start", "action_type": "schedule_nodes",
+          "scheduler": "s"}
+
+
+@pytest.mark.parametrize(
+    ("top", "message"),
+    [({"resource_requirements": [{"name": "r", "memory": "99999999999999999999999p"}]},
+      f"{RR}: memory: bad memory '99999999999999999999999p': more than 8 EiB "
+      f"({BIG - 1} bytes)"),
+     ({"resource_requirements": [{"name": "r", "memory": "8192p"}]},
+      f"{RR}: memory: bad memory '8192p': more than 8 EiB ({BIG - 1} bytes)"),
+     ({"resource_requirements": [{"name": "r", "memory": BIG}]},
+      f"{RR}: memory: bad memory {BIG}: more than 8 EiB ({BIG - 1} bytes)"),
+     ({"resource_requirements": [{"name": "r", "memory": "9" * 400 + "k"}]},
+      f"{RR}: memory: bad memory '{'9' * 40}...': too long (401 characters)"),
+     ({"resource_requirements": [{"name": "r", "runtime": "P99999999999999999999D"}]},
+      f"{RR}: runtime: bad runtime 'P99999999999999999999D': more than {BIG - 1} seconds"),
+     ({"resource_requirements": [{"name": "r", "runtime": "PT" + "9" * 400 + "S"}]},
+      f"{RR}: runtime: bad runtime 'PT{'9' * 38}...': too long (403 characters)"),
+     ({"resource_requirements": [{"name": "r", "runtime": 10**30}]},
+      f"{RR}: runtime: bad runtime {10**30}: more than {BIG - 1} seconds"),
+     ({"resource_requirements": [{"name": "r", "num_cpus": BIG}]},
+      f"{RR}: num_cpus: must be at most {BIG - 1}, got {BIG}"),
+     ({"resource_requirements": [{"name": "r", "num_gpus": 10**5000}]},
+      f"{RR}: num_gpus: must be at most {BIG - 1}, got a 16610-bit integer"),
+     ({"resource_requirements": [{"name": "r", "num_nodes": -(10**5000)}]},
+      f"{RR}: num_nodes: must be at least 1, got a 16610-bit integer"),
+     ({"failure_handlers": [{"name": "h", "rules": [{"exit_codes": [1, -BIG - 1]}]}]},
+      f"{RULE}: exit_codes[1]: must be at least {-BIG}, got {-BIG - 1}"),
+     ({"failure_handlers": [{"name": "h", "rules": [{"exit_codes": [1], "max_retries": BIG}]}]},
+      f"{RULE}: max_retries: must be at most {BIG - 1}, got {BIG}"),
+     ({"slurm_schedulers": [{"name": "s", "nodes": BIG}]},
+      f"slurm_schedulers[0] 's': nodes: must be at most {BIG - 1}, got {BIG}"),
+     ({"slurm_schedulers": [{"name": "s"}], "actions": [{**ACTION, "num_allocations": BIG}]},
+      f"actions[0]: num_allocations: must be at most {BIG - 1}, got {BIG}"),
+     ({"user_data": [{"name": "u", "data": {"a": [1, {"b": BIG}]}}]},
+      f"user_data[0] 'u': data: a[1].b: must be at most {BIG - 1}, got {BIG}"),
+     ({"user_data": [{"name": "u", "data": [float("nan")]}]},
+      "user_data[0] 'u': data: [0]: not a finite number (nan)"),
+     ({"slurm_defaults": {"mem_per_cpu": float("inf")}},
+      "slurm_defaults: mem_per_cpu: not a finite number (inf)"),
+     ({"resource_monitor": {"interval": -BIG - 1}},
+      f"resource_monitor: interval: must be at least {-BIG}, got {-BIG - 1}"),
+     ({"compute_node_wait_for_new_jobs_seconds": BIG},
+      f"compute_node_wait_for_new_jobs_seconds: must be at most {BIG - 1}, got {BIG}")],
+)
+def test_integers_beyond_64_bits_are_refused(top: dict[str, Any], message: str) -> None:
+    assert errors_of(W(J(), **top)) == [message]
+
+
+def test_exact_memory_and_runtime_arithmetic() -> None:
+    """Largest values that fit; exact decimals (no float rounding on the way)."""
+    from torc_core.parse import parse_duration, parse_memory
+
+    assert parse_memory("8191.999999999999999p") == 8191999999999999999 * 2**50 // 10**15
+    assert parse_memory(str(BIG - 1)) == BIG - 1
+    assert parse_memory("0.1k") == 102 and parse_memory("1.5g") == 3 << 29
+    assert parse_duration(f"PT{BIG - 1}S") == BIG - 1
+    assert parse_duration("PT0.0000000000000000001S") == 1  # rounded up
+    with pytest.raises(ValueError, match="more than 8 EiB"):
+        parse_memory("8192p")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [([1.0, float("inf")], "list items must be finite numbers, got inf"),
+     (float("nan"), "expected a finite number, got nan"),
+     ("[1, 1e400]", "bad list '[1, 1e400]': 1e400 is not a finite number"),
+     ("[" + "1" * 1001 + "]",
+      f"bad list '[{'1' * 39}...': a number of 1001 digits (at most 1000)"),
+     ("1:" + "9" * 1001,
+      f"bad range '1:{'9' * 38}...': a number of 1001 digits (at most 1000)")],
+    ids=["inf-item", "nan", "1e400", "long-int", "long-range"],
+)
+def test_parameter_numbers_are_finite(value: object, message: str) -> None:
+    doc = W({"name": "j_{i}", "command": "x", "parameters": {"i": value}})
+    assert errors_of(doc) == [f"jobs[0] 'j_{{i}}': parameters: i: {message}"]
+
+
+def test_non_json_values_are_refused() -> None:
+    """YAML makes dates, bytes and sets; the server stores data as JSON."""
+    import datetime
+
+    doc = W(J(), user_data=[{"name": "u", "data": {"when": datetime.date(2024, 1, 2),
+                                                   "raw": b"x", "tags": {"a"}}}],
+            slurm_defaults={datetime.date(2024, 1, 2): 1})
+    assert errors_of(doc) == [
+        "user_data[0] 'u': data: when: expected JSON data, got date",
+        "user_data[0] 'u': data: raw: expected JSON data, got bytes",
+        "user_data[0] 'u': data: tags: expected JSON data, got set",
+        "slurm_defaults: datetime.date(2024, 1, 2): a key must be a string, got date",
+    ]
+
+
+def test_deep_data_is_refused() -> None:
+    data: Any = "x"
+    for _ in range(5000):
+        data = [data]
+    doc = W(J(), user_data=[{"name": "u", "data": data}])
+    assert errors_of(doc) == [
+        f"user_data[0] 'u': data: {('[0]' * 100)[:40]}...: nested more than 100 levels deep"
+    ]
