@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product, repeat, starmap
 
-from .checks import shown
+from .checks import shown, text_problem
 from .errors import SpecError
 
 ParamValue = int | float | str
@@ -193,10 +193,14 @@ def parse_parameter_value(value: object, *, max_values: int | None = None) -> Pa
         return (value,)
     if isinstance(value, list | tuple):
         out: list[ParamValue] = []
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, int | float | str):
+        for k, item in enumerate(value):
+            if isinstance(item, str):
+                problem = text_problem(item)
+                if problem is not None:
+                    raise ParameterError(f"item {k}: {problem}")
+            elif isinstance(item, bool) or not isinstance(item, int | float):
                 raise ParameterError(f"list items must be numbers or strings, got {item!r}")
-            if isinstance(item, float) and not math.isfinite(item):
+            elif isinstance(item, float) and not math.isfinite(item):
                 raise ParameterError(f"list items must be finite numbers, got {item!r}")
             out.append(item)
         if not out:
@@ -208,6 +212,9 @@ def parse_parameter_value(value: object, *, max_values: int | None = None) -> Pa
         return tuple(out)
     if not isinstance(value, str):
         raise ParameterError(f"expected a string or list, got {type(value).__name__}")
+    problem = text_problem(value)  # its items and renderings are parts of it
+    if problem is not None:
+        raise ParameterError(problem)
     text = value.strip()
     if text.startswith("@"):
         raise ParameterError(f"value file {text!r} was not inlined")

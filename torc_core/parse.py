@@ -32,7 +32,15 @@ from typing import Any, TypeVar, cast
 import json5
 import yaml
 
-from .checks import INT64_MAX, INT64_MIN, check_int64, int_text, shown, type_name
+from .checks import (
+    INT64_MAX,
+    INT64_MIN,
+    check_int64,
+    int_text,
+    shown,
+    text_problem,
+    type_name,
+)
 from .errors import SpecError
 from .graph import NameIndex, RegexError, gc_paused
 from .params import (
@@ -391,6 +399,11 @@ class _Entry:
         if not isinstance(value, str):
             self.fail(key, f"expected a string, got {type_name(value)}")
             return default
+        if not value.isascii():
+            problem = text_problem(value)
+            if problem is not None:
+                self.fail(key, problem)
+                return default
         return value
 
     def get_int(self, key: str, default: T, minimum: int = INT64_MIN) -> int | T:
@@ -426,6 +439,13 @@ class _Entry:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.fail(key, "expected a list of strings")
             return []
+        if not all(map(str.isascii, value)):
+            problems = [(k, text_problem(v)) for k, v in enumerate(value)]
+            for k, problem in problems:
+                if problem is not None:
+                    self.fail(f"{key}[{k}]", problem)
+            if any(problem is not None for _, problem in problems):
+                return []
         return cast(list[str], value)
 
     def mapping(self, key: str) -> dict[str, Any] | None:
@@ -503,7 +523,8 @@ class _Params:
         try:
             parsed = parse_parameter_value(value, max_values=self.max_values)
         except ParameterError as exc:
-            self.err.add(f"{where}: {name}: {exc}")
+            label = name if text_problem(name) is None else repr(name)  # a message is text
+            self.err.add(f"{where}: {label}: {exc}")
             return None
         if key is not None:
             self._cache[key] = parsed
@@ -855,7 +876,9 @@ def _data_problems(value: object, path: str, depth: int, out: list[tuple[str, st
     if len(out) >= MAX_ERRORS_PER_FIELD:
         return
     problem: str | None = None
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    if isinstance(value, str):
+        problem = text_problem(value)
+    elif isinstance(value, bool) or value is None:
         pass
     elif isinstance(value, int):
         problem = check_int64(value)
@@ -868,9 +891,10 @@ def _data_problems(value: object, path: str, depth: int, out: list[tuple[str, st
             _data_problems(item, f"{path}[{k}]", depth + 1, out)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
-                where = f"{path}.{key!r}" if path else repr(key)
-                out.append((where, f"a key must be a string, got {type_name(key)}"))
+            key_problem = (f"a key must be a string, got {type_name(key)}"
+                           if not isinstance(key, str) else text_problem(key))
+            if key_problem is not None:
+                out.append((f"{path}.{key!r}" if path else repr(key), key_problem))
                 continue
             _data_problems(item, f"{path}.{key}" if path else key, depth + 1, out)
     else:
@@ -1182,6 +1206,19 @@ def _check_outputs(
                     )
 
 
+def _check_run_text(block: _Block, err: _Errors) -> None:
+    """The names and commands of a run of plain entries, which bypass ``get_str``, are valid
+    text. Checked in bulk: ``str.isascii`` over a million strings takes milliseconds."""
+    for key in ("name", "command"):
+        texts = cast(list[str], block.cols[key])
+        if all(map(str.isascii, texts)):
+            continue
+        for k, text in enumerate(texts):
+            problem = text_problem(text)
+            if problem is not None:
+                err.add(f"{block.where(k)}: {key}: {problem}")
+
+
 def _jobs(
     doc: _Entry,
     params: _Params,
@@ -1228,6 +1265,9 @@ def _jobs(
     count.plain(len(run_names))
     if count.report(doc.err):
         return [], NameIndex(())
+    for b in blocks:
+        if b.wheres is not None:
+            _check_run_text(b, doc.err)
     all_names: list[str] = []
     for b in blocks:
         all_names.extend(_values(b.cols["name"], b.n))
@@ -1415,7 +1455,11 @@ def _parse_spec(doc: Mapping[str, Any], max_jobs: int) -> WorkflowSpec:
         k: v for k, v in doc.items() if isinstance(k, str) and k.startswith("compute_node_")
     }
     for key, value in node_settings.items():
-        _check_data(top, key, value)
+        problem = text_problem(key)
+        if problem is not None:
+            err.add(f"{key!r}: {problem}")
+        else:
+            _check_data(top, key, value)
     spec = WorkflowSpec(
         name=name,
         user=top.get_str("user", None),

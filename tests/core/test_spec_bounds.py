@@ -350,3 +350,61 @@ def test_deep_data_is_refused() -> None:
     assert errors_of(doc) == [
         f"user_data[0] 'u': data: {('[0]' * 100)[:40]}...: nested more than 100 levels deep"
     ]
+
+
+# ------------------------------------------------------------ text SQLite cannot store
+
+BAD = "ab\ud800cd"  # JSON's "ab\ud800cd": a lone surrogate, not encodable as UTF-8
+WHY = "not valid text (a lone surrogate \\ud800 at position 2)"
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [(W(J(), J(name=BAD)), f"jobs[1] {BAD!r}: name: {WHY}"),
+     (W(J(command=BAD)), f"jobs[0] 'a': command: {WHY}"),
+     (W(J(), J(name="b"), J(name="c", command=BAD)), f"jobs[2] 'c': command: {WHY}"),
+     (W(J(invocation_script=BAD)), f"jobs[0] 'a': invocation_script: {WHY}"),
+     (W(J(depends_on=["x", BAD])), f"jobs[0] 'a': depends_on[1]: {WHY}"),
+     (W(J(depends_on_regexes=[BAD])), f"jobs[0] 'a': depends_on_regexes[0]: {WHY}"),
+     (W(J(), description=BAD), f"description: {WHY}"),
+     (W(J(), name=BAD), f"name: {WHY}"),
+     (W(J(), files=[{"name": "f", "path": BAD}]), f"files[0] 'f': path: {WHY}"),
+     (W(J(), user_data=[{"name": BAD}]), f"user_data[0] {BAD!r}: name: {WHY}"),
+     (W(J(), user_data=[{"name": "u", "data": {"k": [BAD]}}]),
+      f"user_data[0] 'u': data: k[0]: {WHY}"),
+     (W(J(), user_data=[{"name": "u", "data": {BAD: 1}}]),
+      f"user_data[0] 'u': data: {BAD!r}: {WHY}"),
+     (W(J(), slurm_schedulers=[{"name": BAD}]), f"slurm_schedulers[0] {BAD!r}: name: {WHY}"),
+     (W(J(), slurm_schedulers=[{"name": "s", "extra": BAD}]),
+      f"slurm_schedulers[0] 's': extra: {WHY}"),
+     (W(J(), slurm_defaults={"constraint": BAD}), f"slurm_defaults: constraint: {WHY}"),
+     (W(J(), failure_handlers=[{"name": "h", "rules": [{"match_all_exit_codes": True,
+                                                        "recovery_script": BAD}]}]),
+      f"failure_handlers[0] 'h': rules[0]: recovery_script: {WHY}"),
+     (W(J(), actions=[{"trigger_type": "on_workflow_start", "action_type": "run_commands",
+                       "commands": ["ok", BAD]}]),
+      f"actions[0]: commands[1]: {WHY}"),
+     (W({"name": "j_{i}", "command": "x", "parameters": {"i": f"[a, {BAD}]"}}),
+      f"jobs[0] 'j_{{i}}': parameters: i: {WHY.replace('position 2', 'position 6')}"),
+     (W({"name": "j_{i}", "command": "x", "parameters": {"i": ["a", BAD]}}),
+      f"jobs[0] 'j_{{i}}': parameters: i: item 1: {WHY}"),
+     (W(J(), parameters={"i": BAD}),
+      f"parameters: i: {WHY}"),
+     ({**W(J()), "compute_node_" + BAD: 1},
+      f"{'compute_node_' + BAD!r}: {WHY.replace('position 2', 'position 15')}")],
+)
+def test_lone_surrogates_are_refused(doc: dict[str, Any], message: str) -> None:
+    assert errors_of(doc) == [message]
+
+
+def test_valid_text_is_kept() -> None:
+    doc = W(J(name="été", command="echo 日本語 🎉"), J(name="b", command="x"))
+    assert [j.command for j in parse_spec(doc).jobs] == ["echo 日本語 🎉", "x"]
+
+
+def test_text_checks() -> None:
+    from torc_core.checks import is_valid_text, text_problem
+
+    assert is_valid_text("abc") and is_valid_text("été 🎉") and not is_valid_text(BAD)
+    assert text_problem("été") is None and text_problem(BAD) == WHY
+    assert text_problem("\udfff") == "not valid text (a lone surrogate \\udfff at position 0)"
