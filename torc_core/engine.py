@@ -696,7 +696,8 @@ class Engine:
         self._touch(runner_id, now)
         self._propagate(work)
         self._effects.append(
-            ev.ResultsRecorded(accepted=tuple(accepted), duplicates=tuple(duplicates))
+            ev.ResultsRecorded(runner_id=runner_id, accepted=tuple(accepted),
+                               duplicates=tuple(duplicates))
         )
 
     def _drop_holder(self, job: int) -> None:

@@ -215,8 +215,10 @@ class JobsClaimed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResultsRecorded:
-    """Results that counted (to be stored) and results that were duplicates (acknowledged)."""
+    """Results that counted (to be stored) and results that were duplicates (acknowledged),
+    as reported by ``runner_id``."""
 
+    runner_id: int
     accepted: tuple[JobResult, ...]
     duplicates: tuple[JobResult, ...]
 

@@ -12,21 +12,18 @@ the mark is then committed before the answer goes out.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torc_core.status import JobStatus
 
-from .state import Principal
-from .validate import ApiError, bad_request, get_int, get_list, get_str, page_args
-
-if TYPE_CHECKING:
-    from .service import Service
-    from .state import WorkflowState
+from .api_workflows import Endpoint
+from .service import Call, Service
+from .state import WorkflowState
+from .store import queries as q
+from .validate import not_found, page_args
 
 TRIGGERS = ("on_workflow_start", "on_jobs_ready", "on_jobs_complete", "on_workflow_complete")
-ALLOCATION_STATES = ("submitted", "pending", "running", "completed", "gone", "canceled")
 _FINAL = frozenset(int(s) for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED,
                                     JobStatus.TERMINATED, JobStatus.DISABLED))
 _UNREADY = frozenset(int(s) for s in (JobStatus.UNINITIALIZED, JobStatus.BLOCKED))
@@ -57,32 +54,30 @@ def action_is_due(wf: WorkflowState, action: Mapping[str, Any]) -> bool:
     return False
 
 
-async def _claimed_set(service: Service, wf: WorkflowState) -> set[int]:
-    """Indices of the workflow's claimed actions (loaded once, then kept in memory)."""
-    cache = service.actions_claimed
-    if wf.id not in cache:
-        rows = await service.store.read(lambda conn: conn.execute(
-            "SELECT action_index FROM actions_claimed WHERE workflow_id=?", (wf.id,)).fetchall())
-        cache.setdefault(wf.id, {int(r[0]) for r in rows})
-    return cache[wf.id]
+async def _claimed_set(s: Service, wf: WorkflowState) -> set[int]:
+    """Indices of the workflow's claimed actions (loaded once, then kept with its state)."""
+    if wf.actions_claimed is None:
+        claimed = await s.store.read(q.actions_claimed, wf.id)
+        if wf.actions_claimed is None:
+            wf.actions_claimed = claimed
+    return wf.actions_claimed
 
 
 def action_object(index: int, action: Mapping[str, Any]) -> dict[str, Any]:
     return {"index": index, **action}
 
 
-async def claim_actions(service: Service, who: Principal, wf_id: int,
-                        body: Mapping[str, Any]) -> dict[str, Any]:
-    wf = service.workflow(wf_id, who)
-    cn = get_int(body, "compute_node_id", "", default=None, nullable=True, minimum=0)
-    types = get_list(body, "action_types", "") if "action_types" in body else None
-    triggers = get_list(body, "trigger_types", "") if "trigger_types" in body else None
+async def claim_actions(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    cn = c.body["compute_node_id"]
+    types = c.body["action_types"]
+    triggers = c.body["trigger_types"]
     actions: list[dict[str, Any]] = list(wf.spec_info.get("actions", []))
-    claimed = await _claimed_set(service, wf)
-    # From here to the batch append: no await, so two claimants cannot both win an action.
+    claimed = await _claimed_set(s, wf)
+    # From here to the change: no await, so two claimants cannot both win an action.
+    change = s.change(wf)  # (checks that wf was not reloaded while we read)
     won: list[dict[str, Any]] = []
-    now = service.clock()
-    batch = service.store.batch
+    now = s.clock()
     for index, action in enumerate(actions):
         if index in claimed:
             continue
@@ -94,19 +89,17 @@ async def claim_actions(service: Service, who: Principal, wf_id: int,
             continue
         claimed.add(index)
         won.append(action_object(index, action))
-        batch.pre.append((
-            "INSERT OR IGNORE INTO actions_claimed (workflow_id, action_index, claimed_at,"
-            " compute_node_id) VALUES (?,?,?,?)", (wf.id, index, now, cn)))
-        batch.event(wf.id, now, "action_claimed", {"index": index, "compute_node_id": cn,
-                                                   "trigger_type": action.get("trigger_type")})
+        change.actions_claimed.append((wf.id, index, now, cn))
+        change.event(wf.id, now, "action_claimed", {"index": index, "compute_node_id": cn,
+                                                    "trigger_type": action.get("trigger_type")})
     pending = len(actions) - len(claimed)
-    await batch.wait()
+    await change.wait()
     return {"actions": won, "pending": pending, "total": len(actions)}
 
 
-async def list_actions(service: Service, who: Principal, wf_id: int) -> dict[str, Any]:
-    wf = service.workflow(wf_id, who)
-    claimed = await _claimed_set(service, wf)
+async def list_actions(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    claimed = await _claimed_set(s, wf)
     items = [
         {**action_object(i, a), "claimed": i in claimed, "due": action_is_due(wf, a)}
         for i, a in enumerate(wf.spec_info.get("actions", []))
@@ -114,71 +107,53 @@ async def list_actions(service: Service, who: Principal, wf_id: int) -> dict[str
     return {"items": items, "total": len(items), "offset": 0, "limit": len(items)}
 
 
+_ALLOCATION_KEYS = ("id", "workflow_id", "slurm_job_id", "scheduler", "action_index",
+                    "submitted_at", "state")
+
+
 def _allocation_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    keys = ("id", "workflow_id", "slurm_job_id", "scheduler", "action_index", "submitted_at",
-            "state")
-    return dict(zip(keys, row, strict=True))
+    return dict(zip(_ALLOCATION_KEYS, row, strict=True))
 
 
-async def record_allocation(service: Service, who: Principal, wf_id: int,
-                            body: Mapping[str, Any]) -> dict[str, Any]:
-    wf = service.workflow(wf_id, who)
-    slurm = body.get("slurm_job_id")
-    if not isinstance(slurm, str | int) or isinstance(slurm, bool) or str(slurm) == "":
-        raise bad_request("slurm_job_id: expected a non-empty string")
-    scheduler = get_str(body, "scheduler", "", default=None, nullable=True)
-    action = get_int(body, "action_index", "", default=None, nullable=True, minimum=0)
-    now = service.clock()
-
-    def insert(conn: sqlite3.Connection) -> tuple[Any, ...]:
-        cur = conn.execute(
-            "INSERT INTO allocations (workflow_id, slurm_job_id, scheduler, action_index,"
-            " submitted_at, state) VALUES (?,?,?,?,?, 'submitted')",
-            (wf.id, str(slurm), scheduler, action, now))
-        return (cur.lastrowid, wf.id, str(slurm), scheduler, action, now, "submitted")
-
-    row = await service.store.write(insert)
-    batch = service.store.batch
-    batch.event(wf.id, now, "allocation_submitted", {"slurm_job_id": str(slurm),
-                                                      "scheduler": scheduler})
-    await batch.wait()
+async def record_allocation(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    b = c.body
+    now = s.clock()
+    change = s.change(wf)
+    row = (s.store.allocate("allocation"), wf.id, b["slurm_job_id"], b["scheduler"],
+           b["action_index"], now, "submitted")
+    change.allocations.append(row)
+    change.event(wf.id, now, "allocation_submitted", {"slurm_job_id": b["slurm_job_id"],
+                                                      "scheduler": b["scheduler"]})
+    await change.wait()
     return _allocation_json(row)
 
 
-async def list_allocations(service: Service, who: Principal, wf_id: int,
-                           args: Mapping[str, str]) -> dict[str, Any]:
-    wf = service.workflow(wf_id, who)
-    offset, limit = page_args(args, 1000)
-
-    def fetch(conn: sqlite3.Connection) -> tuple[int, list[tuple[Any, ...]]]:
-        total = conn.execute("SELECT count(*) FROM allocations WHERE workflow_id=?",
-                             (wf.id,)).fetchone()[0]
-        rows = conn.execute(
-            "SELECT id, workflow_id, slurm_job_id, scheduler, action_index, submitted_at, state"
-            " FROM allocations WHERE workflow_id=? ORDER BY id LIMIT ? OFFSET ?",
-            (wf.id, limit, offset)).fetchall()
-        return total, rows
-
-    total, rows = await service.store.read(fetch)
+async def list_allocations(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    offset, limit = page_args(c.args, 1000)
+    total, rows = await s.store.read(q.allocations_page, wf.id, limit, offset)
     return {"items": [_allocation_json(r) for r in rows], "total": total, "offset": offset,
             "limit": limit}
 
 
-async def set_allocation_state(service: Service, who: Principal, wf_id: int, alloc_id: int,
-                               body: Mapping[str, Any]) -> dict[str, Any]:
-    wf = service.workflow(wf_id, who)
-    state = get_str(body, "state", "")
-    if state not in ALLOCATION_STATES:
-        raise bad_request(f"state: expected one of {', '.join(ALLOCATION_STATES)}, got {state!r}")
-
-    def update(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
-        conn.execute("UPDATE allocations SET state=? WHERE id=? AND workflow_id=?",
-                     (state, alloc_id, wf.id))
-        return conn.execute(  # type: ignore[no-any-return]
-            "SELECT id, workflow_id, slurm_job_id, scheduler, action_index, submitted_at, state"
-            " FROM allocations WHERE id=? AND workflow_id=?", (alloc_id, wf.id)).fetchone()
-
-    row = await service.store.write(update)
+async def set_allocation_state(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    alloc_id = c.path["allocation_id"]
+    state = c.body["state"]
+    row = await s.store.read(q.allocation, wf.id, alloc_id)
     if row is None:
-        raise ApiError(404, "not found", f"no allocation {alloc_id} in workflow {wf.id}")
-    return _allocation_json(row)
+        raise not_found(f"no allocation {alloc_id} in workflow {wf.id}")
+    change = s.change(wf)
+    change.allocation_states[alloc_id] = state
+    await change.wait()
+    return _allocation_json((*row[:6], state))
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "claim_actions": claim_actions,
+    "list_actions": list_actions,
+    "record_allocation": record_allocation,
+    "list_allocations": list_allocations,
+    "set_allocation_state": set_allocation_state,
+}

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Modes: no file -> open (credentials, if sent, are ignored; everyone sees everything). A file ->
 credentials are checked whenever they are sent (bad ones are a 401); requests without any
-are anonymous unless ``require_auth`` is set, in which case every request needs them.
+are anonymous unless ``require_auth`` is set, in which case every request needs them. What an
+anonymous or a named principal may see in each mode is :meth:`Principal.may_see`'s.
 
 Cost. bcrypt is deliberately slow (about 0.25 s of CPU at the default cost 12) and runners send
 credentials on every request, so:
@@ -334,8 +335,13 @@ class Authenticator:
 
     # -- requests ----------------------------------------------------------------------------
 
+    @property
+    def mode(self) -> str:
+        """How the server decides who sees what (:class:`~torc_net.state.Principal`)."""
+        return "required" if self.require_auth else "optional" if self.enabled else "open"
+
     def _principal(self, user: str) -> Principal:
-        return Principal(user, True, user in self.admins)
+        return Principal(user, user in self.admins, self.mode)
 
     async def authenticate(self, header: str | None, address: str | None = None) -> Principal:
         """Who sent ``header`` (an ``Authorization`` value, or None) from ``address`` (the
@@ -351,7 +357,7 @@ class Authenticator:
         if not header:
             if self.require_auth:
                 raise unauthorized("credentials required")
-            return Principal()
+            return Principal(mode=self.mode)
         user, password = parse_basic(header)
         problem = password_problem(password)
         if problem:

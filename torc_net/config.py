@@ -10,7 +10,10 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
+from torc_core.parse import DEFAULT_MAX_JOBS
+
 from .feed import DEFAULT_QUEUE_SIZE
+from .validate import DEFAULT_MAX_DEPTH
 
 DEFAULT_PORT = 8085
 DEFAULT_DATABASE = "torc.db"
@@ -40,6 +43,13 @@ class ServerConfig:
     shutdown_grace_s: float = 10.0
     feed_queue_size: int = DEFAULT_QUEUE_SIZE
     log_level: str = "info"
+    #: bounds on what one request may ask of the server
+    max_jobs_per_workflow: int = DEFAULT_MAX_JOBS
+    max_json_depth: int = DEFAULT_MAX_DEPTH
+    body_timeout_s: float = 30.0
+    #: SQLite synchronous mode of a file database: "full" (a commit is on disk when it is
+    #: acknowledged) or "normal" (it survives a crash of the server, not of the machine)
+    sync: str = "full"
     handle_signals: bool = True
     print_port: bool = True
     #: Shut down once this process is no longer our parent (it ended, even by SIGKILL).
@@ -70,8 +80,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"port (default: {DEFAULT_PORT}; 0 picks a free port, printed as "
                         "TORC_SERVER_PORT=<port>)")
     parser.add_argument("--threads", type=int, default=4,
-                        help="worker threads for blocking work: commits, snapshots, password "
-                        "checks (default: 4)")
+                        help="worker threads for parsing and compiling specs and decoding large "
+                        "bodies (default: 4); the database and password checks have one thread "
+                        "each of their own")
     parser.add_argument("--auth-file", metavar="FILE",
                         help="htpasswd file with bcrypt hashes (htpasswd -B, or "
                         "`torc-trio htpasswd add`)")
@@ -96,6 +107,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         "this size before 503 (default: max(1024, 4 x max concurrent))")
     parser.add_argument("--max-queue-wait-seconds", type=float, default=5.0, metavar="S",
                         help="a queued request waits at most this long, then 503 (default: 5)")
+    parser.add_argument("--max-jobs-per-workflow", type=int, default=DEFAULT_MAX_JOBS,
+                        metavar="N",
+                        help="refuse (422) a spec that expands to more jobs, counted from its "
+                        f"parameters before anything is expanded (default: {DEFAULT_MAX_JOBS})")
+    parser.add_argument("--max-json-depth", type=int, default=DEFAULT_MAX_DEPTH, metavar="N",
+                        help="refuse (400) a request body nested deeper than this (default: "
+                        f"{DEFAULT_MAX_DEPTH})")
+    parser.add_argument("--body-timeout-seconds", type=float, default=30.0, metavar="S",
+                        help="a request body not received within S seconds gets 408 and frees "
+                        "its request slot (default: 30)")
+    parser.add_argument("--sync", choices=["full", "normal"], default="full",
+                        help="durability of a file database: 'full' (default) syncs every "
+                        "commit to disk before it is acknowledged; 'normal' is faster and "
+                        "survives a crash of the server but may lose the last commits if the "
+                        "machine fails")
     parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0,
                         help="on SIGTERM, time in-flight requests get to finish (default: 10)")
     parser.add_argument("--log-level", default="info",
@@ -118,6 +144,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit("--threads must be >= 1")
     if args.require_auth and not args.auth_file:
         raise SystemExit("--require-auth needs --auth-file")
+    for flag, value in (("--max-jobs-per-workflow", args.max_jobs_per_workflow),
+                        ("--max-json-depth", args.max_json_depth)):
+        if value < 1:
+            raise SystemExit(f"{flag} must be >= 1, got {value}")
+    if not args.body_timeout_seconds > 0:
+        raise SystemExit(f"--body-timeout-seconds must be > 0, got {args.body_timeout_seconds}")
     if args.load_snapshot and args.database != ":memory:":
         raise SystemExit("--load-snapshot is for -d :memory: (a file database is its own "
                          "starting point)")
@@ -139,5 +171,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_queue_wait_s=args.max_queue_wait_seconds,
         shutdown_grace_s=args.shutdown_grace_seconds,
         log_level=args.log_level,
+        max_jobs_per_workflow=args.max_jobs_per_workflow,
+        max_json_depth=args.max_json_depth,
+        body_timeout_s=args.body_timeout_seconds,
+        sync=args.sync,
         parent_pid=args.parent_pid,
     )

@@ -9,9 +9,16 @@ is full is marked *overflowed* and its channel closed; its websocket task notice
 ``{"type": "overflow"}`` (best effort) and closes the connection. Memory is bounded by
 ``queue_size`` messages per subscriber.
 
-Messages are published synchronously right after ``engine.handle`` (on the trio thread), so
-the order subscribers see is the engine's order, and a subscriber registered together with a
-read of the current counts (no await in between) sees exactly the changes after those counts.
+Messages are published once the change that carries them is committed (nobody hears of what
+is not on disk), in the order of the changes, which is the engine's order. A subscriber is
+registered together with a read of the current counts (no await in between) and the store's
+change sequence number at that moment: it then hears exactly of the changes after those
+counts, never of one the counts already include (``since``).
+
+A subscriber that does not read is dropped, never waited for: its channel fills, it is marked
+overflowed, and its websocket task closes the connection; every send to a websocket is also
+bounded in time (``SEND_TIMEOUT_S``), so a client that stops reading cannot hold the server
+beyond its shutdown grace.
 """
 
 from __future__ import annotations
@@ -23,21 +30,26 @@ from typing import Any
 import trio
 
 DEFAULT_QUEUE_SIZE = 10_000
+#: A websocket send that takes longer than this means the client is not reading.
+SEND_TIMEOUT_S = 10.0
 
 
 class Subscriber:
     """One websocket's queue. ``workflow_id is None`` means every visible workflow."""
 
-    __slots__ = ("overflowed", "receive", "send", "visible", "workflow_id")
+    __slots__ = ("overflowed", "receive", "send", "since", "visible", "workflow_id")
 
     def __init__(
         self,
         workflow_id: int | None,
         visible: Callable[[str | None], bool],
         queue_size: int,
+        since: int = 0,
     ) -> None:
         self.workflow_id = workflow_id
         self.visible = visible
+        #: changes with this sequence number or lower are already in the first counts
+        self.since = since
         self.send, self.receive = trio.open_memory_channel[str](queue_size)
         self.overflowed = False
 
@@ -64,9 +76,9 @@ class Feed:
         return bool(self._global) or bool(self._by_workflow.get(workflow_id))
 
     def subscribe(
-        self, workflow_id: int | None, visible: Callable[[str | None], bool]
+        self, workflow_id: int | None, visible: Callable[[str | None], bool], since: int = 0
     ) -> Subscriber:
-        sub = Subscriber(workflow_id, visible, self.queue_size)
+        sub = Subscriber(workflow_id, visible, self.queue_size, since)
         if workflow_id is None:
             self._global.add(sub)
         else:
@@ -84,15 +96,18 @@ class Feed:
                     del self._by_workflow[sub.workflow_id]
         sub.send.close()
 
-    def publish(self, workflow_id: int, owner: str | None, message: dict[str, Any]) -> None:
-        self.publish_many(workflow_id, owner, (message,))
-
     def publish_many(
-        self, workflow_id: int, owner: str | None, messages: tuple[dict[str, Any], ...] | list[
-            dict[str, Any]]
+        self, workflow_id: int, owner: str | None,
+        messages: tuple[dict[str, Any], ...] | list[dict[str, Any]], seq: int | None = None,
     ) -> None:
-        targets = [s for s in self._by_workflow.get(workflow_id, ()) if not s.overflowed]
-        targets.extend(s for s in self._global if not s.overflowed and s.visible(owner))
+        """Offer ``messages`` of the change numbered ``seq`` to everyone who listens to the
+        workflow, may see it, and subscribed before that change was made (``seq`` None: to
+        everyone who listens and may see it)."""
+        def fresh(sub: Subscriber) -> bool:
+            return not sub.overflowed and (seq is None or sub.since < seq)
+
+        targets = [s for s in self._by_workflow.get(workflow_id, ()) if fresh(s)]
+        targets.extend(s for s in self._global if fresh(s) and s.visible(owner))
         if not targets:
             return
         for message in messages:

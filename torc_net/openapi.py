@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from torc_core.checks import INT64_MAX
+
 API_PREFIX = "/torc-service/v1"
 API_VERSION = "0.1.0"
 
@@ -26,8 +28,11 @@ class Route:
     name: str
     summary: str
     body: dict[str, Any] | None = None  # JSON schema of the request body
+    response: dict[str, Any] | None = None  # JSON schema of the success response
     query: tuple[str, ...] = ()
     status: int = 200
+    #: other success statuses it may answer with, same schema (a dry-run create: 200)
+    other_statuses: tuple[int, ...] = ()
     websocket: bool = False
     tags: tuple[str, ...] = field(default=())
 
@@ -57,14 +62,16 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
             "operationId": r.name,
             "summary": r.summary,
             "parameters": [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}}
+                {"name": p, "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX}}
                 for p in r.path_params
             ]
             + [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
                for q in r.query],
             "responses": {
-                str(r.status): {"description": "success",
-                                "content": {"application/json": {"schema": {"type": "object"}}}},
+                **{str(code): {"description": "success", "content": {"application/json": {
+                    "schema": r.response or {"type": "object"}}}}
+                   for code in (r.status, *r.other_statuses)},
                 "default": {"description": "error",
                             "content": {"application/json": {
                                 "schema": {"$ref": "#/components/schemas/Error"}}}},
@@ -75,7 +82,7 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
             op["responses"]["101"] = {"description": "switching protocols"}
         if r.body is not None:
             op["requestBody"] = {
-                "required": False,
+                "required": bool(r.body.get("required")),
                 "content": {"application/json": {"schema": r.body}},
             }
         paths.setdefault(r.openapi_path, {})[r.method.lower()] = op

@@ -64,16 +64,21 @@ async def serve(
     config: ServerConfig, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the server until SIGTERM/SIGINT (or ``Running.shutdown`` is set)."""
-    limiter = trio.CapacityLimiter(config.threads)
-    store = Store(config.database, limiter=limiter, load_from=config.load_snapshot)
-    await trio.to_thread.run_sync(store.open_sync, limiter=limiter)
+    # Three kinds of blocking work, each on threads of its own, so that none can starve
+    # another: the database (one thread; its lock serializes it anyway), password checks
+    # (one: bcrypt is slow by design), and parsing specs / decoding big bodies.
+    store = Store(config.database, load_from=config.load_snapshot, sync=config.sync)
+    await trio.to_thread.run_sync(store.open_sync, limiter=store.limiter)
     feed = Feed(config.feed_queue_size)
-    service = Service(store, feed, lease_s=config.lease_s, limiter=limiter)
+    service = Service(store, feed, lease_s=config.lease_s,
+                      parse_limiter=trio.CapacityLimiter(config.threads),
+                      max_jobs=config.max_jobs_per_workflow)
     auth = Authenticator(config.auth_file, require_auth=config.require_auth,
-                         admin_users=config.admin_users, limiter=limiter)
+                         admin_users=config.admin_users, limiter=trio.CapacityLimiter(1))
     await service.load()
     log.info("loaded %d workflows from %s", len(service.workflows), config.database)
-    app = create_app(service, auth)
+    app = create_app(service, auth, max_depth=config.max_json_depth,
+                     body_timeout_s=config.body_timeout_s)
     admission = Admission(app, config.max_concurrent, max_queued=config.max_queued,
                           max_wait_s=config.max_queue_wait_s)
 
@@ -169,7 +174,8 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run_writer)
-            nursery.start_soon(service.run_lease_timer)
+            nursery.start_soon(service.timer.run, service)
+            nursery.start_soon(service.run_reloads)
             nursery.start_soon(snapshot_worker)
             nursery.start_soon(close_feeds_on_shutdown)
             if config.handle_signals:

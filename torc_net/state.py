@@ -1,34 +1,62 @@
 """A workflow's live state in the server: its engine plus the columns the hot paths need.
 
-Also :class:`Principal` (who is asking) and :class:`ComputeNode` (a registered runner).
+Also :class:`Principal` (who is asking, and what they may see), :class:`ComputeNode` (a
+registered runner), and the two ways a workflow's state comes to be: from a new spec
+(:func:`new_workflow`, which also gives the rows to insert) and from the database
+(:func:`restore_workflow`, at start-up or after a failed commit). No SQL here: rows go in and
+out through :mod:`torc_net.store`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import itertools
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from torc_core import events as ev
 from torc_core.engine import Engine
 from torc_core.model import WorkflowModel
 from torc_core.spec import FailureHandler, FailureHandlerRule, WorkflowSpec
 from torc_core.status import JobStatus
 
-from .validate import ApiError
+from .columns import LINK_ATTRS, JobColumns, StrColumn
+from .store import NewWorkflow, StoredWorkflow
+from .validate import not_found
+
+STATUS_LABELS = tuple(s.label for s in JobStatus)
+_PENDING = int(JobStatus.PENDING)
+_RUNNING = int(JobStatus.RUNNING)
 
 
 @dataclass(slots=True, frozen=True)
 class Principal:
-    """Who is asking. ``name`` None with ``authenticated`` False: open mode, sees everything."""
+    """Who is asking, and under which rules (``mode``):
+
+    * ``open`` — the server has no auth file: everyone sees everything (credentials ignored);
+    * ``optional`` — an auth file: a named user sees their own workflows and owner-less ones;
+      an anonymous request sees only owner-less ones, and never creates one for a named user;
+    * ``required`` — ``--require-auth``: every request is named, and owner-less workflows
+      (created before auth was turned on) are the admins' only.
+
+    Admins see everything in every mode.
+    """
 
     name: str | None = None
-    authenticated: bool = False
     admin: bool = False
+    mode: str = "open"
+
+    @property
+    def authenticated(self) -> bool:
+        return self.name is not None
 
     def may_see(self, owner: str | None) -> bool:
-        if not self.authenticated or self.admin or owner is None:
+        if self.mode == "open" or self.admin:
             return True
+        if owner is None:
+            return self.mode != "required"
         return owner == self.name
 
 
@@ -38,10 +66,15 @@ class ComputeNode:
     workflow_id: int
     active: bool
     slurm_job_id: str | None
-    #: The last claim's sequence number, answer and commit batch: a client that retries a
-    #: claim (its connection broke after we answered) gets the same jobs again instead of a
-    #: second lease on new ones while the first ones wait for their lease to expire.
+    #: The last claim's sequence number, answer and change: a client that retries a claim
+    #: (its connection broke after we answered) gets the same jobs again instead of a second
+    #: lease on new ones while the first ones wait for their lease to expire.
     last_claim: tuple[int, dict[str, Any], Any] | None = None
+
+
+def counts_object(counts: Sequence[int]) -> dict[str, int]:
+    """Jobs per status label, from counts indexed by status value."""
+    return dict(zip(STATUS_LABELS, counts, strict=True))
 
 
 @dataclass(slots=True, eq=False)
@@ -67,25 +100,25 @@ class WorkflowState:
     scheduler_names: dict[str, int]
     file_mtimes: list[float | None]
     changed_user_data: set[int] = field(default_factory=set)
+    #: indices of actions already handed out (loaded on first use)
+    actions_claimed: set[int] | None = None
 
     @property
     def model(self) -> WorkflowModel:
         return self.engine.model
 
-    def counts(self) -> dict[str, int]:
-        c = self.engine.counts()
-        return {s.label: c[s] for s in JobStatus}
-
     def status_object(self) -> dict[str, Any]:
+        """The status now (for reads; changes answer with :meth:`status_after`)."""
         e = self.engine
-        return {
-            "id": self.id,
-            "run_id": e.run_id,
-            "counts": self.counts(),
-            "total": self.num_jobs,
-            "is_complete": e.is_complete,
-            "is_canceled": e.canceled,
-        }
+        c = e.counts()
+        return {"id": self.id, "run_id": e.run_id, "counts": counts_object([c[s] for s in
+                                                                          JobStatus]),
+                "total": self.num_jobs, "is_complete": e.is_complete, "is_canceled": e.canceled}
+
+    def status_after(self, p: ev.Progress) -> dict[str, Any]:
+        """The status an input left, from its effects."""
+        return {"id": self.id, "run_id": p.run_id, "counts": counts_object(p.counts),
+                "total": self.num_jobs, "is_complete": p.is_complete, "is_canceled": p.canceled}
 
     def to_json(self) -> dict[str, Any]:
         e = self.engine
@@ -105,10 +138,11 @@ class WorkflowState:
             "num_actions": len(self.spec_info.get("actions", [])),
         }
 
-    def job_index(self, job_id: int) -> int:
+    def job_index(self, job_id: int, where: str = "") -> int:
         idx = job_id - self.job_id_base
         if not 0 <= idx < self.num_jobs:
-            raise ApiError(404, "not found", f"no job {job_id} in workflow {self.id}")
+            raise not_found(f"{where}{': ' if where else ''}no job {job_id} in workflow "
+                            f"{self.id}")
         return idx
 
     def upstream_jobs(self, node: int) -> list[int]:
@@ -167,3 +201,131 @@ def _failure_handlers(info: Mapping[str, Any]) -> tuple[FailureHandler, ...]:
         )
         for h in info.get("failure_handlers", ())
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A new workflow
+
+
+@dataclass(slots=True, frozen=True)
+class NewIds:
+    workflow: int
+    job_base: int
+    file_base: int
+    user_data_base: int
+
+
+def new_workflow(ids: NewIds, spec: WorkflowSpec, model: WorkflowModel, cols: JobColumns,
+                 owner: str | None, now: float) -> tuple[WorkflowState, NewWorkflow]:
+    """The state of a new, initialized workflow and the rows that store it."""
+    engine = Engine(model)
+    engine.handle(ev.Initialize(), now)
+    n = model.num_jobs
+    wf = WorkflowState(
+        id=ids.workflow, name=spec.name, user=owner, description=spec.description,
+        created_at=now, job_id_base=ids.job_base, num_jobs=n, file_id_base=ids.file_base,
+        num_files=len(spec.files), user_data_id_base=ids.user_data_base,
+        num_user_data=len(spec.user_data), spec_info=_spec_info(spec, model), engine=engine,
+        names=cols.names,  # type: ignore[arg-type]
+        commands=cols.commands,  # type: ignore[arg-type]
+        invocation_scripts=cols.invocation_scripts,
+        supports_termination=cols.supports_termination,
+        scheduler_names={s.name: k for k, s in enumerate(spec.slurm_schedulers)},
+        file_mtimes=[None] * len(spec.files),
+    )
+    statuses = bytes(engine.statuses)
+    base = ids.job_base
+    down_ptr, down_idx = model.down_ptr, model.down_idx
+    links: dict[str, Iterable[tuple[int, int]]] = {}
+    for table, _, kind in LINK_ATTRS:
+        ref_base = ids.file_base if kind == "files" else ids.user_data_base
+        links[table] = ((base + k, ref_base + ref) for k, ref in cols.links[table])
+    rows = NewWorkflow(
+        header=(wf.id, wf.name, owner, wf.description, now, base, n, model.num_barriers,
+                ids.file_base, wf.num_files, ids.user_data_base, wf.num_user_data,
+                engine.run_id, int(engine.canceled), json.dumps(wf.spec_info, default=str)),
+        jobs=zip(
+            range(base, base + n), itertools.repeat(wf.id, n), cols.names, cols.commands,
+            cols.invocation_scripts, statuses[:n], model.cpus, model.gpus, model.nodes,
+            model.memory, model.runtime, cols.resource_requirements, cols.schedulers,
+            model.scheduler, cols.failure_handlers, model.handler, cols.supports_termination,
+            cols.cancel_on_blocking, strict=True,
+        ),
+        barriers=((node, statuses[node]) for node in range(n, model.num_nodes)),
+        edges=((up, down_idx[k]) for up in range(model.num_nodes)
+               for k in range(down_ptr[up], down_ptr[up + 1])),
+        files=[(ids.file_base + k, f.name, f.path) for k, f in enumerate(spec.files)],
+        user_data=[(ids.user_data_base + k, u.name, json.dumps(u.data), int(u.is_ephemeral))
+                   for k, u in enumerate(spec.user_data)],
+        links=links,
+        events=[(now, "created", json.dumps({"jobs": n, "user": owner})),
+                (now, "initialized", json.dumps({"run_id": engine.run_id}))],
+    )
+    return wf, rows
+
+
+# ---------------------------------------------------------------------------------------------
+# From the database
+
+
+def restore_workflow(stored: StoredWorkflow, now: float) \
+        -> tuple[WorkflowState, list[ComputeNode]]:
+    """Rebuild a workflow's model and engine from its rows."""
+    (wf_id, name, user, description, created_at, base, n, num_barriers, file_base,
+     num_files, ud_base, num_ud, run_id, canceled, spec_json) = stored.header
+    info = json.loads(spec_json)
+    jobs = stored.jobs
+    if len(jobs) != n:
+        raise RuntimeError(f"workflow {wf_id}: {len(jobs)} job rows, expected {n}")
+    statuses = bytearray(n + num_barriers)
+    for k, j in enumerate(jobs):
+        statuses[k] = j[3]
+    for node, st in stored.barriers:
+        statuses[node] = st
+
+    def links(pairs: list[tuple[int, int]], ref_base: int) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in range(n)]
+        for job_id, ref in pairs:
+            out[job_id - base].append(ref - ref_base)
+        return out
+
+    model = WorkflowModel.build(
+        n,
+        stored.edges,
+        num_barriers=num_barriers,
+        cpus=[j[6] for j in jobs],
+        gpus=[j[7] for j in jobs],
+        nodes=[j[8] for j in jobs],
+        memory=[j[9] for j in jobs],
+        runtime=[j[10] for j in jobs],
+        scheduler=[j[12] for j in jobs],
+        handler=[j[13] for j in jobs],
+        cancel_on_failure=[bool(j[15]) for j in jobs],
+        input_files=links(stored.input_files, file_base),
+        input_user_data=links(stored.input_user_data, ud_base),
+        failure_handlers=_failure_handlers(info),
+        num_schedulers=int(info.get("num_schedulers", 0)),
+        uncompressed_edges=int(info.get("uncompressed_edges", len(stored.edges))),
+    )
+    holders = {k: j[5] for k, j in enumerate(jobs)
+               if j[3] in (_PENDING, _RUNNING) and j[5] is not None}
+    nodes = [ComputeNode(cn_id, wf_id, bool(active), slurm_job_id)
+             for cn_id, _, active, slurm_job_id in stored.compute_nodes]
+    leases = {cn_id: deadline for cn_id, deadline, active, _ in stored.compute_nodes
+              if active and deadline is not None}
+    engine = Engine.restore(model, statuses=statuses, attempts=[j[4] for j in jobs],
+                            holders=holders, leases=leases, run_id=run_id,
+                            canceled=bool(canceled), now=now)
+    wf = WorkflowState(
+        id=wf_id, name=name, user=user, description=description, created_at=created_at,
+        job_id_base=base, num_jobs=n, file_id_base=file_base, num_files=num_files,
+        user_data_id_base=ud_base, num_user_data=num_ud, spec_info=info, engine=engine,
+        names=StrColumn(j[0] for j in jobs),  # type: ignore[arg-type]
+        commands=StrColumn(j[1] for j in jobs),  # type: ignore[arg-type]
+        invocation_scripts=StrColumn(j[2] for j in jobs),
+        supports_termination=bytearray(j[14] for j in jobs),
+        scheduler_names={s["name"]: k for k, s in enumerate(info.get("slurm_schedulers", ()))},
+        file_mtimes=list(stored.file_mtimes),
+        changed_user_data={uid - ud_base for uid in stored.changed_user_data},
+    )
+    return wf, nodes

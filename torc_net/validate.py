@@ -1,20 +1,38 @@
-"""Request validation: the located 400s every route gives for bad input.
+"""Request validation: every request checked in full, against its route's declared schema,
+before anything changes.
 
 Theory of operation
 -------------------
-A request is checked in full before anything changes (the server's first rule). Errors are
-:class:`ApiError` values carrying the HTTP status and a message that names the field by its
-path in the body (``results[3].job_id: expected integer, got string``), so a client can fix
-exactly what is wrong.
+A route declares its body as a JSON Schema (:mod:`torc_net.routes`); :func:`compile_schema`
+turns it once into a checker, so the document the server publishes (``/openapi.json``) is
+exactly what it enforces. A checker walks the body and raises :class:`ApiError` (400) with a
+message that names the field by its path (``results[3].job_id: expected integer, got
+string``); it returns the body with defaults filled in and integral floats made integers.
+
+Rule 1: values the store cannot hold never pass. Integers are limited to SQLite's signed 64
+bits unless the schema says narrower, numbers must be finite, and strings must be valid text
+(no lone surrogate from a ``\\ud800`` escape): :mod:`torc_core.checks` says how, for the
+spec parser too.
+
+Rule 2: bounded work. A body is at most ``MAX_BODY_BYTES`` (413) and nested at most
+``max_depth`` levels (400): JSON the decoder cannot even nest (100,000 levels) is refused the
+same way. Free-form values (user data, a spec) are walked for depth only; what the server
+keeps of a spec is the spec parser's to check, with its own bounds.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from torc_core.checks import INT64_MAX, INT64_MIN, int_text, shown, text_problem
+
 MAX_PAGE = 100_000
+MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_DEPTH = 64
+
 
 class ApiError(Exception):
     """An error answer: HTTP status, short ``error`` and a ``detail`` (string or list)."""
@@ -37,13 +55,12 @@ def bad_request(detail: str) -> ApiError:
     return ApiError(400, "bad request", detail)
 
 
-# ---------------------------------------------------------------------------------------------
-# Hand-written validation with located messages (Rule 4)
-
-_MISSING: Any = object()
+def not_found(detail: str) -> ApiError:
+    return ApiError(404, "not found", detail)
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
+    """The JSON Schema name of a value's type, for messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -61,104 +78,291 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-def as_object(value: object, where: str = "body") -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise bad_request(f"{where}: expected object, got {_type_name(value)}")
-    return value
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
-def _field(obj: Mapping[str, Any], key: str, where: str, default: Any,
-           nullable: bool) -> tuple[str, Any, bool]:
-    """(path, value, done) of a body field: ``done`` when the value is already the answer (the
-    default of a missing field, or an allowed null). Missing with no default is a located 400."""
-    value = obj.get(key, _MISSING)
-    path = f"{where}.{key}" if where else key
-    if value is _MISSING:
-        if default is _MISSING:
-            raise bad_request(f"{path}: required")
-        return path, default, True
-    if value is None and nullable:
-        return path, None, True
-    return path, value, False
+# ---------------------------------------------------------------------------------------------
+# Decoding
 
 
-def get_int(
-    obj: Mapping[str, Any],
-    key: str,
-    where: str,
-    *,
-    default: Any = _MISSING,
-    nullable: bool = False,
-    minimum: int | None = None,
-) -> Any:
-    path, value, done = _field(obj, key, where, default, nullable)
-    if done:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-            value = int(value)
+def decode_body(raw: bytes, max_depth: int) -> Any:
+    """JSON text to a value, or a located 400. An empty body is an empty object."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request(f"body: nested deeper than {max_depth} levels") from None
+
+
+def check_depth(value: Any, path: str, levels: int, max_depth: int) -> None:
+    """Raise a 400 if ``value`` nests more than ``levels`` more containers (iteratively: a
+    recursive walk is what the limit protects against)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is dict:
+            children = item.values()
+        elif kind is list:
+            children = item
         else:
-            raise bad_request(f"{path}: expected integer, got {_type_name(value)}")
-    if minimum is not None and value < minimum:
-        raise bad_request(f"{path}: must be >= {minimum}, got {value}")
-    return value
+            continue
+        if depth > levels:
+            raise bad_request(f"{path or 'body'}: nested deeper than {max_depth} levels")
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                push((child, depth + 1))
 
 
-def get_number(
-    obj: Mapping[str, Any], key: str, where: str, *, default: Any = _MISSING,
-    nullable: bool = False,
-) -> Any:
-    path, value, done = _field(obj, key, where, default, nullable)
-    if done:
+# ---------------------------------------------------------------------------------------------
+# Schemas
+
+#: A compiled schema: ``check(value, path, depth) -> value`` (``depth``: containers above it).
+Check = Callable[[Any, str, int], Any]
+
+
+def _is_free_form(schema: Mapping[str, Any]) -> bool:
+    return not any(k in schema for k in ("properties", "additionalProperties", "items", "enum",
+                                         "minimum", "maximum", "maxLength", "maxItems"))
+
+
+def compile_schema(schema: Mapping[str, Any], max_depth: int = DEFAULT_MAX_DEPTH) -> Check:
+    """A checker for the subset of JSON Schema the routes use: ``type`` (a name or a list),
+    ``properties``, ``required``, ``default``, ``additionalProperties`` (a schema for every
+    value of an object without ``properties``), ``items``, ``minimum``, ``maximum``, ``enum``,
+    ``minLength``, ``maxLength``, ``maxItems``. A schema without structure (``{}``, or a bare
+    ``{"type": "object"}``) is free-form: any JSON of that type, checked for depth only."""
+    types = schema.get("type")
+    allowed: tuple[str, ...] = (
+        () if types is None else (types,) if isinstance(types, str) else tuple(types)
+    )
+    nullable = "null" in allowed
+    kinds = tuple(t for t in allowed if t != "null")
+    if len(kinds) > 1:
+        raise ValueError(f"unsupported schema: several types {kinds}")
+    kind = kinds[0] if kinds else None
+    expected = " or ".join(allowed) if allowed else ""
+
+    def wrong(value: Any, path: str) -> ApiError:
+        return bad_request(f"{path or 'body'}: expected {expected}, got {type_name(value)}")
+
+    inner: Check
+    if kind is None or (_is_free_form(schema) and kind in ("object", "array")):
+        inner = _free_form(kind, max_depth, wrong)
+    elif kind == "object":
+        inner = _object(schema, max_depth, wrong)
+    elif kind == "array":
+        inner = _array(schema, max_depth, wrong)
+    elif kind == "integer":
+        inner = _integer(schema, wrong)
+    elif kind == "number":
+        inner = _number(schema, wrong)
+    elif kind == "string":
+        inner = _string(schema, wrong)
+    elif kind == "boolean":
+        def inner(value: Any, path: str, depth: int) -> Any:
+            if type(value) is not bool:
+                raise wrong(value, path)
+            return value
+    else:
+        raise ValueError(f"unsupported schema type {kind!r}")
+    if not nullable:
+        return inner
+
+    def check_nullable(value: Any, path: str, depth: int) -> Any:
+        return None if value is None else inner(value, path, depth)
+
+    return check_nullable
+
+
+def _free_form(kind: str | None, max_depth: int,
+               wrong: Callable[[Any, str], ApiError]) -> Check:
+    want = {"object": dict, "array": list, None: None}[kind]
+
+    def check(value: Any, path: str, depth: int) -> Any:
+        if want is not None and type(value) is not want:
+            raise wrong(value, path)
+        if type(value) is dict or type(value) is list:
+            check_depth(value, path, max_depth - depth, max_depth)
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise bad_request(f"{path}: expected number, got {_type_name(value)}")
-    return float(value)
+
+    return check
 
 
-def get_bool(obj: Mapping[str, Any], key: str, where: str, *, default: bool = False) -> bool:
-    value = obj.get(key, default)
-    if not isinstance(value, bool):
-        path = f"{where}.{key}" if where else key
-        raise bad_request(f"{path}: expected boolean, got {_type_name(value)}")
-    return value
+def _object(schema: Mapping[str, Any], max_depth: int,
+            wrong: Callable[[Any, str], ApiError]) -> Check:
+    props = {k: compile_schema(v, max_depth) for k, v in schema.get("properties", {}).items()}
+    required = frozenset(schema.get("required", ()))
+    unknown = required - set(props)
+    if unknown:
+        raise ValueError(f"unsupported schema: required {sorted(unknown)} without a schema")
+    defaults = {k: v["default"] for k, v in schema.get("properties", {}).items()
+                if "default" in v}
+    items = tuple(props.items())
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, Mapping) and not props:
+        return _map(compile_schema(extra, max_depth), max_depth, wrong)
+
+    def check(value: Any, path: str, depth: int) -> Any:
+        if type(value) is not dict:
+            raise wrong(value, path)
+        if depth >= max_depth:
+            raise bad_request(f"{path or 'body'}: nested deeper than {max_depth} levels")
+        out = value
+        below = depth + 1
+        for key, sub in items:  # in the schema's order: the first problem is reported
+            if key in value:
+                given = value[key]
+                checked = sub(given, _join(path, key), below)
+                if checked is not given:
+                    if out is value:
+                        out = dict(value)
+                    out[key] = checked
+            elif key in defaults:
+                if out is value:
+                    out = dict(value)
+                out[key] = defaults[key]
+            elif key in required:
+                raise bad_request(f"{_join(path, key)}: required")
+        if len(value) > len(items):  # fields we do not know: ignored, but bounded
+            for key, given in value.items():
+                if key not in props and (type(given) is dict or type(given) is list):
+                    check_depth(given, _join(path, key), max_depth - below, max_depth)
+        return out
+
+    return check
 
 
-def get_str(
-    obj: Mapping[str, Any], key: str, where: str, *, default: Any = _MISSING,
-    nullable: bool = False,
-) -> Any:
-    path, value, done = _field(obj, key, where, default, nullable)
-    if done:
+def _map(value_check: Check, max_depth: int, wrong: Callable[[Any, str], ApiError]) -> Check:
+    """An object whose every value has one schema (keys are checked by the handler)."""
+
+    def check(value: Any, path: str, depth: int) -> Any:
+        if type(value) is not dict:
+            raise wrong(value, path)
+        if depth >= max_depth:
+            raise bad_request(f"{path or 'body'}: nested deeper than {max_depth} levels")
+        out = value
+        for key, given in value.items():
+            checked = value_check(given, _join(path, key), depth + 1)
+            if checked is not given:
+                if out is value:
+                    out = dict(value)
+                out[key] = checked
+        return out
+
+    return check
+
+
+def _array(schema: Mapping[str, Any], max_depth: int,
+           wrong: Callable[[Any, str], ApiError]) -> Check:
+    item = compile_schema(schema.get("items", {}), max_depth)
+    max_items = schema.get("maxItems")
+
+    def check(value: Any, path: str, depth: int) -> Any:
+        if type(value) is not list:
+            raise wrong(value, path)
+        if depth >= max_depth:
+            raise bad_request(f"{path or 'body'}: nested deeper than {max_depth} levels")
+        if max_items is not None and len(value) > max_items:
+            raise bad_request(f"{path}: at most {max_items} items, got {len(value)}")
+        out = value
+        below = depth + 1
+        for k, given in enumerate(value):
+            checked = item(given, f"{path}[{k}]", below)
+            if checked is not given:
+                if out is value:
+                    out = list(value)
+                out[k] = checked
+        return out
+
+    return check
+
+
+def _integer(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) -> Check:
+    low = max(int(schema.get("minimum", INT64_MIN)), INT64_MIN)
+    high = min(int(schema.get("maximum", INT64_MAX)), INT64_MAX)
+
+    def check(value: Any, path: str, depth: int) -> Any:
+        if type(value) is not int:
+            if type(value) is float and value.is_integer() and abs(value) < 2**53:
+                value = int(value)
+            else:
+                raise wrong(value, path)
+        if value < low:
+            raise bad_request(f"{path}: must be >= {low}, got {int_text(value)}")
+        if value > high:
+            raise bad_request(f"{path}: must be <= {high}, got {int_text(value)}")
         return value
-    if not isinstance(value, str):
-        raise bad_request(f"{path}: expected string, got {_type_name(value)}")
-    return value
+
+    return check
 
 
-def get_list(obj: Mapping[str, Any], key: str, where: str) -> list[Any]:
-    value = obj.get(key, _MISSING)
-    path = f"{where}.{key}" if where else key
-    if value is _MISSING:
-        raise bad_request(f"{path}: required")
-    if not isinstance(value, list):
-        raise bad_request(f"{path}: expected array, got {_type_name(value)}")
-    return value
+def _number(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) -> Check:
+    low = schema.get("minimum")
+
+    def check(value: Any, path: str, depth: int) -> Any:
+        kind = type(value)
+        if kind is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise bad_request(f"{path}: number out of range, got {int_text(value)}")
+            value = float(value)
+        elif kind is not float or not math.isfinite(value):
+            raise wrong(value, path)
+        if low is not None and value < low:
+            raise bad_request(f"{path}: must be >= {low}, got {value}")
+        return value
+
+    return check
 
 
-def query_int(args: Mapping[str, str], key: str, default: int, *, maximum: int | None = None)\
-        -> int:
+def _string(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) -> Check:
+    enum = schema.get("enum")
+    choices = None if enum is None else [c for c in enum if c is not None]
+    low = schema.get("minLength", 0)
+    high = schema.get("maxLength")
+
+    def check(value: Any, path: str, depth: int) -> Any:
+        if type(value) is not str:
+            raise wrong(value, path)
+        if choices is not None and value not in choices:
+            raise bad_request(f"{path}: expected one of {', '.join(choices)}, got "
+                              f"{shown(value)}")
+        if len(value) < low:
+            raise bad_request(f"{path}: must not be empty" if low == 1
+                              else f"{path}: at least {low} characters")
+        if high is not None and len(value) > high:
+            raise bad_request(f"{path}: at most {high} characters, got {len(value)}")
+        problem = text_problem(value)
+        if problem:
+            raise bad_request(f"{path}: {problem}")
+        return value
+
+    return check
+
+
+# ---------------------------------------------------------------------------------------------
+# Query strings
+
+
+def query_int(args: Mapping[str, str], key: str, default: int, *,
+              maximum: int = INT64_MAX) -> int:
     raw = args.get(key)
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise bad_request(f"query parameter {key}: expected integer, got {raw!r}") from None
+        raise bad_request(f"query parameter {key}: expected integer, got {shown(raw)}") from None
     if value < 0:
-        raise bad_request(f"query parameter {key}: must be >= 0, got {value}")
-    if maximum is not None and value > maximum:
-        raise bad_request(f"query parameter {key}: must be <= {maximum}, got {value}")
+        raise bad_request(f"query parameter {key}: must be >= 0, got {int_text(value)}")
+    if value > maximum:
+        raise bad_request(f"query parameter {key}: must be <= {maximum}, got "
+                          f"{int_text(value)}")
     return value
 
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import bcrypt
+import trio
 import trio_websocket
 from conftest import Api, basic, simple_spec
 
@@ -52,8 +53,24 @@ async def test_optional_auth_and_ownership(start_inprocess: StartFn, tmp_path: P
     assert (await bob.ok("GET", "/workflows"))["total"] == 0
     assert (await root.ok("GET", f"/workflows/{wf}"))["id"] == wf
     assert (await root.ok("GET", "/workflows"))["total"] == 1
-    # Open mode without credentials: everything is visible.
-    assert (await anon.ok("GET", f"/workflows/{wf}/status"))["total"] == 2
+    # An auth file without --require-auth: an anonymous request never reads, changes or
+    # deletes an owned workflow (it did, and anonymous DELETE removed alice's work) ...
+    for method, path in (("GET", f"/workflows/{wf}/status"), ("GET", f"/workflows/{wf}/jobs"),
+                         ("POST", f"/workflows/{wf}/cancel"), ("DELETE", f"/workflows/{wf}")):
+        reply = await anon.request(method, path, {} if method == "POST" else None)
+        assert reply.status == 401, (method, path, reply.body)
+        assert "credentials" in reply.body["detail"]
+    assert (await alice.ok("GET", f"/workflows/{wf}/status"))["counts"]["ready"] == 2
+    assert (await anon.ok("GET", "/workflows"))["total"] == 0
+    # ... and never acts as a named user: a spec naming alice is not alice's to create.
+    reply = await anon.post("/workflows", {"spec": simple_spec(1, user="alice")})
+    assert reply.status == 401 and "alice" in reply.body["detail"]
+    assert (await root.ok("GET", "/workflows"))["total"] == 1
+    # Anonymous work stays anonymous and visible to all; named users see theirs and it.
+    shared = (await anon.ok("POST", "/workflows", {"spec": simple_spec(1)}, status=201))["id"]
+    assert (await anon.ok("GET", f"/workflows/{shared}"))["user"] is None
+    assert [w["id"] for w in (await bob.ok("GET", "/workflows"))["items"]] == [shared]
+    assert [w["id"] for w in (await alice.ok("GET", "/workflows"))["items"]] == [wf, shared]
     # The cache answers repeated requests (and still refuses wrong passwords).
     for _ in range(3):
         assert (await alice.get("/ping")).status == 200
@@ -95,6 +112,30 @@ async def test_required_auth(start_inprocess: StartFn, tmp_path: Path) -> None:
     assert reply.status == 401
     await anon.aclose()
     await alice.aclose()
+
+
+async def test_ownerless_workflows_are_admins_only_under_required_auth(
+        start_inprocess: StartFn, tmp_path: Path) -> None:
+    """Workflows created before auth was turned on have no owner: with --require-auth only
+    admins see them (they were visible to every user)."""
+    db = str(tmp_path / "shared.db")
+    server = await start_inprocess(database=db)
+    anon = Api(server.port)
+    old = (await anon.ok("POST", "/workflows", {"spec": simple_spec(1)}, status=201))["id"]
+    await anon.aclose()
+    server.shutdown.set()
+    with trio.fail_after(10):
+        while server.store.conn is not None:
+            await trio.sleep(0.01)
+    server = await start_inprocess(database=db, auth_file=str(make_htpasswd(tmp_path)),
+                                   require_auth=True, admin_users=["root"])
+    alice = Api(server.port, auth=("alice", "apw"))
+    root = Api(server.port, auth=("root", "rpw"))
+    assert (await alice.ok("GET", "/workflows"))["total"] == 0
+    assert (await alice.get(f"/workflows/{old}")).status == 403
+    assert (await root.ok("GET", f"/workflows/{old}"))["id"] == old
+    await alice.aclose()
+    await root.aclose()
 
 
 def test_htpasswd_cli(tmp_path: Path) -> None:

@@ -1,0 +1,229 @@
+"""Endpoints on a workflow's parts: jobs, files, user data, results, events.
+
+Mostly reads (the engine for statuses, the store for the rest); the few changes here
+(disable a job, record file times, store user data) follow the same rules as every other:
+checks first, one change, the answer once it is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from torc_core import events as ev
+from torc_core.status import JobStatus
+
+from .api_workflows import Endpoint, file_mtimes, set_mtimes
+from .service import Call, Service
+from .state import STATUS_LABELS, WorkflowState
+from .store import queries as q
+from .validate import bad_request, not_found, page_args, query_int
+
+MAX_PAGE = 100_000
+
+
+def _status_filter(args: Any) -> int | None:
+    text = args.get("status")
+    if not text:
+        return None
+    try:
+        return int(JobStatus.parse(text))
+    except ValueError as exc:
+        raise bad_request(f"query parameter status: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs
+
+
+async def _job_objects(s: Service, wf: WorkflowState, indices: Sequence[int]) \
+        -> list[dict[str, Any]]:
+    base = wf.job_id_base
+    rows, links = await s.store.read(q.job_rows, [base + i for i in indices])
+    engine = wf.engine
+    out = []
+    for idx in indices:
+        job_id = base + idx
+        r = rows.get(job_id)
+        if r is None:  # deleted meanwhile
+            continue
+        holder = engine.holder(idx)
+        out.append({
+            "id": job_id, "workflow_id": wf.id, "name": r[1], "command": r[2],
+            "invocation_script": r[3], "status": STATUS_LABELS[engine.statuses[idx]],
+            "attempt": engine.attempt(idx), "run_id": engine.run_id,
+            "compute_node_id": holder if holder >= 0 else None,
+            "num_cpus": r[4], "num_gpus": r[5], "num_nodes": r[6], "memory_bytes": r[7],
+            "runtime_s": r[8], "resource_requirements": r[9], "scheduler": r[10],
+            "failure_handler": r[11], "supports_termination": bool(r[12]),
+            "cancel_on_blocking_job_failure": bool(r[13]),
+            "depends_on": [base + u for u in wf.upstream_jobs(idx)],
+            "input_files": links["job_input_files"].get(job_id, []),
+            "output_files": links["job_output_files"].get(job_id, []),
+            "input_user_data": links["job_input_user_data"].get(job_id, []),
+            "output_user_data": links["job_output_user_data"].get(job_id, []),
+        })
+    return out
+
+
+async def list_jobs(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    offset, limit = page_args(c.args, 1000)
+    code = _status_filter(c.args)
+    if code is not None:
+        st = wf.engine.statuses
+        matching = [i for i in range(wf.num_jobs) if st[i] == code]
+        total = len(matching)
+        page = matching[offset : offset + limit]
+    else:
+        total = wf.num_jobs
+        page = list(range(min(offset, total), min(offset + limit, total)))
+    items = await _job_objects(s, wf, page)
+    return {"items": items, "total": total, "offset": offset, "limit": limit}
+
+
+async def get_job(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    job_id = c.path["job_id"]
+    items = await _job_objects(s, wf, [wf.job_index(job_id)])
+    if not items:
+        raise not_found(f"no job {job_id}")
+    return items[0]
+
+
+async def disable_job(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    idx = wf.job_index(c.path["job_id"])
+    _, change, _ = s.drive(wf, ev.DisableJobs(jobs=(idx,)), s.clock())
+    await change.wait()
+    return await get_job(s, c)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and user data
+
+
+def _id_range(first: int, count: int, offset: int, limit: int) -> tuple[int, int]:
+    return first + offset, first + min(count, offset + limit) - 1
+
+
+async def list_files(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    offset, limit = page_args(c.args, 1000)
+    lo, hi = _id_range(wf.file_id_base, wf.num_files, offset, limit)
+    rows = await s.store.read(q.files_between, lo, hi)
+    return {"items": [_file(r) for r in rows], "total": wf.num_files, "offset": offset,
+            "limit": limit}
+
+
+def _file(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {"id": r[0], "name": r[1], "path": r[2], "st_mtime": r[3]}
+
+
+async def get_file(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    fid = c.path["file_id"]
+    if not 0 <= fid - wf.file_id_base < wf.num_files:
+        raise not_found(f"no file {fid} in workflow {wf.id}")
+    rows = await s.store.read(q.files_between, fid, fid)
+    if not rows:
+        raise not_found(f"no file {fid} in workflow {wf.id}")
+    return _file(rows[0])
+
+
+async def record_mtimes(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    given = file_mtimes(wf, c.body["mtimes"], "mtimes")
+    change = s.change(wf)
+    set_mtimes(wf, given, change)
+    await change.wait()
+    return {"recorded": len(given)}
+
+
+def _user_data(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {"id": r[0], "name": r[1], "data": None if r[2] is None else json.loads(r[2]),
+            "is_ephemeral": bool(r[3])}
+
+
+async def list_user_data(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    offset, limit = page_args(c.args, 1000)
+    lo, hi = _id_range(wf.user_data_id_base, wf.num_user_data, offset, limit)
+    rows = await s.store.read(q.user_data_between, lo, hi)
+    return {"items": [_user_data(r) for r in rows], "total": wf.num_user_data,
+            "offset": offset, "limit": limit}
+
+
+def _user_data_index(wf: WorkflowState, ud_id: int) -> int:
+    idx = ud_id - wf.user_data_id_base
+    if not 0 <= idx < wf.num_user_data:
+        raise not_found(f"no user_data {ud_id} in workflow {wf.id}")
+    return idx
+
+
+async def get_user_data(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    ud_id = c.path["user_data_id"]
+    _user_data_index(wf, ud_id)
+    rows = await s.store.read(q.user_data_between, ud_id, ud_id)
+    if not rows:
+        raise not_found(f"no user_data {ud_id} in workflow {wf.id}")
+    return _user_data(rows[0])
+
+
+async def put_user_data(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    ud_id = c.path["user_data_id"]
+    idx = _user_data_index(wf, ud_id)
+    change = s.change(wf)
+    change.user_data[ud_id] = json.dumps(c.body["data"])
+    change.user_data_changed[ud_id] = 1
+    wf.changed_user_data.add(idx)
+    await change.wait()
+    return await get_user_data(s, c)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results and events
+
+
+async def list_results(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    offset, limit = page_args(c.args, 1000)
+    total, rows = await s.store.read(q.results_page, wf.id, _status_filter(c.args), limit,
+                                     offset)
+    base, n, names = wf.job_id_base, wf.num_jobs, wf.names
+    items = [
+        {"id": r[0], "job_id": r[1], "job_name": names[r[1] - base] if 0 <= r[1] - base < n
+         else None, "run_id": r[2], "attempt": r[3], "return_code": r[4],
+         "status": STATUS_LABELS[r[5]], "exec_time_s": r[6], "completed_at": r[7],
+         "compute_node_id": r[8], "slurm_job_id": r[9]}
+        for r in rows
+    ]
+    return {"items": items, "total": total, "offset": offset, "limit": limit}
+
+
+async def list_events(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    after = query_int(c.args, "after", 0)
+    offset, limit = page_args(c.args, 1000)
+    total, rows = await s.store.read(q.events_page, wf.id, after, limit, offset)
+    items = [{"id": r[0], "ts": r[1], "kind": r[2],
+              "data": None if r[3] is None else json.loads(r[3])} for r in rows]
+    return {"items": items, "total": total, "offset": offset, "limit": limit}
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "list_jobs": list_jobs,
+    "get_job": get_job,
+    "disable_job": disable_job,
+    "list_files": list_files,
+    "get_file": get_file,
+    "record_mtimes": record_mtimes,
+    "list_user_data": list_user_data,
+    "get_user_data": get_user_data,
+    "put_user_data": put_user_data,
+    "list_results": list_results,
+    "list_events": list_events,
+}

@@ -1,0 +1,236 @@
+"""Endpoints on whole workflows: create, list, get, status, delete, cancel, initialize,
+reinitialize, reset status.
+
+Each is ``async def name(service, call) -> answer`` (see :mod:`torc_net.service`): checks
+first, then one engine input (or store change), then the answer once it is on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import trio
+
+from torc_core import events as ev
+from torc_core.errors import SpecError
+from torc_core.graph import compile_workflow
+from torc_core.model import WorkflowModel
+from torc_core.parse import parse_spec
+from torc_core.spec import WorkflowSpec
+
+from .columns import JobColumns
+from .effects import workflow_message
+from .service import Answer, Call, Service
+from .state import NewIds, WorkflowState, new_workflow
+from .store import DeletedWorkflow
+from .store import queries as q
+from .validate import ApiError, bad_request, not_found, page_args
+
+Endpoint = Callable[[Service, Call], Awaitable[Any]]
+
+
+def _release_free_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Why: a big workflow is parsed and compiled in a worker thread, which allocates from its own
+    glibc arena. The ~200 MB of temporaries it frees there (at a million jobs) stay in that
+    arena, unusable by the trio thread and the store's thread, so without a trim the server's
+    RSS would carry them on top of the engine and the new rows (peak 550 MB instead of 450 MB).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+async def list_workflows(s: Service, c: Call) -> dict[str, Any]:
+    offset, limit = page_args(c.args, 100)
+    visible = s.visible(c.who)
+    return {"items": [wf.to_json() for wf in visible[offset : offset + limit]],
+            "total": len(visible), "offset": offset, "limit": limit}
+
+
+async def get_workflow(s: Service, c: Call) -> dict[str, Any]:
+    return s.workflow(c.path["workflow_id"], c.who).to_json()
+
+
+async def workflow_status(s: Service, c: Call) -> dict[str, Any]:
+    return s.workflow(c.path["workflow_id"], c.who).status_object()
+
+
+async def create_workflow(s: Service, c: Call) -> dict[str, Any] | Answer:
+    doc: dict[str, Any] = c.body["spec"]
+    dry_run: bool = c.body["dry_run"]
+    who = c.who
+    asked_owner = doc.get("user")
+    if who.mode != "open" and not who.authenticated and asked_owner not in (None, ""):
+        raise ApiError(401, "unauthorized",
+                       f"spec.user: only {asked_owner!r} may create a workflow owned by "
+                       f"{asked_owner!r}: send their credentials",
+                       {"WWW-Authenticate": 'Basic realm="torc"'})
+    max_jobs = s.max_jobs
+
+    def build() -> tuple[WorkflowSpec, WorkflowModel, JobColumns | None]:
+        spec = parse_spec(doc, max_jobs=max_jobs)
+        model = compile_workflow(spec)
+        if dry_run:
+            return spec, model, None
+        cols = JobColumns(spec.jobs, [f.name for f in spec.files],
+                          [u.name for u in spec.user_data])
+        # Past this point the jobs live in `model` and `cols`: drop the JobSpec objects
+        # (~200 MB at a million jobs) before the engine is built and the rows written.
+        slim = dataclasses.replace(spec, jobs=())
+        del spec
+        if model.num_jobs >= 10_000:
+            _release_free_memory()
+        return slim, model, cols
+
+    try:
+        spec, model, cols = await trio.to_thread.run_sync(build, limiter=s.parse_limiter)
+    except SpecError as exc:
+        raise ApiError(422, "invalid spec", list(exc.errors) or [str(exc)]) from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ApiError(422, "invalid spec", [f"{type(exc).__name__}: {exc}"]) from None
+    counts = {"jobs": model.num_jobs, "dependencies": model.num_edges,
+              "barriers": model.num_barriers, "files": len(spec.files),
+              "user_data": len(spec.user_data)}
+    if dry_run:
+        return Answer(200, {"id": None, "name": spec.name, **counts})
+    assert cols is not None
+    owner = who.name if who.authenticated else spec.user if who.mode == "open" else None
+    store = s.store
+    ids = NewIds(workflow=store.allocate("workflow"),
+                 job_base=store.allocate("job", max(1, model.num_jobs)),
+                 file_base=store.allocate("file", len(spec.files)),
+                 user_data_base=store.allocate("user_data", len(spec.user_data)))
+    now = s.clock()
+    wf, rows = new_workflow(ids, spec, model, cols, owner, now)
+    await store.write(lambda conn: q.insert_workflow(conn, rows))
+    if model.num_jobs >= 10_000:
+        _release_free_memory()  # the row iterators' garbage, freed in the store's thread
+    s.workflows[wf.id] = wf
+    s.feed.publish_many(wf.id, wf.user, [workflow_message(wf, "initialized", now)])
+    return {"id": wf.id, "name": wf.name, **counts}
+
+
+async def delete_workflow(s: Service, c: Call) -> dict[str, Any]:
+    wf_id = c.path["workflow_id"]
+    wf = s.workflow(wf_id, c.who)
+    change = s.change(wf)
+    del s.workflows[wf_id]
+    for cn_id in [cn.id for cn in s.compute_nodes.values() if cn.workflow_id == wf_id]:
+        del s.compute_nodes[cn_id]
+    change.deleted.append(DeletedWorkflow(
+        wf_id,
+        jobs=(wf.job_id_base, wf.job_id_base + max(wf.num_jobs, 1) - 1),
+        files=(wf.file_id_base, wf.file_id_base + wf.num_files - 1),
+        user_data=(wf.user_data_id_base, wf.user_data_id_base + wf.num_user_data - 1),
+    ))
+    change.publish(wf_id, wf.user, [workflow_message(wf, "deleted", s.clock())])
+    await change.wait()
+    s.feed.close_workflow(wf_id)
+    return {"id": wf_id, "deleted": True}
+
+
+async def _drive_and_answer(s: Service, c: Call, event: ev.EngineInput,
+                            kind: str | None = None, data: Mapping[str, Any] | None = None,
+                            messages: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One input, an event row and feed messages if asked, and the status it left."""
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    now = s.clock()
+    _, change, rec = s.drive(wf, event, now)
+    if kind is not None:
+        change.event(wf.id, now, kind, {**(data or {}), "run_id": rec.progress.run_id})
+    change.publish(wf.id, wf.user, [workflow_message(wf, m, now) for m in messages])
+    status = wf.status_after(rec.progress)
+    await change.wait()
+    return status
+
+
+async def cancel_workflow(s: Service, c: Call) -> dict[str, Any]:
+    return await _drive_and_answer(s, c, ev.CancelWorkflow())
+
+
+async def initialize_workflow(s: Service, c: Call) -> dict[str, Any]:
+    return await _drive_and_answer(s, c, ev.Initialize(), "initialized",
+                                   messages=("initialized",))
+
+
+async def reset_status(s: Service, c: Call) -> dict[str, Any]:
+    failed_only: bool = c.body["failed_only"]
+    return await _drive_and_answer(s, c, ev.ResetStatus(failed_only=failed_only,
+                                                        initialize=True),
+                                   "reset", {"failed_only": failed_only}, ("reset",))
+
+
+def file_mtimes(wf: WorkflowState, given: Mapping[str, float | None], where: str) \
+        -> dict[int, float | None]:
+    """File id -> mtime from a body's ``{"<file id>": mtime}`` (values checked by schema)."""
+    out: dict[int, float | None] = {}
+    for key, m in given.items():
+        try:
+            fid = int(key)
+        except ValueError:
+            raise bad_request(f"{where}: key {key[:40]!r} is not a file id") from None
+        if not 0 <= fid - wf.file_id_base < wf.num_files:
+            raise not_found(f"{where}: no file {fid} in workflow {wf.id}")
+        out[fid] = m
+    return out
+
+
+async def reinitialize_workflow(s: Service, c: Call) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    dry_run: bool = c.body["dry_run"]
+    given = file_mtimes(wf, c.body["file_mtimes"], "file_mtimes")
+    base = wf.file_id_base
+    changed = frozenset(fid - base for fid, m in given.items()
+                        if m != wf.file_mtimes[fid - base])
+    now = s.clock()
+    effects, change, rec = s.drive(wf, ev.Reinitialize(
+        changed_files=changed, changed_user_data=frozenset(wf.changed_user_data),
+        dry_run=dry_run), now)
+    plan = next(e for e in effects if isinstance(e, ev.ReinitializePlanned))
+    jobs = [wf.job_id_base + j for j in plan.jobs]
+    if not dry_run:
+        set_mtimes(wf, given, change)
+        ud_base = wf.user_data_id_base
+        for idx in wf.changed_user_data:
+            change.user_data_changed[ud_base + idx] = 0
+        wf.changed_user_data.clear()
+        change.event(wf.id, now, "reinitialized", {"jobs": len(jobs),
+                                                   "run_id": rec.progress.run_id})
+        change.publish(wf.id, wf.user, [workflow_message(wf, "reset", now),
+                                        workflow_message(wf, "initialized", now)])
+    await change.wait()
+    return {"jobs": jobs, "dry_run": dry_run, "run_id": rec.progress.run_id}
+
+
+def set_mtimes(wf: WorkflowState, given: Mapping[int, float | None], change: Any) -> None:
+    for fid, m in given.items():
+        wf.file_mtimes[fid - wf.file_id_base] = m
+        change.file_mtimes[fid] = m
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "list_workflows": list_workflows,
+    "get_workflow": get_workflow,
+    "workflow_status": workflow_status,
+    "create_workflow": create_workflow,
+    "delete_workflow": delete_workflow,
+    "cancel_workflow": cancel_workflow,
+    "initialize_workflow": initialize_workflow,
+    "reinitialize_workflow": reinitialize_workflow,
+    "reset_status": reset_status,
+}

@@ -1,0 +1,100 @@
+"""Engine effects -> store rows and feed messages: the one place that translates them.
+
+Why one function: every request that drives an engine records what happened the same way,
+so the rows on disk and what watchers hear cannot differ between endpoints. The effects say
+everything (the engine's Rule 7); nothing here reads the engine back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torc_core import events as ev
+from torc_core.status import JobStatus
+
+from .state import STATUS_LABELS, WorkflowState
+from .store import Change
+
+_COMPLETED = int(JobStatus.COMPLETED)
+_FAILED = int(JobStatus.FAILED)
+_TERMINATED = int(JobStatus.TERMINATED)
+
+
+@dataclass(slots=True, frozen=True)
+class Recorded:
+    """What the caller needs besides the rows: the workflow after the input, and the earliest
+    lease deadline it set (the lease timer may have to wake sooner)."""
+
+    progress: ev.Progress
+    earliest_lease: float | None
+
+
+def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: float, *,
+           is_active: Callable[[int], bool], publish: bool) -> Recorded:
+    """Add the rows (and, when someone listens, the feed messages) of one input's effects to
+    ``change``. ``is_active(cn)`` tells whether a compute node is still active (its row says
+    so with its lease)."""
+    wf_id = wf.id
+    base = wf.job_id_base
+    n = wf.num_jobs
+    messages: list[dict[str, Any]] = []
+    progress: ev.Progress | None = None
+    earliest: float | None = None
+    for eff in effects:
+        if isinstance(eff, ev.JobsUpdated):
+            rows = change.jobs
+            for job, status, attempt, holder in zip(eff.jobs, eff.statuses, eff.attempts,
+                                                    eff.holders, strict=True):
+                rows[base + job] = (status, attempt, holder if holder >= 0 else None)
+        elif isinstance(eff, ev.StatusesChanged):
+            names = wf.names
+            for node, old, new in zip(eff.jobs, eff.old, eff.new, strict=True):
+                if node >= n:
+                    change.barriers[(wf_id, node)] = new
+                elif publish:
+                    messages.append({
+                        "type": "job_status", "workflow_id": wf_id, "job_id": base + node,
+                        "name": names[node], "old": STATUS_LABELS[old],
+                        "new": STATUS_LABELS[new], "ts": now,
+                    })
+        elif isinstance(eff, ev.LeaseChanged):
+            deadline = eff.deadline
+            change.leases[eff.runner_id] = (deadline, int(is_active(eff.runner_id)))
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        elif isinstance(eff, ev.RunChanged):
+            change.runs[wf_id] = (eff.run_id, int(eff.canceled))
+        elif isinstance(eff, ev.ResultsRecorded):
+            cn = eff.runner_id
+            change.results.extend(
+                (wf_id, base + r.job, r.run_id, r.attempt, r.return_code,
+                 _TERMINATED if r.terminated else _COMPLETED if r.return_code == 0 else _FAILED,
+                 r.exec_time_s, now, cn)
+                for r in eff.accepted
+            )
+        elif isinstance(eff, ev.RetryScheduled):
+            change.event(wf_id, now, "retry", {"job_id": base + eff.job, "attempt": eff.attempt,
+                                               "return_code": eff.return_code})
+        elif isinstance(eff, ev.LeasesExpired):
+            change.event(wf_id, now, "leases_expired", {"compute_node_ids": eff.runner_ids})
+        elif isinstance(eff, ev.WorkflowCompleted):
+            change.event(wf_id, now, "completed", {s.label: c for s, c in eff.counts.items()})
+            if publish:
+                messages.append({"type": "workflow", "workflow_id": wf_id,
+                                 "event": "completed", "ts": now})
+        elif isinstance(eff, ev.WorkflowCanceled):
+            change.event(wf_id, now, "canceled")
+            if publish:
+                messages.append({"type": "workflow", "workflow_id": wf_id, "event": "canceled",
+                                 "ts": now})
+        elif isinstance(eff, ev.Progress):
+            progress = eff
+    change.publish(wf_id, wf.user, messages)
+    assert progress is not None, "the engine ends every effect list with Progress"
+    return Recorded(progress, earliest)
+
+
+def workflow_message(wf: WorkflowState, event: str, now: float) -> dict[str, Any]:
+    return {"type": "workflow", "workflow_id": wf.id, "event": event, "ts": now}

@@ -1,0 +1,252 @@
+"""The HTTP API as data: every route with its request and response schemas.
+
+Why one table: the app registers these routes, validates every body against these schemas
+(:func:`torc_net.validate.compile_schema`) and publishes them as ``/openapi.json``, so the
+document, the checks and the routes cannot drift apart; the API fuzz test holds the server's
+answers to the response schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .openapi import Route
+
+ALLOCATION_STATES = ("submitted", "pending", "running", "completed", "gone", "canceled")
+RESULT_STATUSES = ("completed", "failed", "terminated")
+
+_PAGED = ("offset", "limit")
+
+
+def _int(minimum: int | None = None, *, nullable: bool = False, **more: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": ["integer", "null"] if nullable else "integer", **more}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    return schema
+
+
+def _obj(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+_ID = _int(1)
+_COUNT = _int(0)
+_STR = {"type": "string"}
+_STR_OR_NULL = {"type": ["string", "null"]}
+_NUM = {"type": "number"}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_BOOL = {"type": "boolean"}
+_FREE_OBJECT = {"type": "object"}
+_ANY: dict[str, Any] = {}
+_INTS = {"type": "array", "items": {"type": "integer"}}
+_MTIMES = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
+_NO_BODY = {"type": "object"}  # nothing is read from it; any JSON object (or none) is fine
+
+
+def _page(item: dict[str, Any]) -> dict[str, Any]:
+    return _obj(("items", "total", "offset", "limit"), items={"type": "array", "items": item},
+                total=_COUNT, offset=_COUNT, limit=_COUNT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Request bodies
+
+RESULT_ITEM = _obj(
+    ("job_id", "attempt", "run_id", "return_code"),
+    job_id=_int(),
+    attempt=_int(1),
+    run_id=_int(1),
+    return_code=_int(),
+    status={"type": ["string", "null"], "enum": [*RESULT_STATUSES, None]},
+    exec_time_s={"type": "number", "minimum": 0, "default": 0.0},
+)
+
+CREATE_BODY = _obj(("spec",), spec=_FREE_OBJECT, dry_run={**_BOOL, "default": False})
+REGISTER_BODY = _obj(
+    ("hostname",),
+    hostname={"type": "string", "minLength": 1, "maxLength": 1024},
+    pid=_int(0, nullable=True, default=None),
+    num_cpus=_int(0, nullable=True, default=None),
+    memory_bytes=_int(0, nullable=True, default=None),
+    num_gpus=_int(0, nullable=True, default=None),
+    num_nodes=_int(0, nullable=True, default=None),
+    slurm_job_id={"type": ["string", "null"], "maxLength": 256, "default": None},
+)
+CLAIM_BODY = _obj(
+    (),
+    limit=_int(0, default=32),
+    cpus=_int(0, nullable=True, default=None),
+    memory_bytes=_int(0, nullable=True, default=None),
+    gpus=_int(0, nullable=True, default=None),
+    nodes=_int(0, nullable=True, default=None),
+    walltime_s={"type": ["number", "null"], "minimum": 0, "default": None},
+    scheduler={"type": ["string", "null"], "default": None},
+    claim_seq=_int(0, nullable=True, default=None),
+    held_job_ids={**_INTS, "default": None},
+    results={"type": "array", "items": RESULT_ITEM, "default": []},
+)
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+_COUNTS = {"type": "object", "additionalProperties": _COUNT}
+WORKFLOW = _obj(
+    ("id", "name", "user", "created_at", "num_jobs", "run_id", "is_canceled", "is_complete"),
+    id=_ID, name=_STR, user=_STR_OR_NULL, description=_STR_OR_NULL, created_at=_NUM,
+    num_jobs=_COUNT, run_id=_ID, is_canceled=_BOOL, is_complete=_BOOL, job_id_base=_ID,
+    spec_settings=_FREE_OBJECT, slurm_schedulers={"type": "array"}, num_actions=_COUNT,
+)
+STATUS = _obj(("id", "run_id", "counts", "total", "is_complete", "is_canceled"),
+              id=_ID, run_id=_ID, counts=_COUNTS, total=_COUNT, is_complete=_BOOL,
+              is_canceled=_BOOL)
+JOB = _obj(
+    ("id", "workflow_id", "name", "command", "status", "attempt", "run_id"),
+    id=_ID, workflow_id=_ID, name=_STR, command=_STR, invocation_script=_STR_OR_NULL,
+    status=_STR, attempt=_ID, run_id=_ID, compute_node_id=_int(1, nullable=True),
+    num_cpus=_COUNT, num_gpus=_COUNT, num_nodes=_COUNT, memory_bytes=_COUNT, runtime_s=_COUNT,
+    resource_requirements=_STR_OR_NULL, scheduler=_STR_OR_NULL, failure_handler=_STR_OR_NULL,
+    supports_termination=_BOOL, cancel_on_blocking_job_failure=_BOOL, depends_on=_INTS,
+    input_files=_INTS, output_files=_INTS, input_user_data=_INTS, output_user_data=_INTS,
+)
+FILE = _obj(("id", "name", "path", "st_mtime"), id=_ID, name=_STR, path=_STR,
+            st_mtime=_NUM_OR_NULL)
+USER_DATA = _obj(("id", "name", "data", "is_ephemeral"), id=_ID, name=_STR, data=_ANY,
+                 is_ephemeral=_BOOL)
+RESULT = _obj(
+    ("id", "job_id", "run_id", "attempt", "return_code", "status", "exec_time_s"),
+    id=_ID, job_id=_ID, job_name=_STR_OR_NULL, run_id=_ID, attempt=_ID, return_code=_int(),
+    status=_STR, exec_time_s=_NUM, completed_at=_NUM, compute_node_id=_int(1, nullable=True),
+    slurm_job_id=_STR_OR_NULL,
+)
+EVENT = _obj(("id", "ts", "kind", "data"), id=_ID, ts=_NUM, kind=_STR, data=_ANY)
+COMPUTE_NODE = _obj(
+    ("id", "hostname", "is_active", "jobs"),
+    id=_ID, hostname=_STR, pid=_int(0, nullable=True), num_cpus=_int(0, nullable=True),
+    memory_bytes=_int(0, nullable=True), num_gpus=_int(0, nullable=True),
+    num_nodes=_int(0, nullable=True), slurm_job_id=_STR_OR_NULL, created_at=_NUM,
+    is_active=_BOOL, lease_deadline=_NUM_OR_NULL, jobs=_INTS,
+)
+CLAIMED_JOB = _obj(
+    ("id", "name", "command", "attempt", "run_id"),
+    id=_ID, name=_STR, command=_STR, invocation_script=_STR_OR_NULL, attempt=_ID, run_id=_ID,
+    recovery_script=_STR_OR_NULL, supports_termination=_BOOL, num_cpus=_COUNT,
+    num_gpus=_COUNT, memory_bytes=_COUNT, runtime_s=_COUNT,
+)
+ALLOCATION = _obj(
+    ("id", "workflow_id", "slurm_job_id", "state"),
+    id=_ID, workflow_id=_ID, slurm_job_id=_STR, scheduler=_STR_OR_NULL,
+    action_index=_int(0, nullable=True), submitted_at=_NUM,
+    state={"type": "string", "enum": list(ALLOCATION_STATES)},
+)
+ACTION = {"type": "object", "required": ["index"], "properties": {"index": _COUNT}}
+_RESULT_COUNTS = {"accepted": _COUNT, "duplicates": _COUNT}
+_LIVE = {"is_complete": _BOOL, "is_canceled": _BOOL}
+
+ROUTES: list[Route] = [
+    Route("GET", "/ping", "ping", "Liveness check",
+          response=_obj(("status",), status=_STR)),
+    Route("GET", "/version", "version", "Server and API version",
+          response=_obj(("version", "api"), version=_STR, api=_STR)),
+    Route("GET", "/openapi.json", "openapi", "This OpenAPI document", response=_FREE_OBJECT),
+    Route("POST", "/workflows", "create_workflow", "Create and initialize a workflow from a spec",
+          body=CREATE_BODY, status=201, other_statuses=(200,),
+          response=_obj(("id", "name", "jobs", "dependencies"), id=_int(1, nullable=True),
+                        name=_STR, jobs=_COUNT, dependencies=_COUNT, barriers=_COUNT,
+                        files=_COUNT, user_data=_COUNT)),
+    Route("GET", "/workflows", "list_workflows", "List workflows", query=_PAGED,
+          response=_page(WORKFLOW)),
+    Route("GET", "/workflows/<int:workflow_id>", "get_workflow", "One workflow",
+          response=WORKFLOW),
+    Route("DELETE", "/workflows/<int:workflow_id>", "delete_workflow", "Delete a workflow",
+          response=_obj(("id", "deleted"), id=_ID, deleted=_BOOL)),
+    Route("POST", "/workflows/<int:workflow_id>/cancel", "cancel_workflow", "Cancel a workflow",
+          body=_NO_BODY, response=STATUS),
+    Route("POST", "/workflows/<int:workflow_id>/initialize", "initialize_workflow",
+          "Initialize uninitialized jobs", body=_NO_BODY, response=STATUS),
+    Route("POST", "/workflows/<int:workflow_id>/reinitialize", "reinitialize_workflow",
+          "Reset changed and unfinished jobs for a new run",
+          body=_obj((), dry_run={**_BOOL, "default": False},
+                    file_mtimes={**_MTIMES, "default": {}}),
+          response=_obj(("jobs", "dry_run", "run_id"), jobs=_INTS, dry_run=_BOOL, run_id=_ID)),
+    Route("POST", "/workflows/<int:workflow_id>/reset_status", "reset_status",
+          "Reset job statuses and initialize again",
+          body=_obj((), failed_only={**_BOOL, "default": False}), response=STATUS),
+    Route("GET", "/workflows/<int:workflow_id>/status", "workflow_status",
+          "Counts per status", response=STATUS),
+    Route("GET", "/workflows/<int:workflow_id>/jobs", "list_jobs", "List jobs",
+          query=("status", *_PAGED), response=_page(JOB)),
+    Route("GET", "/workflows/<int:workflow_id>/jobs/<int:job_id>", "get_job", "One job",
+          response=JOB),
+    Route("POST", "/workflows/<int:workflow_id>/jobs/<int:job_id>/disable", "disable_job",
+          "Disable a job", body=_NO_BODY, response=JOB),
+    Route("GET", "/workflows/<int:workflow_id>/files", "list_files", "List files",
+          query=_PAGED, response=_page(FILE)),
+    Route("GET", "/workflows/<int:workflow_id>/files/<int:file_id>", "get_file", "One file",
+          response=FILE),
+    Route("POST", "/workflows/<int:workflow_id>/files/mtimes", "record_mtimes",
+          "Record file modification times", body=_obj(("mtimes",), mtimes=_MTIMES),
+          response=_obj(("recorded",), recorded=_COUNT)),
+    Route("GET", "/workflows/<int:workflow_id>/user_data", "list_user_data", "List user data",
+          query=_PAGED, response=_page(USER_DATA)),
+    Route("GET", "/workflows/<int:workflow_id>/user_data/<int:user_data_id>", "get_user_data",
+          "One user data item", response=USER_DATA),
+    Route("PUT", "/workflows/<int:workflow_id>/user_data/<int:user_data_id>", "put_user_data",
+          "Store user data (marks it changed)", body=_obj(("data",), data=_ANY),
+          response=USER_DATA),
+    Route("GET", "/workflows/<int:workflow_id>/results", "list_results", "List results",
+          query=("status", *_PAGED), response=_page(RESULT)),
+    Route("GET", "/workflows/<int:workflow_id>/events", "list_events", "List workflow events",
+          query=("after", *_PAGED), response=_page(EVENT)),
+    Route("POST", "/workflows/<int:workflow_id>/compute_nodes", "register_compute_node",
+          "Register a compute node (runner)", body=REGISTER_BODY, status=201,
+          response=_obj(("id", "lease_s"), id=_ID, lease_s=_NUM)),
+    Route("GET", "/workflows/<int:workflow_id>/compute_nodes", "list_compute_nodes",
+          "List compute nodes", query=_PAGED, response=_page(COMPUTE_NODE)),
+    Route("POST", "/workflows/<int:workflow_id>/compute_nodes/<int:compute_node_id>/heartbeat",
+          "heartbeat", "Renew a compute node's lease", body=_NO_BODY,
+          response=_obj(("is_complete", "is_canceled", "active"), active=_BOOL, **_LIVE)),
+    Route("POST", "/workflows/<int:workflow_id>/compute_nodes/<int:compute_node_id>/claim",
+          "claim_jobs", "Claim ready jobs (and report results, say which jobs are held)",
+          body=CLAIM_BODY,
+          response=_obj(("jobs", "is_complete", "is_canceled", "counts"),
+                        jobs={"type": "array", "items": CLAIMED_JOB}, counts=_COUNTS,
+                        **_LIVE, **_RESULT_COUNTS)),
+    Route("POST", "/workflows/<int:workflow_id>/compute_nodes/<int:compute_node_id>/start",
+          "start_jobs", "Report jobs started", body=_obj(("job_ids",), job_ids=_INTS),
+          response=_obj(("started",), started=_COUNT)),
+    Route("POST", "/workflows/<int:workflow_id>/compute_nodes/<int:compute_node_id>/complete",
+          "complete_jobs", "Report job results (idempotent)",
+          body=_obj(("results",), results={"type": "array", "items": RESULT_ITEM}),
+          response=_obj(("accepted", "duplicates", "is_complete", "is_canceled"),
+                        **_RESULT_COUNTS, **_LIVE)),
+    Route("POST", "/workflows/<int:workflow_id>/compute_nodes/<int:compute_node_id>/deactivate",
+          "deactivate_compute_node", "Release a compute node's jobs", body=_NO_BODY,
+          response=_obj(("released",), released=_INTS)),
+    Route("POST", "/workflows/<int:workflow_id>/actions/claim", "claim_actions",
+          "Claim the workflow's due actions (each is handed out exactly once)",
+          body=_obj((), compute_node_id=_int(1, nullable=True, default=None),
+                    action_types={"type": ["array", "null"], "items": _STR, "default": None},
+                    trigger_types={"type": ["array", "null"], "items": _STR, "default": None}),
+          response=_obj(("actions", "pending", "total"),
+                        actions={"type": "array", "items": ACTION}, pending=_COUNT,
+                        total=_COUNT)),
+    Route("GET", "/workflows/<int:workflow_id>/actions", "list_actions",
+          "The workflow's actions, claimed and due", response=_page(ACTION)),
+    Route("POST", "/workflows/<int:workflow_id>/allocations", "record_allocation",
+          "Record a submitted Slurm allocation",
+          body=_obj(("slurm_job_id",),
+                    slurm_job_id={"type": "string", "minLength": 1, "maxLength": 256},
+                    scheduler={"type": ["string", "null"], "default": None},
+                    action_index=_int(0, nullable=True, default=None)),
+          status=201, response=ALLOCATION),
+    Route("GET", "/workflows/<int:workflow_id>/allocations", "list_allocations",
+          "List the workflow's Slurm allocations", query=_PAGED, response=_page(ALLOCATION)),
+    Route("POST", "/workflows/<int:workflow_id>/allocations/<int:allocation_id>/state",
+          "set_allocation_state", "Record an allocation's state (e.g. gone, canceled)",
+          body=_obj(("state",), state={"type": "string", "enum": list(ALLOCATION_STATES)}),
+          response=ALLOCATION),
+    Route("GET", "/workflows/<int:workflow_id>/events/ws", "workflow_feed",
+          "Websocket feed of one workflow", websocket=True),
+    Route("GET", "/events/ws", "feed", "Websocket feed of all visible workflows",
+          websocket=True),
+]

@@ -1,0 +1,232 @@
+"""Changes: the rows one request writes, and how a batch of them reaches the database.
+
+Theory of operation
+-------------------
+A request handler drives an engine and records the effects as a :class:`Change` (typed
+fields, no SQL), with no ``await`` in between, then awaits :meth:`Change.wait`. The store's
+writer commits every change of a commit window as one transaction (group commit). A change
+is also the unit of failure: if the transaction fails, the writer applies the window's changes
+again one by one, each in a savepoint, so only the change that cannot be stored fails (and,
+after it, every later change to the same workflows, which were made on top of it in memory).
+
+Rule 1: a change lists the workflows whose in-memory state it reflects (``workflows``). When
+it fails, those workflows' memory is ahead of the disk: the service reloads them from the
+database before they answer again.
+
+Rule 2: within a change and across the changes of a window, the latest value of a row wins
+(a job claimed and completed within one window is written once), inserts go before updates
+and deletes go last: :func:`apply` fixes that order, so merging changes keeps their meaning.
+
+Rule 3: feed messages ride on the change and are published only once it is committed: no
+one, not even a watcher, hears of what is not on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+#: Feed messages of one workflow: (workflow id, owner, messages).
+Messages = tuple[int, str | None, list[dict[str, Any]]]
+
+
+class StoreError(Exception):
+    """A change is not durable. ``transient``: the database could not write it (full disk, an
+    I/O error, a change it depended on failed) and a retry may succeed; otherwise the change
+    itself could not be stored, which request validation should have prevented."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(slots=True, frozen=True)
+class DeletedWorkflow:
+    """Everything a workflow owns, by id range (its ids are never used again)."""
+
+    id: int
+    jobs: tuple[int, int]  # first and last id (last < first: none)
+    files: tuple[int, int]
+    user_data: tuple[int, int]
+
+
+@dataclass(slots=True, eq=False)
+class Change:
+    """The rows one request writes (see the module docstring)."""
+
+    #: the workflows whose in-memory state this change reflects (Rule 1)
+    workflows: frozenset[int]
+    #: order of creation; feed subscribers registered later skip older changes
+    seq: int = 0
+    #: job id -> (status, attempt, compute_node_id or None)
+    jobs: dict[int, tuple[int, int, int | None]] = field(default_factory=dict)
+    #: (workflow id, node) -> status
+    barriers: dict[tuple[int, int], int] = field(default_factory=dict)
+    #: workflow id -> (run_id, is_canceled)
+    runs: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: compute node id -> (lease_deadline, is_active)
+    leases: dict[int, tuple[float | None, int]] = field(default_factory=dict)
+    #: new compute_nodes rows (id, workflow_id, hostname, pid, num_cpus, memory_bytes,
+    #: num_gpus, num_nodes, slurm_job_id, created_at, lease_deadline)
+    compute_nodes: list[tuple[Any, ...]] = field(default_factory=list)
+    #: (workflow_id, job_id, run_id, attempt, return_code, status, exec_time_s, completed_at, cn)
+    results: list[tuple[Any, ...]] = field(default_factory=list)
+    #: (workflow_id, ts, kind, data_json)
+    events: list[tuple[int, float, str, str | None]] = field(default_factory=list)
+    #: file id -> st_mtime
+    file_mtimes: dict[int, float | None] = field(default_factory=dict)
+    #: user_data id -> data as JSON text
+    user_data: dict[int, str] = field(default_factory=dict)
+    #: user_data id -> changed flag
+    user_data_changed: dict[int, int] = field(default_factory=dict)
+    #: (workflow_id, action_index, claimed_at, compute_node_id)
+    actions_claimed: list[tuple[int, int, float, int | None]] = field(default_factory=list)
+    #: new allocations rows (id, workflow_id, slurm_job_id, scheduler, action_index,
+    #: submitted_at, state)
+    allocations: list[tuple[Any, ...]] = field(default_factory=list)
+    #: allocation id -> state
+    allocation_states: dict[int, str] = field(default_factory=dict)
+    deleted: list[DeletedWorkflow] = field(default_factory=list)
+    #: published once committed (Rule 3)
+    messages: list[Messages] = field(default_factory=list)
+    error: BaseException | None = None
+    batch: Batch | None = None
+
+    def event(self, workflow_id: int, ts: float, kind: str, data: Any = None) -> None:
+        self.events.append(
+            (workflow_id, ts, kind, None if data is None else json.dumps(data, default=str))
+        )
+
+    def publish(self, workflow_id: int, owner: str | None,
+                messages: list[dict[str, Any]]) -> None:
+        if messages:
+            self.messages.append((workflow_id, owner, messages))
+
+    async def wait(self) -> None:
+        """Return once this change is durable; raise StoreError if it is not."""
+        assert self.batch is not None
+        await self.batch.done.wait()
+        if self.error is not None:
+            if isinstance(self.error, StoreError):
+                raise self.error
+            raise StoreError(f"database commit failed: {self.error}",
+                             transient=_is_transient(self.error)) from self.error
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A database that could not write (disk full, I/O error, locked) may write later; a value
+    it cannot hold never will."""
+    return isinstance(exc, sqlite3.OperationalError | StoreError) or (
+        isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError)
+    )
+
+
+@dataclass(slots=True, eq=False)
+class Batch:
+    """The changes of one commit window."""
+
+    changes: list[Change] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+    #: the id high-water marks when the window closed (saved with it)
+    next_ids: dict[str, int] | None = None
+
+
+def merge(changes: Iterable[Change]) -> Change:
+    """One change with the rows of all, later values winning (Rule 2)."""
+    m = Change(frozenset())
+    for c in changes:
+        m.jobs.update(c.jobs)
+        m.barriers.update(c.barriers)
+        m.runs.update(c.runs)
+        m.leases.update(c.leases)
+        m.compute_nodes.extend(c.compute_nodes)
+        m.results.extend(c.results)
+        m.events.extend(c.events)
+        m.file_mtimes.update(c.file_mtimes)
+        m.user_data.update(c.user_data)
+        m.user_data_changed.update(c.user_data_changed)
+        m.actions_claimed.extend(c.actions_claimed)
+        m.allocations.extend(c.allocations)
+        m.allocation_states.update(c.allocation_states)
+        m.deleted.extend(c.deleted)
+    return m
+
+
+#: The tables that link jobs to files and user data (deleted by job id range).
+LINK_TABLES = ("job_input_files", "job_output_files", "job_input_user_data",
+               "job_output_user_data")
+
+
+def apply(db: sqlite3.Connection, c: Change) -> None:
+    """Write one change's rows, in the caller's transaction: inserts, updates, deletes."""
+    if c.compute_nodes:
+        db.executemany(
+            "INSERT INTO compute_nodes (id, workflow_id, hostname, pid, num_cpus, memory_bytes,"
+            " num_gpus, num_nodes, slurm_job_id, created_at, lease_deadline, is_active)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,1)", c.compute_nodes)
+    if c.allocations:
+        db.executemany(
+            "INSERT INTO allocations (id, workflow_id, slurm_job_id, scheduler, action_index,"
+            " submitted_at, state) VALUES (?,?,?,?,?,?,?)", c.allocations)
+    if c.actions_claimed:
+        db.executemany(
+            "INSERT OR IGNORE INTO actions_claimed (workflow_id, action_index, claimed_at,"
+            " compute_node_id) VALUES (?,?,?,?)", c.actions_claimed)
+    if c.jobs:
+        db.executemany(
+            "UPDATE jobs SET status=?, attempt=?, compute_node_id=? WHERE id=?",
+            [(s, a, cn, job) for job, (s, a, cn) in c.jobs.items()])
+    if c.barriers:
+        db.executemany(
+            "UPDATE barriers SET status=? WHERE workflow_id=? AND node=?",
+            [(s, wf, node) for (wf, node), s in c.barriers.items()])
+    if c.runs:
+        db.executemany(
+            "UPDATE workflows SET run_id=?, is_canceled=? WHERE id=?",
+            [(r, canceled, wf) for wf, (r, canceled) in c.runs.items()])
+    if c.leases:
+        db.executemany(
+            "UPDATE compute_nodes SET lease_deadline=?, is_active=? WHERE id=?",
+            [(d, a, cn) for cn, (d, a) in c.leases.items()])
+    if c.file_mtimes:
+        db.executemany("UPDATE files SET st_mtime=? WHERE id=?",
+                       [(m, fid) for fid, m in c.file_mtimes.items()])
+    if c.user_data:
+        db.executemany("UPDATE user_data SET data=? WHERE id=?",
+                       [(d, uid) for uid, d in c.user_data.items()])
+    if c.user_data_changed:
+        db.executemany("UPDATE user_data SET changed=? WHERE id=?",
+                       [(flag, uid) for uid, flag in c.user_data_changed.items()])
+    if c.allocation_states:
+        db.executemany("UPDATE allocations SET state=? WHERE id=?",
+                       [(s, aid) for aid, s in c.allocation_states.items()])
+    if c.results:
+        db.executemany(
+            "INSERT OR IGNORE INTO results (workflow_id, job_id, run_id, attempt, return_code,"
+            " status, exec_time_s, completed_at, compute_node_id) VALUES (?,?,?,?,?,?,?,?,?)",
+            c.results)
+    if c.events:
+        db.executemany("INSERT INTO events (workflow_id, ts, kind, data) VALUES (?,?,?,?)",
+                       c.events)
+    for d in c.deleted:
+        _delete_workflow(db, d)
+
+
+def _delete_workflow(db: sqlite3.Connection, d: DeletedWorkflow) -> None:
+    """Every row the workflow owns, by id range or workflow id."""
+    lo, hi = d.jobs
+    db.execute("DELETE FROM jobs WHERE id BETWEEN ? AND ?", (lo, hi))
+    db.execute("DELETE FROM results WHERE job_id BETWEEN ? AND ?", (lo, hi))
+    for table in LINK_TABLES:
+        db.execute(f"DELETE FROM {table} WHERE job_id BETWEEN ? AND ?", (lo, hi))
+    db.execute("DELETE FROM files WHERE id BETWEEN ? AND ?", d.files)
+    db.execute("DELETE FROM user_data WHERE id BETWEEN ? AND ?", d.user_data)
+    for table in ("barriers", "edges", "events", "compute_nodes", "allocations",
+                  "actions_claimed"):
+        db.execute(f"DELETE FROM {table} WHERE workflow_id=?", (d.id,))
+    db.execute("DELETE FROM workflows WHERE id=?", (d.id,))

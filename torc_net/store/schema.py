@@ -1,0 +1,237 @@
+"""The database schema, its version, and the migrations that bring older files up to it.
+
+Theory of operation
+-------------------
+Ids are assigned by the server, not by SQLite (a workflow's jobs take a contiguous range so
+that a job's index in the engine is ``id - job_id_base``). To keep an id from ever being used
+twice — a deleted workflow's id handed to the next workflow would inherit whatever still
+pointed at the old one — the next free id of each sequence is kept in ``meta`` under
+``next_id.<sequence>`` (a high-water mark), written in the same transaction as the rows that
+use the ids (:data:`ID_SEQUENCES`).
+
+Version 2 added those marks. A version-1 file is migrated when it is opened: the marks start
+from the largest ids in its tables, and rows a version-1 delete left behind (allocations,
+claimed actions of workflows that no longer exist) are removed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workflows (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    user TEXT,
+    description TEXT,
+    created_at REAL NOT NULL,
+    job_id_base INTEGER NOT NULL,
+    num_jobs INTEGER NOT NULL,
+    num_barriers INTEGER NOT NULL,
+    file_id_base INTEGER NOT NULL,
+    num_files INTEGER NOT NULL,
+    user_data_id_base INTEGER NOT NULL,
+    num_user_data INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    is_canceled INTEGER NOT NULL,
+    spec_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    workflow_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    command TEXT NOT NULL,
+    invocation_script TEXT,
+    status INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    compute_node_id INTEGER,
+    num_cpus INTEGER NOT NULL,
+    num_gpus INTEGER NOT NULL,
+    num_nodes INTEGER NOT NULL,
+    memory_bytes INTEGER NOT NULL,
+    runtime_s INTEGER NOT NULL,
+    resource_requirements TEXT,
+    scheduler TEXT,
+    scheduler_idx INTEGER NOT NULL,
+    failure_handler TEXT,
+    handler_idx INTEGER NOT NULL,
+    supports_termination INTEGER NOT NULL,
+    cancel_on_blocking_job_failure INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS barriers (
+    workflow_id INTEGER NOT NULL,
+    node INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    PRIMARY KEY (workflow_id, node)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS edges (
+    workflow_id INTEGER NOT NULL,
+    up INTEGER NOT NULL,
+    down INTEGER NOT NULL,
+    PRIMARY KEY (workflow_id, up, down)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    workflow_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    st_mtime REAL
+);
+CREATE TABLE IF NOT EXISTS user_data (
+    id INTEGER PRIMARY KEY,
+    workflow_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    data TEXT,
+    is_ephemeral INTEGER NOT NULL,
+    changed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS job_input_files (
+    job_id INTEGER NOT NULL, ref_id INTEGER NOT NULL, PRIMARY KEY (job_id, ref_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_output_files (
+    job_id INTEGER NOT NULL, ref_id INTEGER NOT NULL, PRIMARY KEY (job_id, ref_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_input_user_data (
+    job_id INTEGER NOT NULL, ref_id INTEGER NOT NULL, PRIMARY KEY (job_id, ref_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_output_user_data (
+    job_id INTEGER NOT NULL, ref_id INTEGER NOT NULL, PRIMARY KEY (job_id, ref_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    workflow_id INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    return_code INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    exec_time_s REAL NOT NULL,
+    completed_at REAL NOT NULL,
+    compute_node_id INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS results_key ON results (job_id, run_id, attempt);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    workflow_id INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_wf ON events (workflow_id, id);
+CREATE TABLE IF NOT EXISTS compute_nodes (
+    id INTEGER PRIMARY KEY,
+    workflow_id INTEGER NOT NULL,
+    hostname TEXT NOT NULL,
+    pid INTEGER,
+    num_cpus INTEGER,
+    memory_bytes INTEGER,
+    num_gpus INTEGER,
+    num_nodes INTEGER,
+    slurm_job_id TEXT,
+    created_at REAL NOT NULL,
+    lease_deadline REAL,
+    is_active INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS compute_nodes_wf ON compute_nodes (workflow_id);
+CREATE TABLE IF NOT EXISTS allocations (
+    id INTEGER PRIMARY KEY,
+    workflow_id INTEGER NOT NULL,
+    slurm_job_id TEXT NOT NULL,
+    scheduler TEXT,
+    action_index INTEGER,
+    submitted_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'submitted'
+);
+CREATE INDEX IF NOT EXISTS allocations_wf ON allocations (workflow_id);
+CREATE TABLE IF NOT EXISTS actions_claimed (
+    workflow_id INTEGER NOT NULL,
+    action_index INTEGER NOT NULL,
+    claimed_at REAL NOT NULL,
+    compute_node_id INTEGER,
+    PRIMARY KEY (workflow_id, action_index)
+) WITHOUT ROWID;
+"""
+
+
+#: The id sequences the store assigns, and what in the tables already uses ids of each.
+ID_SEQUENCES: dict[str, tuple[str, ...]] = {
+    "workflow": ("SELECT max(id) FROM workflows",),
+    "job": ("SELECT max(id) FROM jobs",
+            "SELECT max(job_id_base + num_jobs - 1) FROM workflows"),
+    "file": ("SELECT max(id) FROM files",),
+    "user_data": ("SELECT max(id) FROM user_data",),
+    "compute_node": ("SELECT max(id) FROM compute_nodes",),
+    "allocation": ("SELECT max(id) FROM allocations",),
+}
+
+
+class SchemaError(Exception):
+    """The file is not a torc-trio database this version can use."""
+
+
+def next_ids_from_tables(conn: sqlite3.Connection) -> dict[str, int]:
+    """One past the largest id in use, per sequence (what version 1 derived on every open)."""
+    out: dict[str, int] = {}
+    for name, queries in ID_SEQUENCES.items():
+        values = [conn.execute(sql).fetchone()[0] for sql in queries]
+        out[name] = max(int(v or 0) for v in values) + 1
+    return out
+
+
+def read_next_ids(conn: sqlite3.Connection) -> dict[str, int]:
+    """The stored high-water marks, never below what the tables hold."""
+    stored = {
+        key.removeprefix("next_id."): int(value)
+        for key, value in conn.execute("SELECT key, value FROM meta WHERE key LIKE 'next_id.%'")
+    }
+    derived = next_ids_from_tables(conn)
+    return {name: max(stored.get(name, 1), derived[name]) for name in ID_SEQUENCES}
+
+
+def write_next_ids(conn: sqlite3.Connection, ids: dict[str, int]) -> None:
+    conn.executemany(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+        [(f"next_id.{name}", str(value)) for name, value in ids.items()],
+    )
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    write_next_ids(conn, next_ids_from_tables(conn))
+    for table in ("allocations", "actions_claimed"):
+        conn.execute(
+            f"DELETE FROM {table} WHERE workflow_id NOT IN (SELECT id FROM workflows)"
+        )
+
+
+_MIGRATIONS = {1: _migrate_1_to_2}
+
+
+def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Create the tables of a new database, or migrate an older one, in one transaction."""
+    conn.execute("BEGIN")
+    try:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                         (str(SCHEMA_VERSION),))
+        else:
+            version = int(row[0])
+            if version > SCHEMA_VERSION or (version < SCHEMA_VERSION
+                                             and version not in _MIGRATIONS):
+                raise SchemaError(f"{path}: schema version {version}, this server reads up to "
+                                  f"{SCHEMA_VERSION}")
+            while version < SCHEMA_VERSION:
+                _MIGRATIONS[version](conn)
+                version += 1
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
