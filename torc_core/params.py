@@ -39,6 +39,14 @@ _FLOAT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
 
 #: Float ranges include their end when it lies within this many steps of the last value.
 FLOAT_RANGE_EPSILON = 1e-9
+#: A placeholder's format width or precision (``{i:08d}``, ``{x:.3f}``) may be at most this:
+#: ``{i:0999999999d}`` renders a 1 GB string per job.
+MAX_FORMAT_WIDTH = 1000
+#: The mini-language of a format spec: [[fill]align][sign][z][#][0][width][grouping]
+#: [.precision][type]. Groups: width, grouping, precision, type.
+_FORMAT_SPEC = re.compile(
+    r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)([,_]?)(?:\.(\d+))?([bcdeEfFgGnosxX%]?)", re.DOTALL
+)
 #: Longer integers are refused: Python parses them in quadratic time (and refuses past 4300
 #: digits with a ValueError), and a parameter has no use for them.
 MAX_INT_DIGITS = 1000
@@ -240,18 +248,99 @@ def _escape(literal: str) -> str:
     return literal.replace("{", "{{").replace("}", "}}")
 
 
+def _format_number(digits: str, what: str) -> int:
+    if len(digits) > 18:  # int() of 5000 digits is slow (and refused past 4300)
+        raise ParameterError(f"format {what} of {len(digits)} digits is more than "
+                             f"{MAX_FORMAT_WIDTH}")
+    number = int(digits or "0")
+    if number > MAX_FORMAT_WIDTH:
+        raise ParameterError(f"format {what} {number} is more than {MAX_FORMAT_WIDTH}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """One placeholder: which parameter, and what its format spec allows it to add."""
+
+    k: int
+    width: int
+    precision: int
+    kind: str  # the presentation type ('d', 'f', 'x', ...; '' for none)
+    grouping: bool
+
+    @classmethod
+    def parse(cls, k: int, spec: str | None) -> _Slot:
+        """Raises :class:`ParameterError` for a width or precision past MAX_FORMAT_WIDTH."""
+        if not spec:
+            return cls(k, 0, 0, "", False)
+        m = _FORMAT_SPEC.fullmatch(spec)
+        if m is None:  # not a valid spec (rendering will say so): bound every number in it
+            numbers = [_format_number(d, "width") for d in re.findall(r"\d+", spec)]
+            most = max(numbers, default=0)
+            return cls(k, most, most, "", True)
+        width, grouping, precision, kind = m.groups()
+        if kind == "c":
+            raise ParameterError(
+                "format type 'c' is not supported (it makes characters of integers)"
+            )
+        # Float types print 6 digits after the point unless told; 'n' groups per the locale.
+        digits = _format_number(precision, "precision") if precision else 0
+        if not precision and kind and kind in "eEfFgG%":
+            digits = 6
+        return cls(k, _format_number(width, "width"), digits, kind,
+                   bool(grouping) or kind == "n")
+
+    def bound(self, natural: int) -> int:
+        """The most characters this placeholder renders to, for values whose ``str()`` is at
+        most ``natural`` long (see :func:`value_width`). Generous, never short: binary takes
+        up to 3.4 digits per decimal one, grouping a separator per 3 digits, and 8 more for
+        a sign, a ``0x``, a point, an exponent or a ``%``."""
+        n = natural * 4 if self.kind in ("b", "o") else natural
+        if self.grouping:
+            n += n // 3 + 1
+        # Zero padding with grouping may pass the width by a separator ('-0,001' for 05,).
+        return max(self.width + 2, n + self.precision + 8)
+
+
+def value_width(values: ParamValues) -> int:
+    """An upper bound of ``len(str(v))`` over the values, also for floats in ``f`` format
+    (``1e300`` prints 301 digits there): what :meth:`Template.size_bound` needs per
+    parameter. Costs one pass over a tuple; a range is two numbers."""
+    if isinstance(values, range):
+        last = values.start + (value_count(values) - 1) * values.step
+        return max(len(str(values.start)), len(str(last)))
+    width = 0
+    strs = [v for v in values if isinstance(v, str)]
+    if strs:
+        width = max(map(len, strs))
+    ints = [v for v in values if isinstance(v, int)]
+    if ints:
+        width = max(width, len(str(max(ints))), len(str(min(ints))))
+    floats = [v for v in values if isinstance(v, float)]
+    if floats:
+        # repr of a float is at most 24 characters (measured when there are few); 'f' prints
+        # every integer digit, and a sign and a point.
+        longest = max(map(len, map(repr, floats))) if len(floats) <= 10_000 else 24
+        width = max(width, longest, len(str(int(max(map(abs, floats))))) + 2)
+    return width
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A string compiled against an ordered list of parameter names.
 
     ``fmt`` is a positional ``str.format`` string (``{0:03d}`` refers to the first parameter);
     ``used`` lists which parameters appear. A template that uses none is ``constant`` and
-    renders to ``text`` itself (the same object, so expanded entries share it).
+    renders to ``text`` itself (the same object, so expanded entries share it). ``literal``
+    and ``slots`` (the placeholders' format specs) bound a rendering's length before any is
+    made (:meth:`size_bound`).
     """
 
     text: str
     fmt: str
     used: frozenset[int]
+    literal: int = 0
+    slots: tuple[_Slot, ...] = ()
 
     @property
     def constant(self) -> bool:
@@ -259,23 +348,34 @@ class Template:
 
     @classmethod
     def compile(cls, text: str, names: Sequence[str]) -> Template:
+        """Raises :class:`ParameterError` for a format spec wider than MAX_FORMAT_WIDTH or of
+        type ``c``."""
         position = {name: k for k, name in enumerate(names)}
         pieces: list[str] = []
-        used: set[int] = set()
+        slots: list[_Slot] = []
+        literal = 0
         last = 0
         for m in _PLACEHOLDER.finditer(text):
             k = position.get(m.group(1))
             if k is None:
                 continue
             pieces.append(_escape(text[last : m.start()]))
+            literal += m.start() - last
             spec = m.group(2)
+            slots.append(_Slot.parse(k, spec))
             pieces.append(f"{{{k}}}" if spec is None else f"{{{k}:{spec}}}")
-            used.add(k)
             last = m.end()
-        if not used:
-            return cls(text, "", frozenset())
+        if not slots:
+            return cls(text, "", frozenset(), len(text))
         pieces.append(_escape(text[last:]))
-        return cls(text, "".join(pieces), frozenset(used))
+        literal += len(text) - last
+        used = frozenset(slot.k for slot in slots)
+        return cls(text, "".join(pieces), used, literal, tuple(slots))
+
+    def size_bound(self, widths: Sequence[int]) -> int:
+        """The most characters one rendering can have, given for each parameter the
+        :func:`value_width` of its values. Arithmetic: nothing is rendered."""
+        return self.literal + sum(slot.bound(widths[slot.k]) for slot in self.slots)
 
     def render(self, values: Sequence[ParamValue]) -> str:
         """One rendering. Raises ValueError/TypeError on a format spec that does not fit."""

@@ -52,6 +52,7 @@ from .params import (
     make_combinations,
     parse_parameter_value,
     placeholder_names,
+    value_width,
 )
 from .spec import (
     EMPTY,
@@ -70,6 +71,10 @@ FORMATS = ("yaml", "json", "json5")
 #: The most jobs one spec may expand to (files and user_data: as many each), unless the caller
 #: says otherwise (``parse_spec(max_jobs=...)``; the server's ``--max-jobs-per-workflow``).
 DEFAULT_MAX_JOBS = 5_000_000
+#: The most text (names, commands, paths, data) expansion may make, estimated before it is
+#: made (``parse_spec(max_text_bytes=...)``): a 1 MB command template times 5,000,000 jobs is
+#: 5 TB. The estimate is an upper bound: an ordinary million-job spec estimates ~100 MB.
+DEFAULT_MAX_TEXT_BYTES = 2 << 30
 #: More errors than this are summarized as "... and N more errors".
 MAX_ERRORS = 100
 #: Per field of one expanded block, report this many failing jobs before summarizing.
@@ -617,6 +622,56 @@ class _Count:
         return True
 
 
+class _Budget:
+    """What one parse may make, each part checked before the expansion it bounds: at most
+    ``max_jobs`` entries per section (:class:`_Count`) and ``max_text`` bytes of rendered text
+    in all sections together, estimated per entry as combinations x the templates'
+    :meth:`~torc_core.params.Template.size_bound`.
+
+    Once a limit is passed, nothing more expands, and :meth:`check` raises with every error so
+    far: later sections would only report references to entries that were never made."""
+
+    __slots__ = ("_widths", "exceeded", "largest", "max_jobs", "max_text", "text", "where")
+
+    def __init__(self, max_jobs: int, max_text: int) -> None:
+        self.max_jobs = max_jobs
+        self.max_text = max_text
+        self.text = 0
+        self.largest = 0
+        self.where = ""
+        self.exceeded = False
+        self._widths: dict[int, tuple[ParamValues, int]] = {}
+
+    def count(self, section: str, noun: str) -> _Count:
+        return _Count(section, noun, self.max_jobs)
+
+    def width(self, values: ParamValues) -> int:
+        """:func:`value_width`, once per values object (a workflow parameter serves many)."""
+        hit = self._widths.get(id(values))
+        if hit is not None and hit[0] is values:
+            return hit[1]
+        width = value_width(values)
+        self._widths[id(values)] = (values, width)
+        return width
+
+    def charge(self, where: str, size: int) -> bool:
+        """Count an entry's estimated text; whether it may expand."""
+        self.text += size
+        if size > self.largest:
+            self.largest, self.where = size, where
+        return self.text <= self.max_text
+
+    def check(self, err: _Errors) -> None:
+        if self.text > self.max_text:
+            err.add(
+                f"the spec would expand to about {self.text} bytes of text, more than the "
+                f"limit of {self.max_text}; the most from {self.where}: about {self.largest}"
+            )
+            self.exceeded = True
+        if self.exceeded:
+            err.raise_if_any()
+
+
 # --------------------------------------------------------------------------------------------
 # Columns: a field of an expanded block is one shared value or a list of per-entry values.
 
@@ -642,28 +697,74 @@ def _distinct(col: Column) -> Iterable[Any]:
     return dict.fromkeys(col)
 
 
-class _Renderer:
-    """Renders templates over an entry's combinations, reporting format errors located."""
+#: What rendering a template can raise: a format spec that does not fit the value
+#: (``{s:03d}`` of a string), or an int too large for a float format (``{i:.2f}``).
+_FORMAT_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError)
 
-    def __init__(self, entry: _Entry, combos: Combinations | None, interned: dict[Any, Any]):
+
+class _Renderer:
+    """Renders templates over an entry's combinations, reporting format errors located.
+    Estimates first (:meth:`size`) what rendering will make, for the budget."""
+
+    def __init__(self, entry: _Entry, combos: Combinations | None, interned: dict[Any, Any],
+                 budget: _Budget) -> None:
         self.entry = entry
         self.combos = combos
         self.names: tuple[str, ...] = combos.names if combos is not None else ()
         self.interned = interned
+        self.budget = budget
+        self._templates: dict[str, Template | None] = {}
+        self._widths: list[int] | None = None
 
     def intern(self, value: T) -> T:
         return cast(T, self.interned.setdefault(value, value))
 
+    def template(self, key: str, text: str) -> Template | None:
+        """``text`` compiled (once); None, reported, if a format spec is refused."""
+        if text in self._templates:
+            return self._templates[text]
+        template: Template | None = None
+        try:
+            template = Template.compile(text, self.names)
+        except ParameterError as exc:
+            self.entry.fail(key, f"cannot format {shown(text)}: {exc}")
+        self._templates[text] = template
+        return template
+
+    def varies(self, key: str, text: str) -> bool:
+        """Whether ``text`` renders differently per combination."""
+        if self.combos is None:
+            return False
+        template = self.template(key, text)
+        return template is not None and not template.constant
+
+    def bound(self, key: str, text: str) -> int:
+        """The most characters one rendering of ``text`` can have."""
+        template = self.template(key, text) if self.combos is not None else None
+        if template is None or template.constant:
+            return len(text)
+        if self._widths is None:
+            assert self.combos is not None
+            self._widths = [self.budget.width(v) for v in self.combos.values]
+        return template.size_bound(self._widths)
+
+    def size(self, key: str, texts: Iterable[str]) -> int:
+        """What rendering ``texts`` for every combination makes (constants are shared: 0)."""
+        if self.combos is None:
+            return 0
+        per = sum(self.bound(key, text) for text in texts if self.varies(key, text))
+        return per * self.combos.count()
+
     def scalar(self, key: str, text: str) -> Column:
         if self.combos is None:
             return _Const(text)
-        template = Template.compile(text, self.names)
-        if template.constant:
+        template = self.template(key, text)
+        if template is None or template.constant:
             return _Const(text)
         try:
             return list(self.combos.render_all(template))
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
-            self.entry.fail(key, f"cannot format {text!r}: {exc}")
+        except _FORMAT_ERRORS as exc:
+            self.entry.fail(key, f"cannot format {shown(text)}: {exc}")
             return _Const(text)
 
     def many(self, key: str, texts: Sequence[str]) -> Column:
@@ -826,12 +927,12 @@ def _slurm_schedulers(doc: _Entry) -> list[SlurmScheduler]:
 
 
 def _files(
-    doc: _Entry, params: _Params, interned: dict[Any, Any], max_files: int
+    doc: _Entry, params: _Params, interned: dict[Any, Any], budget: _Budget
 ) -> tuple[list[FileSpec], list[str]]:
     """Expanded files and, per expanded file, where its definition is (for messages)."""
     out: list[FileSpec] = []
     wheres: list[str] = []
-    count = _Count("files", "files", max_files)
+    count = budget.count("files", "files")
     for e in _entries(doc, "files"):
         e.check_keys(_FILE_KEYS)
         name = e.get_str("name", "", required=True)
@@ -839,7 +940,9 @@ def _files(
         combos = params.combinations(e, (name, path))
         if combos is _FAILED or not count.admit(e.where, combos):
             continue
-        r = _Renderer(e, combos, interned)
+        r = _Renderer(e, combos, interned, budget)
+        if not budget.charge(e.where, r.size("name", (name,)) + r.size("path", (path,))):
+            continue
         names = r.scalar("name", name)
         paths = r.scalar("path", path)
         n = len(combos) if combos is not None else 1
@@ -850,18 +953,32 @@ def _files(
         out.extend(_bulk_build(FileSpec, n, {"name": names, "path": paths}))
         wheres.extend(repeat(e.where, n))
     if count.report(doc.err):
+        budget.exceeded = True
         return [], []
     return out, wheres
 
 
-def _render_data(data: Any, names: Sequence[str], combo: Sequence[Any]) -> Any:
+def _render_data(data: Any, r: _Renderer, combo: Sequence[Any]) -> Any:
     if isinstance(data, str):
-        return Template.compile(data, names).render(combo)
+        template = r.template("data", data)
+        return template.render(combo) if template is not None else data
     if isinstance(data, list):
-        return [_render_data(v, names, combo) for v in data]
+        return [_render_data(v, r, combo) for v in data]
     if isinstance(data, dict):
-        return {k: _render_data(v, names, combo) for k, v in data.items()}
+        return {k: _render_data(v, r, combo) for k, v in data.items()}
     return data
+
+
+def _data_bound(data: Any, r: _Renderer) -> int:
+    """The most one rendering of user_data's ``data`` makes, which is copied whole per
+    combination: strings by their templates, 8 per other value or container."""
+    if isinstance(data, str):
+        return r.bound("data", data)
+    if isinstance(data, list):
+        return 8 + sum(_data_bound(v, r) for v in data)
+    if isinstance(data, dict):
+        return 8 + sum(len(k) + _data_bound(v, r) for k, v in data.items())
+    return 8
 
 
 #: Free-form data (user_data's data, slurm_defaults, resource_monitor, compute_node_*) nested
@@ -926,11 +1043,11 @@ def _data_strings(data: Any) -> Iterator[str]:
 
 
 def _user_data(
-    doc: _Entry, params: _Params, interned: dict[Any, Any], max_user_data: int
+    doc: _Entry, params: _Params, interned: dict[Any, Any], budget: _Budget
 ) -> tuple[list[UserDataSpec], list[str]]:
     out: list[UserDataSpec] = []
     wheres: list[str] = []
-    count = _Count("user_data", "user_data", max_user_data)
+    count = budget.count("user_data", "user_data")
     for e in _entries(doc, "user_data"):
         e.check_keys(_UD_KEYS)
         name = e.get_str("name", "", required=True)
@@ -945,7 +1062,11 @@ def _user_data(
             out.append(UserDataSpec(name=name, data=data, is_ephemeral=ephemeral))
             wheres.append(e.where)
             continue
-        r = _Renderer(e, combos, interned)
+        r = _Renderer(e, combos, interned, budget)
+        if r.varies("name", name):  # else nothing is rendered: the data is kept as written
+            size = r.size("name", (name,)) + combos.count() * _data_bound(data, r)
+            if not budget.charge(e.where, size):
+                continue
         names = r.scalar("name", name)
         if isinstance(names, _Const):
             out.append(UserDataSpec(name=name, data=data, is_ephemeral=ephemeral))
@@ -953,12 +1074,13 @@ def _user_data(
             continue
         try:
             for ud_name, combo in zip(names, combos, strict=True):
-                rendered = _render_data(data, combos.names, combo)
+                rendered = _render_data(data, r, combo)
                 out.append(UserDataSpec(name=ud_name, data=rendered, is_ephemeral=ephemeral))
                 wheres.append(e.where)
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
+        except _FORMAT_ERRORS as exc:
             e.fail("data", f"cannot format: {exc}")
     if count.report(doc.err):
+        budget.exceeded = True
         return [], []
     return out, wheres
 
@@ -991,6 +1113,11 @@ class _Lookup:
         self.ud_set = set(self.ud_names)
         self.file_index = NameIndex(self.file_names)
         self.ud_index = NameIndex(self.ud_names)
+        #: The longest text a ${files...} or ${user_data...} reference can become.
+        self.longest_ref = max(
+            max(map(len, self.file_path.values()), default=0),
+            max(map(len, self.ud_names), default=0),
+        )
 
 
 def _resolve_regex_column(
@@ -1084,8 +1211,28 @@ def _apply_refs(
                     cols[f] = _merge(cols[f], added[f], n, r.interned)
 
 
+def _job_size(
+    r: _Renderer, lookup: _Lookup, texts: Mapping[str, Sequence[str]], n: int
+) -> int:
+    """The most text the entry's expansion makes: its templates rendered ``n`` times, and
+    each ``${files...}`` / ``${user_data...}`` reference as the longest path or name it can
+    become (per job where the text varies, else once)."""
+    size = sum(r.size(key, values) for key, values in texts.items())
+    for key in ("command", "invocation_script"):
+        for text in texts.get(key, ()):
+            if "${" in text:
+                times = n if r.varies(key, text) else 1
+                size += text.count("${") * lookup.longest_ref * times
+    return size
+
+
 def _job_block(
-    e: _Entry, params: _Params, lookup: _Lookup, interned: dict[Any, Any], count: _Count
+    e: _Entry,
+    params: _Params,
+    lookup: _Lookup,
+    interned: dict[Any, Any],
+    count: _Count,
+    budget: _Budget,
 ) -> _Block | None:
     e.check_keys(_JOB_KEYS)
     name = e.get_str("name", "", required=True)
@@ -1096,7 +1243,12 @@ def _job_block(
     combos = params.combinations(e, texts)
     if combos is _FAILED or not name or not count.admit(e.where, combos):
         return None
-    r = _Renderer(e, combos, interned)
+    r = _Renderer(e, combos, interned, budget)
+    by_key = {"name": [name], "command": [command], "invocation_script": [script] if script
+              else [], **lists}
+    size = _job_size(r, lookup, by_key, combos.count() if combos is not None else 1)
+    if not budget.charge(e.where, size):
+        return None
     cols: dict[str, Column] = {
         "name": r.scalar("name", name),
         "command": r.scalar("command", command),
@@ -1227,9 +1379,9 @@ def _jobs(
     schedulers: set[str],
     handlers: set[str],
     interned: dict[Any, Any],
-    max_jobs: int,
+    budget: _Budget,
 ) -> tuple[list[JobSpec], NameIndex]:
-    count = _Count("jobs", "jobs", max_jobs)
+    count = budget.count("jobs", "jobs")
     blocks: list[_Block] = []
     plain: dict[str, Column] | None = None  # the columns every plain entry shares
     run_names: list[str] = []  # the names, commands and locations of the current run
@@ -1256,7 +1408,7 @@ def _jobs(
         if run_names:  # the run ends: the next one gets lists of its own
             count.plain(len(run_names))
             run_names, run_commands = [], []
-        b = _job_block(e, params, lookup, interned, count)
+        b = _job_block(e, params, lookup, interned, count, budget)
         if b is None:
             continue
         blocks.append(b)
@@ -1264,7 +1416,8 @@ def _jobs(
             plain = {k: v for k, v in b.cols.items() if k not in ("name", "command")}
     count.plain(len(run_names))
     if count.report(doc.err):
-        return [], NameIndex(())
+        budget.exceeded = True
+    budget.check(doc.err)
     for b in blocks:
         if b.wheres is not None:
             _check_run_text(b, doc.err)
@@ -1394,24 +1547,30 @@ def _actions(doc: _Entry, job_index: NameIndex, job_names: set[str], schedulers:
     return out
 
 
-def parse_spec(doc: Mapping[str, Any], *, max_jobs: int = DEFAULT_MAX_JOBS) -> WorkflowSpec:
+def parse_spec(
+    doc: Mapping[str, Any],
+    *,
+    max_jobs: int = DEFAULT_MAX_JOBS,
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+) -> WorkflowSpec:
     """Validate and expand a spec document (Torc's format, ``@file`` values inlined).
 
-    The work is bounded: a spec that would expand to more than ``max_jobs`` jobs (or files,
-    or user_data), or one parameter of more than ``max_jobs`` values, is refused before
-    it is expanded. Raises :class:`SpecError` listing every problem found, each located."""
+    The work is bounded, each bound checked before the expansion it limits: a spec that would
+    expand to more than ``max_jobs`` jobs (or files, or user_data), one parameter of more
+    than ``max_jobs`` values, or rendered text estimated past ``max_text_bytes`` is refused.
+    Raises :class:`SpecError` listing every problem found, each located."""
     if not isinstance(doc, Mapping):
         raise SpecError(["the spec must be a mapping at the top level"])
     with gc_paused():
-        return _parse_spec(doc, max_jobs)
+        return _parse_spec(doc, _Budget(max_jobs, max_text_bytes))
 
 
-def _parse_spec(doc: Mapping[str, Any], max_jobs: int) -> WorkflowSpec:
+def _parse_spec(doc: Mapping[str, Any], budget: _Budget) -> WorkflowSpec:
     err = _Errors()
     top = _Entry(doc, "", err)
     top.check_keys(_TOP_KEYS, lambda key: key.startswith("compute_node_"))
     name = top.get_str("name", "", required=True)
-    params = _Params(top, max_jobs)
+    params = _Params(top, budget.max_jobs)
     interned: dict[Any, Any] = {EMPTY: EMPTY}
 
     rrs = _resource_requirements(top)
@@ -1429,13 +1588,14 @@ def _parse_spec(doc: Mapping[str, Any], max_jobs: int) -> WorkflowSpec:
         ((f"slurm_schedulers[{k}] {s.name!r}", s.name) for k, s in enumerate(schedulers)),
         "scheduler", err,
     )
-    files, file_wheres = _files(top, params, interned, max_jobs)
+    files, file_wheres = _files(top, params, interned, budget)
     _check_unique(zip(file_wheres, (f.name for f in files), strict=True), "file", err)
-    uds, ud_wheres = _user_data(top, params, interned, max_jobs)
+    uds, ud_wheres = _user_data(top, params, interned, budget)
+    budget.check(err)
     _check_unique(zip(ud_wheres, (u.name for u in uds), strict=True), "user_data", err)
     lookup = _Lookup(files, uds)
     jobs, job_index = _jobs(
-        top, params, lookup, rr_names, scheduler_names, handler_names, interned, max_jobs
+        top, params, lookup, rr_names, scheduler_names, handler_names, interned, budget
     )
     actions: list[ActionSpec] = []
     if top.data.get("actions"):

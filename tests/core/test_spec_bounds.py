@@ -4,10 +4,14 @@ located SpecError. Each test here hung, exhausted memory or crashed before its f
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from torc_core.checks import shown
 from torc_core.errors import SpecError
 from torc_core.graph import NameIndex, RegexError, compile_workflow
 from torc_core.params import (
@@ -15,6 +19,7 @@ from torc_core.params import (
     make_combinations,
     parse_parameter_value,
     value_count,
+    value_width,
 )
 from torc_core.parse import parse_spec
 from torc_core.spec import JobSpec, WorkflowSpec
@@ -408,3 +413,124 @@ def test_text_checks() -> None:
     assert is_valid_text("abc") and is_valid_text("été 🎉") and not is_valid_text(BAD)
     assert text_problem("été") is None and text_problem(BAD) == WHY
     assert text_problem("\udfff") == "not valid text (a lone surrogate \\udfff at position 0)"
+
+
+# --------------------------------------------------------------------- template output size
+
+
+@pytest.mark.timeout(20, method="thread")
+@pytest.mark.parametrize(
+    ("command", "problem"),
+    [("echo {i:0999999999d}", "format width 999999999 is more than 1000"),
+     ("echo {i:>1001}", "format width 1001 is more than 1000"),
+     ("echo {i:.5000f}", "format precision 5000 is more than 1000"),
+     ("echo {i:0" + "9" * 5000 + "d}", "format width of 5000 digits is more than 1000"),
+     ("echo {i:c}", "format type 'c' is not supported (it makes characters of integers)")],
+)
+def test_format_width_is_bounded(command: str, problem: str) -> None:
+    doc = W({"name": "j_{i}", "command": command, "parameters": {"i": "1:3"}})
+    assert errors_of(doc) == [f"jobs[0] 'j_{{i}}': command: cannot format {shown(command)}: "
+                              f"{problem}"]
+
+
+def test_widths_up_to_the_limit_render() -> None:
+    doc = W({"name": "j_{i}", "command": "{i:>1000}|{i:.1000f}", "parameters": {"i": "1:2"}})
+    command = parse_spec(doc).jobs[0].command
+    assert len(command) == 1000 + 1 + 1002 and command.startswith(" " * 999 + "1|1.000")
+
+
+def test_int_too_large_for_a_float_format_is_located() -> None:
+    doc = W({"name": "j_{i}", "command": "{i:.2f}", "parameters": {"i": "[" + "9" * 400 + "]"}})
+    assert errors_of(doc) == [
+        "jobs[0] 'j_{i}': command: cannot format '{i:.2f}': int too large to convert "
+        "to float"
+    ]
+
+
+@pytest.mark.timeout(20, method="thread")
+def test_rendered_text_is_bounded_before_rendering() -> None:
+    """A 1 MB command template times 5,000,000 jobs is 5 TB."""
+    command = "x" * 1_000_000 + " {i}"
+    doc = W({"name": "j_{i}", "command": command, "parameters": {"i": "1:5000000"}})
+    (message,) = errors_of(doc)
+    m = re.fullmatch(r"the spec would expand to about (\d+) bytes of text, more than the limit "
+                     r"of 2147483648; the most from jobs\[0\] 'j_\{i\}': about (\d+)", message)
+    assert m is not None, message
+    assert int(m.group(1)) == int(m.group(2)) >= 5 * 10**12
+
+
+def test_text_limit_counts_every_section() -> None:
+    doc = W({"name": "j_{i}", "command": "run {i}", "parameters": {"i": "1:10"}},
+            files=[{"name": "f_{i}", "path": "p_{i}", "parameters": {"i": "1:10"}}],
+            user_data=[{"name": "u_{i}", "data": {"k": "v{i}", "n": [1, 2]},
+                        "parameters": {"i": "1:10"}}])
+    assert len(parse_spec(doc, max_text_bytes=100_000).jobs) == 10
+    errors = errors_of(doc, max_text_bytes=500)
+    assert len(errors) == 1 and errors[0].startswith("the spec would expand to about "), errors
+    assert "more than the limit of 500" in errors[0]
+
+
+def test_references_count_as_the_path_they_become() -> None:
+    """${files.input.x} becomes x's path: 10,000 references to a 100 kB path are 1 GB."""
+    doc = W(J(command="cat" + " ${files.input.f}" * 10_000),
+            files=[{"name": "f", "path": "p" * 100_000}])
+    errors = errors_of(doc, max_text_bytes=10**8)
+    assert len(errors) == 1 and "the most from jobs[0] 'a'" in errors[0], errors
+
+
+def test_ordinary_specs_are_far_from_the_text_limit() -> None:
+    """A million jobs of realistic templates estimate well below the default budget."""
+    from torc_core.params import MAX_FORMAT_WIDTH, Template
+
+    names = ["i", "lr", "opt"]
+    widths = [value_width(parse_parameter_value(v)) for v in ("1:1000000",
+                                                              "0.0001:0.1:0.0001",
+                                                              "[adam, sgd, rmsprop]")]
+    template = Template.compile("python train.py --seed {i:07d} --lr {lr:.5f} --opt {opt} "
+                                "--out results/run_{i}_{lr}_{opt}.json", names)
+    bound = template.size_bound(widths)
+    rendered = max(len(template.render((i, lr, "rmsprop")))
+                   for i in (1, 1000000) for lr in (0.0001, 0.0999))
+    assert rendered <= bound <= 4 * rendered
+    assert MAX_FORMAT_WIDTH == 1000
+
+
+_SPECS = st.builds(
+    lambda fill, align, sign, alt, zero, width, grouping, precision, kind: (
+        (fill + align if align else "") + sign + alt + zero + width + grouping
+        + (f".{precision}" if precision is not None else "") + kind
+    ),
+    st.sampled_from(["", "*", "0", " "]), st.sampled_from(["", "<", ">", "=", "^"]),
+    st.sampled_from(["", "+", "-", " "]), st.sampled_from(["", "#"]), st.sampled_from(["", "0"]),
+    st.sampled_from(["", "1", "8", "25"]), st.sampled_from(["", ",", "_"]),
+    st.one_of(st.none(), st.integers(0, 30)),
+    st.sampled_from(["", "b", "d", "e", "E", "f", "F", "g", "G", "n", "o", "s", "x", "X", "%"]),
+)
+_VALUES = st.one_of(
+    st.lists(st.integers(-(10**30), 10**30), min_size=1, max_size=5),
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=5),
+    st.lists(st.text(max_size=20), min_size=1, max_size=5),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(spec=_SPECS, values=_VALUES)
+def test_size_bound_is_never_short(spec: str, values: list[Any]) -> None:
+    """Whatever the format spec and values, no rendering is longer than the estimate."""
+    from torc_core.params import Template
+
+    template = Template.compile(f"a{{v:{spec}}}b", ["v"])
+    bound = template.size_bound([value_width(tuple(values))])
+    for value in values:
+        try:
+            rendered = template.render((value,))
+        except (ValueError, TypeError, OverflowError):
+            continue
+        assert len(rendered) <= bound, (spec, value, rendered)
+
+
+@given(start=st.integers(-(10**25), 10**25), count=st.integers(1, 50),
+       step=st.integers(-(10**20), 10**20).filter(bool))
+def test_value_width_of_ranges(start: int, count: int, step: int) -> None:
+    values = range(start, start + count * step, step)
+    assert value_width(values) == max(len(str(v)) for v in values)
