@@ -15,6 +15,13 @@ then uses to group jobs).
 Every problem found is reported, located as ``jobs[3] 'train_{i}': depends_on: no job named
 'prep'`` (index in the document's list, the name as written), all together in one
 :class:`~torc_core.errors.SpecError`.
+
+Why every step is bounded: the server parses each workflow create, and a few hundred bytes
+used to hang it or exhaust its memory. So YAML aliases may expand only so far
+(``max_alias_nodes``); expansion is counted before it happens (``max_jobs`` entries,
+``max_text_bytes`` of rendered text, format widths of at most 1000); regexes are RE2's, linear
+in time; and what the store cannot hold (integers beyond 64 bits, inf/nan, lone surrogates)
+is refused here, located, rather than failing at insert.
 """
 
 from __future__ import annotations
@@ -155,12 +162,92 @@ def fmt_for_path(path: str) -> str:
     raise SpecError([f"cannot tell the format of {path!r}: use .yaml, .yml, .json or .json5"])
 
 
-def load_spec_text(text: str, fmt: str) -> dict[str, Any]:
-    """Parse spec text. Syntax errors become a SpecError that says the line (and column)."""
+#: YAML aliases may add at most this many nodes to a document. "Billion laughs" (anchors whose
+#: lists alias the previous anchor, 9 levels of 9) is 500 bytes that load as a shared graph
+#: and expand to 10^9 nodes, 2.6 GB of JSON, when sent to the server or walked.
+MAX_YAML_ALIAS_NODES = 10_000_000
+
+
+class _AliasBoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that counts what its aliases expand to, and stops at a limit.
+
+    Why count while composing: the composed document is a graph in which an alias is the
+    anchored node itself, so a bomb costs nothing until something walks it as a tree
+    (JSON for the server, the parser's checks). Each anchored node's *expanded* size is known
+    when it is complete (nodes composed meanwhile, aliases inside it at their own expanded
+    size); every use of an alias adds it. Past ``max_alias_nodes`` added, the alias is a
+    located error; an alias inside the node it names (a recursive structure) is one at once.
+    """
+
+    def __init__(self, stream: str, max_alias_nodes: int) -> None:
+        super().__init__(stream)
+        self.max_alias_nodes = max_alias_nodes
+        self.nodes = 0  # composed so far, an alias counting as the nodes it stands for
+        self.added = 0  # the part aliases added
+        self.sizes: dict[object, int] = {}  # anchor -> expanded size of its (complete) node
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            size = self.sizes.get(event.anchor)
+            node = super().compose_node(parent, index)  # an undefined alias: ComposerError
+            mark = event.start_mark
+            where = f"YAML: alias '*{event.anchor}'"
+            if mark is not None:
+                where += f" at line {mark.line + 1}, column {mark.column + 1}"
+            if size is None:
+                raise SpecError([f"{where} refers to the node that contains it "
+                                 "(a recursive structure)"])
+            self.nodes += size
+            self.added += size
+            if self.added > self.max_alias_nodes:
+                raise SpecError([f"{where} expands the document past {self.max_alias_nodes} "
+                                 "nodes (an alias bomb?)"])
+            return node
+        start = self.nodes
+        self.nodes += 1
+        node = super().compose_node(parent, index)
+        if event.anchor is not None:
+            self.sizes[event.anchor] = self.nodes - start
+        return node
+
+
+def _load_yaml(text: str, max_alias_nodes: int) -> object:
+    loader = _AliasBoundedLoader(text, max_alias_nodes)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _loader_problem(exc: Exception) -> str:
+    """What Python itself refuses while loading, in the words of a spec problem."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if "integer string conversion" in str(exc):
+        return "a number of more than 4300 digits"
+    return str(exc)
+
+
+def load_spec_text(
+    text: str, fmt: str, *, max_alias_nodes: int = MAX_YAML_ALIAS_NODES
+) -> dict[str, Any]:
+    """Parse spec text. Syntax errors become a SpecError that says the line (and column).
+
+    Bounded: YAML aliases may add at most ``max_alias_nodes`` nodes; nesting deeper than
+    Python's recursion limit and integers of more than 4300 digits are SpecErrors too."""
+    try:
+        return _load_spec_text(text, fmt, max_alias_nodes)
+    except (RecursionError, ValueError) as exc:  # syntax errors were SpecErrors already
+        label = {"yaml": "YAML", "json": "JSON", "json5": "JSON5"}.get(fmt, fmt)
+        raise SpecError([f"{label}: {_loader_problem(exc)}"]) from None
+
+
+def _load_spec_text(text: str, fmt: str, max_alias_nodes: int) -> dict[str, Any]:
     data: object
     if fmt == "yaml":
         try:
-            data = yaml.safe_load(text)
+            data = _load_yaml(text, max_alias_nodes)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or str(exc)

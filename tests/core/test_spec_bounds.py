@@ -21,7 +21,7 @@ from torc_core.params import (
     value_count,
     value_width,
 )
-from torc_core.parse import parse_spec
+from torc_core.parse import load_spec_text, parse_spec
 from torc_core.spec import JobSpec, WorkflowSpec
 
 
@@ -534,3 +534,86 @@ def test_size_bound_is_never_short(spec: str, values: list[Any]) -> None:
 def test_value_width_of_ranges(start: int, count: int, step: int) -> None:
     values = range(start, start + count * step, step)
     assert value_width(values) == max(len(str(v)) for v in values)
+
+
+# ------------------------------------------------------------------------ YAML alias bombs
+
+
+def billion_laughs(levels: int = 9, width: int = 9) -> str:
+    """The classic: each level is a list of ``width`` aliases of the previous one; 500 bytes
+    that expand to width**levels strings (2.6 GB of JSON for 9 x 9)."""
+    lines = ['name: "lol"', 'a0: &a0 ["lol"]']
+    for k in range(1, levels + 1):
+        lines.append(f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * width)}]")
+    lines.append(f"jobs: [{{name: x, command: y, z: *a{levels}}}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(20, method="thread")
+def test_billion_laughs_is_refused_at_the_alias() -> None:
+    text = billion_laughs()
+    assert len(text) < 600
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "yaml")
+    (message,) = info.value.errors
+    assert re.fullmatch(
+        r"YAML: alias '\*a\d' at line \d+, column \d+ expands the document past 10000000 "
+        r"nodes \(an alias bomb\?\)", message), message
+
+
+def test_alias_bomb_location_and_limit() -> None:
+    text = billion_laughs(levels=3, width=10)
+    # a0 is 2 nodes, a1 21, a2 211, a3 2111; a1..a3 hold 10 aliases each and jobs one more:
+    # aliases add 10*2 + 10*21 + 10*211 + 2111 = 4451 nodes.
+    assert load_spec_text(text, "yaml", max_alias_nodes=4451)["name"] == "lol"
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "yaml", max_alias_nodes=4450)
+    column = text.splitlines()[5].index("*a3") + 1
+    assert info.value.errors == (
+        f"YAML: alias '*a3' at line 6, column {column} expands the document past 4450 nodes "
+        "(an alias bomb?)",
+    )
+
+
+def test_recursive_alias_is_refused() -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec_text("name: w\nx: &a [1, *a]\n", "yaml")
+    assert info.value.errors == (
+        "YAML: alias '*a' at line 2, column 11 refers to the node that contains it "
+        "(a recursive structure)",
+    )
+
+
+def test_ordinary_anchors_keep_working() -> None:
+    text = """\
+name: w
+resource_requirements:
+  - &small {name: small, num_cpus: 1, memory: 1g}
+defaults: &job
+  resource_requirements: small
+  supports_termination: true
+jobs:
+  - {<<: *job, name: a, command: "echo a"}
+  - {<<: *job, name: b, command: "echo b", depends_on: [a]}
+"""
+    doc = load_spec_text(text, "yaml")
+    doc.pop("defaults")
+    spec = parse_spec(doc)
+    assert [(j.name, j.resource_requirements, j.supports_termination) for j in spec.jobs] == [
+        ("a", "small", True), ("b", "small", True)]
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "message"),
+    [("x: " + "[" * 5000 + "]" * 5000, "yaml", "YAML: nested too deeply"),
+     ('{"x": ' + "[" * 100000 + "]" * 100000 + "}", "json", "JSON: nested too deeply"),
+     ("x: " + "9" * 5000, "yaml", "YAML: a number of more than 4300 digits"),
+     ('{"x": ' + "9" * 5000 + "}", "json", "JSON: a number of more than 4300 digits")],
+    ids=["yaml-deep", "json-deep", "yaml-long-int", "json-long-int"],
+)
+def test_loader_errors_are_spec_errors(text: str, fmt: str, message: str) -> None:
+    """Deep nesting (RecursionError) and integers Python will not read (ValueError) crashed
+    the loaders instead of saying what is wrong."""
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, fmt)
+    assert info.value.errors == (message,)
