@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from fractions import Fraction
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from typing import Any, TypeVar, cast
 
 import json5
@@ -82,6 +82,10 @@ DEFAULT_MAX_JOBS = 5_000_000
 #: made (``parse_spec(max_text_bytes=...)``): a 1 MB command template times 5,000,000 jobs is
 #: 5 TB. The estimate is an upper bound: an ordinary million-job spec estimates ~100 MB.
 DEFAULT_MAX_TEXT_BYTES = 2 << 30
+#: What one file or user_data reference of a job costs of that budget: the compiled model holds
+#: 8 bytes per reference (and the store a row), and one regex can give a million jobs the same
+#: ten thousand inputs.
+REFERENCE_BYTES = 8
 #: More errors than this are summarized as "... and N more errors".
 MAX_ERRORS = 100
 #: Per field of one expanded block, report this many failing jobs before summarizing.
@@ -751,8 +755,9 @@ class _Budget:
     def check(self, err: _Errors) -> None:
         if self.text > self.max_text:
             err.add(
-                f"the spec would expand to about {self.text} bytes of text, more than the "
-                f"limit of {self.max_text}; the most from {self.where}: about {self.largest}"
+                f"the spec would expand to about {self.text} bytes of text and references, "
+                f"more than the limit of {self.max_text}; the most from {self.where}: about "
+                f"{self.largest}"
             )
             self.exceeded = True
         if self.exceeded:
@@ -1428,10 +1433,14 @@ def _check_outputs(
         col = block.cols[key]
         if isinstance(col, _Const) and not col.value:
             continue
-        names_col = block.cols["name"]
-        for job_name, outs in zip(
-            _values(names_col, block.n), _values(col, block.n), strict=True
-        ):
+        pairs: Iterable[tuple[str, tuple[str, ...]]] = zip(
+            _values(block.cols["name"], block.n), _values(col, block.n), strict=True
+        )
+        if isinstance(col, _Const):
+            # Every job of the block has the same outputs: the second job conflicts with the
+            # first, and going on would be jobs x outputs steps for no news.
+            pairs = islice(pairs, 2)
+        for job_name, outs in pairs:
             for out in outs:
                 target = path_of(out)
                 prev = producer.get(target)
@@ -1443,6 +1452,13 @@ def _check_outputs(
                         f"{block.entry.where}: {key}: {noun} {what} is also an output of "
                         f"{prev[0]!r}"
                     )
+
+
+def _reference_count(col: Column, n: int) -> int:
+    """How many names a tuple column holds over ``n`` jobs (a shared tuple once per job)."""
+    if isinstance(col, _Const):
+        return n * len(col.value)
+    return sum(map(len, col))
 
 
 def _check_run_text(block: _Block, err: _Errors) -> None:
@@ -1504,6 +1520,9 @@ def _jobs(
     count.plain(len(run_names))
     if count.report(doc.err):
         budget.exceeded = True
+    for b in blocks:
+        refs = sum(_reference_count(b.cols[key], b.n) for key in _REF_FIELD.values())
+        budget.charge(b.entry.where, refs * REFERENCE_BYTES)
     budget.check(doc.err)
     for b in blocks:
         if b.wheres is not None:

@@ -453,8 +453,9 @@ def test_rendered_text_is_bounded_before_rendering() -> None:
     command = "x" * 1_000_000 + " {i}"
     doc = W({"name": "j_{i}", "command": command, "parameters": {"i": "1:5000000"}})
     (message,) = errors_of(doc)
-    m = re.fullmatch(r"the spec would expand to about (\d+) bytes of text, more than the limit "
-                     r"of 2147483648; the most from jobs\[0\] 'j_\{i\}': about (\d+)", message)
+    m = re.fullmatch(r"the spec would expand to about (\d+) bytes of text and references, more "
+                     r"than the limit of 2147483648; the most from jobs\[0\] 'j_\{i\}': "
+                     r"about (\d+)", message)
     assert m is not None, message
     assert int(m.group(1)) == int(m.group(2)) >= 5 * 10**12
 
@@ -513,7 +514,7 @@ _VALUES = st.one_of(
 )
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(spec=_SPECS, values=_VALUES)
 def test_size_bound_is_never_short(spec: str, values: list[Any]) -> None:
     """Whatever the format spec and values, no rendering is longer than the estimate."""
@@ -617,3 +618,31 @@ def test_loader_errors_are_spec_errors(text: str, fmt: str, message: str) -> Non
     with pytest.raises(SpecError) as info:
         load_spec_text(text, fmt)
     assert info.value.errors == (message,)
+
+
+# ------------------------------------------- shared reference lists of many jobs (N x M)
+
+FILES = {"name": "f_{k}", "path": "p_{k}", "parameters": {"k": "1:1000"}}
+
+
+@pytest.mark.timeout(20, method="thread")
+def test_shared_outputs_of_many_jobs_are_checked_once() -> None:
+    """A million jobs sharing 1000 outputs (one regex) conflict from the second job on;
+    checking every job against every output was 10^9 steps."""
+    doc = W({"name": "j_{i}", "command": "x", "parameters": {"i": "1:1000000"},
+             "output_file_regexes": ["f_.*"]}, files=[FILES])
+    errors = errors_of(doc, max_text_bytes=10**11)  # the references alone are 8 GB
+    assert errors[0] == ("jobs[0] 'j_{i}': output_files: file 'f_1' (path 'p_1') is also an output "
+                         "of 'j_1'")
+    assert errors[-1] == "... and 900 more errors" and len(errors) == 101
+
+
+def test_shared_input_lists_count_per_job() -> None:
+    """One regex gives each of N jobs the same M inputs: the compiled model and the store
+    hold N x M references (a 200-byte spec of 5,000,000 x 10,000 was 400 GB)."""
+    doc = W({"name": "j_{i}", "command": "x", "parameters": {"i": "1:1000"},
+             "input_file_regexes": ["f_.*"]}, files=[FILES])
+    assert len(parse_spec(doc, max_text_bytes=9_000_000).jobs[0].input_files) == 1000
+    (message,) = errors_of(doc, max_text_bytes=8_000_000)
+    assert message.startswith("the spec would expand to about 80"), message
+    assert message.endswith("; the most from jobs[0] 'j_{i}': about 8000000"), message
