@@ -75,6 +75,14 @@ class Api:
         await self.pool.aclose()
 
 
+async def wait_for(condition: Callable[[], object], timeout_s: float = 20) -> None:
+    """Wait until ``condition()`` is true: for states that no event announces (a server's
+    internals seen from a test). Fails after ``timeout_s``."""
+    with trio.fail_after(timeout_s):
+        while not condition():  # noqa: ASYNC110 -- nothing to wait on but the state itself
+            await trio.sleep(0.02)
+
+
 def basic(user: str, password: str) -> list[tuple[str, str]]:
     return [("Authorization", basic_auth_header(user, password).decode())]
 

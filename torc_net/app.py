@@ -36,7 +36,6 @@ from torc_core.errors import SpecError, TorcError
 
 from . import allocations, api_reads, api_runner, api_workflows
 from .auth import Authenticator
-from .feed import SEND_TIMEOUT_S
 from .openapi import API_PREFIX, API_VERSION, Route, openapi_document
 from .routes import ROUTES
 from .service import Answer, Call, Service
@@ -157,23 +156,26 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
             except ApiError as exc:
                 return error_response(exc)
 
-            async def send(text: str) -> bool:
-                """Send, or give up on a client that does not read (False)."""
-                with trio.move_on_after(SEND_TIMEOUT_S):
+            client = websocket.scope.get("client")
+            if client:
+                sub.client = (str(client[0]), int(client[1]))
+
+            async def send(text: str) -> None:
+                # Watched: a send that waits too long is hung up on (Feed.run_watchdog).
+                sub.sending_since = trio.current_time()
+                try:
                     await websocket.send(text)
-                    return True
-                return False
+                finally:
+                    sub.sending_since = None
 
             try:
                 await websocket.accept()
-                sent = True
                 for message in first:
-                    sent = sent and await send(json.dumps(message, separators=(",", ":")))
-                if sent:
-                    async for text in sub.receive:
-                        if sub.overflowed or not await send(text):
-                            sub.overflowed = True
-                            break
+                    await send(json.dumps(message, separators=(",", ":")))
+                async for text in sub.receive:
+                    if sub.overflowed:
+                        break
+                    await send(text)
                 with trio.move_on_after(1):
                     if sub.overflowed:
                         await websocket.send('{"type":"overflow"}')

@@ -16,18 +16,21 @@ change sequence number at that moment: it then hears exactly of the changes afte
 counts, never of one the counts already include (``since``).
 
 A subscriber that does not read is dropped, never waited for: its channel fills, it is marked
-overflowed, and its websocket task closes the connection; every send to a websocket is also
-bounded in time (``SEND_TIMEOUT_S``), so a client that stops reading cannot hold the server
-beyond its shutdown grace.
+overflowed, and its websocket task closes the connection. A send to its websocket that takes
+longer than ``SEND_TIMEOUT_S`` means the client stopped reading altogether: the watchdog
+(:meth:`Feed.run_watchdog`) hangs up on it (:mod:`torc_net.hangup` says why nothing else can
+end such a send).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import trio
+
+from .hangup import Address, hang_up
 
 DEFAULT_QUEUE_SIZE = 10_000
 #: A websocket send that takes longer than this means the client is not reading.
@@ -37,7 +40,8 @@ SEND_TIMEOUT_S = 10.0
 class Subscriber:
     """One websocket's queue. ``workflow_id is None`` means every visible workflow."""
 
-    __slots__ = ("overflowed", "receive", "send", "since", "visible", "workflow_id")
+    __slots__ = ("client", "overflowed", "receive", "send", "sending_since", "since", "visible",
+                 "workflow_id")
 
     def __init__(
         self,
@@ -50,6 +54,9 @@ class Subscriber:
         self.visible = visible
         #: changes with this sequence number or lower are already in the first counts
         self.since = since
+        #: the websocket's peer, and since when (trio time) a send to it has been waiting
+        self.client: Address | None = None
+        self.sending_since: float | None = None
         self.send, self.receive = trio.open_memory_channel[str](queue_size)
         self.overflowed = False
 
@@ -130,6 +137,26 @@ class Feed:
             sub.send.close()
         self._by_workflow.clear()
         self._global.clear()
+
+    def _subscribers(self) -> Iterator[Subscriber]:
+        yield from self._global
+        for subs in self._by_workflow.values():
+            yield from subs
+
+    def hang_up_stuck(self, port: int, older_than: float = SEND_TIMEOUT_S) -> int:
+        """Hang up on subscribers whose websocket send has waited ``older_than`` seconds."""
+        now = trio.current_time()
+        stuck = [s for s in self._subscribers() if s.client is not None
+                 and s.sending_since is not None and now - s.sending_since >= older_than]
+        for sub in stuck:
+            sub.overflowed = True
+        return hang_up(port, [s.client for s in stuck if s.client]) if stuck else 0
+
+    async def run_watchdog(self, port: int) -> None:
+        """Once a second, hang up on subscribers that stopped reading."""
+        while True:
+            await trio.sleep(1)
+            self.hang_up_stuck(port)
 
     @property
     def num_subscribers(self) -> int:

@@ -39,10 +39,16 @@ from .app import create_app
 from .auth import Authenticator
 from .config import ServerConfig, add_serve_arguments, config_from_args
 from .feed import Feed
+from .hangup import hang_up
 from .service import Service
 from .store import Store, StoreError
 
 log = logging.getLogger("torc_net.server")
+
+def port_of(binds: list[str]) -> int:
+    """The port Hypercorn bound (``--port 0`` picks one)."""
+    return int(binds[0].rsplit(":", 1)[1])
+
 
 def _emit(line: str) -> None:
     print(line, flush=True)
@@ -58,6 +64,8 @@ class Running:
     shutdown: trio.Event
     request_snapshot: Callable[[], None]  # like SIGUSR1
     admission: Admission
+    #: set once the server has stopped and closed its database
+    stopped: trio.Event
 
 
 async def serve(
@@ -94,6 +102,7 @@ async def serve(
     hc.websocket_ping_interval = 20
 
     shutdown = trio.Event()
+    stopped = trio.Event()
     # Capacity 1: requests arriving while one is queued coalesce into it.
     snapshot_send, snapshot_receive = trio.open_memory_channel[None](1)
     snapshot_lock = trio.Lock()
@@ -146,12 +155,19 @@ async def serve(
         try:
             async with trio.open_nursery() as http_nursery:
 
-                async def stop_when_drained() -> None:
+                async def stop_when_drained(port: int) -> None:
                     await shutdown.wait()
                     with trio.move_on_after(config.shutdown_grace_s):
                         await trio.sleep(0.05)  # let requests that were just accepted start
                         await admission.wait_idle()
                     http_nursery.cancel_scope.cancel()
+                    # Hypercorn shields its writes from cancellation: a client that stopped
+                    # reading would keep its connection's task, and so the server, alive.
+                    # Once the cancelled connections had a moment to close, hang up on the
+                    # rest (torc_net.hangup).
+                    with trio.CancelScope(shield=True):
+                        await trio.sleep(0.5)
+                        hang_up(port)
 
                 async def hypercorn_serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
                     await hypercorn.trio.serve(
@@ -162,8 +178,11 @@ async def serve(
                     )
                     http_nursery.cancel_scope.cancel()
 
-                http_nursery.start_soon(stop_when_drained)
-                task_status.started(await http_nursery.start(hypercorn_serve))
+                binds = await http_nursery.start(hypercorn_serve)
+                port = port_of(binds)
+                http_nursery.start_soon(stop_when_drained, port)
+                http_nursery.start_soon(feed.run_watchdog, port)
+                task_status.started(binds)
         finally:
             served.set()
 
@@ -187,11 +206,12 @@ async def serve(
             ):
                 nursery.start_soon(snapshot_timer, config.snapshot_interval_s)
             binds = await nursery.start(run_http)
-            port = int(binds[0].rsplit(":", 1)[1])
+            port = port_of(binds)
             local = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else host
             about = {"command_pid": config.parent_pid} if config.parent_pid else {}
             store.note_holder(url=f"http://{local}:{port}/torc-service/v1", **about)
-            running = Running(port, service, store, shutdown, request_snapshot, admission)
+            running = Running(port, service, store, shutdown, request_snapshot, admission,
+                              stopped)
             if config.print_port:
                 _emit(f"TORC_SERVER_PORT={port}")
             log.info("serving on %s (database %s)", binds[0], config.database)
@@ -211,6 +231,7 @@ async def serve(
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(store.close_sync)
+        stopped.set()
     log.info("stopped")
 
 

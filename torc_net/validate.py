@@ -91,16 +91,22 @@ def decode_body(raw: bytes, max_depth: int) -> Any:
     if not raw or not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_json)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise bad_request(f"body: nested deeper than {max_depth} levels") from None
 
 
+def _not_json(name: str) -> Any:
+    """Python's decoder takes NaN and Infinity, which JSON does not have (nor the store)."""
+    raise bad_request(f"malformed JSON: {name} is not a JSON number")
+
+
 def check_depth(value: Any, path: str, levels: int, max_depth: int) -> None:
     """Raise a 400 if ``value`` nests more than ``levels`` more containers (iteratively: a
-    recursive walk is what the limit protects against)."""
+    recursive walk is what the limit protects against), or holds a number that is not finite
+    (``1e400`` decodes as infinity)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     pop, push = stack.pop, stack.append
     while stack:
@@ -113,10 +119,32 @@ def check_depth(value: Any, path: str, levels: int, max_depth: int) -> None:
         else:
             continue
         if depth > levels:
-            raise bad_request(f"{path or 'body'}: nested deeper than {max_depth} levels")
+            where = _locate(value, path, lambda v, d: d > levels and type(v) in (dict, list))
+            raise bad_request(f"{where}: nested deeper than {max_depth} levels")
         for child in children:
-            if type(child) is dict or type(child) is list:
+            kind = type(child)
+            if kind is dict or kind is list:
                 push((child, depth + 1))
+            elif kind is float and not math.isfinite(child):
+                where = _locate(value, path, lambda v, d: type(v) is float
+                                and not math.isfinite(v))
+                raise bad_request(f"{where}: a number out of range ({child})")
+
+
+def _locate(value: Any, path: str, bad: Callable[[Any, int], bool]) -> str:
+    """The path of the first item ``bad(item, depth)`` finds (for messages only: the walk
+    above keeps no paths, being made for the case where nothing is wrong)."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, path or "body")]
+    while stack:
+        item, depth, where = stack.pop()
+        if bad(item, depth):
+            return where
+        if type(item) is dict:
+            stack.extend((v, depth + 1, f"{where}.{k}") for k, v in reversed(item.items()))
+        elif type(item) is list:
+            stack.extend((v, depth + 1, f"{where}[{i}]")
+                         for i, v in reversed(list(enumerate(item))))
+    return path or "body"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,8 +125,7 @@ async def test_ownerless_workflows_are_admins_only_under_required_auth(
     await anon.aclose()
     server.shutdown.set()
     with trio.fail_after(10):
-        while server.store.conn is not None:
-            await trio.sleep(0.01)
+        await server.stopped.wait()
     server = await start_inprocess(database=db, auth_file=str(make_htpasswd(tmp_path)),
                                    require_auth=True, admin_users=["root"])
     alice = Api(server.port, auth=("alice", "apw"))
