@@ -117,11 +117,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body-timeout-seconds", type=float, default=30.0, metavar="S",
                         help="a request body not received within S seconds gets 408 and frees "
                         "its request slot (default: 30)")
-    parser.add_argument("--sync", choices=["full", "normal"], default="full",
+    parser.add_argument("--sync", choices=["full", "normal"],
+                        default=os.environ.get("TORC_SERVER_SYNC", "full"),
                         help="durability of a file database: 'full' (default) syncs every "
                         "commit to disk before it is acknowledged; 'normal' is faster and "
                         "survives a crash of the server but may lose the last commits if the "
-                        "machine fails")
+                        "machine fails (default from TORC_SERVER_SYNC, else full)")
     parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0,
                         help="on SIGTERM, time in-flight requests get to finish (default: 10)")
     parser.add_argument("--log-level", default="info",
@@ -150,6 +151,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             raise SystemExit(f"{flag} must be >= 1, got {value}")
     if not args.body_timeout_seconds > 0:
         raise SystemExit(f"--body-timeout-seconds must be > 0, got {args.body_timeout_seconds}")
+    if args.sync not in ("full", "normal"):
+        raise SystemExit(f"TORC_SERVER_SYNC: expected full or normal, got {args.sync!r}")
     if args.load_snapshot and args.database != ":memory:":
         raise SystemExit("--load-snapshot is for -d :memory: (a file database is its own "
                          "starting point)")

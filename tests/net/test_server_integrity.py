@@ -7,6 +7,7 @@ failed before the change that fixed it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sqlite3
@@ -19,6 +20,7 @@ import trio
 import trio.testing
 from conftest import Api, ServerProcess, simple_spec, wait_for
 
+from torc_net.config import add_serve_arguments, config_from_args
 from torc_net.server import Running
 from torc_net.store import Change, Store, StoreError
 
@@ -420,6 +422,17 @@ async def test_file_databases_sync_every_commit_by_default(start_inprocess: Star
     assert server.store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     fast = await start_inprocess(sync="normal", database=str(tmp_path / "fast.db"))
     assert fast.store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    assert config_from_args(parser.parse_args([])).sync == "full"
+    assert config_from_args(parser.parse_args(["--sync", "normal"])).sync == "normal"
+    os.environ["TORC_SERVER_SYNC"] = "normal"
+    try:
+        parser = argparse.ArgumentParser()
+        add_serve_arguments(parser)
+        assert config_from_args(parser.parse_args([])).sync == "normal"
+    finally:
+        del os.environ["TORC_SERVER_SYNC"]
 
 
 async def _restart(server: Running, start: StartFn, db: str) -> Running:
