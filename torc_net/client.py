@@ -3,7 +3,9 @@
 Retry policy of :meth:`TorcClient.call`:
 
 * connection errors (refused, reset, EOF, protocol errors) and per-attempt timeouts, and
-  ``502``/``503``/``504`` responses, are retried with exponential backoff and full jitter
+  ``502``/``503``/``504`` responses (a busy server, or a workflow being reloaded after a
+  failed write), and ``429`` (this address is locked out for a while after too many failed
+  logins, by someone else perhaps), are retried with exponential backoff and full jitter
   (``uniform(0, min(max_backoff_s, 0.1 * 2**n))``); a ``Retry-After`` header (seconds) is
   honoured as a lower bound. Retrying stops once ``wait_for_server_s`` have elapsed since the
   first attempt, and :class:`ServerUnreachable` is raised.
@@ -40,7 +42,7 @@ __all__ = [
     "subscribe_events",
 ]
 
-_RETRY_STATUSES = frozenset({502, 503, 504})
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _BACKOFF_BASE_S = 0.1
 
 

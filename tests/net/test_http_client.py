@@ -352,8 +352,9 @@ async def test_503_retry_after_then_success(server: ScriptServer) -> None:
     assert client.requests == 2
 
 
-@pytest.mark.parametrize("status", [502, 504])
-async def test_gateway_errors_are_retried(server: ScriptServer, status: int) -> None:
+@pytest.mark.parametrize("status", [429, 502, 504])
+async def test_gateway_errors_and_lockouts_are_retried(server: ScriptServer, status: int) -> None:
+    """429: a login lockout of this address (someone else's failures) ends by itself."""
     async def script(req: Req) -> Reply:
         if len(server.requests) <= 2:
             return Reply(status, {"error": "gateway"})
