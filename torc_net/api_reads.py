@@ -8,7 +8,7 @@ checks first, one change, the answer once it is on disk.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torc_core import events as ev
@@ -19,8 +19,6 @@ from .service import Call, Service
 from .state import STATUS_LABELS, WorkflowState
 from .store import queries as q
 from .validate import bad_request, not_found, page_args, query_int
-
-MAX_PAGE = 100_000
 
 
 def _status_filter(args: Any) -> int | None:
@@ -108,28 +106,59 @@ def _id_range(first: int, count: int, offset: int, limit: int) -> tuple[int, int
     return first + offset, first + min(count, offset + limit) - 1
 
 
-async def list_files(s: Service, c: Call) -> dict[str, Any]:
-    wf = s.workflow(c.path["workflow_id"], c.who)
-    offset, limit = page_args(c.args, 1000)
-    lo, hi = _id_range(wf.file_id_base, wf.num_files, offset, limit)
-    rows = await s.store.read(q.files_between, lo, hi)
-    return {"items": [_file(r) for r in rows], "total": wf.num_files, "offset": offset,
-            "limit": limit}
-
-
 def _file(r: tuple[Any, ...]) -> dict[str, Any]:
     return {"id": r[0], "name": r[1], "path": r[2], "st_mtime": r[3]}
 
 
-async def get_file(s: Service, c: Call) -> dict[str, Any]:
+def _user_data(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {"id": r[0], "name": r[1], "data": None if r[2] is None else json.loads(r[2]),
+            "is_ephemeral": bool(r[3])}
+
+
+#: (rows between two ids, row -> JSON, first id and count in a workflow, noun) per kind
+_KINDS: dict[str, tuple[Callable[..., list[tuple[Any, ...]]],
+                        Callable[[tuple[Any, ...]], dict[str, Any]],
+                        Callable[[WorkflowState], tuple[int, int]], str]] = {
+    "files": (q.files_between, _file, lambda wf: (wf.file_id_base, wf.num_files), "file"),
+    "user_data": (q.user_data_between, _user_data,
+                  lambda wf: (wf.user_data_id_base, wf.num_user_data), "user_data"),
+}
+
+
+def _index(wf: WorkflowState, kind: str, item_id: int) -> int:
+    first, count = _KINDS[kind][2](wf)
+    if not 0 <= item_id - first < count:
+        raise not_found(f"no {_KINDS[kind][3]} {item_id} in workflow {wf.id}")
+    return item_id - first
+
+
+async def _page(s: Service, c: Call, kind: str) -> dict[str, Any]:
     wf = s.workflow(c.path["workflow_id"], c.who)
-    fid = c.path["file_id"]
-    if not 0 <= fid - wf.file_id_base < wf.num_files:
-        raise not_found(f"no file {fid} in workflow {wf.id}")
-    rows = await s.store.read(q.files_between, fid, fid)
+    read, to_json, span, _ = _KINDS[kind]
+    first, count = span(wf)
+    offset, limit = page_args(c.args, 1000)
+    rows = await s.store.read(read, *_id_range(first, count, offset, limit))
+    return {"items": [to_json(r) for r in rows], "total": count, "offset": offset,
+            "limit": limit}
+
+
+async def _one(s: Service, c: Call, kind: str, key: str) -> dict[str, Any]:
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    item_id = c.path[key]
+    _index(wf, kind, item_id)
+    read, to_json, _, noun = _KINDS[kind]
+    rows = await s.store.read(read, item_id, item_id)
     if not rows:
-        raise not_found(f"no file {fid} in workflow {wf.id}")
-    return _file(rows[0])
+        raise not_found(f"no {noun} {item_id} in workflow {wf.id}")
+    return to_json(rows[0])
+
+
+async def list_files(s: Service, c: Call) -> dict[str, Any]:
+    return await _page(s, c, "files")
+
+
+async def get_file(s: Service, c: Call) -> dict[str, Any]:
+    return await _one(s, c, "files", "file_id")
 
 
 async def record_mtimes(s: Service, c: Call) -> dict[str, Any]:
@@ -141,41 +170,18 @@ async def record_mtimes(s: Service, c: Call) -> dict[str, Any]:
     return {"recorded": len(given)}
 
 
-def _user_data(r: tuple[Any, ...]) -> dict[str, Any]:
-    return {"id": r[0], "name": r[1], "data": None if r[2] is None else json.loads(r[2]),
-            "is_ephemeral": bool(r[3])}
-
-
 async def list_user_data(s: Service, c: Call) -> dict[str, Any]:
-    wf = s.workflow(c.path["workflow_id"], c.who)
-    offset, limit = page_args(c.args, 1000)
-    lo, hi = _id_range(wf.user_data_id_base, wf.num_user_data, offset, limit)
-    rows = await s.store.read(q.user_data_between, lo, hi)
-    return {"items": [_user_data(r) for r in rows], "total": wf.num_user_data,
-            "offset": offset, "limit": limit}
-
-
-def _user_data_index(wf: WorkflowState, ud_id: int) -> int:
-    idx = ud_id - wf.user_data_id_base
-    if not 0 <= idx < wf.num_user_data:
-        raise not_found(f"no user_data {ud_id} in workflow {wf.id}")
-    return idx
+    return await _page(s, c, "user_data")
 
 
 async def get_user_data(s: Service, c: Call) -> dict[str, Any]:
-    wf = s.workflow(c.path["workflow_id"], c.who)
-    ud_id = c.path["user_data_id"]
-    _user_data_index(wf, ud_id)
-    rows = await s.store.read(q.user_data_between, ud_id, ud_id)
-    if not rows:
-        raise not_found(f"no user_data {ud_id} in workflow {wf.id}")
-    return _user_data(rows[0])
+    return await _one(s, c, "user_data", "user_data_id")
 
 
 async def put_user_data(s: Service, c: Call) -> dict[str, Any]:
     wf = s.workflow(c.path["workflow_id"], c.who)
     ud_id = c.path["user_data_id"]
-    idx = _user_data_index(wf, ud_id)
+    idx = _index(wf, "user_data", ud_id)
     change = s.change(wf)
     change.user_data[ud_id] = json.dumps(c.body["data"])
     change.user_data_changed[ud_id] = 1

@@ -59,23 +59,13 @@ def not_found(detail: str) -> ApiError:
     return ApiError(404, "not found", detail)
 
 
+_JSON_TYPES: dict[type, str] = {type(None): "null", bool: "boolean", int: "integer",
+                                float: "number", str: "string", list: "array", dict: "object"}
+
+
 def type_name(value: object) -> str:
     """The JSON Schema name of a value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def _join(path: str, key: str) -> str:
