@@ -1,7 +1,7 @@
 """Server throughput: synthetic runners claim and complete no-op jobs over real HTTP.
 
 Starts ``python -m torc_net.server`` with a file database in a temporary directory (loopback
-only), creates one workflow of independent jobs per batch size, and runs a few concurrent
+only; ``TORC_SERVER_SYNC=normal`` in the environment measures the weaker durability), creates one workflow of independent jobs per batch size, and runs a few concurrent
 synthetic runners (no processes: claim ``batch`` jobs, report them completed, repeat) through
 keep-alive h11 connections. Prints ONE JSON object::
 
@@ -104,7 +104,8 @@ def run_with_server(args: argparse.Namespace) -> dict[str, Any]:
             return {
                 "results": results,
                 "best_jobs_per_s": max(r["jobs_per_s"] for r in results),
-                "server": {"database": "file (WAL, synchronous=NORMAL)",
+                "server": {"database": "file (WAL, synchronous="
+                                       f"{os.environ.get('TORC_SERVER_SYNC', 'full').upper()})",
                            "threads": args.threads, "cpus": os.cpu_count()},
             }
         finally:

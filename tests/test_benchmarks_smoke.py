@@ -79,6 +79,19 @@ def test_bench_exec_smoke() -> None:
     assert "ratio_torc_over_xargs" in out
 
 
+def test_bench_noisy_smoke() -> None:
+    out = run_bench("bench_noisy.py", "--jobs", "3000", "--regex-jobs", "50", "--timeout", "60")
+    assert out["jobs"] == 3000
+    assert out["baseline"]["pings"] > 0  # type: ignore[index]
+    scenarios = out["scenarios"]
+    assert isinstance(scenarios, dict)
+    assert set(scenarios) == {"create", "dry_run", "regex", "jobs_page", "status_filter",
+                              "results_page"}
+    for name, s in scenarios.items():
+        assert s["status"] in ("200", "201"), (name, s)
+        assert {"heavy_s", "p50_ms", "p99_ms", "max_ms"} <= set(s)
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in BENCH.glob("bench_*.py")))
 def test_every_benchmark_has_help(name: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True,

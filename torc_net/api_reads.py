@@ -35,11 +35,13 @@ def _status_filter(args: Any) -> int | None:
 # Jobs
 
 
-async def _job_objects(s: Service, wf: WorkflowState, indices: Sequence[int]) \
-        -> list[dict[str, Any]]:
+def _jobs_json(wf: WorkflowState, indices: Sequence[int], rows: dict[int, Any],
+               links: dict[str, dict[int, list[int]]]) -> list[dict[str, Any]]:
+    """Job objects from their rows and the engine's columns (read only: safe off the event
+    loop, a snapshot as of about now)."""
     base = wf.job_id_base
-    rows, links = await s.store.read(q.job_rows, [base + i for i in indices])
     engine = wf.engine
+    statuses, run_id = engine.statuses, engine.run_id
     out = []
     for idx in indices:
         job_id = base + idx
@@ -49,8 +51,8 @@ async def _job_objects(s: Service, wf: WorkflowState, indices: Sequence[int]) \
         holder = engine.holder(idx)
         out.append({
             "id": job_id, "workflow_id": wf.id, "name": r[1], "command": r[2],
-            "invocation_script": r[3], "status": STATUS_LABELS[engine.statuses[idx]],
-            "attempt": engine.attempt(idx), "run_id": engine.run_id,
+            "invocation_script": r[3], "status": STATUS_LABELS[statuses[idx]],
+            "attempt": engine.attempt(idx), "run_id": run_id,
             "compute_node_id": holder if holder >= 0 else None,
             "num_cpus": r[4], "num_gpus": r[5], "num_nodes": r[6], "memory_bytes": r[7],
             "runtime_s": r[8], "resource_requirements": r[9], "scheduler": r[10],
@@ -65,13 +67,30 @@ async def _job_objects(s: Service, wf: WorkflowState, indices: Sequence[int]) \
     return out
 
 
+async def _job_objects(s: Service, wf: WorkflowState, indices: Sequence[int]) \
+        -> list[dict[str, Any]]:
+    rows, links = await s.store.read(q.job_rows, [wf.job_id_base + i for i in indices])
+    return await s.offload(len(indices), _jobs_json, wf, indices, rows, links)
+
+
+def _with_status(statuses: bytes, code: int) -> list[int]:
+    """Indices of the jobs with status ``code`` (``statuses``: a copy, one byte per job)."""
+    out: list[int] = []
+    find = statuses.find
+    k = find(code)
+    while k >= 0:
+        out.append(k)
+        k = find(code, k + 1)
+    return out
+
+
 async def list_jobs(s: Service, c: Call) -> dict[str, Any]:
     wf = s.workflow(c.path["workflow_id"], c.who)
     offset, limit = page_args(c.args, 1000)
     code = _status_filter(c.args)
     if code is not None:
-        st = wf.engine.statuses
-        matching = [i for i in range(wf.num_jobs) if st[i] == code]
+        snapshot = bytes(wf.engine.statuses[: wf.num_jobs])
+        matching = await s.offload(wf.num_jobs // 50, _with_status, snapshot, code)
         total = len(matching)
         page = matching[offset : offset + limit]
     else:
@@ -200,13 +219,17 @@ async def list_results(s: Service, c: Call) -> dict[str, Any]:
     total, rows = await s.store.read(q.results_page, wf.id, _status_filter(c.args), limit,
                                      offset)
     base, n, names = wf.job_id_base, wf.num_jobs, wf.names
-    items = [
-        {"id": r[0], "job_id": r[1], "job_name": names[r[1] - base] if 0 <= r[1] - base < n
-         else None, "run_id": r[2], "attempt": r[3], "return_code": r[4],
-         "status": STATUS_LABELS[r[5]], "exec_time_s": r[6], "completed_at": r[7],
-         "compute_node_id": r[8], "slurm_job_id": r[9]}
-        for r in rows
-    ]
+
+    def convert() -> list[dict[str, Any]]:
+        return [
+            {"id": r[0], "job_id": r[1], "job_name": names[r[1] - base] if 0 <= r[1] - base < n
+             else None, "run_id": r[2], "attempt": r[3], "return_code": r[4],
+             "status": STATUS_LABELS[r[5]], "exec_time_s": r[6], "completed_at": r[7],
+             "compute_node_id": r[8], "slurm_job_id": r[9]}
+            for r in rows
+        ]
+
+    items = await s.offload(len(rows), convert)
     return {"items": items, "total": total, "offset": offset, "limit": limit}
 
 
@@ -215,8 +238,11 @@ async def list_events(s: Service, c: Call) -> dict[str, Any]:
     after = query_int(c.args, "after", 0)
     offset, limit = page_args(c.args, 1000)
     total, rows = await s.store.read(q.events_page, wf.id, after, limit, offset)
-    items = [{"id": r[0], "ts": r[1], "kind": r[2],
-              "data": None if r[3] is None else json.loads(r[3])} for r in rows]
+    def convert() -> list[dict[str, Any]]:
+        return [{"id": r[0], "ts": r[1], "kind": r[2],
+                 "data": None if r[3] is None else json.loads(r[3])} for r in rows]
+
+    items = await s.offload(len(rows), convert)
     return {"items": items, "total": total, "offset": offset, "limit": limit}
 
 

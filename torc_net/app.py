@@ -38,7 +38,7 @@ from . import allocations, api_reads, api_runner, api_workflows
 from .auth import Authenticator
 from .openapi import API_PREFIX, API_VERSION, Route, openapi_document
 from .routes import ROUTES
-from .service import Answer, Call, Service
+from .service import OFFLOAD_ITEMS, Answer, Call, Service
 from .store import StoreError
 from .validate import (
     DEFAULT_MAX_DEPTH,
@@ -139,9 +139,15 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
                 result = await endpoint(service, Call(who, body, request.args, params))
             except ApiError as exc:
                 return error_response(exc)
+            status = route.status
             if isinstance(result, Answer):
-                return json_response(result.status, result.body)
-            return json_response(route.status, result)
+                status, result = result.status, result.body
+            if isinstance(result, dict) and len(result.get("items") or ()) > OFFLOAD_ITEMS:
+                # A big page: encoding 100,000 items would hold the event loop for a second.
+                data = await trio.to_thread.run_sync(_json_bytes, result,
+                                                     limiter=service.parse_limiter)
+                return Response(data, status=status, content_type="application/json")
+            return json_response(status, result)
 
         view.__name__ = route.name
         return view
