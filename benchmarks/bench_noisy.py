@@ -53,7 +53,7 @@ async def pinger(pool: HttpConnectionPool, out: list[float], stop: trio.Event) -
 
 
 async def measure(base_url: str, heavy: Callable[[HttpConnectionPool], Awaitable[str]],
-                  timeout: float) -> dict[str, Any]:
+                  bound_s: float) -> dict[str, Any]:
     """Ping while ``heavy`` runs on its own connection; its status text is reported."""
     latencies: list[float] = []
     stop = trio.Event()
@@ -65,7 +65,7 @@ async def measure(base_url: str, heavy: Callable[[HttpConnectionPool], Awaitable
             await trio.sleep(0.2)  # the pinger's connection is open before the load starts
             latencies.clear()
             t = time.perf_counter()
-            with trio.fail_after(timeout):
+            with trio.fail_after(bound_s):
                 result["status"] = await heavy(heavy_pool)
             result["heavy_s"] = round(time.perf_counter() - t, 3)
             stop.set()

@@ -1,9 +1,10 @@
 """Server throughput: synthetic runners claim and complete no-op jobs over real HTTP.
 
 Starts ``python -m torc_net.server`` with a file database in a temporary directory (loopback
-only; ``TORC_SERVER_SYNC=normal`` in the environment measures the weaker durability), creates one workflow of independent jobs per batch size, and runs a few concurrent
-synthetic runners (no processes: claim ``batch`` jobs, report them completed, repeat) through
-keep-alive h11 connections. Prints ONE JSON object::
+only; ``TORC_SERVER_SYNC=normal`` in the environment measures the weaker durability), creates
+one workflow of independent jobs per batch size, and runs a few concurrent synthetic runners
+(no processes: claim ``batch`` jobs, report them completed, repeat) through keep-alive h11
+connections. Prints ONE JSON object::
 
     {"results": [{"batch", "jobs", "runners", "seconds", "jobs_per_s", "p50_ms", "p99_ms"}],
      "server": {...}, "create_s": {...}}
