@@ -80,6 +80,43 @@ class RegexError(ValueError):
     """A pattern RE2 does not accept; the message is RE2's reason, e.g.
     ``invalid escape sequence: \\1`` for a backreference."""
 
+    def describe(self, pattern: str) -> str:
+        """The problem, for a located message."""
+        return f"bad regex {pattern!r}: {self}"
+
+
+class RegexBudgetError(RegexError):
+    """The spec's patterns would test more names than a request may (:class:`RegexBudget`)."""
+
+    def describe(self, pattern: str) -> str:
+        return f"{pattern!r}: {self}"
+
+
+#: How many (pattern, name) tests one spec's regexes may make. Linear-time matching bounds one
+#: test, not how many: 20,000 jobs each with its own prefix-less pattern (``.*_{i}``) over
+#: 20,000 names are 4 x 10^8 tests, minutes of a server's CPU. At ~0.7 us a test this is
+#: ~7 s; patterns with a literal prefix are narrowed first and cost little against it.
+DEFAULT_MAX_REGEX_TESTS = 10_000_000
+
+
+class RegexBudget:
+    """The (pattern, name) tests one spec may make, shared by its name indexes."""
+
+    __slots__ = ("limit", "spent")
+
+    def __init__(self, limit: int = DEFAULT_MAX_REGEX_TESTS) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, tests: int) -> None:
+        self.spent += tests
+        if self.spent > self.limit:
+            raise RegexBudgetError(
+                f"the spec's regexes would make more than {self.limit} name tests in all "
+                "(each distinct pattern is tried on every name its literal prefix allows): "
+                "begin patterns with a literal prefix, as in 'stage1_.*', or use fewer "
+                "distinct patterns")
+
 
 # Names are encoded for RE2, which reads UTF-8. The parser refuses lone surrogates; a spec
 # built in code may still hold one, and must not crash the compiler.
@@ -128,10 +165,13 @@ class Regex:
         self._match: Any = regexp.Match
         self.pattern = pattern
 
-    def hits(self, names: Sequence[str]) -> Iterator[int]:
-        """Positions (ascending) of the names that fully match; lazily, a chunk at a time."""
+    def hits(self, names: Sequence[str], budget: RegexBudget | None = None) -> Iterator[int]:
+        """Positions (ascending) of the names that fully match; lazily, a chunk at a time,
+        each chunk's tests charged to ``budget`` before they run."""
         match = self._match
         for lo in range(0, len(names), _CHUNK):
+            if budget is not None:
+                budget.spend(min(_CHUNK, len(names) - lo))
             data = list(map(_encode, names[lo : lo + _CHUNK]))
             spans = map(match, repeat(_BOTH), data, repeat(0), map(len, data))
             found = map(_NO_MATCH.__ne__, map(itemgetter(0), spans))
@@ -168,9 +208,12 @@ class NameIndex:
     index narrows them by their literal prefix). Patterns are RE2's (see :class:`Regex`).
     """
 
-    __slots__ = ("_cache", "_misses", "_names", "_position", "_sorted_idx", "_sorted_names")
+    __slots__ = ("_budget", "_cache", "_misses", "_names", "_position", "_sorted_idx",
+                 "_sorted_names")
 
-    def __init__(self, names: Sequence[str], position: dict[str, int] | None = None) -> None:
+    def __init__(self, names: Sequence[str], position: dict[str, int] | None = None,
+                 budget: RegexBudget | None = None) -> None:
+        self._budget = budget or RegexBudget()
         self._names = names
         self._position = position
         self._cache: dict[str, array[int]] = {}
@@ -200,10 +243,10 @@ class NameIndex:
             return len(hit) > 0
         if _is_literal(pattern):
             return pattern in self.position()
-        regex = Regex(pattern)
-        if len(self._cache) >= 32 or self._sorted_names is not None:
+        if (len(self._cache) >= 32 or self._sorted_names is not None
+                or _literal_prefix(pattern)):  # narrowed by the prefix: the full answer is cheap
             return len(self.match(pattern)) > 0
-        return next(regex.hits(self._names), None) is not None
+        return next(Regex(pattern).hits(self._names, self._budget), None) is not None
 
     def _resolve(self, pattern: str) -> array[int]:
         if _is_literal(pattern):
@@ -224,15 +267,16 @@ class NameIndex:
             lo = hi = bisect_left(ordered, prefix)
             while hi < len(ordered) and ordered[hi].startswith(prefix):
                 hi += 1
-            hits = list(_fullmatches(regex, pattern, idx[lo:hi], ordered[lo:hi]))
+            hits = list(_fullmatches(regex, pattern, idx[lo:hi], ordered[lo:hi], self._budget))
             hits.sort()
             return array("l", hits)
         if prefix:  # a C-level startswith spares RE2 the names that cannot match
             positions = list(compress(range(len(names)), map(str.startswith, names,
                                                                repeat(prefix))))
             return array("l", _fullmatches(regex, pattern, positions,
-                                           list(map(names.__getitem__, positions))))
-        return array("l", _fullmatches(regex, pattern, range(len(names)), names))
+                                           list(map(names.__getitem__, positions)),
+                                           self._budget))
+        return array("l", _fullmatches(regex, pattern, range(len(names)), names, self._budget))
 
 
 def _is_prefix_star(pattern: str) -> bool:
@@ -246,13 +290,15 @@ def _is_prefix_star(pattern: str) -> bool:
 
 
 def _fullmatches(
-    regex: Regex, pattern: str, positions: Sequence[int], names: Sequence[str]
+    regex: Regex, pattern: str, positions: Sequence[int], names: Sequence[str],
+    budget: RegexBudget,
 ) -> Iterator[int]:
     """The ``positions`` whose ``names`` (which start with the pattern's literal prefix)
-    ``pattern`` matches whole."""
+    ``pattern`` matches whole. A ``literal.*`` pattern is answered at C speed and not
+    charged."""
     if _is_prefix_star(pattern):
         return compress(positions, map(not_, map(str.__contains__, names, repeat("\n"))))
-    return map(positions.__getitem__, regex.hits(names))
+    return map(positions.__getitem__, regex.hits(names, budget))
 
 
 class _Group:
@@ -380,7 +426,7 @@ class _Resolver:
             try:
                 parts.append(self.names.match(pattern))
             except RegexError as exc:
-                raise self._fail(j, 3, f"bad regex {pattern!r}: {exc}") from None
+                raise self._fail(j, 3, exc.describe(pattern)) from None
         if len(parts) == 1:
             return parts[0]
         merged: set[int] = set()
@@ -496,17 +542,19 @@ class _Edges:
 
 
 def compile_workflow(
-    spec: WorkflowSpec, *, barrier_threshold: int = DEFAULT_BARRIER_THRESHOLD
+    spec: WorkflowSpec, *, barrier_threshold: int = DEFAULT_BARRIER_THRESHOLD,
+    max_regex_tests: int = DEFAULT_MAX_REGEX_TESTS,
 ) -> WorkflowModel:
-    """Build the engine's flat model: CSR edges (barrier-compressed), resources, indices."""
+    """Build the engine's flat model: CSR edges (barrier-compressed), resources, indices.
+    Regexes make at most ``max_regex_tests`` (pattern, name) tests (:class:`RegexBudget`)."""
     with gc_paused():
-        return _compile(spec, barrier_threshold)
+        return _compile(spec, barrier_threshold, RegexBudget(max_regex_tests))
 
 
-def _compile(spec: WorkflowSpec, barrier_threshold: int) -> WorkflowModel:
+def _compile(spec: WorkflowSpec, barrier_threshold: int, budget: RegexBudget) -> WorkflowModel:
     jobs = spec.jobs
     n = len(jobs)
-    index = NameIndex(list(map(attrgetter("name"), jobs)))
+    index = NameIndex(list(map(attrgetter("name"), jobs)), budget=budget)
     resolver = _Resolver(spec, index)
 
     # Pass 1, per run of jobs with equal sources: singletons are direct; larger sets group.

@@ -49,7 +49,14 @@ from .checks import (
     type_name,
 )
 from .errors import SpecError
-from .graph import NameIndex, RegexError, gc_paused
+from .graph import (
+    DEFAULT_MAX_REGEX_TESTS,
+    NameIndex,
+    RegexBudget,
+    RegexBudgetError,
+    RegexError,
+    gc_paused,
+)
 from .params import (
     PARAMETER_MODES,
     Combinations,
@@ -722,9 +729,13 @@ class _Budget:
     Once a limit is passed, nothing more expands, and :meth:`check` raises with every error so
     far: later sections would only report references to entries that were never made."""
 
-    __slots__ = ("_widths", "exceeded", "largest", "max_jobs", "max_text", "text", "where")
+    __slots__ = ("_widths", "exceeded", "largest", "max_jobs", "max_text", "regex", "text",
+                 "where")
 
-    def __init__(self, max_jobs: int, max_text: int) -> None:
+    def __init__(self, max_jobs: int, max_text: int,
+                 max_regex_tests: int = DEFAULT_MAX_REGEX_TESTS) -> None:
+        #: the (pattern, name) tests of every regex field of the spec together
+        self.regex = RegexBudget(max_regex_tests)
         self.max_jobs = max_jobs
         self.max_text = max_text
         self.text = 0
@@ -1195,16 +1206,24 @@ class _Block:
         return self.entry.where if self.wheres is None else self.wheres[k]
 
 
+def _stop_if_spent(exc: RegexError, entry: _Entry) -> None:
+    """Past the regex budget every further pattern would fail the same way: stop with the
+    errors so far (the first names the limit and where it was reached)."""
+    if isinstance(exc, RegexBudgetError):
+        entry.err.raise_if_any()
+
+
 class _Lookup:
     """Names of files and user_data, and regex resolution over them (cached per pattern)."""
 
-    def __init__(self, files: Sequence[FileSpec], uds: Sequence[UserDataSpec]) -> None:
+    def __init__(self, files: Sequence[FileSpec], uds: Sequence[UserDataSpec],
+                 regex_budget: RegexBudget) -> None:
         self.file_names = [f.name for f in files]
         self.file_path = {f.name: f.path for f in files}
         self.ud_names = [u.name for u in uds]
         self.ud_set = set(self.ud_names)
-        self.file_index = NameIndex(self.file_names)
-        self.ud_index = NameIndex(self.ud_names)
+        self.file_index = NameIndex(self.file_names, budget=regex_budget)
+        self.ud_index = NameIndex(self.ud_names, budget=regex_budget)
         #: The longest text a ${files...} or ${user_data...} reference can become.
         self.longest_ref = max(
             max(map(len, self.file_path.values()), default=0),
@@ -1226,7 +1245,8 @@ def _resolve_regex_column(
                 hits = index.match(pattern)
             except RegexError as exc:
                 if pattern not in failed:
-                    r.entry.fail(key, f"bad regex {pattern!r}: {exc}")
+                    r.entry.fail(key, exc.describe(pattern))
+                    _stop_if_spent(exc, r.entry)
                     failed.add(pattern)
                 continue
             if not hits and pattern not in failed:
@@ -1544,7 +1564,7 @@ def _jobs(
                     doc.err.add(f"{where}: name: ... and {len(dups) - k} more duplicate names")
                     break
                 doc.err.add(f"{where}: duplicate job name {nm!r}")
-    job_index = NameIndex(all_names)
+    job_index = NameIndex(all_names, budget=budget.regex)
     file_set = set(lookup.file_names)
     for b in blocks:
         _check_names(b, "depends_on", known.__contains__, "job")
@@ -1567,7 +1587,8 @@ def _jobs(
                             b.entry.fail("depends_on_regexes", f"{pattern!r} matches no job")
                 except RegexError as exc:
                     failed.add(pattern)
-                    b.entry.fail("depends_on_regexes", f"bad regex {pattern!r}: {exc}")
+                    b.entry.fail("depends_on_regexes", exc.describe(pattern))
+                    _stop_if_spent(exc, b.entry)
     file_path = lookup.file_path
     _check_outputs(blocks, "output_files", lambda f: file_path.get(f, f), "file", doc.err)
     _check_outputs(blocks, "output_user_data", lambda u: u, "user_data", doc.err)
@@ -1624,7 +1645,8 @@ def _actions(doc: _Entry, job_index: NameIndex, job_names: set[str], schedulers:
             try:
                 hits = job_index.match(pattern)
             except RegexError as exc:
-                e.fail("job_name_regexes", f"bad regex {pattern!r}: {exc}")
+                e.fail("job_name_regexes", exc.describe(pattern))
+                _stop_if_spent(exc, e)
                 continue
             if not hits:
                 e.fail("job_name_regexes", f"{pattern!r} matches no job")
@@ -1658,17 +1680,19 @@ def parse_spec(
     *,
     max_jobs: int = DEFAULT_MAX_JOBS,
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+    max_regex_tests: int = DEFAULT_MAX_REGEX_TESTS,
 ) -> WorkflowSpec:
     """Validate and expand a spec document (Torc's format, ``@file`` values inlined).
 
     The work is bounded, each bound checked before the expansion it limits: a spec that would
     expand to more than ``max_jobs`` jobs (or files, or user_data), one parameter of more
-    than ``max_jobs`` values, or rendered text estimated past ``max_text_bytes`` is refused.
+    than ``max_jobs`` values, or rendered text estimated past ``max_text_bytes`` is refused,
+    and its regexes make at most ``max_regex_tests`` (pattern, name) tests.
     Raises :class:`SpecError` listing every problem found, each located."""
     if not isinstance(doc, Mapping):
         raise SpecError(["the spec must be a mapping at the top level"])
     with gc_paused():
-        return _parse_spec(doc, _Budget(max_jobs, max_text_bytes))
+        return _parse_spec(doc, _Budget(max_jobs, max_text_bytes, max_regex_tests))
 
 
 def _parse_spec(doc: Mapping[str, Any], budget: _Budget) -> WorkflowSpec:
@@ -1699,7 +1723,7 @@ def _parse_spec(doc: Mapping[str, Any], budget: _Budget) -> WorkflowSpec:
     uds, ud_wheres = _user_data(top, params, interned, budget)
     budget.check(err)
     _check_unique(zip(ud_wheres, (u.name for u in uds), strict=True), "user_data", err)
-    lookup = _Lookup(files, uds)
+    lookup = _Lookup(files, uds, budget.regex)
     jobs, job_index = _jobs(
         top, params, lookup, rr_names, scheduler_names, handler_names, interned, budget
     )

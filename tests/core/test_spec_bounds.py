@@ -83,6 +83,31 @@ def test_catastrophic_pattern_in_the_graph_compiler() -> None:
     assert model.num_edges == 1  # aab -> c only
 
 
+def test_regex_work_is_bounded_across_the_spec() -> None:
+    """Linear time per test does not bound the number of tests: 20,000 jobs each with its own
+    prefix-less pattern over 20,000 names are 4 x 10^8 tests. A spec's regexes share one
+    budget of (pattern, name) tests, in the parser and in the graph compiler alike."""
+    n = 60
+    jobs: list[dict[str, Any]] = [{"name": f"a_{i}_x", "command": "true"} for i in range(n)]
+    jobs += [{"name": f"b_{i}", "command": "true", "depends_on_regexes": [f".*_{i}_x"]}
+             for i in range(n)]
+    doc = {"name": "w", "jobs": jobs}
+    assert len(parse_spec(doc).jobs) == 2 * n  # well within the default budget
+    with pytest.raises(SpecError) as info:
+        parse_spec(doc, max_regex_tests=1000)
+    (message,) = info.value.errors  # reported once, where the budget ran out
+    assert "more than 1000 name tests" in message and "literal prefix" in message
+    assert "depends_on_regexes" in message
+    spec = parse_spec(doc)
+    with pytest.raises(SpecError, match="more than 1000 name tests"):
+        compile_workflow(spec, max_regex_tests=1000)
+    # A literal prefix narrows the candidates first: the same spec with prefixed patterns
+    # fits a budget the prefix-less one could not.
+    for k, job in enumerate(jobs[n:]):
+        job["depends_on_regexes"] = [f"a_{k}_."]
+    assert compile_workflow(parse_spec(doc, max_regex_tests=1000), max_regex_tests=1000)
+
+
 @pytest.mark.parametrize(
     ("pattern", "reason"),
     [("(a)\\1", "invalid escape sequence: \\1"),
