@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from torc_core.checks import INT64_MAX, INT64_MIN
+
 from .openapi import Route
 
 ALLOCATION_STATES = ("submitted", "pending", "running", "completed", "gone", "canceled")
@@ -19,10 +21,10 @@ _PAGED = ("offset", "limit")
 
 
 def _int(minimum: int | None = None, *, nullable: bool = False, **more: Any) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": ["integer", "null"] if nullable else "integer", **more}
-    if minimum is not None:
-        schema["minimum"] = minimum
-    return schema
+    """An integer the store can hold: the bounds say so (SQLite's signed 64 bits), because the
+    checker refuses what lies beyond them and the document must not promise more."""
+    return {"type": ["integer", "null"] if nullable else "integer",
+            "minimum": INT64_MIN if minimum is None else minimum, "maximum": INT64_MAX, **more}
 
 
 def _obj(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
@@ -38,7 +40,7 @@ _NUM_OR_NULL = {"type": ["number", "null"]}
 _BOOL = {"type": "boolean"}
 _FREE_OBJECT = {"type": "object"}
 _ANY: dict[str, Any] = {}
-_INTS = {"type": "array", "items": {"type": "integer"}}
+_INTS = {"type": "array", "items": _int()}
 _MTIMES = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
 _NO_BODY = {"type": "object"}  # nothing is read from it; any JSON object (or none) is fine
 
