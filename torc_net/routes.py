@@ -41,7 +41,10 @@ _BOOL = {"type": "boolean"}
 _FREE_OBJECT = {"type": "object"}
 _ANY: dict[str, Any] = {}
 _INTS = {"type": "array", "items": _int()}
-_MTIMES = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
+#: {"<file id>": mtime}: a key that is no decimal id is refused by the schema (the handler looks
+#: the id up: an unknown one is a 404)
+_MTIMES = {"type": "object", "propertyNames": {"type": "string", "pattern": "^[0-9]+$"},
+           "additionalProperties": {"type": ["number", "null"]}}
 _NO_BODY = {"type": "object"}  # nothing is read from it; any JSON object (or none) is fine
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -145,15 +146,17 @@ Check = Callable[[Any, str, int], Any]
 
 
 def _is_free_form(schema: Mapping[str, Any]) -> bool:
-    return not any(k in schema for k in ("properties", "additionalProperties", "items", "enum",
-                                         "minimum", "maximum", "maxLength", "maxItems"))
+    return not any(k in schema for k in ("properties", "additionalProperties", "propertyNames",
+                                         "items", "enum", "minimum", "maximum", "maxLength",
+                                         "maxItems"))
 
 
 def compile_schema(schema: Mapping[str, Any], max_depth: int = DEFAULT_MAX_DEPTH) -> Check:
     """A checker for the subset of JSON Schema the routes use: ``type`` (a name or a list),
     ``properties``, ``required``, ``default``, ``additionalProperties`` (a schema for every
-    value of an object without ``properties``), ``items``, ``minimum``, ``maximum``, ``enum``,
-    ``minLength``, ``maxLength``, ``maxItems``. A schema without structure (``{}``, or a bare
+    value of an object without ``properties``, with ``propertyNames`` for its keys), ``items``,
+    ``minimum``, ``maximum``, ``enum``, ``minLength``, ``maxLength``, ``pattern``,
+    ``maxItems``. A schema without structure (``{}``, or a bare
     ``{"type": "object"}``) is free-form: any JSON of that type, checked for depth only."""
     types = schema.get("type")
     allowed: tuple[str, ...] = (
@@ -224,7 +227,9 @@ def _object(schema: Mapping[str, Any], max_depth: int,
     items = tuple(props.items())
     extra = schema.get("additionalProperties")
     if isinstance(extra, Mapping) and not props:
-        return _map(compile_schema(extra, max_depth), max_depth, wrong)
+        names = schema.get("propertyNames")
+        return _map(compile_schema(extra, max_depth),
+                    None if names is None else compile_schema(names, max_depth), max_depth, wrong)
 
     def check(value: Any, path: str, depth: int) -> Any:
         if type(value) is not dict:
@@ -256,8 +261,10 @@ def _object(schema: Mapping[str, Any], max_depth: int,
     return check
 
 
-def _map(value_check: Check, max_depth: int, wrong: Callable[[Any, str], ApiError]) -> Check:
-    """An object whose every value has one schema (keys are checked by the handler)."""
+def _map(value_check: Check, key_check: Check | None, max_depth: int,
+         wrong: Callable[[Any, str], ApiError]) -> Check:
+    """An object whose every value has one schema, and every key another (``propertyNames``;
+    what a key means, e.g. which file it names, is the handler's to check)."""
 
     def check(value: Any, path: str, depth: int) -> Any:
         if type(value) is not dict:
@@ -266,6 +273,8 @@ def _map(value_check: Check, max_depth: int, wrong: Callable[[Any, str], ApiErro
             raise bad_request(f"{path or 'body'}: nested deeper than {max_depth} levels")
         out = value
         for key, given in value.items():
+            if key_check is not None:
+                key_check(key, f"{path or 'body'} (key)", depth + 1)
             checked = value_check(given, _join(path, key), depth + 1)
             if checked is not given:
                 if out is value:
@@ -343,6 +352,13 @@ def _string(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) ->
     choices = None if enum is None else [c for c in enum if c is not None]
     low = schema.get("minLength", 0)
     high = schema.get("maxLength")
+    # Our own patterns (the schema's, never a client's), searched as JSON Schema says; a final
+    # '$' is the end of the text there, while Python's also matches before a last newline.
+    pattern = schema.get("pattern")
+    search = None
+    if pattern is not None:
+        ending = pattern.endswith("$") and not pattern.endswith("\\$")
+        search = re.compile(pattern[:-1] + "\\Z" if ending else pattern).search
 
     def check(value: Any, path: str, depth: int) -> Any:
         if type(value) is not str:
@@ -358,6 +374,8 @@ def _string(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) ->
         problem = text_problem(value)
         if problem:
             raise bad_request(f"{path}: {problem}")
+        if search is not None and search(value) is None:
+            raise bad_request(f"{path}: must match {pattern}, got {shown(value)}")
         return value
 
     return check
