@@ -98,7 +98,10 @@ async def create_workflow(s: Service, c: Call) -> dict[str, Any] | Answer:
         return slim, model, cols
 
     try:
-        spec, model, cols = await trio.to_thread.run_sync(build, limiter=s.parse_limiter)
+        # Abandoned if cancelled (shutdown): pure computation, nothing to clean up, and a
+        # 5,000,000-job spec must not hold a stopping server for the minute it takes.
+        spec, model, cols = await trio.to_thread.run_sync(build, limiter=s.parse_limiter,
+                                                          abandon_on_cancel=True)
     except SpecError as exc:
         raise ApiError(422, "invalid spec", list(exc.errors) or [str(exc)]) from None
     except (TypeError, ValueError, KeyError, AttributeError) as exc:

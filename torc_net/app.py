@@ -133,7 +133,7 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
                     if len(raw) > _THREAD_DECODE_BYTES:
                         body = await trio.to_thread.run_sync(
                             partial(_decode_and_check, raw, check, max_depth),
-                            limiter=service.parse_limiter)
+                            limiter=service.parse_limiter, abandon_on_cancel=True)
                     else:
                         body = _decode_and_check(raw, check, max_depth)
                 result = await endpoint(service, Call(who, body, request.args, params))
@@ -145,7 +145,8 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
             if isinstance(result, dict) and len(result.get("items") or ()) > OFFLOAD_ITEMS:
                 # A big page: encoding 100,000 items would hold the event loop for a second.
                 data = await trio.to_thread.run_sync(_json_bytes, result,
-                                                     limiter=service.parse_limiter)
+                                                     limiter=service.parse_limiter,
+                                                     abandon_on_cancel=True)
                 return Response(data, status=status, content_type="application/json")
             return json_response(status, result)
 

@@ -177,7 +177,8 @@ class Service:
         snapshot of them as of about now) but never changes anything."""
         if items <= OFFLOAD_ITEMS:
             return fn(*args)
-        return await trio.to_thread.run_sync(lambda: fn(*args), limiter=self.parse_limiter)
+        return await trio.to_thread.run_sync(lambda: fn(*args), limiter=self.parse_limiter,
+                                             abandon_on_cancel=True)
 
     # -----------------------------------------------------------------------------------------
     # Lookups
