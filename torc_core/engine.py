@@ -265,7 +265,7 @@ class Engine:
         new = _TABLE[cause][old]
         if new < 0:  # pragma: no cover - callers validate first; this guards Rule 1
             raise IllegalTransition(
-                f"job {node}: {JobStatus(old).label} cannot {cause.name.lower()}"
+                f"{JobStatus(old).label} cannot {cause.name.lower()}", job=node
             )
         self._status[node] = new
         if node < self.model.num_jobs:
@@ -612,8 +612,9 @@ class Engine:
                 continue  # repeated report
             if st != _PENDING or self._holder[job] != event.runner_id:
                 raise IllegalTransition(
-                    f"job {job}: cannot start: it is {JobStatus(st).label}"
-                    + ("" if st != _PENDING else f" and held by runner {self._holder[job]}")
+                    f"cannot start: it is {JobStatus(st).label}"
+                    + ("" if st != _PENDING else f" and held by runner {self._holder[job]}"),
+                    job=job,
                 )
             todo.append(job)
         self._touch(event.runner_id, now)
@@ -632,14 +633,14 @@ class Engine:
             return 0
         if result.run_id > self.run_id or result.attempt > current:
             raise BadInput(
-                f"job {job}: result for run {result.run_id} attempt {result.attempt}, but the "
-                f"job is at run {self.run_id} attempt {current}"
+                f"result for run {result.run_id} attempt {result.attempt}, but the "
+                f"job is at run {self.run_id} attempt {current}", job=job,
             )
         if st in (_PENDING, _RUNNING):
             return 1
         if st == _READY:
             return 0 if result.terminated else 2
-        raise IllegalTransition(f"job {job}: cannot complete: it is {JobStatus(st).label}")
+        raise IllegalTransition(f"cannot complete: it is {JobStatus(st).label}", job=job)
 
     def _complete(self, event: ev.CompleteJobs, now: float) -> None:
         kinds = [self._classify(r) for r in event.results]  # validate all before any change
@@ -719,7 +720,7 @@ class Engine:
         for job in jobs:
             self._check_job(job)
             if self._holder[job] != runner_id:
-                raise IllegalTransition(f"job {job}: not held by runner {runner_id}")
+                raise IllegalTransition(f"not held by runner {runner_id}", job=job)
         held = self._runner_jobs.get(runner_id, set())
         for job in jobs:
             held.discard(job)
@@ -840,7 +841,7 @@ class Engine:
             self._check_job(job)
             if _TABLE[Cause.DISABLE][self._status[job]] < 0:
                 raise IllegalTransition(
-                    f"job {job}: cannot disable: it is {JobStatus(self._status[job]).label}"
+                    f"cannot disable: it is {JobStatus(self._status[job]).label}", job=job
                 )
         work: list[int] = []
         for job in dict.fromkeys(event.jobs):
@@ -852,8 +853,8 @@ class Engine:
 
     def _check_node(self, node: int) -> None:
         if not 0 <= node < self.model.num_nodes:
-            raise UnknownJob(f"no job {node} in this workflow")
+            raise UnknownJob("no such job in this workflow", job=node)
 
     def _check_job(self, job: int) -> None:
         if not 0 <= job < self.model.num_jobs:
-            raise UnknownJob(f"no job {job} in this workflow")
+            raise UnknownJob("no such job in this workflow", job=job)

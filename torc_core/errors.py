@@ -22,9 +22,22 @@ class SpecError(TorcError):
 
 
 class EngineError(TorcError):
-    """An input the engine refuses. The engine's state is unchanged."""
+    """An input the engine refuses. The engine's state is unchanged.
+
+    ``job`` is the node index the refusal is about, if one: the engine knows jobs only by
+    index, so the message says ``job 3: ...`` in those terms; the I/O layer, which knows the
+    ids users see, words it with :meth:`about` instead."""
 
     status_hint = 409
+
+    def __init__(self, reason: str, *, job: int | None = None) -> None:
+        self.reason = reason
+        self.job = job
+        super().__init__(reason if job is None else f"job {job}: {reason}")
+
+    def about(self, job_name: str) -> str:
+        """The message with the job called ``job_name`` (e.g. its id) instead of its index."""
+        return self.reason if self.job is None else f"job {job_name}: {self.reason}"
 
 
 class IllegalTransition(EngineError):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from torc_core import events as ev
+from torc_core.checks import shown
 from torc_core.status import JobStatus
 
 from .api_workflows import Endpoint, file_mtimes, set_mtimes
@@ -20,15 +21,18 @@ from .state import STATUS_LABELS, WorkflowState
 from .store import queries as q
 from .validate import bad_request, not_found, page_args, query_int
 
+_STATUS_CODES = {s.label: int(s) for s in JobStatus}
+
 
 def _status_filter(args: Any) -> int | None:
     text = args.get("status")
-    if not text:
+    if text is None:
         return None
-    try:
-        return int(JobStatus.parse(text))
-    except ValueError as exc:
-        raise bad_request(f"query parameter status: {exc}") from None
+    code = _STATUS_CODES.get(text)
+    if code is None:
+        raise bad_request(f"query parameter status: expected one of "
+                          f"{', '.join(_STATUS_CODES)}, got {shown(text)}")
+    return code
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from functools import partial
 from typing import Any
 
 import trio
-from quart import Response, request, websocket
+from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from torc_core.checks import INT64_MAX
 from torc_core.errors import SpecError, TorcError
@@ -100,6 +100,18 @@ def _decode_and_check(raw: bytes, check: Check, max_depth: int) -> Any:
     return check(decode_body(raw, max_depth), "", 0)
 
 
+async def _drain_body() -> None:
+    """Read (and drop) a request body the answer did not need. A body left unread on a
+    keep-alive connection that arrives after the answer kept the connection's next request
+    from ever being answered. Bounded like any body: the size limit and the body timeout."""
+    if not has_request_context():
+        return
+    try:
+        await request.get_data(cache=False)
+    except HTTPException:  # too large or too slow: the connection is closed anyway
+        pass
+
+
 def _check_path(params: Mapping[str, int]) -> None:
     """Path ids beyond what the store holds exist nowhere (and must not reach SQLite)."""
     for name, value in params.items():
@@ -122,14 +134,16 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
         check = None if route.body is None else compile_schema(route.body, max_depth)
 
         async def view(**params: int) -> Response:
+            read = False
             try:
                 _check_path(params)
                 who = await auth.authenticate(request.headers.get("Authorization"),
                                               request.remote_addr)
+                raw = await request.get_data(cache=False)  # also where none is expected
+                read = True
+                assert isinstance(raw, bytes)
                 body = None
                 if check is not None:
-                    raw = await request.get_data(cache=False)
-                    assert isinstance(raw, bytes)
                     if len(raw) > _THREAD_DECODE_BYTES:
                         body = await trio.to_thread.run_sync(
                             partial(_decode_and_check, raw, check, max_depth),
@@ -138,6 +152,8 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
                         body = _decode_and_check(raw, check, max_depth)
                 result = await endpoint(service, Call(who, body, request.args, params))
             except ApiError as exc:
+                if not read:
+                    await _drain_body()
                 return error_response(exc)
             status = route.status
             if isinstance(result, Answer):
@@ -235,7 +251,11 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
                  413: "body too large"}.get(code, exc.name.lower())
         detail = exc.description or exc.name
         headers = {}
-        if code in (408, 413):
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        if code not in (408, 413):
+            await _drain_body()
+        else:
             detail = (f"request body larger than {MAX_BODY_BYTES} bytes" if code == 413 else
                       f"request body not received within {body_timeout_s:g} s")
             # The unread body is still on the wire: this connection cannot be reused.

@@ -115,6 +115,11 @@ def _query(path: str, params: Mapping[str, Any]) -> str:
     return f"{path}?{urlencode(items)}" if items else path
 
 
+def _status(text: str | None) -> str | None:
+    """A status as the server names it (a user may type ``Failed``)."""
+    return None if text is None else text.strip().lower()
+
+
 def _mtimes(mtimes: Mapping[Any, float | None]) -> dict[str, float | None]:
     return {str(k): v for k, v in mtimes.items()}
 
@@ -337,14 +342,14 @@ class TorcClient:
         return await self.call(  # type: ignore[no-any-return]
             "GET",
             _path("workflows", workflow_id, "jobs"),
-            params={"status": status, "offset": offset, "limit": limit},
+            params={"status": _status(status), "offset": offset, "limit": limit},
         )
 
     async def iter_jobs(
         self, workflow_id: int, status: str | None = None, *, page_size: int = 1000
     ) -> AsyncIterator[dict[str, Any]]:
         path = _path("workflows", workflow_id, "jobs")
-        async for item in self._iter_pages(path, {"status": status}, page_size):
+        async for item in self._iter_pages(path, {"status": _status(status)}, page_size):
             yield item
 
     async def get_job(self, workflow_id: int, job_id: int) -> dict[str, Any]:
@@ -411,14 +416,14 @@ class TorcClient:
         return await self.call(  # type: ignore[no-any-return]
             "GET",
             _path("workflows", workflow_id, "results"),
-            params={"status": status, "offset": offset, "limit": limit},
+            params={"status": _status(status), "offset": offset, "limit": limit},
         )
 
     async def iter_results(
         self, workflow_id: int, status: str | None = None, *, page_size: int = 1000
     ) -> AsyncIterator[dict[str, Any]]:
         path = _path("workflows", workflow_id, "results")
-        async for item in self._iter_pages(path, {"status": status}, page_size):
+        async for item in self._iter_pages(path, {"status": _status(status)}, page_size):
             yield item
 
     async def list_events(

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torc_core.checks import INT64_MAX
+from torc_core.status import JobStatus
+
+from .validate import MAX_PAGE
 
 API_PREFIX = "/torc-service/v1"
 API_VERSION = "0.1.0"
@@ -45,6 +48,14 @@ class Route:
         return [m.group(2) for m in _PARAM.finditer(self.path)]
 
 
+#: The query parameters the routes take, with the types the server checks them against.
+QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "offset": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+    "after": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+    "limit": {"type": "integer", "minimum": 0, "maximum": MAX_PAGE},
+    "status": {"type": "string", "enum": [s.label for s in JobStatus]},
+}
+
 _ERROR = {
     "type": "object",
     "required": ["error", "detail"],
@@ -66,7 +77,7 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
                  "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX}}
                 for p in r.path_params
             ]
-            + [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+            + [{"name": q, "in": "query", "required": False, "schema": QUERY_SCHEMAS[q]}
                for q in r.query],
             "responses": {
                 **{str(code): {"description": "success", "content": {"application/json": {
@@ -89,7 +100,8 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "torc-trio", "version": API_VERSION},
-        "servers": [{"url": API_PREFIX}],
+        # Every path carries the API prefix already (the routes are mounted under it).
+        "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
             "schemas": {"Error": _ERROR},

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import trio
 
 from torc_core import events as ev
+from torc_core.errors import EngineError
 from torc_core.parse import DEFAULT_MAX_JOBS
 from torc_core.status import JobStatus
 
@@ -225,7 +226,14 @@ class Service:
             -> tuple[list[ev.Effect], Change, Recorded]:
         """Handle one input (``None``: the lease timer) and record its effects; no awaits."""
         self._check_current(wf)
-        effects = wf.engine.handle(event, now) if event is not None else wf.engine.handle_timer(now)
+        try:
+            effects = (wf.engine.handle(event, now) if event is not None
+                       else wf.engine.handle_timer(now))
+        except EngineError as exc:  # refused: nothing changed; say it in the ids users see
+            short = {404: "not found", 409: "conflict", 422: "unprocessable"}
+            job_id = "" if exc.job is None else str(wf.job_id_base + exc.job)
+            raise ApiError(exc.status_hint, short.get(exc.status_hint, "bad request"),
+                           exc.about(job_id)) from None
         change = self.store.change(frozenset((wf.id,)))
         nodes = self.compute_nodes
         recorded = record(wf, effects, change, now,

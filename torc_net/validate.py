@@ -335,9 +335,11 @@ def _number(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) ->
     def check(value: Any, path: str, depth: int) -> Any:
         kind = type(value)
         if kind is int:
-            if not INT64_MIN <= value <= INT64_MAX:
-                raise bad_request(f"{path}: number out of range, got {int_text(value)}")
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise bad_request(f"{path}: number out of range, got {int_text(value)}") \
+                    from None
         elif kind is not float or not math.isfinite(value):
             raise wrong(value, path)
         if low is not None and value < low:
@@ -388,7 +390,7 @@ def _string(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) ->
 def query_int(args: Mapping[str, str], key: str, default: int, *,
               maximum: int = INT64_MAX) -> int:
     raw = args.get(key)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)

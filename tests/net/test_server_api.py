@@ -127,6 +127,10 @@ async def test_jobs_files_user_data(api: Api) -> None:
     ready = await api.ok("GET", f"/workflows/{wf}/jobs?status=ready")
     assert [j["name"] for j in ready["items"]] == ["make"]
     assert (await api.get(f"/workflows/{wf}/jobs?status=bogus")).status == 400
+    # The documented enum exactly (the client lowercases what a user typed); empty is no value.
+    for query in ("status=READY", "status=", "limit=", "offset="):
+        reply = await api.get(f"/workflows/{wf}/jobs?{query}")
+        assert reply.status == 400 and query.split("=")[0] in reply.body["detail"], query
     one = await api.ok("GET", f"/workflows/{wf}/jobs/{use['id']}")
     assert one["name"] == "use"
     assert (await api.get(f"/workflows/{wf}/jobs/{use['id'] + 100}")).status == 404
