@@ -152,6 +152,8 @@ async def test_jobs_files_user_data(api: Api) -> None:
     assert (await api.ok("GET", f"/workflows/{wf}/jobs/{use['id']}"))["status"] == "ready"
     reply = await api.post(f"/workflows/{wf}/jobs/{make['id']}/disable")
     assert reply.status == 409
+    # Named by its id, as users know it (the engine's index differs once ids are global).
+    assert reply.body["detail"] == f"job {make['id']}: cannot disable: it is disabled"
 
 
 async def run_all(api: Api, wf: int, cn: int, rc: int = 0) -> list[dict[str, Any]]:
