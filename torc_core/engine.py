@@ -298,15 +298,20 @@ class Engine:
                 )
             )
         if log_jobs or self._log_attempts:
+            # Arrays, not tuples, and no de-duplication (a job listed twice carries the same
+            # final values twice): initializing a million jobs would otherwise allocate ~100 MB
+            # of tuples, ints and a dict for one effect.
             n = self.model.num_jobs
-            touched = [j for j in dict.fromkeys(log_jobs + self._log_attempts) if j < n]
+            touched = array("l", log_jobs)
+            touched.extend(self._log_attempts)
+            if self.model.num_barriers:
+                touched = array("l", filter(n.__gt__, touched))
             if touched:
-                status, attempt, holder = self._status, self._attempt, self._holder
                 effects.append(ev.JobsUpdated(
-                    jobs=tuple(touched),
-                    statuses=tuple([status[j] for j in touched]),
-                    attempts=tuple([attempt[j] for j in touched]),
-                    holders=tuple([holder[j] for j in touched]),
+                    jobs=touched,
+                    statuses=bytes(map(self._status.__getitem__, touched)),
+                    attempts=array("l", map(self._attempt.__getitem__, touched)),
+                    holders=array("l", map(self._holder.__getitem__, touched)),
                 ))
         for runner_id, deadline in self._log_leases.items():
             effects.append(ev.LeaseChanged(runner_id=runner_id, deadline=deadline))

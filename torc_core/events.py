@@ -7,6 +7,7 @@ Job references are node indices of the workflow's :class:`~torc_core.model.Workf
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .status import JobStatus
@@ -154,13 +155,14 @@ class StatusesChanged:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobsUpdated:
     """The final state of every job whose status, attempt or holder this input changed:
-    parallel tuples, one entry per job (what a store writes as the job's row). A holder of
-    -1 means none."""
+    parallel sequences (compact arrays: a million entries when a workflow is initialized),
+    what a store writes as the jobs' rows. A job may be listed more than once, always with the
+    same (final) values. A holder of -1 means none."""
 
-    jobs: tuple[int, ...]
-    statuses: tuple[int, ...]
-    attempts: tuple[int, ...]
-    holders: tuple[int, ...]
+    jobs: Sequence[int]
+    statuses: Sequence[int]
+    attempts: Sequence[int]
+    holders: Sequence[int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
