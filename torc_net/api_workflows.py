@@ -119,7 +119,10 @@ async def create_workflow(s: Service, c: Call) -> dict[str, Any] | Answer:
                  file_base=store.allocate("file", len(spec.files)),
                  user_data_base=store.allocate("user_data", len(spec.user_data)))
     now = s.clock()
-    wf, rows = new_workflow(ids, spec, model, cols, owner, now)
+    # Initializing the engine is a pass over every job (a second at a million): not on the
+    # event loop. Abandoned if cancelled, like the parse (nothing is shared yet).
+    wf, rows = await trio.to_thread.run_sync(new_workflow, ids, spec, model, cols, owner, now,
+                                             limiter=s.parse_limiter, abandon_on_cancel=True)
     await store.write(lambda conn: q.insert_workflow(conn, rows))
     if model.num_jobs >= 10_000:
         _release_free_memory()  # the row iterators' garbage, freed in the store's thread
