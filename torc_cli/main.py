@@ -1,9 +1,9 @@
-"""`torc-trio`: the command people use. argparse front end; each command is a coroutine.
+"""`torc-trio`: the command people use.
 
-Global options come before the command (``torc-trio -s -f json status 1``). This module is the
-entry point and imports only the standard library before it has started the standalone server
-a command needs (:mod:`torc_cli.early`): that server's start-up then overlaps with the CLI's
-imports and with reading the spec. The rest lives in :mod:`torc_cli.session` and
+This module is the entry point and imports only the standard library before it has decided
+which server the command uses and started the standalone server a command that runs jobs
+needs (:mod:`torc_cli.early`): that server's start-up then overlaps with the CLI's imports
+and with reading the spec. The parser and the commands live in :mod:`torc_cli.cli` and
 :mod:`torc_cli.commands`.
 """
 
@@ -11,22 +11,59 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
-from .early import prestart_server
+from .early import NO_SERVER, choose_server, prestart_server, scan
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    server = prestart_server(argv)
-    try:
-        from .session import run_cli
+    early = scan(argv)
+    choice = None
+    if early.command and not early.help and early.command.split()[0] not in NO_SERVER:
+        choice = choose_server(early)
+    before = _existing(choice.database) if choice and choice.database else set()
+    server = prestart_server(early, choice) if choice else None
 
-        return run_cli(argv, server)
+    def leave_nothing() -> None:
+        """The input was refused before anything was made: stop the server started for it,
+        and remove what it created (an empty database and its folder)."""
+        if server is None or choice is None or choice.database is None:
+            return
+        from .standalone import stop_server_process
+
+        stop_server_process(server)
+        _remove_new(choice.database, before)
+
+    try:
+        from .cli import run_cli
+
+        return run_cli(argv, choice, server, on_refused_input=leave_nothing)
     finally:
         if server is not None:  # not used (an error before connecting), or already stopped
             from .standalone import stop_server_process
 
             stop_server_process(server)
+
+
+def _existing(database: str) -> set[str]:
+    """Which of the database's files and folders exist now."""
+    paths = [database, *(database + s for s in ("-wal", "-shm", ".lock"))]
+    parent = Path(database).parent
+    return {p for p in [*paths, str(parent)] if os.path.exists(p)}
+
+
+def _remove_new(database: str, before: set[str]) -> None:
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        path = database + suffix
+        if path not in before:
+            Path(path).unlink(missing_ok=True)
+    parent = Path(database).parent
+    if str(parent) not in before:
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            pass
 
 
 def entry_point() -> None:

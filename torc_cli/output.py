@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -46,17 +47,37 @@ def print_json_line(value: Any) -> None:
     sys.stdout.flush()
 
 
+def format_value(key: str, value: Any) -> str:
+    """A value for people: times (``*_at``) in local ISO format, no owner as ``-``."""
+    if value is None:
+        return "-" if key in ("user", "owner") else ""
+    if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value).astimezone().isoformat(timespec="seconds")
+    return str(value)
+
+
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *,
                 title: str | None = None) -> None:
+    """A table that never breaks a word: in a terminal, a cell too long for the screen ends
+    with '…' (``-f json`` has every value whole); anywhere else (a pipe, a file) the table is
+    as wide as its longest row."""
+    tty = sys.stdout.isatty()
     table = Table(title=title, show_lines=False, min_width=len(title or "") + 2)
     for column in columns:
-        # Wrap, never cut: a command shortened with '…' is no use to anyone.
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="ellipsis", no_wrap=True)
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    console.print(table)
+        table.add_row(*(format_value(c, row.get(c)) for c in columns))
+    target = console if tty else Console(width=_natural_width(table, rows, columns),
+                                         color_system=None)
+    target.print(table)
     if not rows:
-        console.print("(none)")
+        target.print("(none)")
+
+
+def _natural_width(table: Table, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> int:
+    """Wide enough for every cell on one line (borders and padding included)."""
+    widths = [max([len(c), *(len(format_value(c, r.get(c))) for r in rows)]) for c in columns]
+    return max(sum(w + 3 for w in widths) + 1, len(table.title or "") + 4, 20)
 
 
 def print_counts(counts: dict[str, int], *, title: str) -> None:
@@ -110,19 +131,21 @@ class ProgressView:
         if not self.enabled:
             return
         total = sum(counts.values())
-        done = sum(counts.get(s, 0) for s in DONE_STATUSES)
+        done = sum(counts.get(s, 0) for s in DONE_STATUSES)  # finished, however
         active = counts.get("running", 0) if running is None else running
         if self._done0 is None:
             self._done0 = done
             self._started = time.monotonic()
         elapsed = max(time.monotonic() - self._started, 1e-9)
-        ended = "".join(f"{s} {counts[s]}  " for s in ("canceled", "terminated") if counts.get(s))
-        detail = (f"failed {counts.get('failed', 0)}  {ended}running {active}  "
+        # The words add up: finished = completed + failed + canceled + terminated + disabled.
+        parts = [f"{counts.get(s, 0)} {s}" for s in DONE_STATUSES
+                 if counts.get(s) or s in ("completed", "failed")]
+        detail = (f"({', '.join(parts)}), running {active}, "
                   f"{(done - self._done0) / elapsed:.1f} jobs/s")
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, total=total, completed=done, detail=detail)
             return
-        line = f"{self.label}: {done}/{total} done, {detail}"
+        line = f"{self.label}: {done}/{total} finished {detail}"
         now = time.monotonic()
         if (done, total) != self._last and (now - self._last_line >= 5 or done == total):
             self._last_line = now

@@ -144,6 +144,8 @@ class RunnerSummary:
     failed: int = 0
     terminated: int = 0
     stop_reason: str = ""
+    #: the first signal that stopped the runner (SIGINT, SIGTERM, SIGHUP), if one did
+    signal: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     is_complete: bool = False
     is_canceled: bool = False
@@ -545,6 +547,8 @@ class JobRunner:
             async for signum in signals:
                 if self._stopping:  # a second Ctrl-C: no more grace period
                     self._procs.terminate_all(grace_s=0)
+                if self.summary.signal is None:
+                    self.summary.signal = signum
                 self.stop(f"received {signal.Signals(signum).name}")
 
     async def _walltime_watch(self, end_time: float) -> None:

@@ -1,40 +1,36 @@
-"""One CLI command's session: its server (standalone or configured), its client, and the
-translation of errors into messages and exit statuses. Each command is a coroutine taking a
-:class:`Context`.
+"""One command's session: the server it talks to (:func:`torc_cli.early.choose_server`), its
+client, and the workflow it is about.
 
-With ``-s``, or for ``run``/``exec`` when no server is configured, an ephemeral server is
-started on 127.0.0.1 for the command and stopped afterwards (see :mod:`torc_cli.standalone`;
-:mod:`torc_cli.main` usually started it already, before these imports).
+A standalone server (``-s``, or the local database) is started for the command and stopped
+afterwards (see :mod:`torc_cli.standalone`; :mod:`torc_cli.main` usually started it already,
+before these imports, for commands that run jobs).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from torc_core import SpecError
-from torc_net.client import ApiError, ServerUnreachable, TorcClient
+from torc_net.client import TorcClient
 
-from .early import standalone_database, standalone_holder, wants_standalone
-from .specs import InputError
+from .early import API_PATH, ServerChoice
+from .exits import InputError
 from .standalone import StandaloneError, StandaloneOptions, ephemeral_server
 
-EXIT_OK = 0
-EXIT_FAILED_JOBS = 1
-EXIT_USAGE = 2
-EXIT_SERVER = 3
-
-CommandFn = Callable[["Context"], Awaitable[int]]
 #: How long commands without a runner retry an unreachable server.
 INTERACTIVE_WAIT_S = 30.0
+#: Standalone commands that run jobs: they need a server of their own.
+RUNNING_COMMANDS = frozenset({"run", "exec", "runner", "workflows run"})
 
 
 class Context:
@@ -44,6 +40,8 @@ class Context:
         self.args = args
         self.client: TorcClient = None  # type: ignore[assignment]
         self.url = ""
+        #: a standalone server of this command's own serves it (it ends with the command)
+        self.standalone = False
 
     @property
     def json(self) -> bool:
@@ -53,45 +51,111 @@ class Context:
     def output_dir(self) -> Path:
         return Path(self.args.output_dir)
 
+    async def workflow_id(self) -> int:
+        """The command's workflow: the one given, else the only one there is; several are
+        listed and, in a terminal, asked for (Torc's habit), elsewhere an error naming them."""
+        given = getattr(self.args, "workflow_id", None)
+        if given is not None:
+            return int(given)
+        workflows = [w async for w in self.client.iter_workflows()]
+        if len(workflows) == 1:
+            return int(workflows[0]["id"])
+        if not workflows:
+            raise InputError("no workflows here: create one first (torc-trio create SPEC)")
+        listing = ", ".join(f"{w['id']} ({w['name']})" for w in workflows[:20])
+        if sys.stdin.isatty() and sys.stderr.isatty():
+            print(f"Workflows: {listing}", file=sys.stderr)
+            answer = await trio.to_thread.run_sync(input, "Workflow id: ")
+            if answer.strip().isdigit():
+                return int(answer.strip())
+            raise InputError(f"not a workflow id: {answer.strip()!r}")
+        more = f" and {len(workflows) - 20} more" if len(workflows) > 20 else ""
+        raise InputError(f"which workflow? there are {len(workflows)}: {listing}{more}; "
+                         "give its id")
+
+
+def check_url(url: str) -> str:
+    """A server URL must name the API: ``http://host:port/torc-service/v1``. A URL without it
+    reaches the server's pages (the dashboard), whose 404s say nothing useful."""
+    stripped = url.rstrip("/")
+    if not stripped.startswith(("http://", "https://")):
+        raise InputError(f"server URL {url!r}: expected http://HOST:PORT{API_PATH}")
+    rest = stripped.split("://", 1)[1]
+    path = "/" + rest.split("/", 1)[1] if "/" in rest else ""
+    if path != API_PATH:
+        fixed = stripped[: len(stripped) - len(path)] + API_PATH
+        raise InputError(f"server URL {url!r} does not end with {API_PATH}: did you mean "
+                         f"{fixed}?")
+    return stripped
+
+
+def credentials(args: argparse.Namespace) -> tuple[str, str] | None:
+    """``--username``/``--password``, else ``TORC_USERNAME``/``TORC_PASSWORD``; a username
+    without a password asks for it in a terminal."""
+    user = args.username or os.environ.get("TORC_USERNAME")
+    if not user:
+        return None
+    password = args.password or os.environ.get("TORC_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise InputError(f"a password for {user!r} is needed: --password or TORC_PASSWORD")
+        password = getpass.getpass(f"Password for {user}: ")
+    return user, password
+
+
+def _waiting(url: str) -> Any:
+    """Say, once, that the server does not answer yet (never wait silently)."""
+    said = False
+
+    def on_retry(failure: str, remaining_s: float) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            print(f"torc-trio: waiting for the server at {url} ({failure}), retrying for "
+                  f"{remaining_s:.0f} s", file=sys.stderr, flush=True)
+
+    return on_retry
+
 
 @asynccontextmanager
-async def connect(args: argparse.Namespace,
+async def connect(args: argparse.Namespace, choice: ServerChoice,
                   server: subprocess.Popen[bytes] | None = None) -> AsyncIterator[Context]:
-    """A context whose client talks to the right server: the standalone one (``server``, if
-    it was started already) or the configured one."""
+    """A context whose client talks to the chosen server: a standalone one (``server``, if it
+    was started already) or the configured or found one."""
     ctx = Context(args)
     # Runners ride out long outages (--wait-for-server-minutes); a command someone waits at
     # the terminal for (create, status, ...) retries long enough for a server restart, then
     # says what is wrong instead of hanging for twenty minutes on a mistyped URL.
     wait_s = float(getattr(args, "wait_for_server_minutes", INTERACTIVE_WAIT_S / 60)) * 60
-    configured: str | None = args.url or os.environ.get("TORC_API_URL")
-    if wants_standalone(args):
-        database = standalone_database(args)
-        running = await _running_standalone(args, database) if server is None else None
+    auth = credentials(args)
+    if choice.note:
+        print(f"torc-trio: {choice.note}", file=sys.stderr, flush=True)
+    if choice.kind == "none":
+        raise InputError(choice.problem)
+    url = choice.url
+    if choice.kind == "standalone":
+        assert choice.database is not None
+        running = await _running_standalone(args, choice.database) if server is None else None
         if running is None:
             options = StandaloneOptions(
-                database=database, in_memory=args.in_memory,
+                database=choice.database, in_memory=args.in_memory,
                 snapshot_interval_s=args.snapshot_interval_seconds,
             )
-            async with ephemeral_server(options, server) as url:
-                ctx.url = url
-                async with TorcClient.from_env(url, wait_for_server_s=wait_s) as client:
+            async with ephemeral_server(options, server) as local:
+                ctx.url = local
+                ctx.standalone = True
+                async with TorcClient(local, auth=auth, wait_for_server_s=wait_s,
+                                      on_retry=_waiting(local)) as client:
                     ctx.client = client
                     yield ctx
             return
-        configured = running
-    if not configured:
-        raise InputError(
-            "no server: pass --url, set TORC_API_URL, or use -s/--standalone for a local one"
-        )
-    ctx.url = configured
-    async with TorcClient.from_env(configured, wait_for_server_s=wait_s) as client:
+        url = running
+    assert url is not None
+    ctx.url = check_url(url)
+    async with TorcClient(ctx.url, auth=auth, wait_for_server_s=wait_s,
+                          on_retry=_waiting(ctx.url)) as client:
         ctx.client = client
         yield ctx
-
-
-#: Standalone commands that run jobs: they need a server of their own.
-RUNNING_COMMANDS = frozenset({"run", "exec", "runner"})
 
 
 async def _running_standalone(args: argparse.Namespace, database: str) -> str | None:
@@ -100,6 +164,8 @@ async def _running_standalone(args: argparse.Namespace, database: str) -> str | 
     ``torc-trio run`` shows the live state, ``-s cancel 1`` stops that run. None when no
     server has it. A command that would run jobs is refused instead: the server belongs to
     the other command and goes away when it ends."""
+    from .early import standalone_holder
+
     holder = standalone_holder(database)
     if holder is None:
         return None
@@ -118,85 +184,3 @@ async def _running_standalone(args: argparse.Namespace, database: str) -> str | 
     if "url" not in holder:
         raise StandaloneError(f"{database} is locked by {who}, which does not listen")
     return str(holder["url"])
-
-
-async def _run_command(fn: CommandFn, args: argparse.Namespace,
-                       server: subprocess.Popen[bytes] | None) -> int:
-    if getattr(args, "offline", False):  # e.g. create --dry-run: validation needs no server
-        return await fn(Context(args))
-    prepare = getattr(args, "prepare", None)
-    if prepare is not None:  # read and check the input while the server starts
-        args.prepared = prepare(args)
-    async with connect(args, server) as ctx:
-        return await fn(ctx)
-
-
-def _error(message: str) -> None:
-    print(f"torc-trio: error: {message}", file=sys.stderr, flush=True)
-
-
-def run_cli(argv: list[str], server: subprocess.Popen[bytes] | None = None) -> int:
-    """Parse ``argv`` and run the command; its exit status. ``server``: the standalone server
-    :func:`torc_cli.early.prestart_server` started for it, if any."""
-    from .commands import build_parser
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "sync_main", None) is not None:
-        return int(args.sync_main(args))
-    if getattr(args, "dry_run", False) and getattr(args, "command", "") == "create":
-        args.offline = True
-    fn: CommandFn | None = getattr(args, "fn", None)
-    if fn is None:
-        parser.print_help()
-        return EXIT_USAGE
-    try:
-        try:
-            code = trio.run(_run_command, fn, args, server)
-        except BaseExceptionGroup as group:
-            raise _first_leaf(group) from None
-        if not isinstance(code, int):  # a cancellation swallowed the command's own return
-            _error("the command was cut short without an exit status (a bug: please report)")
-            return EXIT_SERVER
-        return code
-    except SpecError as exc:
-        for line in exc.errors:
-            _error(line)
-        return EXIT_USAGE
-    except InputError as exc:
-        for line in str(exc).splitlines():
-            _error(line)
-        return EXIT_USAGE
-    except ApiError as exc:
-        detail = exc.detail
-        if isinstance(detail, list):
-            _error(f"{exc.error} ({exc.status}):")
-            for line in detail:
-                print(f"  {line}", file=sys.stderr)
-        else:
-            _error(f"{exc.error} ({exc.status}){': ' + str(detail) if detail else ''}")
-        return EXIT_USAGE if exc.status in (400, 404, 409, 422) else EXIT_SERVER
-    except (ServerUnreachable, StandaloneError) as exc:
-        _error(str(exc))
-        return EXIT_SERVER
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error a user should see from a nursery's group (not its Cancelled siblings)."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for leaf in leaves:
-        if not isinstance(leaf, trio.Cancelled):
-            return leaf
-    return group

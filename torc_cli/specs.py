@@ -21,11 +21,11 @@ from torc_core.parse import (
     value_file_references,
 )
 
+from .exits import InputError
+
 SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".json5")
 
 
-class InputError(Exception):
-    """Bad user input, with a message that names the problem and where it is."""
 
 
 def is_spec_path(path: str) -> bool:
@@ -79,8 +79,12 @@ def _stdin_text() -> str:
     return sys.stdin.read()
 
 
-def commands_spec(name: str, commands: list[str]) -> dict[str, Any]:
+def commands_spec(name: str, commands: list[str], source: str | None = None) -> dict[str, Any]:
+    """One job per command. ``source``: the file they came from, named if there are none."""
     if not commands:
+        if source is not None:
+            raise InputError(f"{source}: no commands to run (every line is blank or a "
+                             "# comment)")
         raise InputError(f"{name}: no commands to run")
     width = len(str(len(commands)))
     return {

@@ -208,8 +208,10 @@ async def cancel_allocations(client: TorcClient, workflow_id: int) -> list[str]:
     return [a["slurm_job_id"] for a in live]
 
 
-async def find_orphans(client: TorcClient, workflow_id: int) -> list[dict[str, Any]]:
-    """Allocations the server thinks alive that Slurm no longer runs (marked gone)."""
+async def find_orphans(client: TorcClient, workflow_id: int, *,
+                       dry_run: bool = False) -> list[dict[str, Any]]:
+    """Allocations the server thinks alive that Slurm no longer runs (marked gone, unless
+    ``dry_run``)."""
     live = [a for a in await client.list_allocations(workflow_id) if a["state"] in LIVE_STATES]
     if not live:
         return []
@@ -219,24 +221,40 @@ async def find_orphans(client: TorcClient, workflow_id: int) -> list[dict[str, A
         state = states.get(alloc["slurm_job_id"])
         if state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED"):
             continue
-        await client.set_allocation_state(workflow_id, alloc["id"], "gone")
+        if not dry_run:
+            await client.set_allocation_state(workflow_id, alloc["id"], "gone")
         gone.append(alloc)
     return gone
+
+
+async def _held_by_orphans(client: TorcClient, workflow_id: int,
+                           gone_slurm_ids: set[str]) -> tuple[set[int], dict[int, list[Any]]]:
+    """Runners of vanished allocations, and the jobs each holds."""
+    nodes = (await client.list_compute_nodes(workflow_id))["items"]
+    orphan_nodes = {int(n["id"]) for n in nodes if str(n.get("slurm_job_id")) in gone_slurm_ids}
+    held: dict[int, list[dict[str, Any]]] = {}
+    if orphan_nodes:
+        for status in ("pending", "running"):
+            async for job in client.iter_jobs(workflow_id, status=status):
+                cn = job.get("compute_node_id")
+                if cn is not None and int(cn) in orphan_nodes:
+                    held.setdefault(int(cn), []).append(job)
+    return orphan_nodes, held
+
+
+async def orphaned_jobs(client: TorcClient, workflow_id: int,
+                        gone_slurm_ids: set[str]) -> list[dict[str, Any]]:
+    """Jobs held by runners of vanished allocations (nothing changed)."""
+    _, held = await _held_by_orphans(client, workflow_id, gone_slurm_ids)
+    return [job for jobs in held.values() for job in jobs]
 
 
 async def fail_orphaned_jobs(client: TorcClient, workflow_id: int,
                              gone_slurm_ids: set[str]) -> list[dict[str, Any]]:
     """Jobs held by runners of vanished allocations: recorded as terminated, runners released."""
-    nodes = (await client.list_compute_nodes(workflow_id))["items"]
-    orphan_nodes = {int(n["id"]) for n in nodes if str(n.get("slurm_job_id")) in gone_slurm_ids}
+    orphan_nodes, held = await _held_by_orphans(client, workflow_id, gone_slurm_ids)
     if not orphan_nodes:
         return []
-    held: dict[int, list[dict[str, Any]]] = {}
-    for status in ("pending", "running"):
-        async for job in client.iter_jobs(workflow_id, status=status):
-            cn = job.get("compute_node_id")
-            if cn is not None and int(cn) in orphan_nodes:
-                held.setdefault(int(cn), []).append(job)
     terminated = []
     for cn, jobs in held.items():
         results = [{"job_id": j["id"], "attempt": j["attempt"], "run_id": j["run_id"],

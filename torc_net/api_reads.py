@@ -19,7 +19,7 @@ from .api_workflows import Endpoint, file_mtimes, set_mtimes
 from .service import Call, Service
 from .state import STATUS_LABELS, WorkflowState
 from .store import queries as q
-from .validate import bad_request, not_found, page_args, query_int
+from .validate import bad_request, not_found, page_args, query_bool, query_int
 
 _STATUS_CODES = {s.label: int(s) for s in JobStatus}
 
@@ -220,8 +220,11 @@ async def put_user_data(s: Service, c: Call) -> dict[str, Any]:
 async def list_results(s: Service, c: Call) -> dict[str, Any]:
     wf = s.workflow(c.path["workflow_id"], c.who)
     offset, limit = page_args(c.args, 1000)
+    run_id = query_int(c.args, "run_id", 0) or None
+    job_id = query_int(c.args, "job_id", 0) or None
     total, rows = await s.store.read(q.results_page, wf.id, _status_filter(c.args), limit,
-                                     offset)
+                                     offset, run_id=run_id, job_id=job_id,
+                                     failed=query_bool(c.args, "failed"))
     base, n, names = wf.job_id_base, wf.num_jobs, wf.names
 
     def convert() -> list[dict[str, Any]]:

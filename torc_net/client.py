@@ -21,7 +21,7 @@ import json as _json
 import math
 import os
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -137,8 +137,12 @@ class TorcClient:
         rng: random.Random | None = None,
         attempt_timeout_s: float = 120.0,
         max_idle: int = 4,
+        on_retry: Callable[[str, float], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: told (failure, seconds it will keep trying) before each retry: a command at a
+        #: terminal says at once that it is waiting, instead of waiting silently
+        self.on_retry = on_retry
         self.auth = auth
         self.wait_for_server_s = wait_for_server_s
         self.max_backoff_s = max_backoff_s
@@ -247,6 +251,8 @@ class TorcClient:
             delay = self._backoff_s(attempt)
             if retry_after is not None:
                 delay = max(delay, retry_after)
+            if self.on_retry is not None:
+                self.on_retry(failure, remaining)
             attempt += 1
             self.retries += 1
             await trio.sleep(min(delay, remaining))
@@ -420,10 +426,15 @@ class TorcClient:
         )
 
     async def iter_results(
-        self, workflow_id: int, status: str | None = None, *, page_size: int = 1000
+        self, workflow_id: int, status: str | None = None, *, page_size: int = 1000,
+        run_id: int | None = None, job_id: int | None = None, failed: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
+        """Every result, optionally of one status, run or job, or only the failed ones
+        (non-zero return codes)."""
         path = _path("workflows", workflow_id, "results")
-        async for item in self._iter_pages(path, {"status": _status(status)}, page_size):
+        params = {"status": _status(status), "run_id": run_id, "job_id": job_id,
+                  "failed": "true" if failed else None}
+        async for item in self._iter_pages(path, params, page_size):
             yield item
 
     async def list_events(

@@ -54,6 +54,9 @@ QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "after": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
     "limit": {"type": "integer", "minimum": 0, "maximum": MAX_PAGE},
     "status": {"type": "string", "enum": [s.label for s in JobStatus]},
+    "run_id": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
+    "job_id": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
+    "failed": {"type": "boolean"},
 }
 
 _ERROR = {

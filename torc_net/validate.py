@@ -404,5 +404,14 @@ def query_int(args: Mapping[str, str], key: str, default: int, *,
     return value
 
 
+def query_bool(args: Mapping[str, str], key: str) -> bool:
+    raw = args.get(key)
+    if raw is None:
+        return False
+    if raw not in ("true", "false"):
+        raise bad_request(f"query parameter {key}: expected true or false, got {shown(raw)}")
+    return raw == "true"
+
+
 def page_args(args: Mapping[str, str], default_limit: int) -> tuple[int, int]:
     return query_int(args, "offset", 0), query_int(args, "limit", default_limit, maximum=MAX_PAGE)

@@ -29,7 +29,9 @@ from cli_helpers import (
     wait_until,
 )
 
-from torc_cli.commands import build_parser
+from torc_cli.cli import build_parser
+from torc_cli.commands import COMMANDS as COMMAND_RECORDS
+from torc_cli.commands import GROUPS
 
 
 @pytest.fixture
@@ -164,7 +166,7 @@ def test_standalone_in_memory_keeps_its_database(tmp_path: Path) -> None:
     # Only the failed job (exit 4) ran again, and failed again.
     assert rerun.returncode == 1
     assert (tmp_path / "out.txt").read_text() == "one\n"
-    results = torc_json(tmp_path, "-s", "--in-memory", "results", "list", "1")
+    results = torc_json(tmp_path, "-s", "--in-memory", "results", "list", "1", "--all-runs")
     assert sorted((r["job_name"], r["run_id"]) for r in results) == [
         ("job_1", 1), ("job_2", 1), ("job_2", 2)]
     spec = _spec(tmp_path, {"name": "second", "jobs": [{"name": "a", "command": "true"}]})
@@ -182,7 +184,7 @@ def test_watch_of_a_finished_workflow_and_a_closed_pipe(tmp_path: Path) -> None:
     for _ in range(3):
         watch = torc(tmp_path, "-s", "watch", "1", timeout=60)
         assert watch.returncode == 0, watch.stdout + watch.stderr
-        assert "2/2 done" in watch.stdout
+        assert "2/2 finished" in watch.stdout
     read, write = os.pipe()
     os.close(read)  # the reader is gone before anything is written
     proc = subprocess.run([*TORC, "-s", "-f", "json", "results", "list", "1"], cwd=tmp_path,
@@ -227,7 +229,8 @@ def test_a_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
         time.sleep(0.3)
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=60)
-    assert run.returncode == 1, out + err
+    assert run.returncode == 130, out + err  # interrupted, as a shell says
+    assert "To run what did not complete: torc-trio reset-status 1 --failed-only" in err
     time.sleep(4.5)  # longer than the job would have lived
     assert not (tmp_path / "survived").exists()
     assert pids_in_group_alive(marker) == []
@@ -277,7 +280,7 @@ def test_not_a_terminal_plain_lines_and_a_summary(tmp_path: Path) -> None:
     assert proc.returncode == 1
     out = proc.stdout
     assert "\x1b[" not in out  # no terminal codes in a pipe
-    assert "workflow 1: 4/4 done, failed 1" in out
+    assert "workflow 1: 4/4 finished (3 completed, 1 failed)" in out
     assert "Jobs that ran and did not succeed (1):" in out
     line = next(x for x in out.splitlines() if x.strip().startswith("job_3"))
     assert "failed, exit code 3" in line
@@ -336,7 +339,8 @@ def test_a_job_that_fits_nowhere_stops_the_run_by_name(tmp_path: Path) -> None:
     proc = torc(tmp_path, "-s", "run", "wf.yaml", timeout=60)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "toobig needs 100000 CPUs" in proc.stdout, proc.stdout
-    assert "workflow 1: 1/3 done" in proc.stdout  # the last progress line is where it stopped
+    # the last progress line is where it stopped
+    assert "workflow 1: 1/3 finished (1 completed" in proc.stdout
     assert (tmp_path / "fits").exists() and not (tmp_path / "toobig").exists()
     counts = torc_json(tmp_path, "-s", "status", "1")["counts"]
     assert (counts["completed"], counts["ready"], counts["blocked"]) == (1, 1, 1)
@@ -372,13 +376,16 @@ def _subcommands(parser: argparse.ArgumentParser,
     return found
 
 
-COMMANDS = _subcommands(build_parser())
+COMMANDS = _subcommands(build_parser(COMMAND_RECORDS, GROUPS))
 
 
 def test_the_command_list_is_complete() -> None:
-    expected = {"serve", "create", "run", "exec", "status", "watch", "workflows", "jobs list",
+    expected = {"serve", "create", "run", "exec", "status", "watch", "jobs list",
                 "results list", "reinitialize", "reset-status", "cancel", "runner",
-                "htpasswd", "submit", "recover"}
+                "htpasswd", "submit", "recover", "ping", "workflows create", "workflows list",
+                "workflows get", "workflows status", "workflows reset-status",
+                "workflows reinitialize", "workflows is-complete", "workflows sync-status",
+                "workflows cancel", "workflows delete", "workflows run", "workflows submit"}
     assert expected <= {" ".join(c) for c in COMMANDS}
 
 

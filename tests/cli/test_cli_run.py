@@ -191,7 +191,7 @@ def test_missing_required_input_file_is_refused_by_name(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "data/input.csv" in proc.stderr and "also.csv" in proc.stderr
     # Nothing was created.
-    assert standalone_json(tmp_path, "workflows", "list") == []
+    assert not (tmp_path / "torc_output").exists()  # nothing left behind
 
 
 def test_bad_spec_reports_located_errors_and_creates_nothing(tmp_path: Path) -> None:
@@ -205,7 +205,7 @@ def test_bad_spec_reports_located_errors_and_creates_nothing(tmp_path: Path) -> 
     assert proc.returncode == 2
     assert "jobs[0] 'a'" in proc.stderr and "nope" in proc.stderr
     assert "colour" in proc.stderr
-    assert standalone_json(tmp_path, "workflows", "list") == []
+    assert not (tmp_path / "torc_output").exists()  # nothing left behind
 
 
 def test_create_dry_run_json(tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ def test_walltime_end_terminates_then_second_allocation_finishes(
     api(tmp_path, server, "submit", str(wid))
     wait_for(lambda: status(tmp_path, server, wid)["is_complete"], 150, "the second allocation")
     assert status(tmp_path, server, wid)["counts"]["completed"] == 1
-    results = api(tmp_path, server, "results", "list", str(wid))
+    results = api(tmp_path, server, "results", "list", str(wid), "--all-runs")
     assert [r["status"] for r in results] == ["terminated", "completed"]
     assert len({r["slurm_job_id"] for r in results}) == 2
 
@@ -219,7 +219,7 @@ def test_scancel_allocation_is_an_orphan_and_recover_finishes(
     subprocess.run(["scancel", first], check=True)
     recovered = _recover_and_finish(tmp_path, server, wid, first)
     assert recovered["terminated_jobs"] == []
-    results = api(tmp_path, server, "results", "list", str(wid))
+    results = api(tmp_path, server, "results", "list", str(wid), "--all-runs")
     assert [r["status"] for r in results if r["job_name"] == "victim"] == [
         "terminated", "completed"]
 

@@ -186,14 +186,19 @@ def user_data_between(conn: sqlite3.Connection, lo: int, hi: int) -> list[tuple[
 
 
 def results_page(conn: sqlite3.Connection, wf_id: int, status: int | None, limit: int,
-                 offset: int) -> tuple[int, list[tuple[Any, ...]]]:
-    """(total, rows) of a workflow's results: (id, job_id, run_id, attempt, return_code,
-    status, exec_time_s, completed_at, compute_node_id, slurm_job_id)."""
+                 offset: int, *, run_id: int | None = None, job_id: int | None = None,
+                 failed: bool = False) -> tuple[int, list[tuple[Any, ...]]]:
+    """(total, rows) of a workflow's results, optionally of one status, run or job, or only
+    those with a non-zero return code: (id, job_id, run_id, attempt, return_code, status,
+    exec_time_s, completed_at, compute_node_id, slurm_job_id)."""
     where = "r.workflow_id=?"
     params: list[Any] = [wf_id]
-    if status is not None:
-        where += " AND r.status=?"
-        params.append(status)
+    for column, value in (("r.status", status), ("r.run_id", run_id), ("r.job_id", job_id)):
+        if value is not None:
+            where += f" AND {column}=?"
+            params.append(value)
+    if failed:
+        where += " AND r.return_code != 0"
     total = conn.execute(f"SELECT count(*) FROM results r WHERE {where}", params).fetchone()[0]
     rows = conn.execute(
         "SELECT r.id, r.job_id, r.run_id, r.attempt, r.return_code, r.status, r.exec_time_s,"

@@ -1,0 +1,23 @@
+"""Every `torc-trio` command, by theme: creating and running (:mod:`.run`), looking
+(:mod:`.inspect`), changing (:mod:`.change`), Slurm (:mod:`.slurm`), and the commands that are
+no client (:mod:`.service`). Adding a command: a function and a
+:class:`~torc_cli.command.Command` in the theme's ``COMMANDS``."""
+
+from __future__ import annotations
+
+from ..command import Command
+from . import change, inspect, run, service, slurm
+
+COMMANDS: list[Command] = [
+    *run.COMMANDS, *inspect.COMMANDS, *change.COMMANDS, *slurm.COMMANDS, *service.COMMANDS,
+]
+
+#: Descriptions of the command groups (``torc-trio jobs --help``).
+GROUPS = {
+    "workflows": "create, list, inspect and change workflows (Torc's names)",
+    "jobs": "a workflow's jobs",
+    "results": "a workflow's results",
+    "events": "a workflow's events",
+    "reports": "reports on a workflow",
+    "logs": "jobs' output",
+}

@@ -1,0 +1,220 @@
+"""Looking at workflows: status, watch, workflows list/get/is-complete, jobs list, results list,
+ping."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..command import Command
+from ..exits import EXIT_FAILED_JOBS, EXIT_OK, FeedLost
+from ..output import (
+    STATUS_ORDER,
+    ProgressView,
+    format_value,
+    print_counts,
+    print_json,
+    print_json_line,
+    print_table,
+)
+from ..session import Context
+
+JOB_COLUMNS = ["id", "name", "status", "attempt", "command"]
+RESULT_COLUMNS = ["job_id", "job_name", "run_id", "attempt", "status", "return_code",
+                  "exec_time_s", "completed_at"]
+WORKFLOW_COLUMNS = ["id", "name", "user", "num_jobs", "run_id", "is_complete", "is_canceled",
+                    "created_at"]
+FAILED = ("failed", "canceled", "terminated")
+
+
+def workflow_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workflow_id", type=int, nargs="?",
+                   help="the workflow (default: the only one; asked for in a terminal)")
+
+
+def exit_status_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exit-status", action="store_true",
+                   help="exit 1 when any job failed, was canceled or terminated (default: 0 "
+                        "whenever the command itself worked)")
+
+
+def _failed_any(counts: dict[str, int]) -> bool:
+    return any(counts.get(s, 0) for s in FAILED)
+
+
+async def cmd_status(ctx: Context) -> int:
+    status = await ctx.client.workflow_status(await ctx.workflow_id())
+    if ctx.json:
+        print_json(status)
+    else:
+        state = ("canceled" if status.get("is_canceled") else
+                 "complete" if status.get("is_complete") else "in progress")
+        print_counts(status["counts"],
+                     title=f"Workflow {status['id']} (run {status.get('run_id')}): {state}")
+    return EXIT_FAILED_JOBS if ctx.args.exit_status and _failed_any(status["counts"]) else EXIT_OK
+
+
+async def cmd_is_complete(ctx: Context) -> int:
+    wid = await ctx.workflow_id()
+    status = await ctx.client.workflow_status(wid)
+    answer = {"workflow_id": wid, "is_complete": bool(status.get("is_complete")),
+              "is_canceled": bool(status.get("is_canceled"))}
+    if ctx.json:
+        print_json(answer)
+    else:
+        print(f"Workflow {wid} is {'complete' if answer['is_complete'] else 'not complete'}"
+              + (" (canceled)" if answer["is_canceled"] else ""))
+    return EXIT_OK
+
+
+async def cmd_watch(ctx: Context) -> int:
+    from torc_net.client import open_event_feed
+
+    wid = await ctx.workflow_id()
+    counts: dict[str, int] = {}
+    with ProgressView(f"workflow {wid}", enabled=not ctx.json) as view:
+        async with open_event_feed(ctx.url, wid, auth=ctx.client.auth) as feed:
+            async for message in feed:
+                kind = message.get("type")
+                if kind == "counts":
+                    counts = dict(message["counts"])
+                elif kind == "job_status":
+                    old, new = message["old"], message["new"]
+                    counts[old] = counts.get(old, 0) - 1
+                    counts[new] = counts.get(new, 0) + 1
+                    if ctx.json:
+                        print_json_line(message)
+                    else:
+                        view.log(f"job {message.get('name')} ({message['job_id']}): "
+                                 f"{old} -> {new}")
+                elif kind == "overflow":
+                    raise FeedLost("watch: fell behind the event feed; run watch again")
+                elif ctx.json:
+                    print_json_line(message)
+                view.update(counts)
+                if kind == "workflow" and message.get("event") in ("completed", "canceled"):
+                    break
+                if kind == "counts" and _all_done(counts):
+                    break
+    return EXIT_FAILED_JOBS if ctx.args.exit_status and _failed_any(counts) else EXIT_OK
+
+
+def _all_done(counts: dict[str, int]) -> bool:
+    return sum(counts.values()) > 0 and not any(
+        counts.get(s, 0) for s in ("uninitialized", "blocked", "ready", "pending", "running"))
+
+
+def emit_rows(ctx: Context, rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    if ctx.json:
+        print_json(rows)
+    else:
+        print_table(rows, columns, title=title)
+
+
+async def cmd_jobs_list(ctx: Context) -> int:
+    wid = await ctx.workflow_id()
+    rows = [j async for j in ctx.client.iter_jobs(wid, status=ctx.args.status)]
+    emit_rows(ctx, rows, JOB_COLUMNS, f"Jobs of workflow {wid}")
+    return EXIT_OK
+
+
+def _jobs_list_arguments(p: argparse.ArgumentParser) -> None:
+    workflow_argument(p)
+    p.add_argument("-s", "--status", choices=STATUS_ORDER, help="only jobs with this status")
+
+
+async def cmd_results_list(ctx: Context) -> int:
+    args = ctx.args
+    wid = await ctx.workflow_id()
+    run_id = None
+    if not args.all_runs:  # Torc's default: the results of the latest run
+        run_id = int((await ctx.client.workflow_status(wid))["run_id"])
+    rows = [r async for r in ctx.client.iter_results(
+        wid, status=args.status, run_id=run_id, job_id=args.job_id, failed=args.failed)]
+    which = "all runs" if args.all_runs else f"run {run_id}"
+    emit_rows(ctx, rows, RESULT_COLUMNS, f"Results of workflow {wid} ({which})")
+    return EXIT_OK
+
+
+def _results_list_arguments(p: argparse.ArgumentParser) -> None:
+    workflow_argument(p)
+    p.add_argument("-s", "--status", choices=("completed", "failed", "terminated"),
+                   help="only results with this status")
+    p.add_argument("--failed", action="store_true",
+                   help="only results with a non-zero return code")
+    p.add_argument("-j", "--job-id", type=int, default=None, help="only this job's results")
+    p.add_argument("--all-runs", action="store_true",
+                   help="every run's results (default: the latest run's)")
+
+
+async def cmd_workflows_list(ctx: Context) -> int:
+    rows = [w async for w in ctx.client.iter_workflows()]
+    emit_rows(ctx, rows, WORKFLOW_COLUMNS, "Workflows")
+    return EXIT_OK
+
+
+async def cmd_workflows_get(ctx: Context) -> int:
+    result = await ctx.client.get_workflow(await ctx.workflow_id())
+    if ctx.json:
+        print_json(result)
+    else:
+        width = max((len(k) for k in result), default=0)
+        for key, value in result.items():
+            shown = json.dumps(value) if isinstance(value, dict | list) else format_value(
+                key, value)
+            print(f"{key:>{width}}: {shown}")
+    return EXIT_OK
+
+
+async def cmd_ping(ctx: Context) -> int:
+    version = await ctx.client.version()
+    answer = {"url": ctx.url, **version}
+    if ctx.json:
+        print_json(answer)
+    else:
+        print(f"The server at {ctx.url} answers (API {version.get('api')}, "
+              f"version {version.get('version')}).")
+    return EXIT_OK
+
+
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    workflow_argument(p)
+    exit_status_option(p)
+
+
+COMMANDS = [
+    Command("status", "show job counts per status",
+            """torc-trio status 3
+               torc-trio -f json status 3
+               torc-trio status --exit-status && echo 'no job failed'""",
+            arguments=_status_arguments, run=cmd_status, aliases=("workflows status",)),
+    Command("watch", "follow a workflow live until it ends",
+            """torc-trio watch 3
+               torc-trio watch 3 -f json | jq .new""",
+            arguments=_status_arguments, run=cmd_watch),
+    Command("workflows list", "list the workflows you may see",
+            """torc-trio workflows list
+               torc-trio workflows list -f json""", run=cmd_workflows_list),
+    Command("workflows get", "show one workflow's details",
+            """torc-trio workflows get 3
+               torc-trio workflows get 3 -f json""",
+            arguments=workflow_argument, run=cmd_workflows_get),
+    Command("workflows is-complete", "say whether every job of a workflow is done",
+            """torc-trio workflows is-complete 3
+               torc-trio -f json workflows is-complete 3""",
+            arguments=workflow_argument, run=cmd_is_complete),
+    Command("jobs list", "list a workflow's jobs",
+            """torc-trio jobs list 3
+               torc-trio jobs list 3 -s failed
+               torc-trio jobs list 3 --status ready -f json""",
+            arguments=_jobs_list_arguments, run=cmd_jobs_list),
+    Command("results list", "list a workflow's results (the latest run's by default)",
+            """torc-trio results list 3
+               torc-trio results list 3 --failed
+               torc-trio results list 3 --all-runs -j 17""",
+            arguments=_results_list_arguments, run=cmd_results_list),
+    Command("ping", "check that the server answers",
+            """torc-trio ping
+               torc-trio --url http://login1:8080/torc-service/v1 ping""", run=cmd_ping),
+]

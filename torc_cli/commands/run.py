@@ -1,0 +1,383 @@
+"""Creating and running workflows: create, run, exec, runner."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from torc_core.graph import compile_spec_summary
+
+from ..command import Command
+from ..exits import EXIT_FAILED_JOBS, EXIT_OK, InputError, signal_exit
+from ..output import ProgressView, err_console, print_counts, print_json
+from ..resources import Resources, detect_allocation_resources
+from ..runner import JobRunner, RunnerConfig, stdio_stem
+from ..session import Context
+from ..specs import (
+    argv_command,
+    check_spec,
+    commands_spec,
+    exec_spec,
+    is_spec_path,
+    load_spec_file,
+    missing_input_files,
+    read_command_lines,
+    unknown_placeholders,
+)
+
+
+def _spec_from_target(target: str) -> dict[str, Any]:
+    if target == "-":
+        return commands_spec("stdin", read_command_lines("-"), source="standard input")
+    if is_spec_path(target):
+        return load_spec_file(target)
+    if not Path(target).exists():
+        raise InputError(f"{target}: no such file (expected a spec, a command file, or an id)")
+    return commands_spec(Path(target).stem, read_command_lines(target), source=target)
+
+
+def _validate_for_run(doc: dict[str, Any]) -> None:
+    spec = check_spec(doc)
+    missing = missing_input_files(spec, Path.cwd())
+    if missing:
+        raise InputError("\n".join(missing))
+
+
+def is_workflow_id(target: str) -> bool:
+    return target.isdigit() and not Path(target).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# create
+
+
+def prepare_create(args: argparse.Namespace) -> dict[str, Any]:
+    """Read and check the spec before any server (a refused spec leaves nothing behind)."""
+    doc = load_spec_file(args.spec)
+    spec = check_spec(doc)
+    for problem in missing_input_files(spec, Path.cwd()):
+        print(f"torc-trio: warning: {args.spec}: {problem} (a run would stop here)",
+              file=sys.stderr)
+    return doc
+
+
+async def cmd_create(ctx: Context) -> int:
+    doc: dict[str, Any] = ctx.args.prepared
+    if ctx.args.dry_run:
+        counts = compile_spec_summary(check_spec(doc))
+        summary: dict[str, Any] = {"dry_run": True, "name": doc.get("name"), **counts}
+        if ctx.json:
+            print_json(summary)
+        else:
+            print(f"Spec is valid: would create workflow {doc.get('name')!r} with "
+                  f"{summary['jobs']} jobs, {summary['dependencies']} dependencies stored "
+                  f"({summary['barriers']} barriers), {summary['files']} files, "
+                  f"{summary['user_data']} user_data.")
+        return EXIT_OK
+    created = await ctx.client.create_workflow(doc)
+    if ctx.json:
+        print_json(created)
+    else:
+        print(f"Created workflow {created['id']} ({created['name']}): {created['jobs']} jobs, "
+              f"{created['dependencies']} dependencies.")
+    return EXIT_OK
+
+
+def _create_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="the spec file (YAML, JSON or JSON5)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and report what would be created, without a server")
+
+
+# ---------------------------------------------------------------------------------------------
+# run and exec
+
+
+def prepare_run(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`run`'s spec, read and checked before the server is needed; None for a workflow id."""
+    if args.target is None or is_workflow_id(args.target):
+        return None
+    doc = _spec_from_target(args.target)
+    _validate_for_run(doc)
+    return doc
+
+
+async def cmd_run(ctx: Context) -> int:
+    doc = ctx.args.prepared
+    if doc is None:  # an existing workflow: a wrong id is an error before anything else
+        ctx.args.workflow_id = None if ctx.args.target is None else int(ctx.args.target)
+        workflow_id = await ctx.workflow_id()
+        await ctx.client.get_workflow(workflow_id)
+        return await run_workflow(ctx, workflow_id)
+    created = await ctx.client.create_workflow(doc)
+    return await run_workflow(ctx, int(created["id"]))
+
+
+def prepare_exec(args: argparse.Namespace) -> dict[str, Any]:
+    """`exec`'s spec, built and checked before the server is needed."""
+    commands: list[str] = list(args.commands or [])
+    if args.commands_file:
+        commands += read_command_lines(args.commands_file)
+    if args.argv:
+        argv = args.argv[1:] if args.argv[0] == "--" else args.argv
+        if argv:
+            commands.append(argv_command(argv))
+    doc = exec_spec(args.name, commands, args.param or [], args.link)
+    _validate_for_run(doc)
+    if args.param:
+        for name in unknown_placeholders(commands, args.param):
+            print(f"torc-trio: warning: {{{name}}} is not a --param; it is left as written",
+                  file=sys.stderr)
+    return doc
+
+
+async def cmd_exec(ctx: Context) -> int:
+    created = await ctx.client.create_workflow(ctx.args.prepared)
+    return await run_workflow(ctx, int(created["id"]))
+
+
+def _resources(args: argparse.Namespace, detected: Resources) -> Resources:
+    """This machine's (or allocation's) resources, with what the user said overriding them."""
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {}
+    if args.num_cpus is not None:
+        changes["cpus"] = args.num_cpus
+    if args.memory_gb is not None:
+        changes["memory_bytes"] = int(args.memory_gb * (1 << 30))
+    if args.num_gpus is not None:
+        changes["gpus"] = args.num_gpus
+    return replace(detected, **changes) if changes else detected
+
+
+async def run_workflow(ctx: Context, workflow_id: int) -> int:
+    args = ctx.args
+    cfg = RunnerConfig(
+        workflow_id=workflow_id, api_url=ctx.url, output_dir=ctx.output_dir.resolve(),
+        # Inside an allocation (`torc-trio -s run` in an sbatch script): its CPUs, memory and
+        # end, so that jobs are claimed only if they fit the time left and are ended cleanly
+        # before Slurm's limit. Elsewhere the machine's.
+        resources=_resources(args, await detect_allocation_resources()),
+        max_parallel=args.jobs, poll_interval_s=args.poll_interval,
+        stop_when_nothing_fits=True,
+    )
+    if not ctx.json:
+        err_console.print(f"Running workflow {workflow_id} (output in {ctx.output_dir}/)")
+    with ProgressView(f"workflow {workflow_id}", enabled=not ctx.json) as view:
+        runner = JobRunner(ctx.client, cfg, on_progress=view.update)
+        summary = await runner.run()
+        status = await ctx.client.workflow_status(workflow_id)
+        view.update(status["counts"])
+    await record_file_mtimes(ctx, workflow_id)
+    code = await report(ctx, workflow_id, status, stop_reason=summary.stop_reason)
+    if summary.signal is not None:
+        code = signal_exit(summary.signal)
+    if code != EXIT_OK and not ctx.json:
+        _next_step(ctx, workflow_id, status)
+    return code
+
+
+def _next_step(ctx: Context, workflow_id: int, status: dict[str, Any]) -> None:
+    """One line: the command that reruns what did not complete."""
+    counts = status["counts"]
+    prefix = "torc-trio " + ("-s " if ctx.standalone and ctx.args.standalone else "")
+    if ctx.args.db:
+        prefix += f"--db {ctx.args.db} "
+    unfinished = sum(counts.get(s, 0) for s in ("failed", "canceled", "terminated"))
+    if unfinished:
+        line = (f"{prefix}reset-status {workflow_id} --failed-only && "
+                f"{prefix}run {workflow_id}")
+    else:
+        line = f"{prefix}run {workflow_id}"
+    print(f"To run what did not complete: {line}", file=sys.stderr)
+
+
+async def report(ctx: Context, workflow_id: int, status: dict[str, Any], *,
+                 stop_reason: str = "") -> int:
+    counts: dict[str, int] = status["counts"]
+    total = int(status.get("total", sum(counts.values())))
+    failed = [r async for r in ctx.client.iter_results(workflow_id)
+              if r.get("status") != "completed"] if total != counts.get("completed", 0) else []
+    # Only the latest result of each job matters for the summary.
+    latest: dict[int, dict[str, Any]] = {}
+    for r in failed:
+        latest[int(r["job_id"])] = r
+    rows = []
+    for r in latest.values():
+        log = stdio_stem(ctx.output_dir, workflow_id, r["job_id"], r.get("run_id"),
+                         r.get("attempt")) + ".e"
+        rows.append({"job_id": r["job_id"], "name": r.get("job_name"), "status": r.get("status"),
+                     "return_code": r.get("return_code"), "log": log})
+    ok = counts.get("completed", 0) == total
+    if ctx.json:
+        print_json({"workflow_id": workflow_id, "counts": counts, "total": total,
+                    "success": ok, "failed_jobs": rows, "stop_reason": stop_reason})
+    else:
+        print_counts(counts, title=f"Workflow {workflow_id}")
+        if rows:
+            # Plain lines, not a table: a log path must stay whole to be copied.
+            print(f"Jobs that ran and did not succeed ({len(rows)}):")
+            for row in rows:
+                code = _exit_text(row["return_code"])
+                print(f"  {row['name']} (id {row['job_id']}): {row['status']}{code}, "
+                      f"log {row['log']}")
+        if stop_reason and stop_reason != "workflow complete":
+            print(f"Runner stopped: {stop_reason}")
+    return EXIT_OK if ok else EXIT_FAILED_JOBS
+
+
+def _exit_text(return_code: int | None) -> str:
+    """', exit code 3' or ', killed by SIGTERM' (a negative code is a signal, as in Popen)."""
+    if return_code is None:
+        return ""
+    if return_code < 0:
+        try:
+            return f", killed by {signal.Signals(-return_code).name}"
+        except ValueError:
+            return f", killed by signal {-return_code}"
+    return f", exit code {return_code}"
+
+
+async def record_file_mtimes(ctx: Context, workflow_id: int) -> None:
+    mtimes = await current_mtimes(ctx, workflow_id)
+    if mtimes:
+        await ctx.client.record_file_mtimes(workflow_id, mtimes)
+
+
+async def current_mtimes(ctx: Context, workflow_id: int) -> dict[int, float | None]:
+    mtimes: dict[int, float | None] = {}
+    async for f in ctx.client.iter_files(workflow_id):
+        try:
+            mtimes[int(f["id"])] = os.stat(f["path"]).st_mtime
+        except OSError:
+            mtimes[int(f["id"])] = None
+    return mtimes
+
+
+def runner_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-j", "--jobs", "--max-parallel-jobs", dest="jobs", type=int, default=None,
+                   metavar="N",
+                   help="run N jobs at once regardless of resources (queue mode); default: "
+                        "pack jobs into this machine's CPUs, memory and GPUs")
+    p.add_argument("--num-cpus", type=int, default=None, metavar="N",
+                   help="CPUs to pack jobs into (default: the machine's or allocation's)")
+    p.add_argument("--memory-gb", type=float, default=None, metavar="G",
+                   help="memory to pack jobs into, in GiB (default: the machine's)")
+    p.add_argument("--num-gpus", type=int, default=None, metavar="N",
+                   help="GPUs (default: the allocation's, or CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--wait-for-server-minutes", type=float, default=20.0,
+                   help="keep retrying an unreachable server this long (default 20)")
+    p.add_argument("-p", "--poll-interval", type=float, default=1.0,
+                   help="seconds between claims when nothing is ready (default 1)")
+    p.add_argument("-o", "--output-dir", default=argparse.SUPPRESS,
+                   help="where job stdout/stderr go (default: torc_output)")
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", nargs="?",
+                   help="a SPEC file, a COMMANDS file (one job per line; - reads standard "
+                        "input), or a WORKFLOW_ID (default: the only workflow)")
+    runner_options(p)
+
+
+def _exec_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--command", action="append", dest="commands",
+                   help="a command (repeatable)")
+    p.add_argument("-C", "--commands-file", help="file with one command per line, or -")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="parameter: 1:10, 0:100:10, [1,5,10], ['a','b'], @values.txt")
+    p.add_argument("--link", choices=("product", "zip"), default="product",
+                   help="how several --param combine: every combination (product, the "
+                        "default) or pairwise in order (zip)")
+    p.add_argument("-n", "--name", default="exec", help="workflow name (default exec)")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    runner_options(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# runner
+
+
+async def cmd_runner(ctx: Context) -> int:
+    from .. import submit
+
+    args = ctx.args
+    resources = _resources(args, await detect_allocation_resources())
+    output_dir = ctx.output_dir.resolve()
+    workflow_id = await ctx.workflow_id()
+
+    async def schedule_nodes(action: dict[str, Any]) -> None:
+        for alloc in await submit.run_schedule_action(ctx.client, workflow_id, ctx.url,
+                                                      output_dir, action):
+            print(f"submitted {submit.describe(alloc)} for action {action['index']}",
+                  file=sys.stderr)
+
+    cfg = RunnerConfig(
+        workflow_id=workflow_id, api_url=ctx.url, output_dir=output_dir,
+        resources=resources, max_parallel=args.jobs, scheduler=args.scheduler,
+        poll_interval_s=args.poll_interval, end_buffer_s=args.end_buffer_seconds,
+        startup_jitter_s=args.startup_jitter_seconds,
+        idle_timeout_s=args.idle_timeout_seconds,
+        action_types=("run_commands", "schedule_nodes"), schedule_nodes=schedule_nodes,
+    )
+    runner = JobRunner(ctx.client, cfg)
+    summary = await runner.run()
+    line = (f"runner {summary.compute_node_id}: ran {summary.jobs_run} jobs "
+            f"({summary.succeeded} ok, {summary.failed} failed, {summary.terminated} terminated);"
+            f" {summary.stop_reason}")
+    if ctx.json:
+        print_json({"compute_node_id": summary.compute_node_id, "jobs_run": summary.jobs_run,
+                    "succeeded": summary.succeeded, "failed": summary.failed,
+                    "terminated": summary.terminated, "stop_reason": summary.stop_reason})
+    else:
+        print(line, file=sys.stderr)
+    if summary.signal is not None:
+        return signal_exit(summary.signal)
+    return EXIT_OK if summary.failed == 0 and summary.terminated == 0 else EXIT_FAILED_JOBS
+
+
+def _runner_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workflow_id", type=int, nargs="?",
+                   help="the workflow (default: the only one)")
+    runner_options(p)
+    p.add_argument("--scheduler", help="only jobs of this scheduler (and jobs with none)")
+    p.add_argument("--end-buffer-seconds", type=float, default=60.0,
+                   help="stop before the allocation ends, to terminate and report (default 60)")
+    p.add_argument("--startup-jitter-seconds", type=float, default=0.0,
+                   help="wait a random time up to this before starting (spreads a burst)")
+    p.add_argument("--idle-timeout-seconds", type=float, default=None,
+                   help="exit after this long with nothing to run (default: wait until the "
+                        "workflow is complete)")
+
+
+COMMANDS = [
+    Command("create", "create a workflow from a spec (YAML, JSON or JSON5)",
+            """torc-trio create workflow.yaml
+               torc-trio -f json create --dry-run workflow.yaml
+               torc-trio workflows create workflow.yaml""",
+            arguments=_create_arguments, run=cmd_create, prepare=prepare_create,
+            offline=lambda args: bool(args.dry_run), creates=True,
+            aliases=("workflows create",)),
+    Command("run", "run a spec, a command file (one job per line) or a workflow",
+            """torc-trio run -j 32 commands.txt
+               torc-trio run workflow.yaml --poll-interval 1
+               torc-trio run 3 --num-cpus 8 -o results
+               printf 'echo a\\necho b\\n' | torc-trio run -""",
+            arguments=_run_arguments, run=cmd_run, prepare=prepare_run, creates=True,
+            aliases=("workflows run",)),
+    Command("exec", "run ad-hoc commands, optionally over parameters",
+            """torc-trio exec -c 'echo hi' -c 'echo there'
+               torc-trio exec -C commands.txt -j 4
+               torc-trio exec --param i=1:3 --param x="['a','b']" -c 'echo {i} {x}'
+               torc-trio exec --param i=1:3 --param j=4:6 --link zip -c 'echo {i} {j}'
+               torc-trio exec -j 2 -- python -c 'print(1)'""",
+            arguments=_exec_arguments, run=cmd_exec, prepare=prepare_exec, creates=True),
+    Command("runner", "run jobs of a workflow on this node (used in allocations)",
+            """torc-trio --url http://login1:8080/torc-service/v1 runner 3
+               torc-trio runner 3 --scheduler gpu --idle-timeout-seconds 300""",
+            arguments=_runner_arguments, run=cmd_runner),
+]
