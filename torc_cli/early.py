@@ -221,7 +221,7 @@ def probe_default_server(timeout_s: float = 0.5) -> bool:
             sock.sendall(b"GET " + API_PATH.encode() + b"/version HTTP/1.1\r\n"
                          b"Host: localhost:8080\r\nConnection: close\r\n\r\n")
             data = b""
-            while len(data) < 4096:
+            while len(data) < 4096 and not _complete(data):
                 chunk = sock.recv(4096)
                 if not chunk:
                     break
@@ -232,6 +232,22 @@ def probe_default_server(timeout_s: float = 0.5) -> bool:
     if head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
         return b'"api"' in body
     return head.startswith((b"HTTP/1.1 401", b"HTTP/1.0 401")) and b'"error"' in body
+
+
+def _complete(data: bytes) -> bool:
+    """Whether ``data`` holds a whole HTTP response with a Content-Length (servers may keep
+    the connection open a while after answering, ``Connection: close`` or not)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            try:
+                return len(body) >= int(value.strip())
+            except ValueError:
+                return True
+    return False
 
 
 def choose_server(args: EarlyArgs, *, probe: bool = True) -> ServerChoice:

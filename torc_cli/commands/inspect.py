@@ -73,6 +73,7 @@ async def cmd_watch(ctx: Context) -> int:
 
     wid = await ctx.workflow_id()
     counts: dict[str, int] = {}
+    ended = False
     with ProgressView(f"workflow {wid}", enabled=not ctx.json) as view:
         async with open_event_feed(ctx.url, wid, auth=ctx.client.auth) as feed:
             async for message in feed:
@@ -94,9 +95,13 @@ async def cmd_watch(ctx: Context) -> int:
                     print_json_line(message)
                 view.update(counts)
                 if kind == "workflow" and message.get("event") in ("completed", "canceled"):
+                    ended = True
                     break
                 if kind == "counts" and _all_done(counts):
+                    ended = True
                     break
+    if not ended:  # the server closed the feed (it stopped, or the workflow was deleted)
+        raise FeedLost(f"watch: the event feed of workflow {wid} closed before it ended")
     return EXIT_FAILED_JOBS if ctx.args.exit_status and _failed_any(counts) else EXIT_OK
 
 
