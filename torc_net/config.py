@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import sys
 from dataclasses import dataclass, field
 
 from torc_core.parse import DEFAULT_MAX_JOBS
@@ -15,11 +17,15 @@ from torc_core.parse import DEFAULT_MAX_JOBS
 from .feed import DEFAULT_QUEUE_SIZE
 from .validate import DEFAULT_MAX_DEPTH
 
-DEFAULT_PORT = 8085
+#: Torc's (`torc-server run` listens on 8080, and clients look for a server there).
+DEFAULT_PORT = 8080
 DEFAULT_DATABASE = "torc.db"
 DEFAULT_SNAPSHOT_PATH = "./torc_snapshots/torc.db"
 DEFAULT_SNAPSHOT_KEEP = 5
 DEFAULT_LEASE_SECONDS = 1800.0
+#: How long a verified password is remembered (Torc's default; torc_net.auth's too).
+DEFAULT_CREDENTIAL_CACHE_TTL = 60.0
+API_PATH = "/torc-service/v1"
 
 
 @dataclass(slots=True)
@@ -30,6 +36,7 @@ class ServerConfig:
     threads: int = 4
     auth_file: str | None = None
     require_auth: bool = False
+    credential_cache_ttl_s: float = DEFAULT_CREDENTIAL_CACHE_TTL
     admin_users: list[str] = field(default_factory=list)
     snapshot_interval_s: float | None = None
     snapshot_path: str = DEFAULT_SNAPSHOT_PATH
@@ -54,6 +61,8 @@ class ServerConfig:
     print_port: bool = True
     #: Shut down once this process is no longer our parent (it ended, even by SIGKILL).
     parent_pid: int | None = None
+    #: Write our pid here once listening; remove it at exit (torc_net.server's pid file rules).
+    pid_file: str | None = None
 
     @property
     def max_concurrent(self) -> int:
@@ -66,20 +75,51 @@ class ServerConfig:
         return max(1024, 4 * self.max_concurrent)
 
 
+#: Flags of Torc's `torc-server run` that change nothing here, and why: accepted so that Torc's
+#: command lines work, and explained (in --help, and on stderr when given).
+TORC_FLAGS_WITHOUT_EFFECT: dict[str, tuple[str, str]] = {
+    "completion_check_interval_secs": (
+        "--completion-check-interval-secs",
+        "not needed: dependents are released the moment a job completes"),
+    "https": (
+        "--https",
+        "not supported: this server speaks plain HTTP; for HTTPS put a TLS-terminating proxy "
+        "in front of it"),
+    "enforce_access_control": (
+        "--enforce-access-control",
+        "always on with --auth-file: a user sees their own workflows (and owner-less ones, "
+        "unless --require-auth), an --admin-user sees all; there are no access groups"),
+    "log_dir": (
+        "--log-dir",
+        "not supported: the server logs to stderr; redirect it (2>>DIR/torc-server.log)"),
+    "json_logs": (
+        "--json-logs",
+        "not supported: the server's log lines are plain text"),
+    "daemon": (
+        "--daemon",
+        "not supported: the server stays in the foreground; start it with & or nohup (or in "
+        "tmux, or under systemd) and find it with --pid-file"),
+}
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `torc-trio serve` (Torc's `torc-server run`)."""
+    """The flags of `torc-trio serve`: all of Torc's `torc-server run` (with its short forms),
+    and ours."""
     parser.add_argument(
         "-d", "--database", default=DEFAULT_DATABASE, metavar="PATH",
         help="SQLite database file, or ':memory:' for an in-memory database with snapshots "
         f"(default: {DEFAULT_DATABASE})",
     )
-    parser.add_argument("--host", default="127.0.0.1",
+    parser.add_argument("-H", "--host", default="127.0.0.1",
                         help="address to bind; use a routable hostname or 0.0.0.0 for "
-                        "multi-node workflows (default: 127.0.0.1)")
+                        "multi-node workflows (default: 127.0.0.1, this machine only; Torc's is "
+                        "0.0.0.0)")
+    parser.add_argument("-u", "--url", dest="host", metavar="HOST", default=argparse.SUPPRESS,
+                        help="Torc's deprecated alias of --host (a host name, not a URL)")
     parser.add_argument("-p", "--port", type=int, default=DEFAULT_PORT,
-                        help=f"port (default: {DEFAULT_PORT}; 0 picks a free port, printed as "
-                        "TORC_SERVER_PORT=<port>)")
-    parser.add_argument("--threads", type=int, default=4,
+                        help=f"port (default: {DEFAULT_PORT}, Torc's; 0 picks a free port, "
+                        "printed as TORC_SERVER_PORT=<port>)")
+    parser.add_argument("-t", "--threads", type=int, default=4,
                         help="worker threads for parsing and compiling specs and decoding large "
                         "bodies (default: 4); the database and password checks have one thread "
                         "each of their own")
@@ -88,6 +128,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         "`torc-trio htpasswd add`)")
     parser.add_argument("--require-auth", action="store_true",
                         help="every request needs valid credentials (needs --auth-file)")
+    parser.add_argument("--credential-cache-ttl-secs", type=float,
+                        default=DEFAULT_CREDENTIAL_CACHE_TTL, metavar="S",
+                        help="remember a verified password this long, so that a runner's "
+                        "requests do not each pay for a bcrypt check (0: check every time; "
+                        f"default: {DEFAULT_CREDENTIAL_CACHE_TTL:g})")
+    parser.add_argument("--pid-file", metavar="PATH", default=None,
+                        help="write the server's pid to PATH once it listens, remove it at exit "
+                        "(signal it with kill -USR1 $(cat PATH)); refused while PATH names a "
+                        "running torc-trio server")
     parser.add_argument("--admin-user", action="append", default=[], metavar="NAME",
                         help="a user who sees every workflow (repeatable)")
     parser.add_argument("--snapshot-interval-seconds", type=float, default=None, metavar="N",
@@ -125,12 +174,62 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         "machine fails (default from TORC_SERVER_SYNC, else full)")
     parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0,
                         help="on SIGTERM, time in-flight requests get to finish (default: 10)")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error", "critical"],
-                        help="log level (default: info)")
+    parser.add_argument("-l", "--log-level", default="info", metavar="LEVEL",
+                        choices=["trace", "debug", "info", "warn", "warning", "error",
+                                 "critical"],
+                        help="trace, debug, info, warn(ing), error or critical (default: info; "
+                        "trace is debug here)")
     parser.add_argument("--parent-pid", type=int, default=None, metavar="PID",
                         help="shut down when process PID, which started this server, ends "
                         "(how standalone mode's server never outlives its command)")
+    unused = parser.add_argument_group(
+        "Torc's flags that change nothing here",
+        "accepted so that Torc's command lines work; each says why on stderr when given")
+
+    def explained(dest: str) -> str:
+        return TORC_FLAGS_WITHOUT_EFFECT[dest][1]
+
+    unused.add_argument("-c", "--completion-check-interval-secs", type=float, default=None,
+                        metavar="S", help=explained("completion_check_interval_secs"))
+    unused.add_argument("--https", action="store_true", help=explained("https"))
+    unused.add_argument("--enforce-access-control", action="store_true",
+                        help=explained("enforce_access_control"))
+    unused.add_argument("--log-dir", default=None, metavar="DIR", help=explained("log_dir"))
+    unused.add_argument("--json-logs", action="store_true", help=explained("json_logs"))
+    unused.add_argument("--daemon", action="store_true", help=explained("daemon"))
+
+
+def flags_without_effect(args: argparse.Namespace) -> list[str]:
+    """One line for each of Torc's flags given that changes nothing here, saying why."""
+    lines = []
+    for dest, (flag, why) in TORC_FLAGS_WITHOUT_EFFECT.items():
+        value = getattr(args, dest, None)
+        if value is not None and value is not False:
+            lines.append(f"{flag}: {why}")
+    return lines
+
+
+#: Torc's log level names that Python's logging spells differently.
+LOG_LEVEL_NAMES = {"trace": "debug", "warn": "warning"}
+
+
+def client_host(bind_host: str) -> str:
+    """The host a client should use to reach a server bound to ``bind_host``: 127.0.0.1 for
+    the loopback names, this machine's host name for the wildcard addresses (what other nodes
+    reach), else the address as given (an IPv6 literal in brackets)."""
+    host = bind_host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host in ("127.0.0.1", "localhost"):
+        return "127.0.0.1"
+    if host in ("", "0.0.0.0", "::"):
+        return socket.gethostname() or "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def api_url(bind_host: str, port: int) -> str:
+    """The TORC_API_URL for a server bound to ``bind_host:port``."""
+    return f"http://{client_host(bind_host)}:{port}{API_PATH}"
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -156,6 +255,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if args.load_snapshot and args.database != ":memory:":
         raise SystemExit("--load-snapshot is for -d :memory: (a file database is its own "
                          "starting point)")
+    if "://" in args.host or "/" in args.host:
+        raise SystemExit(f"--host takes a host name or an address, not a URL: {args.host!r}")
+    if not args.credential_cache_ttl_secs >= 0:
+        raise SystemExit("--credential-cache-ttl-secs must be >= 0, got "
+                         f"{args.credential_cache_ttl_secs}")
+    for line in flags_without_effect(args):
+        print(f"torc-trio serve: {line}", file=sys.stderr, flush=True)
     return ServerConfig(
         database=args.database,
         host=args.host,
@@ -163,6 +269,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         threads=args.threads,
         auth_file=args.auth_file,
         require_auth=args.require_auth,
+        credential_cache_ttl_s=args.credential_cache_ttl_secs,
         admin_users=list(args.admin_user),
         snapshot_interval_s=args.snapshot_interval_seconds,
         snapshot_path=os.environ.get("TORC_SERVER_SNAPSHOT_PATH", DEFAULT_SNAPSHOT_PATH),
@@ -173,10 +280,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_queued_requests=args.max_queued_requests,
         max_queue_wait_s=args.max_queue_wait_seconds,
         shutdown_grace_s=args.shutdown_grace_seconds,
-        log_level=args.log_level,
+        log_level=LOG_LEVEL_NAMES.get(args.log_level, args.log_level),
         max_jobs_per_workflow=args.max_jobs_per_workflow,
         max_json_depth=args.max_json_depth,
         body_timeout_s=args.body_timeout_seconds,
         sync=args.sync,
         parent_pid=args.parent_pid,
+        pid_file=os.path.abspath(args.pid_file) if args.pid_file else None,
     )

@@ -5,7 +5,15 @@ Theory of operation
 :func:`serve` opens the store, rebuilds every workflow's engine from its rows, and runs under
 one nursery: the group-commit writer, the lease timer, the signal watcher, the snapshot timer
 and Hypercorn's trio worker serving the Quart-Trio app. Once the socket listens it prints
-``TORC_SERVER_PORT=<port>`` (flushed) so a parent process started with ``--port 0`` learns it.
+``TORC_SERVER_PORT=<port>`` (flushed) so a parent process started with ``--port 0`` learns it,
+then ``export TORC_API_URL=http://HOST:PORT/torc-service/v1`` with the host a client should use
+(:func:`torc_net.config.client_host`).
+
+Pid file (``--pid-file PATH``): checked before anything else is done — a file naming a running
+torc-trio server refuses the start (naming its pid), one naming a process that is gone or is
+something else is stale and will be replaced, and a file that holds no pid is never
+overwritten. Once listening (before the port line) our pid is written to a temporary file beside
+it and renamed over it; at exit it is removed if it still names us.
 
 Shutdown (SIGTERM/SIGINT): Hypercorn stops accepting and gives in-flight requests
 ``--shutdown-grace-seconds`` to finish; websocket feeds are closed; the writer commits whatever
@@ -32,12 +40,13 @@ from pathlib import Path
 
 import hypercorn.config
 import hypercorn.trio
+import psutil
 import trio
 
 from .admission import Admission
 from .app import create_app
 from .auth import Authenticator
-from .config import ServerConfig, add_serve_arguments, config_from_args
+from .config import ServerConfig, add_serve_arguments, api_url, config_from_args
 from .feed import Feed
 from .hangup import hang_up
 from .service import Service
@@ -52,6 +61,88 @@ def port_of(binds: list[str]) -> int:
 
 def _emit(line: str) -> None:
     print(line, flush=True)
+
+
+class PidFileError(Exception):
+    """The pid file forbids this start (a server runs with it, or it is no pid file)."""
+
+
+def _is_torc_server(pid: int) -> bool | None:
+    """Whether process ``pid`` is a running torc-trio server (None: it cannot be inspected)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        argv = proc.cmdline()
+    except psutil.NoSuchProcess:  # gone (a zombie too)
+        return False
+    except psutil.AccessDenied:
+        return None
+    if "torc_net.server" in argv:
+        return True
+    names = {os.path.basename(arg) for arg in argv}
+    return "serve" in argv and bool(names & {"torc-trio", "torc_cli.main"})
+
+
+def _pid_in(path: Path) -> int | None:
+    """The pid a pid file holds; None if there is no file, or an empty one (never ours: ours
+    are written whole). A file holding anything else is no pid file: refused."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PidFileError(f"--pid-file {path}: {exc.strerror or exc}") from None
+    text = data.decode("ascii", "replace").strip()
+    if not text:
+        return None
+    if not text.isdigit() or len(data) >= 64:
+        raise PidFileError(f"--pid-file {path} exists and holds no pid: not overwriting it")
+    return int(text)
+
+
+def check_pid_file(path: Path) -> None:
+    """Refuse to start if ``path`` names a running torc-trio server or is no pid file, or if
+    its folder cannot take it; a stale one (its process gone, or another program) is fine."""
+    pid = _pid_in(path)
+    if pid is not None and pid != os.getpid():
+        server = _is_torc_server(pid)
+        if server:
+            raise PidFileError(f"--pid-file {path}: the torc-trio server with pid {pid} is "
+                               f"running (stop it with kill {pid}, or give another pid file)")
+        if server is None:
+            raise PidFileError(f"--pid-file {path} names pid {pid}, which runs but cannot be "
+                               "inspected (another user's?); remove the file if that is no "
+                               "torc-trio server")
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PidFileError(f"--pid-file {path}: cannot write in {folder}")
+
+
+def write_pid_file(path: Path) -> None:
+    """Our pid into ``path``, whole or not at all (a temporary file renamed over it)."""
+    pid = os.getpid()
+    tmp = path.with_name(f".{path.name}.{pid}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, f"{pid}\n".encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_pid_file(path: Path) -> None:
+    """Remove ``path`` if it names us (another server may have taken it over since)."""
+    try:
+        if _pid_in(path) == os.getpid():
+            path.unlink(missing_ok=True)
+    except (PidFileError, OSError) as exc:
+        log.warning("pid file %s not removed: %s", path, exc)
 
 
 @dataclass(slots=True)
@@ -72,6 +163,9 @@ async def serve(
     config: ServerConfig, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the server until SIGTERM/SIGINT (or ``Running.shutdown`` is set)."""
+    pid_file = Path(config.pid_file) if config.pid_file else None
+    if pid_file is not None:
+        check_pid_file(pid_file)
     # Three kinds of blocking work, each on threads of its own, so that none can starve
     # another: the database (one thread; its lock serializes it anyway), password checks
     # (one: bcrypt is slow by design), and parsing specs / decoding big bodies.
@@ -82,7 +176,8 @@ async def serve(
                       parse_limiter=trio.CapacityLimiter(config.threads),
                       max_jobs=config.max_jobs_per_workflow)
     auth = Authenticator(config.auth_file, require_auth=config.require_auth,
-                         admin_users=config.admin_users, limiter=trio.CapacityLimiter(1))
+                         admin_users=config.admin_users, limiter=trio.CapacityLimiter(1),
+                         cache_ttl=config.credential_cache_ttl_s)
     await service.load()
     log.info("loaded %d workflows from %s", len(service.workflows), config.database)
     app = create_app(service, auth, max_depth=config.max_json_depth,
@@ -212,8 +307,11 @@ async def serve(
             store.note_holder(url=f"http://{local}:{port}/torc-service/v1", **about)
             running = Running(port, service, store, shutdown, request_snapshot, admission,
                               stopped)
+            if pid_file is not None:
+                write_pid_file(pid_file)
             if config.print_port:
-                _emit(f"TORC_SERVER_PORT={port}")
+                _emit(f"TORC_SERVER_PORT={port}")  # first: parents parse it
+                _emit(f"export TORC_API_URL={api_url(config.host, port)}")
             log.info("serving on %s (database %s)", binds[0], config.database)
             task_status.started(running)
             await served.wait()
@@ -231,6 +329,8 @@ async def serve(
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(store.close_sync)
+        if pid_file is not None:
+            remove_pid_file(pid_file)
         stopped.set()
     log.info("stopped")
 
@@ -248,7 +348,7 @@ def main_serve(args: argparse.Namespace) -> int:
         trio.run(serve, config)
     except KeyboardInterrupt:
         return 0
-    except StoreError as exc:  # the database cannot be served: say why, no traceback
+    except (StoreError, PidFileError) as exc:  # cannot be served: say why, no traceback
         print(f"torc-trio serve: error: {exc}", file=sys.stderr, flush=True)
         return 2
     return 0

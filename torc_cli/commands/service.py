@@ -35,10 +35,16 @@ def _htpasswd(args: argparse.Namespace) -> int:
 
 COMMANDS = [
     Command("serve", "run the server (Torc's torc-server run)",
-            """torc-trio serve --database /tmp/torc.db --host 0.0.0.0 --port 8080
-               torc-trio serve -d ":memory:" --host 0.0.0.0 --port 8080 --threads 8
-               torc-trio serve --port 0 --pid-file torc.pid   # then: kill -USR1 $(cat torc.pid)""",
-            arguments=_serve_arguments, main=_serve),
+            """torc-trio serve                          # 127.0.0.1:8080, ./torc.db
+               torc-trio serve --database /tmp/torc.db --host 0.0.0.0 --port 8080
+               torc-trio serve -d ":memory:" --host 0.0.0.0 --threads 8 --pid-file torc.pid &
+               kill -USR1 $(cat torc.pid)               # a snapshot: TORC_SNAPSHOT_DONE=<path>""",
+            arguments=_serve_arguments, main=_serve,
+            description="run the server (Torc's torc-server run: all of its flags are "
+            "accepted)\n\nOnce it listens it prints TORC_SERVER_PORT=<port>, then the line to "
+            "export,\n  export TORC_API_URL=http://HOST:PORT/torc-service/v1\nwith HOST "
+            "127.0.0.1 for a loopback --host, this machine's name for 0.0.0.0\nor ::, else "
+            "--host. SIGTERM or Ctrl-C stops it cleanly; SIGUSR1 writes a snapshot."),
     Command("htpasswd", "manage an htpasswd file (bcrypt) for the server",
             """torc-trio htpasswd add users.htpasswd alice
                torc-trio htpasswd list users.htpasswd""",
