@@ -28,7 +28,7 @@ examples:
   torc-trio run -j 4 examples/commands.txt     # no server needed: a local one is started
   torc-trio run examples/diamond.yaml && torc-trio status
   torc-trio exec -c 'echo {i}' --param i=1:10 -j 4
-  torc-trio serve --port 8080 &                # Torc's quick start: a server, then
+  torc-trio serve &                            # Torc's quick start: a server, then
   torc-trio run workflow.yaml                  # ... commands find it at localhost:8080
   export TORC_API_URL=http://login1:8080/torc-service/v1
 
@@ -73,7 +73,8 @@ def build_parser(commands: Iterable[Command], groups: dict[str, str]) -> argpars
             # know a command's own -s, or it would take it for --standalone.
             if "-s" in taken and "-s" not in OWN_SHORT_OPTIONS.get(name, ()):
                 raise RuntimeError(f"{name}: its -s must be listed in early.OWN_SHORT_OPTIONS")
-            add_global_options(p, after_command=True, taken=taken)
+            if cmd.run is not None:  # a client command (serve and htpasswd are none)
+                add_global_options(p, after_command=True, taken=taken)
             p.set_defaults(command=cmd.name, command_record=cmd)
     return parser
 
@@ -92,6 +93,9 @@ def run_cli(argv: list[str], choice: ServerChoice | None,
     from .commands import COMMANDS, GROUPS
 
     parser = build_parser(COMMANDS, GROUPS)
+    from .commands.completion import autocomplete
+
+    autocomplete(parser)  # a TAB's completion request: answered, then the process exits
     args = parser.parse_args(argv)
     cmd: Command | None = getattr(args, "command_record", None)
     if cmd is None:

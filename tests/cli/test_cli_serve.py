@@ -302,10 +302,6 @@ def _console_script() -> str:
     return str(beside) if beside.exists() else (shutil.which("torc-trio") or "torc-trio")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the console script does not call autocomplete(parser) yet: torc_cli/cli.py run_cli needs "
-    "`from .commands.completion import autocomplete` and `autocomplete(parser)` between "
-    "build_parser and parse_args"))
 def test_the_console_script_completes(tmp_path: Path) -> None:
     """A completion request as the script of `completions bash` makes it (argcomplete's
     protocol: _ARGCOMPLETE, COMP_LINE, COMP_POINT; the answer in _ARGCOMPLETE_STDOUT_FILENAME)."""
