@@ -446,6 +446,22 @@ class TorcClient:
             params={"after": after, "limit": limit},
         )
 
+    async def workflow_definitions(self, workflow_id: int) -> dict[str, Any]:
+        """Settings, resource requirements, failure handlers, Slurm schedulers and actions."""
+        return await self.call(  # type: ignore[no-any-return]
+            "GET", _path("workflows", workflow_id, "definitions")
+        )
+
+    async def import_results(
+        self, workflow_id: int, results: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """Record results of earlier runs (``job_id``, ``run_id``, ``attempt``, ``return_code``,
+        ``status``, ``exec_time_s``, ``completed_at``); the workflow's run moves past them."""
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "results", "import"),
+            {"results": [dict(r) for r in results]},
+        )
+
     # ----------------------------------------------------------- runner protocol
     async def register_compute_node(self, workflow_id: int, **resources: Any) -> dict[str, Any]:
         """Body keys: hostname, pid, num_cpus, memory_bytes, num_gpus, num_nodes, slurm_job_id."""

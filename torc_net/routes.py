@@ -147,6 +147,33 @@ ACTION = {"type": "object", "required": ["index"], "properties": {"index": _COUN
 _RESULT_COUNTS = {"accepted": _COUNT, "duplicates": _COUNT}
 _LIVE = {"is_complete": _BOOL, "is_canceled": _BOOL}
 
+#: Import of earlier runs' results (``workflows import``): a run id is bounded well inside 64
+#: bits, since importing one moves the workflow's run past it and every reset adds one more.
+MAX_IMPORTED_RUN_ID = (1 << 31) - 1
+IMPORTED_RESULT = _obj(
+    ("job_id", "run_id", "attempt", "return_code", "status", "completed_at"),
+    job_id=_int(),
+    run_id=_int(1, maximum=MAX_IMPORTED_RUN_ID),
+    attempt=_int(1),
+    return_code=_int(),
+    status={"type": "string", "enum": list(RESULT_STATUSES)},
+    exec_time_s={"type": "number", "minimum": 0, "default": 0.0},
+    completed_at=_NUM,
+)
+DEFINITIONS = _obj(
+    ("settings", "resource_requirements", "failure_handlers", "slurm_schedulers", "actions"),
+    settings=_FREE_OBJECT,
+    resource_requirements={"type": "array", "items": _obj(
+        ("name", "num_cpus", "num_gpus", "num_nodes", "memory_bytes", "runtime_s"),
+        name=_STR, num_cpus=_COUNT, num_gpus=_COUNT, num_nodes=_COUNT, memory_bytes=_COUNT,
+        runtime_s=_COUNT, memory=_STR, runtime=_STR)},
+    failure_handlers={"type": "array", "items": _obj(
+        ("name", "rules"), name=_STR, rules={"type": "array", "items": _FREE_OBJECT})},
+    slurm_schedulers={"type": "array", "items": _obj(("name",), name=_STR)},
+    actions={"type": "array", "items": _obj(("trigger_type", "action_type"),
+                                            trigger_type=_STR, action_type=_STR)},
+)
+
 ROUTES: list[Route] = [
     Route("GET", "/ping", "ping", "Liveness check",
           response=_obj(("status",), status=_STR)),
@@ -251,6 +278,14 @@ ROUTES: list[Route] = [
           "set_allocation_state", "Record an allocation's state (e.g. gone, canceled)",
           body=_obj(("state",), state={"type": "string", "enum": list(ALLOCATION_STATES)}),
           response=ALLOCATION),
+    Route("GET", "/workflows/<int:workflow_id>/definitions", "workflow_definitions",
+          "The workflow's settings, resource requirements, failure handlers, Slurm schedulers "
+          "and actions, as created (for export)", response=DEFINITIONS),
+    Route("POST", "/workflows/<int:workflow_id>/results/import", "import_results",
+          "Record results of earlier runs (import); the workflow's run moves past them",
+          body=_obj(("results",), results={"type": "array", "items": IMPORTED_RESULT}),
+          response=_obj(("imported", "duplicates", "run_id"), imported=_COUNT,
+                        duplicates=_COUNT, run_id=_ID)),
     Route("GET", "/workflows/<int:workflow_id>/events/ws", "workflow_feed",
           "Websocket feed of one workflow", websocket=True),
     Route("GET", "/events/ws", "feed", "Websocket feed of all visible workflows",

@@ -208,6 +208,15 @@ def results_page(conn: sqlite3.Connection, wf_id: int, status: int | None, limit
     return total, rows
 
 
+def result_keys(conn: sqlite3.Connection, first_job: int, last_job: int, first_run: int,
+                last_run: int) -> set[tuple[int, int, int]]:
+    """(job_id, run_id, attempt) of the results recorded for jobs with ids in [first_job,
+    last_job] (one workflow's) in runs first_run to last_run (the unique key's index)."""
+    return {(r[0], r[1], r[2]) for r in conn.execute(
+        "SELECT job_id, run_id, attempt FROM results WHERE job_id BETWEEN ? AND ?"
+        " AND run_id BETWEEN ? AND ?", (first_job, last_job, first_run, last_run))}
+
+
 def events_page(conn: sqlite3.Connection, wf_id: int, after: int, limit: int,
                 offset: int) -> tuple[int, list[tuple[Any, ...]]]:
     """(total, rows) of a workflow's events after id ``after``: (id, ts, kind, data_json)."""
