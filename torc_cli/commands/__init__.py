@@ -6,11 +6,12 @@ no client (:mod:`.service`). Adding a command: a function and a
 from __future__ import annotations
 
 from ..command import Command
-from . import change, completion, inspect, run, service, slurm
+from . import change, completion, inspect, reports, run, service, slurm, transfer
 
 COMMANDS: list[Command] = [
     *run.COMMANDS, *inspect.COMMANDS, *change.COMMANDS, *slurm.COMMANDS, *service.COMMANDS,
     *completion.COMMANDS,
+    *transfer.COMMANDS, *reports.COMMANDS,
 ]
 
 #: Descriptions of the command groups (``torc-trio jobs --help``).
