@@ -134,6 +134,12 @@ class RunnerConfig:
     #: Which claimed actions this runner carries out; schedule_nodes needs ``schedule_nodes``.
     action_types: tuple[str, ...] = ("run_commands",)
     schedule_nodes: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
+    #: Called as each job attempt ends, on the runner's task, before its result is reported:
+    #: ``on_job_end(job, result)``, the job as claimed (id, name, command, attempt, run_id)
+    #: and the result that will be sent (return_code, status, exec_time_s). It runs on the
+    #: hot path, so it must be quick and must not block (buffer, and write elsewhere); it
+    #: may call :meth:`JobRunner.stop` (``exec --halt``). Its errors stop the runner.
+    on_job_end: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
 
 @dataclass(slots=True)
@@ -234,13 +240,16 @@ class JobRunner:
                 pass
         return self.summary
 
-    def stop(self, reason: str) -> None:
-        """Stop claiming and terminate running jobs (they are reported as terminated)."""
+    def stop(self, reason: str, *, terminate: bool = True) -> None:
+        """Stop claiming and terminate running jobs (they are reported as terminated).
+        ``terminate=False``: let the running jobs finish (``exec --halt soon``); a later
+        stop may still terminate them."""
         if not self._stopping:
             self._stopping = reason
             self.summary.stop_reason = reason
-        for running in self._running.values():
-            self._procs.terminate(running.token)
+        if terminate:
+            for running in self._running.values():
+                self._procs.terminate(running.token)
         self._queue.clear()  # never started: deactivation puts them back to ready
         self._wake.set()
 
@@ -484,10 +493,11 @@ class JobRunner:
             self._free_mem += int(job.get("memory_bytes", 0))
             self._free_gpus += int(job.get("num_gpus", 0))
         status = "terminated" if terminated else "completed" if return_code == 0 else "failed"
-        self._results.append({
+        result = {
             "job_id": jid, "attempt": attempt, "run_id": run_id, "return_code": return_code,
             "status": status, "exec_time_s": round(outcome.exec_time_s, 6),
-        })
+        }
+        self._results.append(result)
         s = self.summary
         s.jobs_run += 1
         if terminated:
@@ -496,6 +506,8 @@ class JobRunner:
             s.succeeded += 1
         else:
             s.failed += 1
+        if self.cfg.on_job_end is not None:
+            self.cfg.on_job_end(running.job, result)
         self._fill_slots()
         if self._stopping or self._cycle_due() or not self._queue:
             self._wake.set()
