@@ -188,6 +188,8 @@ class Engine:
                 self._reset_status(event)
             case ev.DisableJobs():
                 self._disable(event)
+            case ev.AdvanceRun():
+                self._advance_run(event)
             case _:
                 raise BadInput(f"unknown engine input {type(event).__name__}")
         return self._finish()
@@ -840,6 +842,15 @@ class Engine:
             self._reset_nodes(nodes)
         if event.initialize:
             self._initialize()
+
+    def _advance_run(self, event: ev.AdvanceRun) -> None:
+        if event.run_id < self.run_id:
+            raise BadInput(f"run {event.run_id} is behind the workflow's run {self.run_id}")
+        if event.run_id == self.run_id:
+            return
+        self._refuse_while_active(f"move to run {event.run_id}")
+        self.run_id = event.run_id
+        self._log_run = True
 
     def _disable(self, event: ev.DisableJobs) -> None:
         for job in event.jobs:

@@ -124,6 +124,15 @@ class DisableJobs:
     jobs: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdvanceRun:
+    """Move the run number forward to ``run_id`` without touching a job (the results of
+    earlier runs were imported: the next results must not take their keys). Refused while
+    jobs are pending or running, whose runners report for the run they were given."""
+
+    run_id: int
+
+
 EngineInput = (
     Initialize
     | ClaimJobs
@@ -136,6 +145,7 @@ EngineInput = (
     | Reinitialize
     | ResetStatus
     | DisableJobs
+    | AdvanceRun
 )
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from torc_core import events as ev
 from torc_core.status import JobStatus
 
 from .api_workflows import Endpoint
@@ -26,7 +27,6 @@ from .validate import ApiError, not_found
 
 _STATUS_CODES = {"completed": int(JobStatus.COMPLETED), "failed": int(JobStatus.FAILED),
                  "terminated": int(JobStatus.TERMINATED)}
-_ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
 
 
 async def workflow_definitions(s: Service, c: Call) -> dict[str, Any]:
@@ -63,21 +63,11 @@ async def import_results(s: Service, c: Call) -> dict[str, Any]:
     runs = [item["run_id"] for item in items]
     recorded = await s.store.read(q.result_keys, wf.job_id_base,
                                   wf.job_id_base + wf.num_jobs - 1, min(runs), max(runs))
-    # From here to the change: no await (the run and the active jobs are as checked).
-    change = s.change(wf)  # (refuses if wf was reloaded or deleted meanwhile)
-    engine = wf.engine
-    latest = max(runs)
-    next_run = engine.run_id
-    if latest >= next_run:
-        counts = engine.counts()
-        active = sum(counts[st] for st in _ACTIVE)
-        if active:
-            raise ApiError(409, "conflict",
-                           f"results of run {latest} need workflow {wf.id} to move past its "
-                           f"run {engine.run_id}, and {active} of its jobs are pending or "
-                           "running: import results before running the workflow, or only "
-                           "those of earlier runs")
-        next_run = latest + 1
+    # One engine input moves the run past the imported ones (refused, 409, while jobs are
+    # pending or running); the rows ride on its change. No await from here to the change.
+    target = max(wf.engine.run_id, max(runs) + 1)
+    _, change, recorded_run = s.drive(wf, ev.AdvanceRun(run_id=target), s.clock())
+    next_run = recorded_run.progress.run_id
     seen = set(recorded)
     rows: list[tuple[Any, ...]] = []
     duplicates = 0
@@ -90,11 +80,6 @@ async def import_results(s: Service, c: Call) -> dict[str, Any]:
         rows.append((wf.id, *key, item["return_code"], _STATUS_CODES[item["status"]],
                      item["exec_time_s"], item["completed_at"], None))
     change.results.extend(rows)
-    if next_run != engine.run_id:
-        # The engine's run number carries no other state (attempts are per job, and no job
-        # is held): set as Engine.restore sets it, and stored as a reset stores it.
-        engine.run_id = next_run
-        change.runs[wf.id] = (next_run, int(engine.canceled))
     change.event(wf.id, s.clock(), "results_imported",
                  {"results": len(rows), "duplicates": duplicates, "run_id": next_run})
     await change.wait()

@@ -536,3 +536,18 @@ def test_release_jobs_gives_back_only_those_jobs() -> None:
     with pytest.raises(IllegalTransition):
         h.engine.handle(ev.ReleaseJobs(runner_id=2, jobs=(0,)), 0.0)
     assert h.snapshot() == before
+
+
+def test_advance_run_moves_the_run_without_touching_jobs() -> None:
+    h = Harness(2)
+    h.init()
+    effects = h.send(ev.AdvanceRun(run_id=4))
+    assert h.engine.run_id == 4 and h.labels() == ["ready", "ready"]
+    assert of_type(effects, ev.RunChanged)[0].run_id == 4
+    assert not of_type(h.send(ev.AdvanceRun(run_id=4)), ev.RunChanged)  # already there
+    h.claim()
+    with pytest.raises(IllegalTransition):  # a runner holds jobs of run 4
+        h.engine.handle(ev.AdvanceRun(run_id=5), 0.0)
+    with pytest.raises(BadInput):
+        h.engine.handle(ev.AdvanceRun(run_id=2), 0.0)
+    assert h.engine.run_id == 4
