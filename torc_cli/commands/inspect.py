@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 from ..command import Command
-from ..exits import EXIT_FAILED_JOBS, EXIT_OK, FeedLost
+from ..exits import EXIT_FAILED_JOBS, EXIT_OK
+from ..feed import follow_workflow_feed
 from ..output import (
     STATUS_ORDER,
     ProgressView,
@@ -69,45 +70,21 @@ async def cmd_is_complete(ctx: Context) -> int:
 
 
 async def cmd_watch(ctx: Context) -> int:
-    from torc_net.client import open_event_feed
-
     wid = await ctx.workflow_id()
-    counts: dict[str, int] = {}
-    ended = False
     with ProgressView(f"workflow {wid}", enabled=not ctx.json) as view:
-        async with open_event_feed(ctx.url, wid, auth=ctx.client.auth) as feed:
-            async for message in feed:
-                kind = message.get("type")
-                if kind == "counts":
-                    counts = dict(message["counts"])
-                elif kind == "job_status":
-                    old, new = message["old"], message["new"]
-                    counts[old] = counts.get(old, 0) - 1
-                    counts[new] = counts.get(new, 0) + 1
-                    if ctx.json:
-                        print_json_line(message)
-                    else:
-                        view.log(f"job {message.get('name')} ({message['job_id']}): "
-                                 f"{old} -> {new}")
-                elif kind == "overflow":
-                    raise FeedLost("watch: fell behind the event feed; run watch again")
-                elif ctx.json:
+
+        def show(message: dict[str, Any], counts: dict[str, int]) -> None:
+            kind = message.get("type")
+            if ctx.json:
+                if kind != "counts":
                     print_json_line(message)
-                view.update(counts)
-                if kind == "workflow" and message.get("event") in ("completed", "canceled"):
-                    ended = True
-                    break
-                if kind == "counts" and _all_done(counts):
-                    ended = True
-                    break
-    if not ended:  # the server closed the feed (it stopped, or the workflow was deleted)
-        raise FeedLost(f"watch: the event feed of workflow {wid} closed before it ended")
+            elif kind == "job_status":
+                view.log(f"job {message.get('name')} ({message['job_id']}): "
+                         f"{message['old']} -> {message['new']}")
+            view.update(counts)
+
+        counts = await follow_workflow_feed(ctx, wid, show, "watch")
     return EXIT_FAILED_JOBS if ctx.args.exit_status and _failed_any(counts) else EXIT_OK
-
-
-def _all_done(counts: dict[str, int]) -> bool:
-    return sum(counts.values()) > 0 and not any(
-        counts.get(s, 0) for s in ("uninitialized", "blocked", "ready", "pending", "running"))
 
 
 def emit_rows(ctx: Context, rows: list[dict[str, Any]], columns: list[str], title: str) -> None:

@@ -21,7 +21,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from typing import Any
 import trio
 
 from ..command import Command
-from ..exits import EXIT_OK, FeedLost, InputError
+from ..exits import EXIT_OK, InputError
+from ..feed import follow_workflow_feed
 from ..output import DONE_STATUSES, STATUS_ORDER, format_value, print_json, print_json_line
 from ..runner import stdio_stem
 from ..session import Context
@@ -312,45 +313,6 @@ def _analyze_arguments(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # events monitor, and the feed loop it shares with watch
-
-FeedHandler = Callable[[dict[str, Any], dict[str, int]], None]
-
-
-def all_done(counts: dict[str, int]) -> bool:
-    return sum(counts.values()) > 0 and not any(
-        counts.get(s, 0) for s in ("uninitialized", "blocked", "ready", "pending", "running"))
-
-
-async def follow_workflow_feed(ctx: Context, wid: int, on_message: FeedHandler, who: str, *,
-                               end_events: tuple[str, ...] = ("completed", "canceled")) \
-        -> dict[str, int]:
-    """Follow workflow ``wid``'s event feed until the workflow ends: a ``workflow`` message
-    with one of ``end_events``, or counts (the first message) that show every job done.
-    ``on_message(message, counts)`` is told of each message with the job counts after it.
-    Returns the last counts; raises :class:`FeedLost` (exit 5) when the feed overflows or
-    closes before the end. ``who`` names the command in those messages."""
-    from torc_net.client import open_event_feed
-
-    counts: dict[str, int] = {}
-    async with open_event_feed(ctx.url, wid, auth=ctx.client.auth) as feed:
-        async for message in feed:
-            kind = message.get("type")
-            if kind == "overflow":
-                raise FeedLost(f"{who}: fell behind the event feed of workflow {wid}; run "
-                               f"{who} again")
-            if kind == "counts":
-                counts = dict(message["counts"])
-            elif kind == "job_status":
-                old, new = message["old"], message["new"]
-                counts[old] = counts.get(old, 0) - 1
-                counts[new] = counts.get(new, 0) + 1
-            on_message(message, counts)
-            if kind == "workflow" and message.get("event") in end_events:
-                return counts
-            if kind == "counts" and all_done(counts):
-                return counts
-    raise FeedLost(f"{who}: the event feed of workflow {wid} closed before it ended")
-
 
 def _event_line(message: dict[str, Any], counts: dict[str, int]) -> str:
     ts = format_value("ts_at", message.get("ts", time.time()))
