@@ -26,8 +26,6 @@ from .exits import InputError
 SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".json5")
 
 
-
-
 def is_spec_path(path: str) -> bool:
     return path.lower().endswith(SPEC_SUFFIXES)
 
@@ -137,6 +135,20 @@ def unknown_placeholders(commands: list[str], params: list[str]) -> list[str]:
     known = {item.partition("=")[0] for item in params}
     found = {m.group(1) for c in commands for m in _BRACED.finditer(c)}
     return sorted(found - known)
+
+
+#: The failure handler ``exec --retries N`` adds to its spec.
+RETRIES_HANDLER = "exec_retries"
+
+
+def with_retries(doc: dict[str, Any], retries: int) -> dict[str, Any]:
+    """``doc`` whose every job, if it fails (any exit code, a signal too), runs again up to
+    ``retries`` more times: Torc's own failure handler, so the server counts the attempts and
+    ``results list --all-runs`` shows each one."""
+    handler = {"name": RETRIES_HANDLER,
+               "rules": [{"match_all_exit_codes": True, "max_retries": retries}]}
+    return {**doc, "failure_handlers": [*(doc.get("failure_handlers") or []), handler],
+            "jobs": [{**job, "failure_handler": RETRIES_HANDLER} for job in doc["jobs"]]}
 
 
 def argv_command(argv: list[str]) -> str:

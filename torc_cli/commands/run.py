@@ -6,14 +6,18 @@ import argparse
 import os
 import signal
 import sys
+from contextlib import nullcontext, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torc_core.graph import compile_spec_summary
 
 from ..command import Command
-from ..exits import EXIT_FAILED_JOBS, EXIT_OK, InputError, signal_exit
+from ..exec_watch import ExecWatch, Halt, JobLog, joblog_path, parse_halt
+from ..exits import EXIT_FAILED_JOBS, EXIT_OK, EXIT_PIPE, CliError, InputError, signal_exit
 from ..output import ProgressView, err_console, print_counts, print_json
+from ..parallel import has_sources, parallel_spec, split_sources
 from ..resources import Resources, detect_allocation_resources
 from ..runner import JobRunner, RunnerConfig, stdio_stem
 from ..session import Context
@@ -27,6 +31,7 @@ from ..specs import (
     missing_input_files,
     read_command_lines,
     unknown_placeholders,
+    with_retries,
 )
 
 
@@ -117,27 +122,112 @@ async def cmd_run(ctx: Context) -> int:
     return await run_workflow(ctx, int(created["id"]))
 
 
-def prepare_exec(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ExecPlan:
+    """What `exec` will do, read and checked before the server is needed."""
+
+    doc: dict[str, Any]
+    total_jobs: int
+    retries: int = 0
+    halt: Halt | None = None
+    joblog: tuple[Path, bool] | None = None  # the file, and whether to append
+    keep_order: bool = False
+
+
+class _DryRunDone(CliError):
+    """`exec --dry-run` has printed the commands: end with status 0 before any server is
+    used, so that, like a refused input, it leaves nothing behind (the standalone server
+    started early for `exec` is stopped and its new database removed)."""
+
+    exit_code = EXIT_OK
+
+
+def prepare_exec(args: argparse.Namespace) -> ExecPlan:
     """`exec`'s spec, built and checked before the server is needed."""
-    commands: list[str] = list(args.commands or [])
-    if args.commands_file:
-        commands += read_command_lines(args.commands_file)
-    if args.argv:
-        argv = args.argv[1:] if args.argv[0] == "--" else args.argv
+    argv: list[str] = list(args.argv or [])
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    halt = parse_halt(args.halt) if args.halt is not None else None
+    joblog = joblog_path(args.joblog) if args.joblog is not None else None
+    if args.retries < 0:
+        raise InputError(f"--retries {args.retries}: expected 0 or more")
+    if args.keep_order and args.format == "json":
+        raise InputError("-k prints the jobs' output on standard output, where -f json would "
+                         "print the report: use one of them")
+    if has_sources(argv) or args.arg_files:
+        doc = _parallel_doc(args, argv)
+    else:
+        commands: list[str] = list(args.commands or [])
+        if args.commands_file:
+            commands += read_command_lines(args.commands_file)
         if argv:
             commands.append(argv_command(argv))
-    doc = exec_spec(args.name, commands, args.param or [], args.link)
-    _validate_for_run(doc)
+        doc = exec_spec(args.name, commands, args.param or [], args.link)
+        if args.param:
+            for name in unknown_placeholders(commands, args.param):
+                print(f"torc-trio: warning: {{{name}}} is not a --param; it is left as "
+                      "written", file=sys.stderr)
+    if args.retries:
+        doc = with_retries(doc, args.retries)
+    spec = check_spec(doc)
+    missing = missing_input_files(spec, Path.cwd())
+    if missing:
+        raise InputError("\n".join(missing))
+    if args.dry_run:
+        if args.format == "json":
+            print_json({"dry_run": True, "jobs": [{"name": job.name, "command": job.command}
+                                                  for job in spec.jobs]})
+        else:
+            sys.stdout.write("".join(f"{job.command}\n" for job in spec.jobs))
+        raise _DryRunDone()
+    return ExecPlan(doc, len(spec.jobs), args.retries, halt, joblog, args.keep_order)
+
+
+def _parallel_doc(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """GNU parallel's form: `exec [CMD...] ::: VALUES... [:::+ ...] [:::: FILE...]`."""
     if args.param:
-        for name in unknown_placeholders(commands, args.param):
-            print(f"torc-trio: warning: {{{name}}} is not a --param; it is left as written",
-                  file=sys.stderr)
-    return doc
+        raise InputError("--param and ::: input sources do not mix: give every list with ::: "
+                         "(named {1}, {2}, ... by position) or every one with --param")
+    if args.commands_file:
+        raise InputError("-C gives many commands; ::: input sources go with one command "
+                         "(-c CMD, or the words before :::)")
+    parsed = split_sources(argv, args.arg_files or [])
+    commands: list[str] = list(args.commands or [])
+    if len(commands) > 1:
+        raise InputError(f"::: input sources go with one command; -c was given {len(commands)} "
+                         "times")
+    if commands and parsed.words:
+        raise InputError(f"two commands: -c {commands[0]!r} and the words before ::: "
+                         f"({' '.join(parsed.words)!r}); give one of them")
+    # parallel's: the words are one shell command line, joined as they are (not quoted).
+    command = commands[0] if commands else (" ".join(parsed.words) if parsed.words else None)
+    options = _exec_option_strings()
+    for source in parsed.sources:
+        for value in source.values:
+            if value in options:
+                print(f"torc-trio: warning: {value!r} in {source.origin} is a value, not an "
+                      "option (options go before the command)", file=sys.stderr)
+                break
+    return parallel_spec(args.name, command, parsed.sources, link_all=args.link == "zip")
+
+
+def _exec_option_strings() -> set[str]:
+    parser = argparse.ArgumentParser(add_help=False)
+    _exec_arguments(parser)
+    return set(parser._option_string_actions)
 
 
 async def cmd_exec(ctx: Context) -> int:
-    created = await ctx.client.create_workflow(ctx.args.prepared)
-    return await run_workflow(ctx, int(created["id"]))
+    plan: ExecPlan = ctx.args.prepared
+    created = await ctx.client.create_workflow(plan.doc)
+    workflow_id = int(created["id"])
+    watch = None
+    if plan.halt is not None or plan.joblog is not None or plan.keep_order:
+        joblog = None if plan.joblog is None else JobLog(plan.joblog[0], append=plan.joblog[1])
+        watch = ExecWatch(output_dir=ctx.output_dir.resolve(), workflow_id=workflow_id,
+                          total_jobs=plan.total_jobs, retries=plan.retries, halt=plan.halt,
+                          joblog=joblog, keep_order=plan.keep_order)
+    return await run_workflow(ctx, workflow_id, watch=watch)
 
 
 def _resources(args: argparse.Namespace, detected: Resources) -> Resources:
@@ -154,7 +244,9 @@ def _resources(args: argparse.Namespace, detected: Resources) -> Resources:
     return replace(detected, **changes) if changes else detected
 
 
-async def run_workflow(ctx: Context, workflow_id: int) -> int:
+async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | None = None) -> int:
+    """Run the workflow here and report. ``watch``: `exec`'s --joblog, --halt and -k (with
+    -k the jobs' output has standard output to itself; the report goes to stderr)."""
     args = ctx.args
     cfg = RunnerConfig(
         workflow_id=workflow_id, api_url=ctx.url, output_dir=ctx.output_dir.resolve(),
@@ -164,18 +256,24 @@ async def run_workflow(ctx: Context, workflow_id: int) -> int:
         resources=_resources(args, await detect_allocation_resources()),
         max_parallel=args.jobs, poll_interval_s=args.poll_interval,
         stop_when_nothing_fits=True,
+        on_job_end=None if watch is None else watch.job_ended,
     )
+    own_stdout = watch is not None and watch.keep_order
     if not ctx.json:
         err_console.print(f"Running workflow {workflow_id} (output in {ctx.output_dir}/)")
-    with ProgressView(f"workflow {workflow_id}", enabled=not ctx.json) as view:
+    with ProgressView(f"workflow {workflow_id}", enabled=not ctx.json and not own_stdout) \
+            as view:
         runner = JobRunner(ctx.client, cfg, on_progress=view.update)
-        summary = await runner.run()
+        summary = await (runner.run() if watch is None else watch.run(runner))
         status = await ctx.client.workflow_status(workflow_id)
         view.update(status["counts"])
     await record_file_mtimes(ctx, workflow_id)
-    code = await report(ctx, workflow_id, status, stop_reason=summary.stop_reason)
+    with redirect_stdout(sys.stderr) if own_stdout else nullcontext():
+        code = await report(ctx, workflow_id, status, stop_reason=summary.stop_reason)
     if summary.signal is not None:
         code = signal_exit(summary.signal)
+    elif watch is not None and watch.output_closed:
+        code = EXIT_PIPE
     if code != EXIT_OK and not ctx.json:
         _next_step(ctx, workflow_id, status)
     return code
@@ -286,15 +384,36 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
 
 def _exec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--command", action="append", dest="commands",
-                   help="a command (repeatable)")
+                   help="a command (repeatable; one with ::: sources)")
     p.add_argument("-C", "--commands-file", help="file with one command per line, or -")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
-                   help="parameter: 1:10, 0:100:10, [1,5,10], ['a','b'], @values.txt")
+                   help="parameter: 1:10, 0:100:10, [1,5,10], ['a','b'], @values.txt "
+                        "(not with ::: sources)")
     p.add_argument("--link", choices=("product", "zip"), default="product",
-                   help="how several --param combine: every combination (product, the "
-                        "default) or pairwise in order (zip)")
+                   help="how several --param or ::: sources combine: every combination "
+                        "(product, the default) or pairwise in order (zip, parallel's --link)")
+    p.add_argument("-a", "--arg-file", action="append", dest="arg_files", metavar="FILE",
+                   help="an input source: the file's lines (as :::: FILE; repeatable)")
+    p.add_argument("--retries", type=int, default=0, metavar="N",
+                   help="run a failed job again, up to N more times (a failure handler in the "
+                        "spec; GNU parallel's --retries counts the first run too)")
+    p.add_argument("--halt", "--halt-on-error", dest="halt", metavar="WHEN",
+                   help="now,fail=N: at the Nth failed job terminate the running jobs and "
+                        "start no more; soon,fail=N: start no more, let the running finish; "
+                        "fail=P%% counts P%% of all jobs (default: never)")
+    p.add_argument("--joblog", "--jl", dest="joblog", metavar="FILE",
+                   help="write GNU parallel's job log (one tab-separated line per finished "
+                        "attempt); +FILE appends")
+    p.add_argument("-k", "--keep-order", action="store_true",
+                   help="print each job's standard output, in input order, as jobs finish "
+                        "(the report goes to stderr)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the commands that would run, one per line; create nothing")
     p.add_argument("-n", "--name", default="exec", help="workflow name (default exec)")
-    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD ... [::: VALUES ...]",
+                   help="the command's words, then GNU parallel's input sources: "
+                        "::: VALUES, :::+ VALUES (linked), :::: FILES, ::::+ FILES "
+                        "(or -- CMD ARGS: one command, its words quoted as given)")
     runner_options(p)
 
 
@@ -354,6 +473,35 @@ def _runner_arguments(p: argparse.ArgumentParser) -> None:
                         "workflow is complete)")
 
 
+EXEC_DESCRIPTION = """\
+Run ad-hoc commands as a workflow, one job each: -c CMD, -C FILE, -- CMD ARGS (one command,
+its words quoted as given), optionally over --param lists, or GNU parallel's input sources.
+
+GNU parallel's forms (one job per value, or per combination of values):
+  exec CMD... ::: A B C        one job per value; {} is the value (a command without any
+                               replacement string gets the values appended)
+  exec CMD... ::: A B ::: X Y  every combination (the first list varies slowest); {1}, {2}
+                               name the lists by position, {} is all of them
+  :::+ VALUES, ::::+ FILE      linked to the previous list: pairwise, of equal lengths
+                               (--link zip links every list, like parallel's --link)
+  :::: FILE..., -a FILE        each file's lines are a list (- is standard input)
+  exec ::: 'CMD 1' 'CMD 2'     no command: the values are the commands
+  {.} {/} {//} {/.}            the value without its extension, basename, dirname, basename
+                               without extension; by position too: {2.} {1/}
+  {#} {##}                     the job's number (from 1), the number of jobs
+Quoting, as parallel's default: a value is quoted for the shell unless it is a plain word
+('a b' stays one argument, $HOME stays literal); the words before ::: are joined by spaces
+into one shell command line, not quoted (pass '>' or a whole 'cmd {} > {}.out' as one word).
+Not supported: {%} and {= perl =}. --param and ::: do not mix.
+
+--halt, --joblog, -k, --retries and --dry-run are parallel's, except that: --retries N runs a
+failed job up to N more times (parallel's counts the first run); -k prints each job's stdout
+(its stderr stays in its .e file) and sends the report to stderr; the exit status is
+torc-trio's, 1 if any job did not complete, with --halt too (parallel's would be the failed
+job's own status, and 2 or 3 mean bad input or the server here). A halted run leaves the
+jobs it did not start ready, so `reset-status ID --failed-only && run ID` finishes it.
+"""
+
 COMMANDS = [
     Command("create", "create a workflow from a spec (YAML, JSON or JSON5)",
             """torc-trio create workflow.yaml
@@ -370,12 +518,20 @@ COMMANDS = [
             arguments=_run_arguments, run=cmd_run, prepare=prepare_run, creates=True,
             aliases=("workflows run",)),
     Command("exec", "run ad-hoc commands, optionally over parameters",
-            """torc-trio exec -c 'echo hi' -c 'echo there'
+            """torc-trio exec echo {} ::: a b c
+               torc-trio exec -c 'echo {1}-{2}' ::: a b ::: x y
+               torc-trio exec echo {1} {2} ::: a b c :::+ 1 2 3
+               printf '%s\\n' a b c | torc-trio exec -j 2 'echo {#}: {}' :::: -
+               torc-trio exec -k -j 3 'sleep {}; echo {}' ::: 0.3 0.1 0.2
+               torc-trio exec --halt now,fail=1 --retries 2 --joblog log.tsv test {} -lt 9 ::: 1 2
+               torc-trio exec --dry-run 'convert {} {.}.png' ::: a.jpg 'my photo.jpg'
+               torc-trio exec -c 'echo hi' -c 'echo there'
                torc-trio exec -C commands.txt -j 4
                torc-trio exec --param i=1:3 --param x="['a','b']" -c 'echo {i} {x}'
                torc-trio exec --param i=1:3 --param j=4:6 --link zip -c 'echo {i} {j}'
-               torc-trio exec -j 2 -- python -c 'print(1)'""",
-            arguments=_exec_arguments, run=cmd_exec, prepare=prepare_exec, creates=True),
+               torc-trio exec -j 2 -- python3 -c 'print(1)'""",
+            arguments=_exec_arguments, run=cmd_exec, prepare=prepare_exec, creates=True,
+            description=EXEC_DESCRIPTION),
     Command("runner", "run jobs of a workflow on this node (used in allocations)",
             """torc-trio --url http://login1:8080/torc-service/v1 runner 3
                torc-trio runner 3 --scheduler gpu --idle-timeout-seconds 300""",
