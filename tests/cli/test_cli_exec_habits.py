@@ -195,6 +195,8 @@ def test_retries_run_a_failing_job_again_and_k_prints_the_last_attempt(
     assert attempts == [(1, 1, "failed"), (1, 2, "failed"), (1, 3, "failed"),
                         (2, 1, "failed"), (2, 2, "completed")]
     assert proc.stdout == "bad 3\nflaky 2\n"  # only final attempts, in input order
+    # The report names the job that failed for good, not the one a retry saved.
+    assert "did not succeed (1):\n  job_1 (id 1): failed, exit code 1" in proc.stderr
     assert counts(tmp_path) == {"completed": 1, "failed": 1}
 
 

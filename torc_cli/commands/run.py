@@ -298,14 +298,20 @@ async def report(ctx: Context, workflow_id: int, status: dict[str, Any], *,
                  stop_reason: str = "") -> int:
     counts: dict[str, int] = status["counts"]
     total = int(status.get("total", sum(counts.values())))
-    failed = [r async for r in ctx.client.iter_results(workflow_id)
-              if r.get("status") != "completed"] if total != counts.get("completed", 0) else []
-    # Only the latest result of each job matters for the summary.
+    # Only the latest result of each job matters for the summary: a job that failed and
+    # then completed on a retry (a failure handler, exec --retries) did succeed.
     latest: dict[int, dict[str, Any]] = {}
-    for r in failed:
-        latest[int(r["job_id"])] = r
+    if total != counts.get("completed", 0):
+        async for r in ctx.client.iter_results(workflow_id):
+            key = int(r["job_id"])
+            seen = latest.get(key)
+            if seen is None or (r.get("run_id", 0), r.get("attempt", 0)) >= (
+                    seen.get("run_id", 0), seen.get("attempt", 0)):
+                latest[key] = r
     rows = []
     for r in latest.values():
+        if r.get("status") == "completed":
+            continue
         log = stdio_stem(ctx.output_dir, workflow_id, r["job_id"], r.get("run_id"),
                          r.get("attempt")) + ".e"
         rows.append({"job_id": r["job_id"], "name": r.get("job_name"), "status": r.get("status"),
