@@ -124,7 +124,7 @@ def test_joblog_has_parallels_columns_and_a_line_per_attempt(tmp_path: Path) -> 
 
 def _halting_run(tmp_path: Path, when: str) -> subprocess.Popen[str]:
     """-j 2 over slow, bad, a, b: slow runs until the file 'go' exists; bad fails once slow
-    has started; a and b would leave a.ran and b.ran."""
+    has started; a and b would leave a.ran and b.ran. The job log goes to jobs.tsv."""
     command = ("case {} in "
                "slow) touch slow.started; while [ ! -e go ]; do sleep 0.05; done; "
                "touch slow.finished;; "
@@ -132,7 +132,8 @@ def _halting_run(tmp_path: Path, when: str) -> subprocess.Popen[str]:
                "*) touch {}.ran;; esac")
     with open(tmp_path / "stderr.txt", "w") as err:
         return subprocess.Popen(
-            [*TORC, "exec", "-j", "2", "--halt", f"{when},fail=1", command,
+            [*TORC, "exec", "-j", "2", "--halt", f"{when},fail=1", "--joblog", "jobs.tsv",
+             command,
              ":::", "slow", "bad", "a", "b"],
             cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=err, text=True)
 
@@ -146,6 +147,9 @@ def test_halt_now_terminates_the_running_and_starts_no_more(tmp_path: Path) -> N
     assert not (tmp_path / "slow.finished").exists()  # terminated while it waited
     assert not (tmp_path / "a.ran").exists() and not (tmp_path / "b.ran").exists()
     assert counts(tmp_path) == {"failed": 1, "terminated": 1, "ready": 2}
+    # The log has the two that ran: bad's exit value, and the signal that ended slow.
+    rows = [line.split("\t") for line in (tmp_path / "jobs.tsv").read_text().splitlines()[1:]]
+    assert sorted((r[0], r[6], r[7]) for r in rows) == [("1", "0", "15"), ("2", "3", "0")]
     # What the hint says finishes it: reset what did not complete, run again.
     assert "reset-status 1 --failed-only" in stderr
     (tmp_path / "go").touch()

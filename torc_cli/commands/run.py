@@ -496,8 +496,9 @@ GNU parallel's forms (one job per value, or per combination of values):
                                without extension; by position too: {2.} {1/}
   {#} {##}                     the job's number (from 1), the number of jobs
 Quoting, as parallel's default: a value is quoted for the shell unless it is a plain word
-('a b' stays one argument, $HOME stays literal); the words before ::: are joined by spaces
-into one shell command line, not quoted (pass '>' or a whole 'cmd {} > {}.out' as one word).
+('a b' stays one argument, $HOME stays literal); the words before ::: (after -- too) are
+joined by spaces into one shell command line, not quoted (pass '>' or a whole
+'cmd {} > {}.out' as one word). Options go before the command: after ::: all are values.
 Not supported: {%} and {= perl =}. --param and ::: do not mix.
 
 --halt, --joblog, -k, --retries and --dry-run are parallel's, except that: --retries N runs a
