@@ -158,7 +158,7 @@ def scan(argv: Sequence[str]) -> EarlyArgs:
     while i < len(argv):
         arg = argv[i]
         i += 1
-        if arg == "--":
+        if arg in ("--", ":::", "::::"):  # the rest is a command and its values, not options
             out.rest.extend(argv[i - 1:])
             break
         if arg in ("-h", "--help", "--version"):
@@ -326,11 +326,23 @@ def start_server_process(database: str, *, in_memory: bool = False,
                             start_new_session=True, env=env)
 
 
+def _before_command(rest: Sequence[str]) -> list[str]:
+    """The words before `--`, `:::` or `::::`: after them every word is the command's."""
+    out: list[str] = []
+    for arg in rest:
+        if arg in ("--", ":::", "::::"):
+            break
+        out.append(arg)
+    return out
+
+
 def prestart_server(args: EarlyArgs, choice: ServerChoice) -> subprocess.Popen[bytes] | None:
     """The standalone server this command will need, started now: only for commands that run
     jobs (their spec is checked meanwhile; a refused spec stops it before it made anything)."""
     if args.help or choice.kind != "standalone" or args.command not in RUNS_JOBS:
         return None
+    if args.command == "exec" and "--dry-run" in _before_command(args.rest):
+        return None  # it only prints the commands
     assert choice.database is not None
     if standalone_holder(choice.database) is not None:
         return None  # a server runs on that database already (torc_cli.session decides)

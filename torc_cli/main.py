@@ -46,15 +46,18 @@ def main(argv: list[str] | None = None) -> int:
             stop_server_process(server)
 
 
+_SIDE_FILES = ("-wal", "-shm", "-journal", ".lock")  # SQLite's and the holder lock's
+
+
 def _existing(database: str) -> set[str]:
     """Which of the database's files and folders exist now."""
-    paths = [database, *(database + s for s in ("-wal", "-shm", ".lock"))]
+    paths = [database, *(database + s for s in _SIDE_FILES)]
     parent = Path(database).parent
     return {p for p in [*paths, str(parent)] if os.path.exists(p)}
 
 
 def _remove_new(database: str, before: set[str]) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
+    for suffix in ("", *_SIDE_FILES):
         path = database + suffix
         if path not in before:
             Path(path).unlink(missing_ok=True)

@@ -217,6 +217,18 @@ def test_dry_run_prints_the_commands_and_creates_nothing(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+def test_words_after_the_first_source_are_values_even_if_they_look_like_options(
+        tmp_path: Path) -> None:
+    """-s and -f are torc-trio's global options before the command; after ::: they are
+    values, as in parallel (and --dry-run there is a value, not a dry run)."""
+    proc = torc(tmp_path, "exec", "--dry-run", "echo", ":::", "-s", "-f", "--url")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "echo -s\necho -f\necho --url\n"
+    run = torc(tmp_path, "exec", "-k", "echo", ":::", "--dry-run", "-s")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "--dry-run\n-s\n"
+
+
 def test_keep_order_prints_in_input_order_when_later_jobs_finish_first(
         tmp_path: Path) -> None:
     command = ("if [ {} = first ]; then while [ ! -e third.done ]; do sleep 0.05; done; fi; "

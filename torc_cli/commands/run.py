@@ -15,7 +15,7 @@ from torc_core.graph import compile_spec_summary
 
 from ..command import Command
 from ..exec_watch import ExecWatch, Halt, JobLog, joblog_path, parse_halt
-from ..exits import EXIT_FAILED_JOBS, EXIT_OK, EXIT_PIPE, CliError, InputError, signal_exit
+from ..exits import EXIT_FAILED_JOBS, EXIT_OK, EXIT_PIPE, InputError, signal_exit
 from ..output import ProgressView, err_console, print_counts, print_json
 from ..parallel import has_sources, parallel_spec, split_sources
 from ..resources import Resources, detect_allocation_resources
@@ -134,14 +134,6 @@ class ExecPlan:
     keep_order: bool = False
 
 
-class _DryRunDone(CliError):
-    """`exec --dry-run` has printed the commands: end with status 0 before any server is
-    used, so that, like a refused input, it leaves nothing behind (the standalone server
-    started early for `exec` is stopped and its new database removed)."""
-
-    exit_code = EXIT_OK
-
-
 def prepare_exec(args: argparse.Namespace) -> ExecPlan:
     """`exec`'s spec, built and checked before the server is needed."""
     argv: list[str] = list(args.argv or [])
@@ -179,7 +171,6 @@ def prepare_exec(args: argparse.Namespace) -> ExecPlan:
                                                   for job in spec.jobs]})
         else:
             sys.stdout.write("".join(f"{job.command}\n" for job in spec.jobs))
-        raise _DryRunDone()
     return ExecPlan(doc, len(spec.jobs), args.retries, halt, joblog, args.keep_order)
 
 
@@ -218,6 +209,8 @@ def _exec_option_strings() -> set[str]:
 
 
 async def cmd_exec(ctx: Context) -> int:
+    if ctx.args.dry_run:  # prepare_exec printed the commands; no server was needed
+        return EXIT_OK
     plan: ExecPlan = ctx.args.prepared
     created = await ctx.client.create_workflow(plan.doc)
     workflow_id = int(created["id"])
@@ -538,6 +531,7 @@ COMMANDS = [
                torc-trio exec --param i=1:3 --param j=4:6 --link zip -c 'echo {i} {j}'
                torc-trio exec -j 2 -- python3 -c 'print(1)'""",
             arguments=_exec_arguments, run=cmd_exec, prepare=prepare_exec, creates=True,
+            offline=lambda args: bool(args.dry_run),
             description=EXEC_DESCRIPTION),
     Command("runner", "run jobs of a workflow on this node (used in allocations)",
             """torc-trio --url http://login1:8080/torc-service/v1 runner 3
