@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -75,11 +75,15 @@ def free_port() -> int:
 class ServerProcess:
     """`torc-trio serve` as a child process on 127.0.0.1."""
 
-    def __init__(self, db: Path, port: int = 0, cwd: Path | None = None) -> None:
+    def __init__(self, db: Path, port: int = 0, cwd: Path | None = None,
+                 flags: Sequence[str] | None = None) -> None:
+        """``flags`` replace the usual ``--database DB --host 127.0.0.1 --port PORT``."""
         self.db = db
         self.cwd = cwd or db.parent
+        if flags is None:
+            flags = ["--database", str(db), "--host", "127.0.0.1", "--port", str(port)]
         self.proc = subprocess.Popen(
-            [*TORC, "serve", "--database", str(db), "--host", "127.0.0.1", "--port", str(port)],
+            [*TORC, "serve", *flags],
             cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env=clean_env(PYTHONUNBUFFERED="1"),
         )
