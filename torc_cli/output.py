@@ -62,6 +62,9 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *,
     with '…' (``-f json`` has every value whole); anywhere else (a pipe, a file) the table is
     as wide as its longest row."""
     tty = sys.stdout.isatty()
+    if not rows:  # headings over nothing read as a broken table
+        print(f"{title}: none" if title else "none")
+        return
     table = Table(title=title, show_lines=False, min_width=len(title or "") + 2)
     for column in columns:
         table.add_column(column, overflow="ellipsis", no_wrap=True)
@@ -70,8 +73,6 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *,
     target = console if tty else Console(width=_natural_width(table, rows, columns),
                                          color_system=None)
     target.print(table)
-    if not rows:
-        target.print("(none)")
 
 
 def _natural_width(table: Table, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> int:

@@ -227,6 +227,8 @@ def test_times_owners_and_tables_for_people(tmp_path: Path) -> None:
     assert long_command in jobs  # one piece, not wrapped or cut
     results = torc(tmp_path, "results", "list", "1").stdout
     assert "return_code" in results  # the header whole
+    nothing = torc(tmp_path, "results", "list", "1", "--failed").stdout
+    assert nothing == "Results of workflow 1 (run 1): none\n"  # no headings over nothing
 
 
 def test_help_examples_are_aligned(tmp_path: Path) -> None:
