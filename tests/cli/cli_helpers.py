@@ -66,6 +66,16 @@ def standalone_json(cwd: Path, *args: str) -> Any:
     return torc_json(cwd, "-s", *args)
 
 
+def port_free(port: int) -> bool:
+    """Whether ``port`` on 127.0.0.1 can be bound now (Torc's default 8080 may be taken)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import textwrap
 from pathlib import Path
@@ -21,6 +20,7 @@ from cli_helpers import (
     background,
     clean_env,
     pids_in_group_alive,
+    port_free,
     torc,
     torc_json,
     wait_until,
@@ -30,15 +30,6 @@ from cli_helpers import (
 def _write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,7 +59,7 @@ def test_after_a_plain_run_status_needs_no_flags(tmp_path: Path) -> None:
 def test_torc_quick_start_with_a_server_at_the_default_port(tmp_path: Path) -> None:
     """Torc's quick start: `torc-server run`, then `torc workflows list`, `torc run
     workflow.yaml --poll-interval 1`, `torc results list`, with no URL set anywhere."""
-    if not _port_free(8080):
+    if not port_free(8080):
         pytest.skip("port 8080 is in use here; the quick start needs Torc's default port")
     # Torc's first line, with torc-server run -> torc-trio serve (port 8080 by default; the
     # completion check interval is accepted and unneeded: dependents are released at once).

@@ -8,7 +8,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import TORC, clean_env, torc
+from cli_helpers import TORC, clean_env, port_free, torc
 
 from torc_net.config import TORC_FLAGS_WITHOUT_EFFECT
 
@@ -145,17 +144,8 @@ def test_serve_help_shows_torcs_flags_and_port(tmp_path: Path) -> None:
     assert "export TORC_API_URL=http://HOST:PORT/torc-service/v1" in out
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def test_default_port_is_torcs_8080(tmp_path: Path, serves: list[Serve]) -> None:
-    if not _port_free(8080):
+    if not port_free(8080):
         pytest.skip("port 8080 is in use here: serve without --port needs it free")
     s = _serve(serves, tmp_path, "-d", ":memory:",
                env=clean_env(TORC_SERVER_SNAPSHOT_PATH=str(tmp_path / "snap.db")))
