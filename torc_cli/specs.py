@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,11 @@ def missing_input_files(spec: WorkflowSpec, base: Path) -> list[str]:
     return missing
 
 
-def check_spec(doc: dict[str, Any]) -> WorkflowSpec:
-    """Validate locally first: errors come back at once, and nothing is sent."""
-    return parse_spec(doc)
+def check_spec(doc: dict[str, Any], *, warn: bool = False) -> WorkflowSpec:
+    """Validate locally first: errors come back at once, and nothing is sent. With ``warn``,
+    each field accepted without effect here is named on stderr (never silence)."""
+    spec = parse_spec(doc)
+    if warn:
+        for warning in spec.warnings:
+            print(f"torc-trio: warning: {warning}", file=sys.stderr)
+    return spec

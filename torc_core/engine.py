@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import events as ev
 from .errors import BadInput, IllegalTransition, UnknownJob
@@ -78,9 +78,18 @@ _OUTCOME = bytes(
 )
 _NOT_FINAL = (_UNINITIALIZED, _BLOCKED, _READY, _PENDING, _RUNNING)
 
-#: A ready-queue bucket: jobs with identical resource needs and scheduler.
-#: (gpus, runtime, memory, cpus, nodes, scheduler); sorted descending this is the packing order.
-BucketKey = tuple[int, int, int, int, int, int]
+#: A ready-queue bucket: jobs with identical priority, resource needs and scheduler.
+#: (priority, gpus, runtime, memory, cpus, nodes, scheduler); sorted descending (by
+#: :func:`_ORDER` of the workflow's jobs_sort_method) this is the packing order.
+BucketKey = tuple[int, int, int, int, int, int, int]
+
+#: Torc's jobs_sort_method -> the sort key of a bucket (descending; ties keep the order in
+#: which the buckets first appeared, as ``list.sort`` is stable).
+_ORDER: dict[str, Callable[[BucketKey], tuple[int, ...]]] = {
+    "gpus_runtime_memory": lambda k: k,
+    "gpus_memory_runtime": lambda k: (k[0], k[1], k[3], k[2], *k[4:]),
+    "none": lambda k: k[:1],
+}
 
 
 class Engine:
@@ -101,6 +110,7 @@ class Engine:
         self._runner_jobs: dict[int, set[int]] = {}
         self._buckets: dict[BucketKey, deque[int]] = {}
         self._bucket_order: list[BucketKey] = []
+        self._order = _ORDER.get(model.sort_method, _ORDER["gpus_runtime_memory"])
         self._recovery: dict[int, str] = {}
         self.run_id = 1
         self.canceled = False
@@ -334,6 +344,7 @@ class Engine:
     def _bucket_key(self, job: int) -> BucketKey:
         m = self.model
         return (
+            m.priority[job] if m.priority is not None else 0,
             m.gpus[job],
             m.runtime[job],
             m.memory[job],
@@ -348,7 +359,7 @@ class Engine:
         if queue is None:
             queue = self._buckets[key] = deque()
             self._bucket_order.append(key)
-            self._bucket_order.sort(reverse=True)
+            self._bucket_order.sort(key=self._order, reverse=True)
         queue.append(job)
 
     def _make_ready(self, node: int, cause: Cause, work: list[int]) -> None:
@@ -542,7 +553,8 @@ class Engine:
         )
 
     def _pack(self, event: ev.ClaimJobs, claimed: list[ev.ClaimedJob]) -> None:
-        """Greedy packing: buckets in order of GPUs, runtime, memory, CPUs (largest first)."""
+        """Greedy packing: buckets in order of priority, then GPUs, runtime, memory, CPUs
+        (largest first; memory before runtime with gpus_memory_runtime)."""
         queue_mode = event.cpus is None
         free_cpus = event.cpus or 0
         free_mem = event.memory
@@ -564,7 +576,7 @@ class Engine:
             if not queue:
                 empty.append(key)
                 continue
-            gpus, runtime, memory, cpus, job_nodes, sched = key
+            _, gpus, runtime, memory, cpus, job_nodes, sched = key
             if want_sched is not None and sched not in (-1, want_sched):
                 continue
             if walltime is not None and runtime > walltime:

@@ -29,6 +29,9 @@ class JobResult:
     return_code: int
     terminated: bool = False
     exec_time_s: float = 0.0
+    #: where the runner put the job's output (None: not captured); stored, not interpreted
+    stdout_path: str | None = None
+    stderr_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import re2
 
 from .errors import SpecError
-from .model import WorkflowModel
+from .model import WorkflowModel, priority_column
 from .spec import (
     DEFAULT_MEMORY_BYTES,
     DEFAULT_NUM_CPUS,
@@ -657,6 +657,8 @@ def _compile(spec: WorkflowSpec, barrier_threshold: int, budget: RegexBudget) ->
         failure_handlers=spec.failure_handlers,
         num_schedulers=len(spec.slurm_schedulers),
         uncompressed_edges=uncompressed,
+        priority=priority_column(map(attrgetter("priority"), spec.jobs), n),
+        sort_method=spec.jobs_sort_method or "gpus_runtime_memory",
     )
 
 

@@ -65,6 +65,10 @@ class WorkflowModel:
     num_schedulers: int = 0
     #: Edges of the graph as written, before barrier compression (for reporting).
     uncompressed_edges: int = 0
+    #: per job, or None when every job has priority 0 (the common case costs nothing)
+    priority: array[int] | None = None
+    #: Torc's jobs_sort_method: the order claims take ready jobs in (after priority)
+    sort_method: str = "gpus_runtime_memory"
     _up: tuple[array[int], array[int]] | None = field(default=None, repr=False)
 
     @property
@@ -121,6 +125,8 @@ class WorkflowModel:
         failure_handlers: tuple[FailureHandler, ...] = (),
         num_schedulers: int = 0,
         uncompressed_edges: int | None = None,
+        priority: Sequence[int] | None = None,
+        sort_method: str | None = None,
     ) -> WorkflowModel:
         """Convenience constructor from Python sequences (tests, the server's loader)."""
 
@@ -165,4 +171,16 @@ class WorkflowModel:
             failure_handlers=failure_handlers,
             num_schedulers=num_schedulers,
             uncompressed_edges=len(edges) if uncompressed_edges is None else uncompressed_edges,
+            priority=priority_column(priority, num_jobs),
+            sort_method=sort_method or "gpus_runtime_memory",
         )
+
+
+def priority_column(values: Iterable[int] | None, num_jobs: int) -> array[int] | None:
+    """Per-job priorities, or None when all are 0 (or none were given)."""
+    if values is None:
+        return None
+    col = array("q", values)
+    if len(col) != num_jobs:
+        raise ValueError(f"expected {num_jobs} priorities, got {len(col)}")
+    return col if any(col) else None

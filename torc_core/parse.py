@@ -41,13 +41,18 @@ import yaml
 
 from .checks import (
     INT64_MAX,
-    INT64_MIN,
     check_int64,
     int_text,
     shown,
     text_problem,
     type_name,
 )
+from .entries import MAX_ERRORS as MAX_ERRORS
+from .entries import Entry as _Entry
+from .entries import Errors as _Errors
+from .entries import check_unique as _check_unique
+from .entries import entries as _entries
+from .entries import entry_where as _entry_where
 from .errors import SpecError
 from .graph import (
     DEFAULT_MAX_REGEX_TESTS,
@@ -67,6 +72,14 @@ from .params import (
     parse_parameter_value,
     placeholder_names,
     value_width,
+)
+from .settings import (
+    COMPUTE_NODE_KEYS,
+    parse_compute_node_settings,
+    parse_execution_config,
+    parse_stdio,
+    section_keys,
+    warnings_for,
 )
 from .spec import (
     EMPTY,
@@ -93,8 +106,6 @@ DEFAULT_MAX_TEXT_BYTES = 2 << 30
 #: 8 bytes per reference (and the store a row), and one regex can give a million jobs the same
 #: ten thousand inputs.
 REFERENCE_BYTES = 8
-#: More errors than this are summarized as "... and N more errors".
-MAX_ERRORS = 100
 #: Per field of one expanded block, report this many failing jobs before summarizing.
 MAX_ERRORS_PER_FIELD = 3
 
@@ -105,13 +116,7 @@ JOBS_SORT_METHODS = ("none", "gpus_runtime_memory", "gpus_memory_runtime")
 #: sbatch options torc manages itself; not allowed in slurm_defaults (Torc's rule).
 SLURM_MANAGED = ("partition", "nodes", "walltime", "time", "mem", "gres", "name", "job-name")
 
-_TOP_KEYS = frozenset(
-    {
-        "name", "user", "description", "project", "parameters", "jobs", "files", "user_data",
-        "resource_requirements", "failure_handlers", "slurm_schedulers", "slurm_defaults",
-        "resource_monitor", "actions", "use_pending_failed", "jobs_sort_method",
-    }
-)
+_TOP_KEYS = section_keys("workflow") | COMPUTE_NODE_KEYS
 _PARAM_KEYS = ("parameters", "parameter_mode", "use_parameters")
 _JOB_SCALARS = ("name", "command", "invocation_script")
 _JOB_LISTS = (
@@ -123,6 +128,7 @@ _JOB_KEYS = frozenset(
     {
         *_JOB_SCALARS, *_JOB_LISTS, *_PARAM_KEYS, "resource_requirements", "scheduler",
         "failure_handler", "cancel_on_blocking_job_failure", "supports_termination",
+        "priority", "stdio",
     }
 )
 _FILE_KEYS = frozenset({"name", "path", *_PARAM_KEYS})
@@ -436,168 +442,6 @@ def parse_duration(value: object) -> int:
 
 # --------------------------------------------------------------------------------------------
 # Error collection and typed access
-
-
-class _Errors:
-    """Collects located messages; one SpecError with all of them at the end."""
-
-    __slots__ = ("dropped", "items")
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self.dropped = 0
-
-    def add(self, message: str) -> None:
-        if len(self.items) < MAX_ERRORS:
-            self.items.append(message)
-        else:
-            self.dropped += 1
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            items = list(self.items)
-            if self.dropped:
-                items.append(f"... and {self.dropped} more errors")
-            raise SpecError(items)
-
-
-_MISSING: Any = object()
-
-
-class _Entry:
-    """Typed, located access to one mapping of the document."""
-
-    __slots__ = ("data", "err", "where")
-
-    def __init__(self, data: Mapping[str, Any], where: str, err: _Errors) -> None:
-        self.data = data
-        self.where = where
-        self.err = err
-
-    def fail(self, key: str, problem: str) -> None:
-        self.err.add(f"{self.where}: {key}: {problem}" if self.where else f"{key}: {problem}")
-
-    def check_keys(
-        self, allowed: frozenset[str], extra: Callable[[str], bool] | None = None
-    ) -> None:
-        for key in self.data:
-            if key not in allowed and not (
-                extra is not None and isinstance(key, str) and extra(key)
-            ):
-                prefix = f"{self.where}: " if self.where else ""
-                self.err.add(f"{prefix}unknown key {key!r}")
-
-    def _get(self, key: str, required: bool) -> Any:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            if required:
-                self.fail(key, "is required")
-            return _MISSING
-        return value
-
-    def get_str(self, key: str, default: T, required: bool = False) -> str | T:
-        value = self._get(key, required)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, str):
-            self.fail(key, f"expected a string, got {type_name(value)}")
-            return default
-        if not value.isascii():
-            problem = text_problem(value)
-            if problem is not None:
-                self.fail(key, problem)
-                return default
-        return value
-
-    def get_int(self, key: str, default: T, minimum: int = INT64_MIN) -> int | T:
-        """An integer the store can hold: ``minimum`` up to INT64_MAX."""
-        value = self._get(key, False)
-        if value is _MISSING:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"expected an integer, got {type_name(value)}")
-            return default
-        problem = check_int64(value, minimum=minimum)
-        if problem is not None:
-            self.fail(key, problem)
-            return default
-        return value
-
-    def get_bool(self, key: str, default: bool) -> bool:
-        value = self._get(key, False)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            self.fail(key, f"expected a boolean, got {type_name(value)}")
-            return default
-        return value
-
-    def str_list(self, key: str) -> list[str]:
-        value = self._get(key, False)
-        if value is _MISSING:
-            return []
-        if isinstance(value, str):
-            self.fail(key, "expected a list of strings, got string")
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.fail(key, "expected a list of strings")
-            return []
-        if not all(map(str.isascii, value)):
-            problems = [(k, text_problem(v)) for k, v in enumerate(value)]
-            for k, problem in problems:
-                if problem is not None:
-                    self.fail(f"{key}[{k}]", problem)
-            if any(problem is not None for _, problem in problems):
-                return []
-        return cast(list[str], value)
-
-    def mapping(self, key: str) -> dict[str, Any] | None:
-        value = self._get(key, False)
-        if value is _MISSING:
-            return None
-        if not isinstance(value, dict):
-            self.fail(key, f"expected a mapping, got {type_name(value)}")
-            return None
-        return cast(dict[str, Any], value)
-
-    def one_of(self, key: str, choices: Sequence[str], default: T) -> str | T:
-        value = self.get_str(key, default)
-        if isinstance(value, str) and value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)}; got {value!r}")
-            return default
-        return value
-
-
-def _entry_where(section: str, k: int, entry: object) -> str:
-    name = entry.get("name") if isinstance(entry, Mapping) else None
-    return f"{section}[{k}] {name!r}" if isinstance(name, str) else f"{section}[{k}]"
-
-
-def _entries(doc: _Entry, section: str) -> list[_Entry]:
-    value = doc.data.get(section)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        doc.fail(section, f"expected a list, got {type_name(value)}")
-        return []
-    out: list[_Entry] = []
-    for k, item in enumerate(value):
-        where = _entry_where(section, k, item)
-        if not isinstance(item, dict):
-            doc.err.add(f"{where}: expected a mapping, got {type_name(item)}")
-            continue
-        out.append(_Entry(cast(dict[str, Any], item), where, doc.err))
-    return out
-
-
-def _check_unique(entries: Iterable[tuple[str, str]], noun: str, err: _Errors) -> set[str]:
-    """Names must be unique within a section. ``entries`` are (where, name)."""
-    seen: set[str] = set()
-    for where, name in entries:
-        if name in seen:
-            err.add(f"{where}: duplicate {noun} name {name!r}")
-        seen.add(name)
-    return seen
 
 
 # --------------------------------------------------------------------------------------------
@@ -1405,6 +1249,8 @@ def _job_block(
         e.get_bool("cancel_on_blocking_job_failure", True)
     )
     cols["supports_termination"] = _Const(e.get_bool("supports_termination", False))
+    cols["priority"] = _Const(e.get_int("priority", 0))
+    cols["stdio"] = _Const(parse_stdio(e))
     return _Block(e, n, cols)
 
 
@@ -1698,7 +1544,7 @@ def parse_spec(
 def _parse_spec(doc: Mapping[str, Any], budget: _Budget) -> WorkflowSpec:
     err = _Errors()
     top = _Entry(doc, "", err)
-    top.check_keys(_TOP_KEYS, lambda key: key.startswith("compute_node_"))
+    top.check_keys(_TOP_KEYS)
     name = top.get_str("name", "", required=True)
     params = _Params(top, budget.max_jobs)
     interned: dict[Any, Any] = {EMPTY: EMPTY}
@@ -1741,15 +1587,10 @@ def _parse_spec(doc: Mapping[str, Any], budget: _Budget) -> WorkflowSpec:
             err.add(f"slurm_defaults: {key}: is managed by torc (set it on a scheduler)")
     monitor = top.mapping("resource_monitor")
     _check_data(top, "resource_monitor", monitor)
-    node_settings = {
-        k: v for k, v in doc.items() if isinstance(k, str) and k.startswith("compute_node_")
-    }
-    for key, value in node_settings.items():
-        problem = text_problem(key)
-        if problem is not None:
-            err.add(f"{key!r}: {problem}")
-        else:
-            _check_data(top, key, value)
+    node_settings = parse_compute_node_settings(top)
+    metadata = doc.get("metadata")
+    _check_data(top, "metadata", metadata)
+    execution_config = parse_execution_config(top)
     spec = WorkflowSpec(
         name=name,
         user=top.get_str("user", None),
@@ -1767,6 +1608,10 @@ def _parse_spec(doc: Mapping[str, Any], budget: _Budget) -> WorkflowSpec:
         use_pending_failed=top.get_bool("use_pending_failed", False),
         jobs_sort_method=top.one_of("jobs_sort_method", JOBS_SORT_METHODS, None),
         compute_node_settings=node_settings,
+        metadata=metadata,
+        execution_config=execution_config,
+        enable_ro_crate=top.get_bool("enable_ro_crate", False),
+        warnings=tuple(warnings_for(doc)),
     )
     err.raise_if_any()
     return spec

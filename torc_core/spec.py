@@ -104,6 +104,40 @@ class ActionSpec:
     persistent: bool = False
 
 
+#: Torc's stdio modes: where a job's stdout and stderr go.
+STDIO_MODES = ("separate", "combined", "no_stdout", "no_stderr", "none")
+#: Torc's execution modes: jobs run directly, as ``srun`` steps, or as steps inside Slurm.
+EXECUTION_MODES = ("direct", "slurm", "auto")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StdioConfig:
+    """Torc's ``stdio``: ``separate`` (``.o`` and ``.e``), ``combined`` (one ``.log``),
+    ``no_stdout``, ``no_stderr`` or ``none``; ``delete_on_success`` removes the files of a job
+    that completed."""
+
+    mode: str = "separate"
+    delete_on_success: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionConfig:
+    """Torc's ``execution_config``: how runners start jobs (see docs/spec-fields.md)."""
+
+    mode: str = "direct"
+    #: slurm mode: pass the job's CPUs, memory and GPUs to ``srun`` (Slurm enforces them)
+    limit_resources: bool = True
+    #: slurm mode: ``srun --signal`` (e.g. ``TERM@120``)
+    srun_termination_signal: str | None = None
+    #: direct mode: the signal sent to running jobs ``sigterm_lead_seconds`` before the
+    #: allocation ends
+    termination_signal: str = "SIGTERM"
+    sigterm_lead_seconds: int = 30
+    sigkill_headroom_seconds: int = 60
+    enable_cpu_bind: bool = False
+    stdio: StdioConfig = field(default_factory=StdioConfig)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     name: str
@@ -120,6 +154,11 @@ class JobSpec:
     failure_handler: str | None = None
     cancel_on_blocking_job_failure: bool = True
     supports_termination: bool = False
+    #: Claims take ready jobs of higher priority first (Torc PR #227); ties keep the packing
+    #: order (GPUs, runtime, memory, CPUs, largest first).
+    priority: int = 0
+    #: This job's stdio, overriding the workflow's ``execution_config.stdio``.
+    stdio: StdioConfig | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,3 +182,9 @@ class WorkflowSpec:
     #: compute_node_* settings, keyed by their full name
     #: (e.g. compute_node_expiration_buffer_seconds)
     compute_node_settings: dict[str, Any] = field(default_factory=dict)
+    #: Free-form data stored with the workflow and returned by ``workflows get`` (Torc).
+    metadata: Any = None
+    execution_config: ExecutionConfig = field(default_factory=ExecutionConfig)
+    enable_ro_crate: bool = False
+    #: Fields accepted that have no effect here, each named ("resource_monitor: ...").
+    warnings: tuple[str, ...] = ()

@@ -61,7 +61,8 @@ def _jobs_json(wf: WorkflowState, indices: Sequence[int], rows: dict[int, Any],
             "num_cpus": r[4], "num_gpus": r[5], "num_nodes": r[6], "memory_bytes": r[7],
             "runtime_s": r[8], "resource_requirements": r[9], "scheduler": r[10],
             "failure_handler": r[11], "supports_termination": bool(r[12]),
-            "cancel_on_blocking_job_failure": bool(r[13]),
+            "cancel_on_blocking_job_failure": bool(r[13]), "priority": r[14],
+            "stdio": None if r[15] is None else json.loads(r[15]),
             "depends_on": [base + u for u in wf.upstream_jobs(idx)],
             "input_files": links["job_input_files"].get(job_id, []),
             "output_files": links["job_output_files"].get(job_id, []),
@@ -232,7 +233,8 @@ async def list_results(s: Service, c: Call) -> dict[str, Any]:
             {"id": r[0], "job_id": r[1], "job_name": names[r[1] - base] if 0 <= r[1] - base < n
              else None, "run_id": r[2], "attempt": r[3], "return_code": r[4],
              "status": STATUS_LABELS[r[5]], "exec_time_s": r[6], "completed_at": r[7],
-             "compute_node_id": r[8], "slurm_job_id": r[9]}
+             "compute_node_id": r[8], "slurm_job_id": r[9], "stdout_path": r[10],
+             "stderr_path": r[11]}
             for r in rows
         ]
 

@@ -8,6 +8,7 @@ ended since the last one and the ids of every job it still holds. The whole body
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,10 @@ def _runner(s: Service, c: Call) -> tuple[WorkflowState, ComputeNode]:
     return wf, s.compute_node(wf, c.path["compute_node_id"])
 
 
+def _stdio(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
 def _results(wf: WorkflowState, items: Sequence[dict[str, Any]]) -> tuple[ev.JobResult, ...]:
     """Results of a complete or claim body (items already checked by the schema): job ids
     become indices; an id outside the workflow is a located 404."""
@@ -38,7 +43,9 @@ def _results(wf: WorkflowState, items: Sequence[dict[str, Any]]) -> tuple[ev.Job
         out.append(JobResult(job=job, attempt=item["attempt"], run_id=item["run_id"],
                              return_code=item["return_code"],
                              terminated=item.get("status") == "terminated",
-                             exec_time_s=item["exec_time_s"]))
+                             exec_time_s=item["exec_time_s"],
+                             stdout_path=item.get("stdout_path"),
+                             stderr_path=item.get("stderr_path")))
     return tuple(out)
 
 
@@ -126,8 +133,8 @@ async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
         memory=b["memory_bytes"], gpus=b["gpus"], nodes=b["nodes"], walltime_s=b["walltime_s"],
         scheduler=sched, results=results, held=held), now)
     model, base = wf.model, wf.job_id_base
-    names, commands, scripts, term = (wf.names, wf.commands, wf.invocation_scripts,
-                                      wf.supports_termination)
+    names, commands, scripts, term, stdio = (wf.names, wf.commands, wf.invocation_scripts,
+                                             wf.supports_termination, wf.stdio)
     out: list[dict[str, Any]] = []
     reported: dict[str, int] = {}
     for eff in effects:
@@ -141,6 +148,7 @@ async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
                     "supports_termination": bool(term[j]), "num_cpus": model.cpus[j],
                     "num_gpus": model.gpus[j], "memory_bytes": model.memory[j],
                     "runtime_s": model.runtime[j],
+                    "stdio": _stdio(stdio[j]),
                 })
         elif isinstance(eff, ev.ResultsRecorded) and results:
             reported = {"accepted": len(eff.accepted), "duplicates": len(eff.duplicates)}

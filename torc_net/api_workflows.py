@@ -108,7 +108,7 @@ async def create_workflow(s: Service, c: Call) -> dict[str, Any] | Answer:
         raise ApiError(422, "invalid spec", [f"{type(exc).__name__}: {exc}"]) from None
     counts = {"jobs": model.num_jobs, "dependencies": model.num_edges,
               "barriers": model.num_barriers, "files": len(spec.files),
-              "user_data": len(spec.user_data)}
+              "user_data": len(spec.user_data), "warnings": list(spec.warnings)}
     if dry_run:
         return Answer(200, {"id": None, "name": spec.name, **counts})
     assert cols is not None

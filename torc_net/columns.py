@@ -20,6 +20,7 @@ Reading ``column[i]`` decodes one value (a fraction of a microsecond); columns a
 
 from __future__ import annotations
 
+import json
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
@@ -164,7 +165,7 @@ class JobColumns:
     """
 
     __slots__ = ("cancel_on_blocking", "commands", "failure_handlers", "invocation_scripts",
-                 "links", "names", "resource_requirements", "schedulers",
+                 "links", "names", "resource_requirements", "schedulers", "stdio",
                  "supports_termination")
 
     def __init__(self, jobs: Sequence[object], file_names: Sequence[str],
@@ -187,6 +188,8 @@ class JobColumns:
         self.cancel_on_blocking = bytearray(
             int(j.cancel_on_blocking_job_failure) for j in jobs  # type: ignore[attr-defined]
         )
+        #: a job's own stdio (JSON text), None where it takes the workflow's
+        self.stdio = StrColumn(stdio_text(j.stdio) for j in jobs)  # type: ignore[attr-defined]
         index = {
             "files": {name: k for k, name in enumerate(file_names)},
             "user_data": {name: k for k, name in enumerate(user_data_names)},
@@ -200,3 +203,11 @@ class JobColumns:
                 for name in getattr(job, attr)
                 if name in ids
             ]
+
+
+def stdio_text(stdio: object) -> str | None:
+    """A job's ``stdio`` override as the ``jobs.stdio`` column holds it (None: no override)."""
+    if stdio is None:
+        return None
+    return json.dumps({"mode": stdio.mode,  # type: ignore[attr-defined]
+                       "delete_on_success": stdio.delete_on_success})  # type: ignore[attr-defined]

@@ -64,6 +64,8 @@ RESULT_ITEM = _obj(
     return_code=_int(),
     status={"type": ["string", "null"], "enum": [*RESULT_STATUSES, None]},
     exec_time_s={"type": "number", "minimum": 0, "default": 0.0},
+    stdout_path={**_STR_OR_NULL, "maxLength": 4096, "default": None},
+    stderr_path={**_STR_OR_NULL, "maxLength": 4096, "default": None},
 )
 
 CREATE_BODY = _obj(("spec",), spec=_FREE_OBJECT, dry_run={**_BOOL, "default": False})
@@ -110,7 +112,8 @@ JOB = _obj(
     status=_STR, attempt=_ID, run_id=_ID, compute_node_id=_int(1, nullable=True),
     num_cpus=_COUNT, num_gpus=_COUNT, num_nodes=_COUNT, memory_bytes=_COUNT, runtime_s=_COUNT,
     resource_requirements=_STR_OR_NULL, scheduler=_STR_OR_NULL, failure_handler=_STR_OR_NULL,
-    supports_termination=_BOOL, cancel_on_blocking_job_failure=_BOOL, depends_on=_INTS,
+    supports_termination=_BOOL, cancel_on_blocking_job_failure=_BOOL, priority=_int(),
+    stdio={"type": ["object", "null"]}, depends_on=_INTS,
     input_files=_INTS, output_files=_INTS, input_user_data=_INTS, output_user_data=_INTS,
 )
 FILE = _obj(("id", "name", "path", "st_mtime"), id=_ID, name=_STR, path=_STR,
@@ -121,7 +124,7 @@ RESULT = _obj(
     ("id", "job_id", "run_id", "attempt", "return_code", "status", "exec_time_s"),
     id=_ID, job_id=_ID, job_name=_STR_OR_NULL, run_id=_ID, attempt=_ID, return_code=_int(),
     status=_STR, exec_time_s=_NUM, completed_at=_NUM, compute_node_id=_int(1, nullable=True),
-    slurm_job_id=_STR_OR_NULL,
+    slurm_job_id=_STR_OR_NULL, stdout_path=_STR_OR_NULL, stderr_path=_STR_OR_NULL,
 )
 EVENT = _obj(("id", "ts", "kind", "data"), id=_ID, ts=_NUM, kind=_STR, data=_ANY)
 COMPUTE_NODE = _obj(
@@ -136,6 +139,7 @@ CLAIMED_JOB = _obj(
     id=_ID, name=_STR, command=_STR, invocation_script=_STR_OR_NULL, attempt=_ID, run_id=_ID,
     recovery_script=_STR_OR_NULL, supports_termination=_BOOL, num_cpus=_COUNT,
     num_gpus=_COUNT, memory_bytes=_COUNT, runtime_s=_COUNT,
+    stdio={"type": ["object", "null"]},
 )
 ALLOCATION = _obj(
     ("id", "workflow_id", "slurm_job_id", "state"),
@@ -159,6 +163,8 @@ IMPORTED_RESULT = _obj(
     status={"type": "string", "enum": list(RESULT_STATUSES)},
     exec_time_s={"type": "number", "minimum": 0, "default": 0.0},
     completed_at=_NUM,
+    stdout_path={**_STR_OR_NULL, "maxLength": 4096, "default": None},
+    stderr_path={**_STR_OR_NULL, "maxLength": 4096, "default": None},
 )
 DEFINITIONS = _obj(
     ("settings", "resource_requirements", "failure_handlers", "slurm_schedulers", "actions"),
@@ -184,7 +190,8 @@ ROUTES: list[Route] = [
           body=CREATE_BODY, status=201, other_statuses=(200,),
           response=_obj(("id", "name", "jobs", "dependencies"), id=_int(1, nullable=True),
                         name=_STR, jobs=_COUNT, dependencies=_COUNT, barriers=_COUNT,
-                        files=_COUNT, user_data=_COUNT)),
+                        files=_COUNT, user_data=_COUNT,
+                        warnings={"type": "array", "items": _STR})),
     Route("GET", "/workflows", "list_workflows", "List workflows", query=_PAGED,
           response=_page(WORKFLOW)),
     Route("GET", "/workflows/<int:workflow_id>", "get_workflow", "One workflow",

@@ -97,6 +97,8 @@ class WorkflowState:
     commands: Sequence[str]
     invocation_scripts: Sequence[str | None]
     supports_termination: bytearray
+    #: per job: its own stdio as JSON text, None where the workflow's applies
+    stdio: Sequence[str | None]
     scheduler_names: dict[str, int]
     file_mtimes: list[float | None]
     changed_user_data: set[int] = field(default_factory=set)
@@ -173,6 +175,9 @@ def _spec_info(spec: WorkflowSpec, model: WorkflowModel) -> dict[str, Any]:
         "compute_node_settings": dict(spec.compute_node_settings),
         "resource_monitor": spec.resource_monitor,
         "slurm_defaults": dict(spec.slurm_defaults),
+        "metadata": spec.metadata,
+        "execution_config": dataclasses.asdict(spec.execution_config),
+        "enable_ro_crate": spec.enable_ro_crate,
     }
     return {
         "settings": settings,
@@ -230,6 +235,7 @@ def new_workflow(ids: NewIds, spec: WorkflowSpec, model: WorkflowModel, cols: Jo
         commands=cols.commands,  # type: ignore[arg-type]
         invocation_scripts=cols.invocation_scripts,
         supports_termination=cols.supports_termination,
+        stdio=cols.stdio,
         scheduler_names={s.name: k for k, s in enumerate(spec.slurm_schedulers)},
         file_mtimes=[None] * len(spec.files),
     )
@@ -249,7 +255,9 @@ def new_workflow(ids: NewIds, spec: WorkflowSpec, model: WorkflowModel, cols: Jo
             cols.invocation_scripts, statuses[:n], model.cpus, model.gpus, model.nodes,
             model.memory, model.runtime, cols.resource_requirements, cols.schedulers,
             model.scheduler, cols.failure_handlers, model.handler, cols.supports_termination,
-            cols.cancel_on_blocking, strict=True,
+            cols.cancel_on_blocking,
+            model.priority if model.priority is not None else itertools.repeat(0, n),
+            cols.stdio, strict=True,
         ),
         barriers=((node, statuses[node]) for node in range(n, model.num_nodes)),
         edges=((up, down_idx[k]) for up in range(model.num_nodes)
@@ -306,6 +314,8 @@ def restore_workflow(stored: StoredWorkflow, now: float) \
         failure_handlers=_failure_handlers(info),
         num_schedulers=int(info.get("num_schedulers", 0)),
         uncompressed_edges=int(info.get("uncompressed_edges", len(stored.edges))),
+        priority=[j[16] for j in jobs],
+        sort_method=info.get("settings", {}).get("jobs_sort_method"),
     )
     holders = {k: j[5] for k, j in enumerate(jobs)
                if j[3] in (_PENDING, _RUNNING) and j[5] is not None}
@@ -324,6 +334,7 @@ def restore_workflow(stored: StoredWorkflow, now: float) \
         commands=StrColumn(j[1] for j in jobs),  # type: ignore[arg-type]
         invocation_scripts=StrColumn(j[2] for j in jobs),
         supports_termination=bytearray(j[14] for j in jobs),
+        stdio=StrColumn(j[17] for j in jobs),
         scheduler_names={s["name"]: k for k, s in enumerate(info.get("slurm_schedulers", ()))},
         file_mtimes=list(stored.file_mtimes),
         changed_user_data={uid - ud_base for uid in stored.changed_user_data},

@@ -40,7 +40,7 @@ async def test_create_get_list_delete(api: Api, tmp_path: Path) -> None:
     spec = simple_spec(3, chain=True, description="d", user="alice")
     dry = await api.ok("POST", "/workflows", {"spec": spec, "dry_run": True})
     assert dry == {"id": None, "name": "wf", "jobs": 3, "dependencies": 2, "barriers": 0,
-                   "files": 0, "user_data": 0}
+                   "files": 0, "user_data": 0, "warnings": []}
     assert (await api.ok("GET", "/workflows"))["total"] == 0
     created = await api.ok("POST", "/workflows", {"spec": spec}, status=201)
     wf = created["id"]

@@ -22,6 +22,7 @@ from conftest import Api, ServerProcess, simple_spec, wait_for
 
 from torc_net.config import add_serve_arguments, config_from_args
 from torc_net.server import Running
+from torc_net.store.schema import SCHEMA_VERSION
 from torc_net.store import Change, Store, StoreError
 
 StartFn = Callable[..., Awaitable[Running]]
@@ -514,7 +515,7 @@ async def test_a_version_1_database_is_migrated(start_inprocess: StartFn, tmp_pa
     conn = sqlite3.connect(db)
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta"))
-        assert meta["schema_version"] == "2"
+        assert meta["schema_version"] == str(SCHEMA_VERSION)
         assert meta["next_id.workflow"] == str(wf + 1) and meta["next_id.job"] == "4"
         assert meta["next_id.allocation"] == "6"  # the orphan's id stays used
         assert conn.execute("SELECT count(*) FROM allocations").fetchone()[0] == 0

@@ -46,7 +46,7 @@ def _spec_from_target(target: str) -> dict[str, Any]:
 
 
 def _validate_for_run(doc: dict[str, Any]) -> None:
-    spec = check_spec(doc)
+    spec = check_spec(doc, warn=True)
     missing = missing_input_files(spec, Path.cwd())
     if missing:
         raise InputError("\n".join(missing))
@@ -63,7 +63,7 @@ def is_workflow_id(target: str) -> bool:
 def prepare_create(args: argparse.Namespace) -> dict[str, Any]:
     """Read and check the spec before any server (a refused spec leaves nothing behind)."""
     doc = load_spec_file(args.spec)
-    spec = check_spec(doc)
+    spec = check_spec(doc, warn=True)
     for problem in missing_input_files(spec, Path.cwd()):
         print(f"torc-trio: warning: {args.spec}: {problem} (a run would stop here)",
               file=sys.stderr)
@@ -73,8 +73,9 @@ def prepare_create(args: argparse.Namespace) -> dict[str, Any]:
 async def cmd_create(ctx: Context) -> int:
     doc: dict[str, Any] = ctx.args.prepared
     if ctx.args.dry_run:
-        counts = compile_spec_summary(check_spec(doc))
-        summary: dict[str, Any] = {"dry_run": True, "name": doc.get("name"), **counts}
+        spec = check_spec(doc)
+        summary: dict[str, Any] = {"dry_run": True, "name": doc.get("name"),
+                                   **compile_spec_summary(spec), "warnings": list(spec.warnings)}
         if ctx.json:
             print_json(summary)
         else:

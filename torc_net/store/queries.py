@@ -31,7 +31,8 @@ class NewWorkflow:
     header: tuple[Any, ...]
     #: (id, workflow_id, name, command, invocation_script, status, num_cpus, num_gpus,
     #: num_nodes, memory_bytes, runtime_s, resource_requirements, scheduler, scheduler_idx,
-    #: failure_handler, handler_idx, supports_termination, cancel_on_blocking_job_failure)
+    #: failure_handler, handler_idx, supports_termination, cancel_on_blocking_job_failure,
+    #: priority, stdio)
     jobs: Iterable[tuple[Any, ...]]
     barriers: Iterable[tuple[int, int]]  # (node, status)
     edges: Iterable[tuple[int, int]]  # (up, down)
@@ -52,8 +53,8 @@ def insert_workflow(conn: sqlite3.Connection, wf: NewWorkflow) -> None:
         "INSERT INTO jobs (id, workflow_id, name, command, invocation_script, status, attempt,"
         " compute_node_id, num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s,"
         " resource_requirements, scheduler, scheduler_idx, failure_handler, handler_idx,"
-        " supports_termination, cancel_on_blocking_job_failure)"
-        " VALUES (?,?,?,?,?,?,1,NULL,?,?,?,?,?,?,?,?,?,?,?,?)", wf.jobs)
+        " supports_termination, cancel_on_blocking_job_failure, priority, stdio)"
+        " VALUES (?,?,?,?,?,?,1,NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", wf.jobs)
     conn.executemany("INSERT INTO barriers (workflow_id, node, status) VALUES (?,?,?)",
                      ((wf_id, node, status) for node, status in wf.barriers))
     conn.executemany("INSERT OR IGNORE INTO edges (workflow_id, up, down) VALUES (?,?,?)",
@@ -81,7 +82,7 @@ class StoredWorkflow:
     header: tuple[Any, ...]
     #: per job, by id: (name, command, invocation_script, status, attempt, compute_node_id,
     #: num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s, scheduler, scheduler_idx,
-    #: handler_idx, supports_termination, cancel_on_blocking_job_failure)
+    #: handler_idx, supports_termination, cancel_on_blocking_job_failure, priority, stdio)
     jobs: list[tuple[Any, ...]]
     barriers: list[tuple[int, int]]  # (node, status)
     edges: list[tuple[int, int]]
@@ -108,7 +109,7 @@ def read_workflow(conn: sqlite3.Connection, wf_id: int) -> StoredWorkflow | None
     jobs = conn.execute(
         "SELECT name, command, invocation_script, status, attempt, compute_node_id,"
         " num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s, scheduler, scheduler_idx,"
-        " handler_idx, supports_termination, cancel_on_blocking_job_failure"
+        " handler_idx, supports_termination, cancel_on_blocking_job_failure, priority, stdio"
         " FROM jobs WHERE id BETWEEN ? AND ? ORDER BY id", (lo, hi)).fetchall()
 
     def links(table: str) -> list[tuple[int, int]]:
@@ -159,7 +160,8 @@ def job_rows(conn: sqlite3.Connection, ids: Sequence[int]) \
     sorted referenced ids."""
     rows = _by_ids(conn, "SELECT id, name, command, invocation_script, num_cpus, num_gpus,"
                    " num_nodes, memory_bytes, runtime_s, resource_requirements, scheduler,"
-                   " failure_handler, supports_termination, cancel_on_blocking_job_failure"
+                   " failure_handler, supports_termination, cancel_on_blocking_job_failure,"
+                   " priority, stdio"
                    " FROM jobs", ids)
     links: dict[str, dict[int, list[int]]] = {}
     for table in LINK_TABLES:
@@ -202,7 +204,8 @@ def results_page(conn: sqlite3.Connection, wf_id: int, status: int | None, limit
     total = conn.execute(f"SELECT count(*) FROM results r WHERE {where}", params).fetchone()[0]
     rows = conn.execute(
         "SELECT r.id, r.job_id, r.run_id, r.attempt, r.return_code, r.status, r.exec_time_s,"
-        " r.completed_at, r.compute_node_id, c.slurm_job_id FROM results r"
+        " r.completed_at, r.compute_node_id, c.slurm_job_id, r.stdout_path, r.stderr_path"
+        " FROM results r"
         " LEFT JOIN compute_nodes c ON c.id = r.compute_node_id"
         f" WHERE {where} ORDER BY r.id LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
     return total, rows

@@ -9,6 +9,9 @@ pointed at the old one — the next free id of each sequence is kept in ``meta``
 ``next_id.<sequence>`` (a high-water mark), written in the same transaction as the rows that
 use the ids (:data:`ID_SEQUENCES`).
 
+Version 3 added a job's ``priority`` and ``stdio`` and a result's ``stdout_path`` and
+``stderr_path`` (columns added in place; old rows get priority 0 and no paths).
+
 Version 2 added those marks. A version-1 file is migrated when it is opened: the marks start
 from the largest ids in its tables, and rows a version-1 delete left behind (allocations,
 claimed actions of workflows that no longer exist) are removed.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,7 +62,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     failure_handler TEXT,
     handler_idx INTEGER NOT NULL,
     supports_termination INTEGER NOT NULL,
-    cancel_on_blocking_job_failure INTEGER NOT NULL
+    cancel_on_blocking_job_failure INTEGER NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    stdio TEXT
 );
 CREATE TABLE IF NOT EXISTS barriers (
     workflow_id INTEGER NOT NULL,
@@ -110,7 +115,9 @@ CREATE TABLE IF NOT EXISTS results (
     status INTEGER NOT NULL,
     exec_time_s REAL NOT NULL,
     completed_at REAL NOT NULL,
-    compute_node_id INTEGER
+    compute_node_id INTEGER,
+    stdout_path TEXT,
+    stderr_path TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS results_key ON results (job_id, run_id, attempt);
 CREATE TABLE IF NOT EXISTS events (
@@ -206,7 +213,15 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
         )
 
 
-_MIGRATIONS = {1: _migrate_1_to_2}
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    for table, column in (("jobs", "priority INTEGER NOT NULL DEFAULT 0"), ("jobs", "stdio TEXT"),
+                          ("results", "stdout_path TEXT"), ("results", "stderr_path TEXT")):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column.split()[0] not in have:  # tables made by this version's SCHEMA have it
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
+_MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
