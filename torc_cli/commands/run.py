@@ -18,7 +18,7 @@ from ..exec_watch import ExecWatch, Halt, JobLog, joblog_path, parse_halt
 from ..exits import EXIT_FAILED_JOBS, EXIT_OK, EXIT_PIPE, InputError, signal_exit
 from ..output import ProgressView, err_console, print_counts, print_json
 from ..parallel import has_sources, parallel_spec, split_sources
-from ..resources import Resources, detect_allocation_resources
+from ..resources import Resources, detect_allocation_resources, with_gpu_count
 from ..runner import JobRunner, RunnerConfig, stdio_stem
 from ..session import Context
 from ..specs import (
@@ -233,9 +233,9 @@ def _resources(args: argparse.Namespace, detected: Resources) -> Resources:
         changes["cpus"] = args.num_cpus
     if args.memory_gb is not None:
         changes["memory_bytes"] = int(args.memory_gb * (1 << 30))
-    if args.num_gpus is not None:
-        changes["gpus"] = args.num_gpus
-    return replace(detected, **changes) if changes else detected
+    res = replace(detected, **changes) if changes else detected
+    # GPUs are device ids handed to jobs, not just a count (torc_cli/gpus.py).
+    return res if args.num_gpus is None else with_gpu_count(res, args.num_gpus)
 
 
 async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | None = None) -> int:
@@ -247,7 +247,8 @@ async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | Non
         # Inside an allocation (`torc-trio -s run` in an sbatch script): its CPUs, memory and
         # end, so that jobs are claimed only if they fit the time left and are ended cleanly
         # before Slurm's limit. Elsewhere the machine's.
-        resources=_resources(args, await detect_allocation_resources()),
+        resources=_resources(args, await detect_allocation_resources(
+            probe_gpus=args.num_gpus is None)),
         max_parallel=args.jobs, poll_interval_s=args.poll_interval,
         stop_when_nothing_fits=True,
         on_job_end=None if watch is None else watch.job_ended,
@@ -356,6 +357,17 @@ async def current_mtimes(ctx: Context, workflow_id: int) -> dict[int, float | No
     return mtimes
 
 
+def _gpu_count(text: str) -> int:
+    """--num-gpus: a count of devices (0 turns GPU assignment off)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GPUs, got {text!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more GPUs, got {count}")
+    return count
+
+
 def runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", "--max-parallel-jobs", dest="jobs", type=int, default=None,
                    metavar="N",
@@ -365,8 +377,10 @@ def runner_options(p: argparse.ArgumentParser) -> None:
                    help="CPUs to pack jobs into (default: the machine's or allocation's)")
     p.add_argument("--memory-gb", type=float, default=None, metavar="G",
                    help="memory to pack jobs into, in GiB (default: the machine's)")
-    p.add_argument("--num-gpus", type=int, default=None, metavar="N",
-                   help="GPUs (default: the allocation's, or CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--num-gpus", type=_gpu_count, default=None, metavar="N",
+                   help="GPUs to hand out, each job its own devices through "
+                        "CUDA_VISIBLE_DEVICES (default: CUDA_VISIBLE_DEVICES, the "
+                        "allocation's, or nvidia-smi -L; README: Runner options)")
     p.add_argument("--wait-for-server-minutes", type=float, default=20.0,
                    help="keep retrying an unreachable server this long (default 20)")
     p.add_argument("-p", "--poll-interval", type=float, default=1.0,
@@ -425,7 +439,8 @@ async def cmd_runner(ctx: Context) -> int:
     from .. import submit
 
     args = ctx.args
-    resources = _resources(args, await detect_allocation_resources())
+    resources = _resources(args, await detect_allocation_resources(
+        probe_gpus=args.num_gpus is None))
     output_dir = ctx.output_dir.resolve()
     workflow_id = await ctx.workflow_id()
 
