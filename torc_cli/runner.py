@@ -55,8 +55,9 @@ import trio
 
 from torc_net.client import ServerUnreachable, TorcClient
 
+from .gpus import GpuPool, gpu_env
 from .procs import ProcessOutcome, ProcessTable
-from .resources import Resources
+from .resources import Resources, device_ids
 
 #: A job that died of a termination request was ended from outside (Slurm's scancel and time
 #: limit signal every process of the allocation, often before the runner hears of it): it is
@@ -189,7 +190,8 @@ class JobRunner:
         res = config.resources
         self._free_cpus = res.cpus
         self._free_mem = res.memory_bytes
-        self._free_gpus = res.gpus
+        self._gpus = GpuPool(device_ids(res))  # each device held by one job at a time
+        self._gpus_held: dict[int, tuple[str, ...]] = {}  # job id -> its devices
         self._stdio = config.output_dir / STDIO_DIR
         self._procs = ProcessTable(grace_s=config.grace_s)
         self._base_env = dict(os.environ)
@@ -398,7 +400,7 @@ class JobRunner:
                                   "held_job_ids": held, "results": results}
         if cfg.max_parallel is None:
             common.update(cpus=self._free_cpus, memory_bytes=self._free_mem,
-                          gpus=self._free_gpus, nodes=cfg.resources.nodes)
+                          gpus=self._gpus.free, nodes=cfg.resources.nodes)
         reply = await self.client.claim_jobs(cfg.workflow_id, self._cn, **common)
         self._reported(len(results), reply)
         return reply
@@ -461,7 +463,9 @@ class JobRunner:
         if cfg.max_parallel is None:
             self._free_cpus -= int(job.get("num_cpus", 1))
             self._free_mem -= int(job.get("memory_bytes", 0))
-            self._free_gpus -= int(job.get("num_gpus", 0))
+            if self._gpus.total:  # its own devices; none for a GPU-less job (gpus.py)
+                self._gpus_held[jid] = ids = self._gpus.acquire(int(job.get("num_gpus") or 0))
+                env.update(gpu_env(ids))
 
         def on_exit(outcome: ProcessOutcome) -> None:
             if outcome.error is not None:  # output directory unwritable, process limit
@@ -491,7 +495,7 @@ class JobRunner:
             job = running.job
             self._free_cpus += int(job.get("num_cpus", 1))
             self._free_mem += int(job.get("memory_bytes", 0))
-            self._free_gpus += int(job.get("num_gpus", 0))
+            self._gpus.release(self._gpus_held.pop(jid, ()))
         status = "terminated" if terminated else "completed" if return_code == 0 else "failed"
         result = {
             "job_id": jid, "attempt": attempt, "run_id": run_id, "return_code": return_code,
