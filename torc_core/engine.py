@@ -32,6 +32,12 @@ losing a runner is not the job's failure, so it does not use up a failure handle
 If the old runner later reports that attempt (it kept running through a network outage), the
 result counts: nothing finished is lost.
 
+Rule 6b: a report carries the run its job was claimed in. A selective reset (``ResetStatus``
+with ``jobs``) starts a new run while unrelated jobs go on running, so each job keeps the run
+its current attempt belongs to (``_run``: set when it is claimed or reset); its report must
+carry that run, not necessarily the workflow's. A report from an earlier run is an old
+attempt's (a duplicate), so a reset job's old attempts can never count for its new one.
+
 Rule 7: effects say everything the I/O layer needs, so it never reads the engine back after
 :meth:`Engine.handle`: the final row of every job that changed (:class:`JobsUpdated`), every
 lease deadline that moved (:class:`LeaseChanged`), a new run or cancel (:class:`RunChanged`),
@@ -51,6 +57,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from . import events as ev
 from .errors import BadInput, IllegalTransition, UnknownJob
 from .model import WorkflowModel
+from .reach import downstream_closure, fails_behind
 from .status import TRANSITIONS, Cause, JobStatus
 
 _NUM_STATUSES = len(JobStatus)
@@ -77,6 +84,8 @@ _OUTCOME = bytes(
     for s in range(_NUM_STATUSES)
 )
 _NOT_FINAL = (_UNINITIALIZED, _BLOCKED, _READY, _PENDING, _RUNNING)
+#: Per status: whether it is a failed outcome.
+_FAILS = bytes(o == 2 for o in _OUTCOME)
 
 #: A ready-queue bucket: jobs with identical priority, resource needs and scheduler.
 #: (priority, gpus, runtime, memory, cpus, nodes, scheduler); sorted descending (by
@@ -103,6 +112,7 @@ class Engine:
         self._barrier_failed = bytearray(n)
         self._attempt = array("l", [1]) * model.num_jobs
         self._holder = array("l", [-1]) * model.num_jobs
+        self._run = array("l", [1]) * model.num_jobs  # Rule 6b; 0: not known (restore)
         self._counts = [0] * _NUM_STATUSES
         self._counts[_UNINITIALIZED] = model.num_jobs
         self._runners: dict[int, float] = {}  # runner id -> lease deadline
@@ -147,6 +157,13 @@ class Engine:
         """The runner holding a pending/running job, or -1."""
         self._check_job(job)
         return self._holder[job]
+
+    def job_run(self, job: int) -> int:
+        """The run a report of the job's current attempt carries (Rule 6b): the run it was
+        last claimed or reset in; the workflow's run when that is not known (held since a
+        restart whose rows did not say)."""
+        self._check_job(job)
+        return self._run[job] or self.run_id
 
     def counts(self) -> dict[JobStatus, int]:
         """Jobs per status (barrier nodes excluded); every status present."""
@@ -226,14 +243,23 @@ class Engine:
         run_id: int,
         canceled: bool,
         now: float,
+        runs: Sequence[int] | None = None,
     ) -> Engine:
         """Rebuild an engine from stored rows (server restart).
 
         ``statuses`` has one value per node, barriers included. Pending recovery scripts are
         not stored, so a retried job restored from disk runs without one.
+
+        ``runs``: per job, the run of its current attempt (``JobsUpdated.runs``). Without it,
+        a pending/running job's run is not known (a selective reset may have moved the
+        workflow's run on since it was claimed): a report of its current attempt then counts
+        from its holder whatever its run, and from anyone for the workflow's run; every other
+        job is taken to be at the workflow's run.
         """
         if len(statuses) != model.num_nodes or len(attempts) != model.num_jobs:
             raise BadInput("restore: statuses/attempts do not match the model")
+        if runs is not None and len(runs) != model.num_jobs:
+            raise BadInput("restore: runs do not match the model")
         engine = cls(model)
         engine._status[:] = bytes(statuses)
         engine._attempt = array("l", attempts)
@@ -242,10 +268,14 @@ class Engine:
             engine._counts[s] += 1
         engine.run_id = run_id
         engine.canceled = canceled
+        engine._run = (array("l", runs) if runs is not None
+                       else array("l", [run_id]) * model.num_jobs)
         for job, runner in holders.items():
             if engine._status[job] in (_PENDING, _RUNNING):
                 engine._holder[job] = runner
                 engine._runner_jobs.setdefault(runner, set()).add(job)
+                if runs is None:
+                    engine._run[job] = 0
         for runner, deadline in leases.items():
             engine._runners[runner] = deadline
         for runner in engine._runner_jobs:
@@ -324,6 +354,7 @@ class Engine:
                     statuses=bytes(map(self._status.__getitem__, touched)),
                     attempts=array("l", map(self._attempt.__getitem__, touched)),
                     holders=array("l", map(self._holder.__getitem__, touched)),
+                    runs=array("l", map(self._run.__getitem__, touched)),
                 ))
         for runner_id, deadline in self._log_leases.items():
             effects.append(ev.LeaseChanged(runner_id=runner_id, deadline=deadline))
@@ -439,20 +470,27 @@ class Engine:
             # A fresh workflow: every dependency is unfinished, no failure can be seen.
             self._initialize_fresh()
             return
-        cancel = m.cancel_on_failure
+        cancel, num_jobs = m.cancel_on_failure, m.num_jobs
         to_cancel: list[int] = []
         failed_barriers: list[int] = []
         work: list[int] = []
+        behind: dict[int, bool] = {}
         # Phase 1: count unfinished dependencies; a failed dependency outside the set counts
-        # as finished, and is remembered to cancel or signal below.
+        # as finished, and is remembered to cancel or signal below. A barrier stands for its
+        # dependencies: a failure behind it is seen as the N x M edges would see it (a
+        # selective reset may leave a barrier that already passed a failure above the set).
         for n in nodes:
             count = 0
             saw_failure = False
             for k in range(up_ptr[n], up_ptr[n + 1]):
-                o = _OUTCOME[status[up_idx[k]]]
+                u = up_idx[k]
+                o = _OUTCOME[status[u]]
                 if o == 0:
                     count += 1
                 elif o == 2:
+                    saw_failure = True
+                if u >= num_jobs and not saw_failure and fails_behind(
+                        u, num_jobs, _FAILS, status, up_ptr, up_idx, behind):
                     saw_failure = True
             unmet[n] = count
             self._barrier_failed[n] = 0
@@ -529,8 +567,8 @@ class Engine:
             if value is not None and value < 0:
                 raise BadInput(f"claim {name} must be >= 0, got {value}")
         self._check_lease(event.lease_s)
-        kinds = [self._classify(r) for r in event.results]
         runner = event.runner_id
+        kinds = [self._classify(r, runner) for r in event.results]
         if event.held is not None:
             for job in event.held:
                 self._check_job(job)
@@ -565,7 +603,7 @@ class Engine:
         limit = event.limit
         runner = event.runner_id
         held = self._runner_jobs.setdefault(runner, set())
-        status, holder, attempt = self._status, self._holder, self._attempt
+        status, holder, attempt, job_run = self._status, self._holder, self._attempt, self._run
         recovery = self._recovery
         run_id = self.run_id
         empty: list[BucketKey] = []
@@ -600,6 +638,7 @@ class Engine:
                     continue  # stale entry: the job was canceled, disabled or re-queued
                 self._set(job, Cause.CLAIM)
                 holder[job] = runner
+                job_run[job] = run_id
                 held.add(job)
                 claimed.append(
                     ev.ClaimedJob(
@@ -641,19 +680,27 @@ class Engine:
             self._set(job, Cause.START)
         self._effects.append(ev.JobsStarted(runner_id=event.runner_id, jobs=tuple(todo)))
 
-    def _classify(self, result: ev.JobResult) -> int:
+    def _classify(self, result: ev.JobResult, runner_id: int) -> int:
         """0 = duplicate (acknowledge, ignore), 1 = counts, 2 = counts late (after its lease
-        was given back). Raises for a result that cannot be."""
+        was given back). Raises for a result that cannot be. The run compared is the job's
+        (Rule 6b); when it is not known (restored), an earlier run's report counts only from
+        the job's holder, the runner that was given its current attempt."""
         job = result.job
         self._check_job(job)
         st = self._status[job]
         current = self._attempt[job]
-        if result.run_id < self.run_id or result.attempt < current or _OUTCOME[st]:
+        run = self._run[job]
+        if run:
+            old_run = result.run_id < run
+        else:
+            run = self.run_id
+            old_run = result.run_id < run and runner_id != self._holder[job]
+        if old_run or result.attempt < current or _OUTCOME[st]:
             return 0
-        if result.run_id > self.run_id or result.attempt > current:
+        if result.run_id > run or result.attempt > current:
             raise BadInput(
                 f"result for run {result.run_id} attempt {result.attempt}, but the "
-                f"job is at run {self.run_id} attempt {current}", job=job,
+                f"job is at run {run} attempt {current}", job=job,
             )
         if st in (_PENDING, _RUNNING):
             return 1
@@ -662,7 +709,8 @@ class Engine:
         raise IllegalTransition(f"cannot complete: it is {JobStatus(st).label}", job=job)
 
     def _complete(self, event: ev.CompleteJobs, now: float) -> None:
-        kinds = [self._classify(r) for r in event.results]  # validate all before any change
+        # validate all before any change
+        kinds = [self._classify(r, event.runner_id) for r in event.results]
         self._apply_results(event.runner_id, event.results, kinds, now)
 
     def _apply_results(self, runner_id: int, results: Sequence[ev.JobResult],
@@ -781,21 +829,7 @@ class Engine:
             raise IllegalTransition(f"cannot {what}: {active} jobs are pending or running")
 
     def _downstream_closure(self, seeds: Iterable[int]) -> list[int]:
-        m = self.model
-        seen = bytearray(m.num_nodes)
-        stack = []
-        for s in seeds:
-            if not seen[s]:
-                seen[s] = 1
-                stack.append(s)
-        while stack:
-            node = stack.pop()
-            for k in range(m.down_ptr[node], m.down_ptr[node + 1]):
-                d = m.down_idx[k]
-                if not seen[d]:
-                    seen[d] = 1
-                    stack.append(d)
-        return [n for n in range(m.num_nodes) if seen[n]]
+        return downstream_closure(self.model, seeds)
 
     def _reset_nodes(self, nodes: Sequence[int]) -> None:
         """Back to uninitialized for a new run (disabled jobs stay disabled)."""
@@ -809,6 +843,7 @@ class Engine:
             self._set(node, Cause.RESET)
             if node < self.model.num_jobs:
                 self._attempt[node] = 1
+                self._run[node] = self.run_id
                 self._recovery.pop(node, None)
 
     def _reinitialize(self, event: ev.Reinitialize) -> None:
@@ -841,6 +876,9 @@ class Engine:
         self._effects.append(ev.ReinitializePlanned(jobs=jobs, dry_run=False, run_id=self.run_id))
 
     def _reset_status(self, event: ev.ResetStatus) -> None:
+        if event.jobs is not None:
+            self._reset_jobs(event)
+            return
         self._refuse_while_active("reset status")
         m = self.model
         if event.failed_only:
@@ -854,6 +892,31 @@ class Engine:
             self._reset_nodes(nodes)
         if event.initialize:
             self._initialize()
+
+    def _reset_jobs(self, event: ev.ResetStatus) -> None:
+        """A selective reset: the chosen jobs and everything downstream of them (barriers
+        included, so their counts are made again), while other jobs may run. Refused when one
+        of those jobs is pending or running, naming every such job."""
+        if event.failed_only:
+            raise BadInput("choose the jobs to reset by failed_only or by jobs, not both")
+        if not event.jobs:
+            raise BadInput("no jobs to reset: give at least one")
+        for job in event.jobs:
+            self._check_job(job)
+        m, status = self.model, self._status
+        nodes = self._downstream_closure(sorted(set(event.jobs)))
+        active = tuple(n for n in nodes
+                       if n < m.num_jobs and (status[n] == _PENDING or status[n] == _RUNNING))
+        if active:
+            raise IllegalTransition(
+                "cannot reset while pending or running (a chosen job or downstream of one); "
+                "wait for them, or cancel the workflow", jobs=active)
+        self._reset_nodes(nodes)
+        if event.initialize:
+            self._initialize()
+        self._effects.append(ev.JobsReset(
+            jobs=tuple(n for n in nodes if n < m.num_jobs and status[n] != _DISABLED),
+            run_id=self.run_id))
 
     def _advance_run(self, event: ev.AdvanceRun) -> None:
         if event.run_id < self.run_id:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 class TorcError(Exception):
@@ -24,20 +24,34 @@ class SpecError(TorcError):
 class EngineError(TorcError):
     """An input the engine refuses. The engine's state is unchanged.
 
-    ``job`` is the node index the refusal is about, if one: the engine knows jobs only by
-    index, so the message says ``job 3: ...`` in those terms; the I/O layer, which knows the
-    ids users see, words it with :meth:`about` instead."""
+    ``job`` is the node index the refusal is about, if one (``jobs``: when it is about
+    several): the engine knows jobs only by index, so the message says ``job 3: ...`` in those
+    terms; the I/O layer, which knows the ids users see, words it with :meth:`about` or
+    :meth:`naming` instead."""
 
     status_hint = 409
+    #: At most this many jobs are named in a message; the rest are counted.
+    NAMED = 20
 
-    def __init__(self, reason: str, *, job: int | None = None) -> None:
+    def __init__(self, reason: str, *, job: int | None = None,
+                 jobs: Sequence[int] = ()) -> None:
         self.reason = reason
         self.job = job
-        super().__init__(reason if job is None else f"job {job}: {reason}")
+        self.jobs: tuple[int, ...] = tuple(jobs)
+        super().__init__(self.naming(str))
 
     def about(self, job_name: str) -> str:
         """The message with the job called ``job_name`` (e.g. its id) instead of its index."""
         return self.reason if self.job is None else f"job {job_name}: {self.reason}"
+
+    def naming(self, name_of: Callable[[int], str]) -> str:
+        """The message with every job it is about called ``name_of(index)`` (e.g. its id)."""
+        if self.jobs:
+            named = ", ".join(name_of(j) for j in self.jobs[: self.NAMED])
+            more = len(self.jobs) - self.NAMED
+            return (f"job{'s' if len(self.jobs) > 1 else ''} {named}"
+                    f"{f' and {more} more' if more > 0 else ''}: {self.reason}")
+        return self.reason if self.job is None else f"job {name_of(self.job)}: {self.reason}"
 
 
 class IllegalTransition(EngineError):

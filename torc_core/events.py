@@ -114,10 +114,20 @@ class Reinitialize:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResetStatus:
-    """All jobs back to uninitialized, or (``failed_only``) failed/canceled/terminated jobs and
-    everything downstream of them. Follow with :class:`Initialize`."""
+    """Jobs back to uninitialized for a new run: all of them, or (``failed_only``) the failed,
+    canceled and terminated jobs and everything downstream of them, or (``jobs``) the chosen
+    jobs and everything downstream of them. Follow with :class:`Initialize`.
+
+    Why ``jobs`` may be reset while other jobs run: only the chosen jobs and their downstream
+    change, so the rule is narrower than the whole reset's (refused while *any* job is pending
+    or running): it is refused only when one of *those* jobs is pending or running (their
+    runners would report for attempts that no longer exist). Jobs upstream of a chosen job are
+    not touched. ``failed_only`` and ``jobs`` are two ways to choose, not a filter on each
+    other: giving both is refused (as Torc's ``jobs reset-status`` takes one selector)."""
 
     failed_only: bool = False
+    #: The chosen jobs (node indices; at least one), or None: not a selective reset.
+    jobs: tuple[int, ...] | None = None
     #: Initialize right after the reset, in the same input (what the server does).
     initialize: bool = False
 
@@ -170,12 +180,16 @@ class JobsUpdated:
     """The final state of every job whose status, attempt or holder this input changed:
     parallel sequences (compact arrays: a million entries when a workflow is initialized),
     what a store writes as the jobs' rows. A job may be listed more than once, always with the
-    same (final) values. A holder of -1 means none."""
+    same (final) values. A holder of -1 means none. ``runs``: the run a report of the job's
+    current attempt must carry (the run it was last claimed or reset in). It differs from the
+    workflow's run when a selective reset moved the run on while the job ran; 0 when not
+    known (a job held since a restart, see :meth:`~torc_core.engine.Engine.restore`)."""
 
     jobs: Sequence[int]
     statuses: Sequence[int]
     attempts: Sequence[int]
     holders: Sequence[int]
+    runs: Sequence[int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,6 +281,16 @@ class ReinitializePlanned:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobsReset:
+    """The jobs a selective :class:`ResetStatus` put back for ``run_id`` (the chosen jobs and
+    everything downstream of them, disabled jobs excepted), in index order: what the server
+    answers and records, so it need not work out the downstream jobs itself."""
+
+    jobs: tuple[int, ...]
+    run_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowCompleted:
     """Every job reached a final status. Emitted once per run (again after a reset)."""
 
@@ -291,6 +315,7 @@ Effect = (
     | LeasesExpired
     | RunnerReleased
     | ReinitializePlanned
+    | JobsReset
     | WorkflowCompleted
     | WorkflowCanceled
 )

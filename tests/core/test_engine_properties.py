@@ -8,7 +8,8 @@ full N x M would" means.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+import pytest
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -32,7 +33,7 @@ class Mirror:
 
     def __init__(self, engine: Engine) -> None:
         n = engine.model.num_jobs
-        self.rows = {j: (int(S.UNINITIALIZED), 1, -1) for j in range(n)}
+        self.rows = {j: (int(S.UNINITIALIZED), 1, -1, 1) for j in range(n)}
         self.nodes = {k: int(S.UNINITIALIZED) for k in range(n, engine.model.num_nodes)}
         self.leases: dict[int, float | None] = {}
         self.run = (engine.run_id, engine.canceled)
@@ -42,9 +43,9 @@ class Mirror:
         assert isinstance(effects[-1], ev.Progress)
         for eff in effects:
             if isinstance(eff, ev.JobsUpdated):
-                for j, st_, a, h in zip(eff.jobs, eff.statuses, eff.attempts, eff.holders,
-                                        strict=True):
-                    self.rows[j] = (st_, a, h)
+                for j, st_, a, h, r in zip(eff.jobs, eff.statuses, eff.attempts, eff.holders,
+                                           eff.runs, strict=True):
+                    self.rows[j] = (st_, a, h, r)
             elif isinstance(eff, ev.StatusesChanged):
                 for node, new in zip(eff.jobs, eff.new, strict=True):
                     if node in self.nodes:
@@ -58,7 +59,8 @@ class Mirror:
 
     def check(self, engine: Engine) -> None:
         for j, row in self.rows.items():
-            assert row == (int(engine.status(j)), engine.attempt(j), engine.holder(j)), j
+            assert row == (int(engine.status(j)), engine.attempt(j), engine.holder(j),
+                           engine.job_run(j)), j
         for node, status in self.nodes.items():
             assert status == engine.statuses[node], node
         for runner, deadline in self.leases.items():
@@ -144,7 +146,7 @@ class EngineMachine(RuleBasedStateMachine):
         result = ev.JobResult(
             job=job,
             attempt=self.full.attempt(job),
-            run_id=self.full.run_id,
+            run_id=self.full.job_run(job),  # the run it was claimed in (Rule 6b)
             return_code=rc,
             terminated=terminated and rc != 0,
         )
@@ -175,6 +177,43 @@ class EngineMachine(RuleBasedStateMachine):
         elif self.send(ev.ResetStatus(failed_only=failed_only)):
             self.send(ev.Initialize(), legal=True)
 
+    @rule(data=st.data(), together=st.booleans())
+    def reset_jobs(self, data: st.DataObject, together: bool) -> None:
+        """A selective reset while other jobs may run: accepted exactly when no chosen job or
+        job downstream of one is pending or running; jobs outside that part keep their
+        status, attempt, holder and run (the running ones report as if nothing happened)."""
+        chosen = data.draw(st.lists(st.integers(0, self.n - 1), min_size=1, max_size=3))
+        part = set(chosen)
+        for j in range(self.n):  # deps only point back (i < j), so one pass closes it
+            if self.deps[j] & part:
+                part.add(j)
+        active = sorted(j for j in part if self.full.status(j) in (S.PENDING, S.RUNNING))
+        rows = [[(e.status(j), e.attempt(j), e.holder(j), e.job_run(j)) for j in range(self.n)]
+                for e in self.engines]
+        before = [(bytes(e.statuses), e.run_id) for e in self.engines]
+        accepted = self.send(ev.ResetStatus(jobs=tuple(chosen), initialize=together))
+        event(f"reset_jobs {'refused' if active else 'accepted'}")
+        if active:
+            assert not accepted
+            assert before == [(bytes(e.statuses), e.run_id) for e in self.engines]
+            for e in self.engines:
+                with pytest.raises(EngineError) as refused:
+                    e.handle(ev.ResetStatus(jobs=tuple(chosen)), self.now)
+                assert list(refused.value.jobs) == active
+            return
+        assert len(accepted) == 2
+        for effects in accepted:
+            assert list(next(e for e in effects if isinstance(e, ev.JobsReset)).jobs) == sorted(
+                j for j in part if rows[0][j][0] != S.DISABLED)
+        if not together:
+            self.send(ev.Initialize(), legal=True)
+        for e, old in zip(self.engines, rows, strict=True):
+            for j in range(self.n):
+                if j not in part:
+                    assert (e.status(j), e.attempt(j), e.holder(j), e.job_run(j)) == old[j], j
+                elif e.status(j) != S.DISABLED:
+                    assert e.attempt(j) == 1 and e.job_run(j) == e.run_id
+
     @rule(runner=st.integers(1, 3), data=st.data(), rc=st.sampled_from([0, 1]))
     def claim_with_results_and_held(self, runner: int, data: st.DataObject, rc: int) -> None:
         """The runner's cycle in one input: report some jobs, say what it still holds (it may
@@ -184,7 +223,7 @@ class EngineMachine(RuleBasedStateMachine):
                              else st.just([]))
         kept = data.draw(st.lists(st.sampled_from(mine), unique=True) if mine else st.just([]))
         results = tuple(
-            ev.JobResult(job=j, attempt=self.full.attempt(j), run_id=self.full.run_id,
+            ev.JobResult(job=j, attempt=self.full.attempt(j), run_id=self.full.job_run(j),
                          return_code=rc)
             for j in reported
         )
@@ -203,7 +242,7 @@ class EngineMachine(RuleBasedStateMachine):
         before = [(bytes(e.statuses), e.runner_jobs(runner), e.run_id) for e in self.engines]
         mine = sorted(j for j, r in self.held() if r == runner)
         results = tuple(
-            ev.JobResult(job=j, attempt=self.full.attempt(j), run_id=self.full.run_id,
+            ev.JobResult(job=j, attempt=self.full.attempt(j), run_id=self.full.job_run(j),
                          return_code=0) for j in mine)
         bad = data.draw(st.sampled_from(["held", "result"]))
         if bad == "held":
