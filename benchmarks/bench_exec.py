@@ -116,7 +116,7 @@ def bench_torc(d: Path, args: argparse.Namespace) -> dict[str, Any]:
         res["recorded_completed"] = None
         res["status_error"] = (proc.stderr or proc.stdout)[-800:]
     stdio = d / "torc_output" / "job_stdio"
-    res["stdio_files"] = sum(1 for _ in stdio.iterdir()) if stdio.is_dir() else 0
+    res["stdio_files"] = sum(1 for p in stdio.rglob("*") if p.is_file()) if stdio.is_dir() else 0
     if code != 0:
         res["stderr"] = _tail(err)
     return res

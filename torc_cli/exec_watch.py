@@ -29,7 +29,7 @@ from typing import Any
 import trio
 
 from .exits import InputError
-from .runner import JobRunner, RunnerSummary, stdio_stem
+from .runner import JobRunner, RunnerSummary
 
 # ---------------------------------------------------------------------------------------------
 # --halt
@@ -235,8 +235,7 @@ class ExecWatch:
         # A failed attempt is retried (its job runs again) while attempts <= --retries.
         final = status != "failed" or attempt > self.retries
         seq = int(result["job_id"]) - self._first_id + 1
-        stdout = "" if self.joblog is None and not self.keep_order else stdio_stem(
-            self.output_dir, self.workflow_id, result["job_id"], result["run_id"], attempt) + ".o"
+        stdout = result.get("stdout_path") or ""  # "": not kept
         if self.joblog is not None:
             runtime = float(result["exec_time_s"])
             try:

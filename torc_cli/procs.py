@@ -86,7 +86,8 @@ class ProcessTable:
         return len(self._live)
 
     def spawn(self, argv: list[str], *, executable: str, env: Mapping[str, str],
-              stdout_path: str, stderr_path: str, on_exit: ExitCallback) -> int:
+              stdout_path: str | None, stderr_path: str | None,
+              on_exit: ExitCallback) -> int:
         """Start ``argv`` in a new session; ``on_exit`` is called (from :meth:`run`) once it
         has exited and been reaped, or, with ``error`` set, if it could not start. Returns
         the job's handle for :meth:`terminate`."""
@@ -97,8 +98,10 @@ class ProcessTable:
                     stderr_path))
         return token
 
-    def terminate(self, token: int, *, grace_s: float | None = None) -> None:
-        """SIGTERM to the job's group now, SIGKILL after the grace period (if still there).
+    def terminate(self, token: int, *, grace_s: float | None = None,
+                  signum: int = signal.SIGTERM) -> None:
+        """``signum`` (SIGTERM; a workflow's ``termination_signal`` at the end of an
+        allocation) to the job's group now, SIGKILL after the grace period (if still there).
         Again, with a shorter ``grace_s``, brings the SIGKILL forward (a second Ctrl-C)."""
         child = self._live.get(token)
         if child is None:
@@ -109,7 +112,7 @@ class ProcessTable:
                 return
         else:
             child.terminated = True
-            self._send(("signal", token, int(signal.SIGTERM)))
+            self._send(("signal", token, int(signum)))
         self._kill_at[token] = kill_at
         if self._wait is not None:
             self._wait.deadline = min(self._wait.deadline, kill_at)
@@ -161,7 +164,7 @@ class ProcessTable:
             self._helper = None
 
     async def wait(self, argv: list[str], *, executable: str, env: Mapping[str, str],
-                   stdout_path: str, stderr_path: str) -> ProcessOutcome:
+                   stdout_path: str | None, stderr_path: str | None) -> ProcessOutcome:
         """Run one process to its end (needs :meth:`run` going); terminated if cancelled.
         Raises the OSError of a process that could not start."""
         done = trio.Event()

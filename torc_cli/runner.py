@@ -55,6 +55,7 @@ import trio
 
 from torc_net.client import ServerUnreachable, TorcClient
 
+from . import stdio as job_stdio
 from .gpus import GpuPool, gpu_env
 from .procs import ProcessOutcome, ProcessTable
 from .resources import Resources, device_ids
@@ -63,18 +64,6 @@ from .resources import Resources, device_ids
 #: limit signal every process of the allocation, often before the runner hears of it): it is
 #: terminated and can be rerun, not failed. SIGKILL (e.g. the OOM killer) stays a failure.
 TERMINATION_CODES = frozenset(-s for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
-
-
-#: Where job and action output goes, under the output directory.
-STDIO_DIR = "job_stdio"
-
-
-def stdio_stem(output_dir: Path | str, workflow_id: object, job_id: object, run_id: object,
-               attempt: object) -> str:
-    """Where a job attempt's output goes, less the ``.o``/``.e`` suffix: the one place that
-    names these files, so the runner that writes them and the summary that points at them
-    agree."""
-    return f"{output_dir}/{STDIO_DIR}/job_wf{workflow_id}_j{job_id}_r{run_id}_a{attempt}"
 
 
 def job_misfit(job: dict[str, Any], res: Resources, walltime_s: float | None,
@@ -162,6 +151,7 @@ class RunnerSummary:
 class _Running:
     job: dict[str, Any]
     token: int  # the process table's handle; 0: it could not be started
+    stdio: job_stdio.StdioPlan
     started: float = 0.0
     start_reported: bool = False
 
@@ -192,7 +182,12 @@ class JobRunner:
         self._free_mem = res.memory_bytes
         self._gpus = GpuPool(device_ids(res))  # each device held by one job at a time
         self._gpus_held: dict[int, tuple[str, ...]] = {}  # job id -> its devices
-        self._stdio = config.output_dir / STDIO_DIR
+        self._stdio = config.output_dir / job_stdio.STDIO_DIR
+        self._shards = job_stdio.ShardDirs()
+        #: absolute: results record where the files are, for readers in any directory
+        self._out = config.output_dir.resolve()
+        #: the workflow's execution_config.stdio (a job's own stdio overrides it)
+        self._wf_stdio: dict[str, Any] | None = None
         self._procs = ProcessTable(grace_s=config.grace_s)
         self._base_env = dict(os.environ)
         self._base_env["TORC_API_URL"] = config.api_url
@@ -217,6 +212,8 @@ class JobRunner:
         self._cn = self.summary.compute_node_id = int(node["id"])
         lease_s = float(node.get("lease_s", 1800))
         workflow = await self.client.get_workflow(cfg.workflow_id)
+        execution = (workflow.get("spec_settings") or {}).get("execution_config") or {}
+        self._wf_stdio = execution.get("stdio")
         self._actions_pending = bool(workflow.get("num_actions"))
         try:
             async with trio.open_nursery() as nursery:
@@ -449,7 +446,9 @@ class JobRunner:
         jid = int(job["id"])
         attempt = int(job.get("attempt", 1))
         run_id = int(job.get("run_id", 1))
-        stem = stdio_stem(cfg.output_dir, cfg.workflow_id, jid, run_id, attempt)
+        stdio = job_stdio.plan(
+            job_stdio.job_stem(self._out, cfg.workflow_id, jid, run_id, attempt),
+            *job_stdio.effective(self._wf_stdio, job.get("stdio")))
         env = self._base_env.copy()
         env["TORC_JOB_ID"] = str(jid)
         env["TORC_JOB_NAME"] = str(job.get("name", ""))
@@ -469,20 +468,30 @@ class JobRunner:
 
         def on_exit(outcome: ProcessOutcome) -> None:
             if outcome.error is not None:  # output directory unwritable, process limit
+                where = stdio.stderr or stdio.stdout
                 try:
-                    _write_text(stem + ".e", f"torc-trio: could not start job: {outcome.error}\n")
+                    if where is not None:
+                        _write_text(where, f"torc-trio: could not start job: {outcome.error}\n")
                 except OSError:
                     pass  # the job is still recorded as failed (exit code 127)
             self._job_ended(jid, attempt, run_id, outcome)
 
-        if self._bash is None:
-            self._running[jid] = _Running(job=job, token=0, started=time.monotonic())
-            on_exit(ProcessOutcome(127, False, 0.0, FileNotFoundError("bash not found on PATH")))
+        problem: OSError | None = None
+        try:
+            self._shards.ensure(stdio)
+        except OSError as exc:
+            problem = exc
+        if self._bash is None or problem is not None:
+            self._running[jid] = _Running(job=job, token=0, stdio=stdio,
+                                          started=time.monotonic())
+            on_exit(ProcessOutcome(127, False, 0.0, problem or FileNotFoundError(
+                "bash not found on PATH")))
             return
         token = self._procs.spawn(["bash", "-c", command], executable=self._bash, env=env,
-                                  stdout_path=stem + ".o", stderr_path=stem + ".e",
+                                  stdout_path=stdio.stdout, stderr_path=stdio.stderr,
                                   on_exit=on_exit)
-        self._running[jid] = _Running(job=job, token=token, started=time.monotonic())
+        self._running[jid] = _Running(job=job, token=token, stdio=stdio,
+                                      started=time.monotonic())
         if self._stopping:
             self._procs.terminate(token)
 
@@ -497,9 +506,13 @@ class JobRunner:
             self._free_mem += int(job.get("memory_bytes", 0))
             self._gpus.release(self._gpus_held.pop(jid, ()))
         status = "terminated" if terminated else "completed" if return_code == 0 else "failed"
+        completed = status == "completed"
+        if completed and running.stdio.delete_on_success:
+            job_stdio.remove(running.stdio)
         result = {
             "job_id": jid, "attempt": attempt, "run_id": run_id, "return_code": return_code,
             "status": status, "exec_time_s": round(outcome.exec_time_s, 6),
+            **job_stdio.result_paths(running.stdio, completed),
         }
         self._results.append(result)
         s = self.summary

@@ -14,7 +14,8 @@ Run as a script (``python -S spawner.py FD``), standard library only, so that it
 little-endian length and a :mod:`marshal`-encoded value (both ends are this file's code; the
 peer is our own parent):
 
-* requests, one tuple per frame: ``("spawn", token, executable, argv, env, stdout, stderr)``,
+* requests, one tuple per frame: ``("spawn", token, executable, argv, env, stdout, stderr)``
+  (a path of None discards that stream; stderr equal to stdout shares its file),
   ``("signal", token, signum)`` (to the job's whole process group, if it has not been reaped);
 * replies, a list of tuples per frame: ``("exited", token, wait_status, exec_time_s)``,
   ``("failed", token, errno, message, file)`` (the job could not be started).
@@ -72,6 +73,7 @@ class Spawner:
         self.fd = sock_fd
         os.set_inheritable(sock_fd, False)
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.devnull_w = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self.jobs: dict[int, tuple[int, float]] = {}  # pid -> (token, started)
         self.pids: dict[int, int] = {}  # token -> pid
         self.signalled: set[int] = set()  # pids
@@ -124,11 +126,8 @@ class Spawner:
         kind, token = request[0], int(request[1])  # type: ignore[call-overload]
         if kind == "spawn":
             executable, argv, env, stdout, stderr = request[2:]
-            actions = [
-                (os.POSIX_SPAWN_DUP2, self.devnull, 0),
-                (os.POSIX_SPAWN_OPEN, 1, stdout, _OPEN_FLAGS, 0o644),
-                (os.POSIX_SPAWN_OPEN, 2, stderr, _OPEN_FLAGS, 0o644),
-            ]
+            actions = [(os.POSIX_SPAWN_DUP2, self.devnull, 0),
+                       self.output(1, stdout, None), self.output(2, stderr, stdout)]
             # The clock starts before the spawn: posix_spawn returns once the child has
             # exec'd, and on busy cores a short job may have run to its end by then.
             started = time.monotonic()
@@ -139,7 +138,8 @@ class Spawner:
                 self.replies.append(("failed", token, 22, str(exc), None))  # EINVAL
                 return
             except OSError as exc:
-                self.replies.append(("failed", token, *_diagnose(exc, stdout, stderr)))
+                paths = [p for p in (stdout, stderr) if p is not None]
+                self.replies.append(("failed", token, *_diagnose(exc, *paths)))
                 return
             self.jobs[pid] = (token, started)
             self.pids[token] = pid
@@ -148,6 +148,15 @@ class Spawner:
             if pid:
                 self.signalled.add(pid)
                 _killpg(pid, int(request[2]))  # type: ignore[call-overload]
+
+    def output(self, fd: int, path: object, other: object) -> tuple[Any, ...]:
+        """The file action for stdout/stderr: the file (None: discarded; the same path as
+        stdout: one file with both, in the order written)."""
+        if path is None:
+            return (os.POSIX_SPAWN_DUP2, self.devnull_w, fd)
+        if path == other:
+            return (os.POSIX_SPAWN_DUP2, 1, fd)
+        return (os.POSIX_SPAWN_OPEN, fd, path, _OPEN_FLAGS, 0o644)
 
     def reap(self) -> None:
         self.child_exited = False

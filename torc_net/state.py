@@ -135,6 +135,8 @@ class WorkflowState:
             "is_canceled": e.canceled,
             "is_complete": e.is_complete,
             "job_id_base": self.job_id_base,
+            "project": self.spec_info.get("settings", {}).get("project"),
+            "metadata": self.spec_info.get("settings", {}).get("metadata"),
             "spec_settings": self.spec_info.get("settings", {}),
             "slurm_schedulers": self.spec_info.get("slurm_schedulers", []),
             "num_actions": len(self.spec_info.get("actions", [])),

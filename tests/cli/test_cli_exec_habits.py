@@ -25,7 +25,7 @@ from torc_cli.parallel import parallel_spec, split_sources
 
 def stdout_of(tmp: Path, job: dict[str, object], attempt: int = 1) -> str:
     """A job's captured stdout (workflow 1, run 1)."""
-    path = tmp / "torc_output" / "job_stdio" / f"job_wf1_j{job['id']}_r1_a{attempt}.o"
+    path = tmp / "torc_output" / "job_stdio" / "0" / f"job_wf1_j{job['id']}_r1_a{attempt}.o"
     return path.read_text()
 
 

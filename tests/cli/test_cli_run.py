@@ -47,7 +47,7 @@ def test_run_command_file_standalone_by_default(tmp_path: Path) -> None:
     assert status["counts"]["completed"] == 3
     jobs = standalone_json(tmp_path, "jobs", "list", "1")
     assert sorted(j["name"] for j in jobs) == ["job_1", "job_2", "job_3"]
-    stdio = sorted(p.name for p in (tmp_path / "torc_output" / "job_stdio").iterdir())
+    stdio = sorted(p.name for p in (tmp_path / "torc_output" / "job_stdio" / "0").iterdir())
     assert "job_wf1_j1_r1_a1.o" in stdio and "job_wf1_j1_r1_a1.e" in stdio
 
 
@@ -121,7 +121,7 @@ def test_a_job_that_cannot_start_fails_by_name(tmp_path: Path) -> None:
         echo first > first.txt
         echo second > second.txt
     """)
-    blocker = tmp_path / "torc_output" / "job_stdio" / "job_wf1_j1_r1_a1.o"
+    blocker = tmp_path / "torc_output" / "job_stdio" / "0" / "job_wf1_j1_r1_a1.o"
     blocker.mkdir(parents=True)
     proc = torc(tmp_path, "run", "-j", "2", "commands.txt")
     assert proc.returncode == 1

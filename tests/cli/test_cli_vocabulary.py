@@ -221,11 +221,18 @@ def test_reports_summary_and_logs_analyze(tmp_path: Path) -> None:
     assert any(ln.startswith("odd (id 7") and "no known cause" in ln for ln in lines), lines
     assert "    two" in lines
 
-    # Output written elsewhere: said per job, with the paths looked at.
+    # The files moved (as from another node's disk): found under --output-dir; where they
+    # are in neither place, said per job with the paths looked at.
+    (tmp_path / "torc_output" / "job_stdio").rename(tmp_path / "job_stdio")
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "job_stdio").rename(tmp_path / "moved" / "job_stdio")
+    moved = torc_json(tmp_path, "-s", "logs", "analyze", "1", "-o", "moved")
+    assert {r["job_name"]: r["cause"] for r in moved} == {
+        name: r["cause"] for name, r in rows.items()}
     elsewhere = torc_json(tmp_path, "-s", "logs", "analyze", "1", "-o", "elsewhere")
     assert all(r["cause"] in (None, "segfault", "command_not_found") for r in elsewhere)
     assert all(len(r["missing"]) == 2 for r in elsewhere)
-    assert "no output files at elsewhere/job_stdio" in torc(
+    assert f"no output files at {tmp_path}/torc_output/job_stdio/0/" in torc(
         tmp_path, "-s", "logs", "analyze", "1", "--output-dir", "elsewhere").stdout
     assert torc(tmp_path, "-s", "reports", "summary", "5").returncode == 2
 
@@ -274,9 +281,11 @@ def test_jobs_get_and_jobs_log(tmp_path: Path) -> None:
     assert too_far.returncode == 2 and "--attempt 3" in too_far.stderr
     other = torc(tmp_path, "-s", "jobs", "log", "2", "1")  # workflow 1's job
     assert other.returncode == 2 and "no job 1 in workflow 2" in other.stderr
+    recorded = tmp_path / "torc_output" / "job_stdio" / "0" / "job_wf2_j2_r1_a1.o"
+    recorded.rename(tmp_path / "moved.o")  # as if on another node's disk
     gone = torc(tmp_path, "-s", "jobs", "log", "2", "2", "-o", "elsewhere")
     assert gone.returncode == 2
-    assert "elsewhere/job_stdio/job_wf2_j2_r1_a1.o: no such file" in gone.stderr
+    assert f"{recorded}: no such file" in gone.stderr
     assert "file system" in gone.stderr
 
 
@@ -293,7 +302,7 @@ def test_jobs_log_follow_prints_until_the_job_ends(tmp_path: Path) -> None:
                                        "--poll-interval", "0.2"], cwd=tmp_path, env=env,
                                       stdout=out, stderr=err)
             # Before the job runs: it waits for the file, and says so.
-            wait_until(lambda: "waiting for torc_output/job_stdio/job_wf1_j1_r1_a1.o"
+            wait_until(lambda: "waiting for torc_output/job_stdio/0/job_wf1_j1_r1_a1.o"
                        in (tmp_path / "follow.err").read_text())
             run = subprocess.Popen([*TORC, "run", str(wid)], cwd=tmp_path, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,8 +1,9 @@
 """Reading what happened: ``reports summary``, ``logs analyze``, ``events monitor``, ``jobs get``
 and ``jobs log`` (Torc's names).
 
-Where a job's output is: ``<output dir>/job_stdio/job_wf{W}_j{J}_r{R}_a{A}.o`` (stdout) and
-``.e`` (stderr), as the runner writes them (:func:`torc_cli.runner.stdio_stem`), under the
+Where a job's output is: each result records it (``stdout_path``/``stderr_path``, written by
+the runner in the job's stdio mode: :mod:`torc_cli.stdio`); for a job still running, where a
+runner writing to the same output directory puts it, under the
 output directory the runner was given (``-o/--output-dir``, default ``torc_output``). These
 commands read them from this machine's file system: a runner on a node that does not share it
 wrote them elsewhere, and the commands say which path they looked for.
@@ -28,11 +29,11 @@ from typing import Any
 
 import trio
 
+from .. import stdio as job_stdio
 from ..command import Command
 from ..exits import EXIT_OK, InputError
 from ..feed import follow_workflow_feed
 from ..output import DONE_STATUSES, STATUS_ORDER, format_value, print_json, print_json_line
-from ..runner import stdio_stem
 from ..session import Context
 from .inspect import workflow_argument
 
@@ -50,10 +51,42 @@ def _output_dir_option(p: argparse.ArgumentParser) -> None:
                         "torc_output)")
 
 
-def _log_paths(ctx: Context, wid: int, job_id: int, run_id: int, attempt: int) \
-        -> tuple[Path, Path]:
-    stem = stdio_stem(ctx.output_dir, wid, job_id, run_id, attempt)
-    return Path(stem + ".o"), Path(stem + ".e")
+def _wf_stdio(wf: dict[str, Any]) -> dict[str, Any] | None:
+    return ((wf.get("spec_settings") or {}).get("execution_config") or {}).get("stdio")
+
+
+def _log_paths(ctx: Context, wid: int, job: dict[str, Any], run_id: int, attempt: int,
+               result: dict[str, Any] | None, wf_stdio: dict[str, Any] | None) \
+        -> tuple[Path | None, Path | None]:
+    """(stdout, stderr) of a job attempt; None where it was not kept. A result says where its
+    runner put them; where that file is not (moved, or on another node's disk), and for a job
+    still running, they are where a runner writing to ``--output-dir`` puts them in the job's
+    stdio mode."""
+    stem = job_stdio.job_stem(ctx.output_dir, wid, job["id"], run_id, attempt)
+    p = job_stdio.plan(stem, *job_stdio.effective(wf_stdio, job.get("stdio")))
+    if result is None or not ("stdout_path" in result or "stderr_path" in result):
+        return _path(p.stdout), _path(p.stderr)
+    return (_pick(result.get("stdout_path"), p.stdout),
+            _pick(result.get("stderr_path"), p.stderr))
+
+
+def _path(text: str | None) -> Path | None:
+    return None if text is None else Path(text)
+
+
+def _pick(recorded: str | None, under_output_dir: str | None) -> Path | None:
+    """The recorded file if it is there, else the one under --output-dir if that is; else
+    the recorded one (named in what the command says). None: not kept."""
+    if recorded is None:
+        return None
+    for candidate in (recorded, under_output_dir):
+        if candidate is not None and Path(candidate).exists():
+            return Path(candidate)
+    return Path(recorded)
+
+
+def _shown(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _duration(seconds: float) -> str:
@@ -112,10 +145,10 @@ async def cmd_reports_summary(ctx: Context) -> int:
     for job in await _failed_jobs(ctx, wid):
         r = latest.get(int(job["id"]))
         attempt = int(r["attempt"]) if r else int(job["attempt"])
-        out, err = _log_paths(ctx, wid, int(job["id"]), run_id, attempt)
+        out, err = _log_paths(ctx, wid, job, run_id, attempt, r, _wf_stdio(wf))
         failed.append({"job_id": job["id"], "job_name": job["name"], "status": job["status"],
                        "return_code": r["return_code"] if r else None, "run_id": run_id,
-                       "attempt": attempt, "stdout": str(out), "stderr": str(err)})
+                       "attempt": attempt, "stdout": _shown(out), "stderr": _shown(err)})
     counts = {s: int(status["counts"].get(s, 0)) for s in STATUS_ORDER}
     summary = {
         "workflow_id": wid, "workflow_name": wf["name"], "workflow_user": wf.get("user"),
@@ -260,6 +293,7 @@ async def cmd_logs_analyze(ctx: Context) -> int:
     wid = await ctx.workflow_id()
     client = ctx.client
     run_id = int((await client.workflow_status(wid))["run_id"])
+    wf_stdio = _wf_stdio(await client.get_workflow(wid))
     latest = _latest_per_job([r async for r in client.iter_results(wid, run_id=run_id)])
     rows = []
     for job in await _failed_jobs(ctx, wid):
@@ -267,9 +301,10 @@ async def cmd_logs_analyze(ctx: Context) -> int:
         r = latest.get(job_id)
         code = None if r is None else int(r["return_code"])
         attempt = int(r["attempt"]) if r else int(job["attempt"])
-        out, err = _log_paths(ctx, wid, job_id, run_id, attempt)
-        texts = [(p, t) for p in (err, out) if (t := read_tail(p)) is not None]
-        missing = [str(p) for p in (out, err) if not p.exists()]
+        out, err = _log_paths(ctx, wid, job, run_id, attempt, r, wf_stdio)
+        kept = list(dict.fromkeys(p for p in (err, out) if p is not None))
+        texts = [(p, t) for p in kept if (t := read_tail(p)) is not None]
+        missing = [str(p) for p in kept if not p.exists()]
         cause, line, where = diagnose(code, texts,
                                       terminated=job["status"] == "terminated")
         stderr_text = next((t for p, t in texts if p == err), "")
@@ -278,8 +313,8 @@ async def cmd_logs_analyze(ctx: Context) -> int:
                      "return_code": code, "run_id": run_id, "attempt": attempt,
                      "cause": cause.key if cause else None,
                      "cause_label": cause.label if cause else "no known cause",
-                     "match": line or None, "file": where or None, "stdout": str(out),
-                     "stderr": str(err), "missing": missing,
+                     "match": line or None, "file": where or None, "stdout": _shown(out),
+                     "stderr": _shown(err), "missing": missing,
                      "stderr_tail": [] if cause else tail})
     if ctx.json:
         print_json(rows)
@@ -469,8 +504,18 @@ async def cmd_jobs_log(ctx: Context) -> int:
         raise InputError(f"--attempt {attempt}: job {job_id} is at attempt {current} of run "
                          f"{run_id}")
     stream = "stderr" if args.stderr else "stdout"
-    out, err = _log_paths(ctx, wid, job_id, run_id, attempt)
+    result = None
+    async for r in ctx.client.iter_results(wid, run_id=run_id, job_id=job_id):
+        if int(r["attempt"]) == attempt:
+            result = r
+    wf_stdio = _wf_stdio(await ctx.client.get_workflow(wid))
+    out, err = _log_paths(ctx, wid, job, run_id, attempt, result, wf_stdio)
     path = err if args.stderr else out
+    if path is None:
+        raise InputError(f"job {job_id}, run {run_id}, attempt {attempt}: its {stream} was not "
+                         "kept (stdio mode "
+                         f"{job_stdio.effective(wf_stdio, job.get('stdio'))[0]!r}, or "
+                         "delete_on_success after it completed)")
     printer = _Printer(ctx, {"workflow_id": wid, "job_id": job_id, "run_id": run_id,
                              "attempt": attempt, "stream": stream})
     done = job["status"] in FINAL or attempt < current

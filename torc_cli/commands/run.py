@@ -19,7 +19,7 @@ from ..exits import EXIT_FAILED_JOBS, EXIT_OK, EXIT_PIPE, InputError, signal_exi
 from ..output import ProgressView, err_console, print_counts, print_json
 from ..parallel import has_sources, parallel_spec, split_sources
 from ..resources import Resources, detect_allocation_resources, with_gpu_count
-from ..runner import JobRunner, RunnerConfig, stdio_stem
+from ..runner import JobRunner, RunnerConfig
 from ..session import Context
 from ..specs import (
     argv_command,
@@ -307,8 +307,7 @@ async def report(ctx: Context, workflow_id: int, status: dict[str, Any], *,
     for r in latest.values():
         if r.get("status") == "completed":
             continue
-        log = stdio_stem(ctx.output_dir, workflow_id, r["job_id"], r.get("run_id"),
-                         r.get("attempt")) + ".e"
+        log = r.get("stderr_path") or r.get("stdout_path")  # None: not kept
         rows.append({"job_id": r["job_id"], "name": r.get("job_name"), "status": r.get("status"),
                      "return_code": r.get("return_code"), "log": log})
     ok = counts.get("completed", 0) == total
