@@ -1,6 +1,6 @@
 """Load, expand and validate a workflow spec in Torc's format.
 
-The pipeline is ``load_spec_text`` (YAML / JSON / JSON5 text -> plain dict) ->
+The pipeline is ``load_spec_text`` (YAML / JSON / JSON5 / KDL text -> plain dict) ->
 ``inline_value_files`` (``"@values.txt"`` parameter values -> lists; the caller read the files)
 -> :func:`parse_spec` (dict -> :class:`~torc_core.spec.WorkflowSpec`).
 
@@ -62,6 +62,7 @@ from .graph import (
     RegexError,
     gc_paused,
 )
+from .kdl import kdl_to_doc
 from .params import (
     PARAMETER_MODES,
     Combinations,
@@ -94,7 +95,7 @@ from .spec import (
     WorkflowSpec,
 )
 
-FORMATS = ("yaml", "json", "json5")
+FORMATS = ("yaml", "json", "json5", "kdl")
 #: The most jobs one spec may expand to (files and user_data: as many each), unless the caller
 #: says otherwise (``parse_spec(max_jobs=...)``; the server's ``--max-jobs-per-workflow``).
 DEFAULT_MAX_JOBS = 5_000_000
@@ -168,7 +169,7 @@ T = TypeVar("T")
 
 
 def fmt_for_path(path: str) -> str:
-    """The format of a spec file by its suffix (.yaml/.yml, .json, .json5)."""
+    """The format of a spec file by its suffix (.yaml/.yml, .json, .json5, .kdl)."""
     lower = path.lower()
     if lower.endswith((".yaml", ".yml")):
         return "yaml"
@@ -176,7 +177,10 @@ def fmt_for_path(path: str) -> str:
         return "json5"
     if lower.endswith(".json"):
         return "json"
-    raise SpecError([f"cannot tell the format of {path!r}: use .yaml, .yml, .json or .json5"])
+    if lower.endswith(".kdl"):
+        return "kdl"
+    raise SpecError([f"cannot tell the format of {path!r}: "
+                     "use .yaml, .yml, .json, .json5 or .kdl"])
 
 
 #: YAML aliases may add at most this many nodes to a document. "Billion laughs" (anchors whose
@@ -256,7 +260,7 @@ def load_spec_text(
     try:
         return _load_spec_text(text, fmt, max_alias_nodes)
     except (RecursionError, ValueError) as exc:  # syntax errors were SpecErrors already
-        label = {"yaml": "YAML", "json": "JSON", "json5": "JSON5"}.get(fmt, fmt)
+        label = {"yaml": "YAML", "json": "JSON", "json5": "JSON5", "kdl": "KDL"}.get(fmt, fmt)
         raise SpecError([f"{label}: {_loader_problem(exc)}"]) from None
 
 
@@ -290,6 +294,8 @@ def _load_spec_text(text: str, fmt: str, max_alias_nodes: int) -> dict[str, Any]
             if m:
                 message = f"at line {m.group(1)}: {m.group(2)}"
             raise SpecError([f"JSON5 syntax error {message}"]) from None
+    elif fmt == "kdl":
+        data = kdl_to_doc(text)
     else:
         raise SpecError([f"unknown spec format {fmt!r} (expected one of {', '.join(FORMATS)})"])
     if not isinstance(data, dict):

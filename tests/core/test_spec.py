@@ -71,7 +71,7 @@ def test_fmt_for_unknown_suffix() -> None:
     with pytest.raises(SpecError) as info:
         fmt_for_path("spec.toml")
     assert info.value.errors == (
-        "cannot tell the format of 'spec.toml': use .yaml, .yml, .json or .json5",
+        "cannot tell the format of 'spec.toml': use .yaml, .yml, .json, .json5 or .kdl",
     )
 
 
@@ -86,7 +86,7 @@ def test_fmt_for_unknown_suffix() -> None:
         ("{name: 'w',\n jobs: [}", "json5",
          'JSON5 syntax error at line 2: Unexpected "}" at column 9'),
         ("- a\n- b\n", "yaml", "the spec must be a mapping at the top level"),
-        ("{}", "toml", "unknown spec format 'toml' (expected one of yaml, json, json5)"),
+        ("{}", "toml", "unknown spec format 'toml' (expected one of yaml, json, json5, kdl)"),
     ],
 )
 def test_syntax_errors_say_where(text: str, fmt: str, message: str) -> None:
