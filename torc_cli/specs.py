@@ -24,7 +24,7 @@ from torc_core.parse import (
 
 from .exits import InputError
 
-SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".json5")
+SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".json5", ".kdl")
 
 
 def is_spec_path(path: str) -> bool:
@@ -32,7 +32,7 @@ def is_spec_path(path: str) -> bool:
 
 
 def load_spec_file(path: str) -> dict[str, Any]:
-    """Read a YAML/JSON/JSON5 spec and inline its ``@file`` parameter values."""
+    """Read a YAML/JSON/JSON5/KDL spec and inline its ``@file`` parameter values."""
     p = Path(path)
     try:
         text = p.read_text()
