@@ -94,7 +94,7 @@ async def cmd_create(ctx: Context) -> int:
 
 
 def _create_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="the spec file (YAML, JSON or JSON5)")
+    p.add_argument("spec", help="the spec file (YAML, JSON, JSON5 or KDL)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate and report what would be created, without a server")
 
@@ -518,7 +518,7 @@ jobs it did not start ready, so `reset-status ID --failed-only && run ID` finish
 """
 
 COMMANDS = [
-    Command("create", "create a workflow from a spec (YAML, JSON or JSON5)",
+    Command("create", "create a workflow from a spec (YAML, JSON, JSON5 or KDL)",
             """torc-trio create workflow.yaml
                torc-trio -f json create --dry-run workflow.yaml
                torc-trio workflows create workflow.yaml""",
