@@ -45,7 +45,7 @@ def _jobs_json(wf: WorkflowState, indices: Sequence[int], rows: dict[int, Any],
     loop, a snapshot as of about now)."""
     base = wf.job_id_base
     engine = wf.engine
-    statuses, run_id = engine.statuses, engine.run_id
+    statuses = engine.statuses
     out = []
     for idx in indices:
         job_id = base + idx
@@ -56,7 +56,9 @@ def _jobs_json(wf: WorkflowState, indices: Sequence[int], rows: dict[int, Any],
         out.append({
             "id": job_id, "workflow_id": wf.id, "name": r[1], "command": r[2],
             "invocation_script": r[3], "status": STATUS_LABELS[statuses[idx]],
-            "attempt": engine.attempt(idx), "run_id": run_id,
+            # the run of its current attempt: a job still running since a selective reset
+            # keeps the run it was claimed in (its report carries that one)
+            "attempt": engine.attempt(idx), "run_id": engine.job_run(idx),
             "compute_node_id": holder if holder >= 0 else None,
             "num_cpus": r[4], "num_gpus": r[5], "num_nodes": r[6], "memory_bytes": r[7],
             "runtime_s": r[8], "resource_requirements": r[9], "scheduler": r[10],

@@ -174,11 +174,48 @@ async def initialize_workflow(s: Service, c: Call) -> dict[str, Any]:
                                    messages=("initialized",))
 
 
+#: Ids named in a refusal or kept in the reset event; the rest are counted.
+_NAMED_IDS = 20
+
+
+def _named(ids: list[int]) -> str:
+    more = len(ids) - _NAMED_IDS
+    return ", ".join(map(str, ids[:_NAMED_IDS])) + (f" and {more} more" if more > 0 else "")
+
+
 async def reset_status(s: Service, c: Call) -> dict[str, Any]:
+    """All jobs, the failed part (``failed_only``), or the chosen jobs and everything
+    downstream of them (``job_ids``, while other jobs may run). The whole request is checked
+    before the one engine input: a refused request changes nothing."""
     failed_only: bool = c.body["failed_only"]
-    return await _drive_and_answer(s, c, ev.ResetStatus(failed_only=failed_only,
-                                                        initialize=True),
-                                   "reset", {"failed_only": failed_only}, ("reset",))
+    job_ids: list[int] | None = c.body["job_ids"]
+    if job_ids is None:
+        return await _drive_and_answer(s, c, ev.ResetStatus(failed_only=failed_only,
+                                                            initialize=True),
+                                       "reset", {"failed_only": failed_only}, ("reset",))
+    wf = s.workflow(c.path["workflow_id"], c.who)
+    if failed_only:
+        raise ApiError(422, "unprocessable",
+                       "failed_only and job_ids: choose the jobs one way (reset the failed "
+                       "part, or the jobs named and their downstream), not both")
+    if not job_ids:
+        raise ApiError(422, "unprocessable", "job_ids: name at least one job")
+    base = wf.job_id_base
+    unknown = sorted({j for j in job_ids if not 0 <= j - base < wf.num_jobs})
+    if unknown:
+        raise not_found(f"job_ids: no job {_named(unknown)} in workflow {wf.id}")
+    chosen = sorted({j - base for j in job_ids})
+    now = s.clock()
+    effects, change, rec = s.drive(wf, ev.ResetStatus(jobs=tuple(chosen), initialize=True),
+                                   now)
+    reset = next(e for e in effects if isinstance(e, ev.JobsReset))
+    change.event(wf.id, now, "reset", {
+        "failed_only": False, "job_ids": [base + j for j in chosen[:_NAMED_IDS]],
+        "num_chosen": len(chosen), "num_reset": len(reset.jobs), "run_id": reset.run_id})
+    change.publish(wf.id, wf.user, [workflow_message(wf, "reset", now)])
+    status = wf.status_after(rec.progress)
+    await change.wait()
+    return {**status, "jobs": [base + j for j in reset.jobs]}
 
 
 def file_mtimes(wf: WorkflowState, given: Mapping[str, float | None], where: str) \

@@ -312,9 +312,14 @@ class TorcClient:
             "POST", _path("workflows", workflow_id, "reinitialize"), body
         )
 
-    async def reset_status(self, workflow_id: int, failed_only: bool = False) -> dict[str, Any]:
+    async def reset_status(self, workflow_id: int, failed_only: bool = False,
+                           job_ids: Sequence[int] | None = None) -> dict[str, Any]:
+        """``job_ids``: reset those jobs and everything downstream of them (others may run)."""
+        body: dict[str, Any] = {"failed_only": failed_only}
+        if job_ids is not None:
+            body["job_ids"] = list(job_ids)
         return await self.call(  # type: ignore[no-any-return]
-            "POST", _path("workflows", workflow_id, "reset_status"), {"failed_only": failed_only}
+            "POST", _path("workflows", workflow_id, "reset_status"), body
         )
 
     async def workflow_status(self, workflow_id: int) -> dict[str, Any]:
@@ -542,13 +547,17 @@ class TorcClient:
     async def claim_actions(
         self, workflow_id: int, compute_node_id: int | None = None, *,
         action_types: list[str] | None = None, trigger_types: list[str] | None = None,
+        scheduler_types: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Due actions, each handed to exactly one claimant."""
+        """Due actions, each handed to exactly one claimant (schedule_nodes actions only of
+        ``scheduler_types``, when given)."""
         body: dict[str, Any] = {"compute_node_id": compute_node_id}
         if action_types is not None:
             body["action_types"] = action_types
         if trigger_types is not None:
             body["trigger_types"] = trigger_types
+        if scheduler_types is not None:
+            body["scheduler_types"] = scheduler_types
         return await self.call(  # type: ignore[no-any-return]
             "POST", _path("workflows", workflow_id, "actions", "claim"), body)
 

@@ -107,6 +107,17 @@ WORKFLOW = _obj(
 STATUS = _obj(("id", "run_id", "counts", "total", "is_complete", "is_canceled"),
               id=_ID, run_id=_ID, counts=_COUNTS, total=_COUNT, is_complete=_BOOL,
               is_canceled=_BOOL)
+#: How many jobs one selective reset may name (the downstream jobs it resets are not counted):
+#: ~8 MB of ids, well inside a body; more is a whole or --failed-only reset.
+MAX_RESET_JOB_IDS = 1_000_000
+RESET_BODY = _obj(
+    (),
+    failed_only={**_BOOL, "default": False},
+    job_ids={"type": ["array", "null"], "items": _ID, "maxItems": MAX_RESET_JOB_IDS,
+             "default": None},
+)
+#: A selective reset also answers the ids of the jobs it reset (the chosen and downstream).
+RESET_STATUS = {**STATUS, "properties": {**STATUS["properties"], "jobs": _INTS}}
 JOB = _obj(
     ("id", "workflow_id", "name", "command", "status", "attempt", "run_id"),
     id=_ID, workflow_id=_ID, name=_STR, command=_STR, invocation_script=_STR_OR_NULL,
@@ -209,8 +220,8 @@ ROUTES: list[Route] = [
                     file_mtimes={**_MTIMES, "default": {}}),
           response=_obj(("jobs", "dry_run", "run_id"), jobs=_INTS, dry_run=_BOOL, run_id=_ID)),
     Route("POST", "/workflows/<int:workflow_id>/reset_status", "reset_status",
-          "Reset job statuses and initialize again",
-          body=_obj((), failed_only={**_BOOL, "default": False}), response=STATUS),
+          "Reset job statuses (all, the failed part, or chosen jobs and their downstream) "
+          "and initialize again", body=RESET_BODY, response=RESET_STATUS),
     Route("GET", "/workflows/<int:workflow_id>/status", "workflow_status",
           "Counts per status", response=STATUS),
     Route("GET", "/workflows/<int:workflow_id>/jobs", "list_jobs", "List jobs",
@@ -267,7 +278,9 @@ ROUTES: list[Route] = [
           "Claim the workflow's due actions (each is handed out exactly once)",
           body=_obj((), compute_node_id=_int(1, nullable=True, default=None),
                     action_types={"type": ["array", "null"], "items": _STR, "default": None},
-                    trigger_types={"type": ["array", "null"], "items": _STR, "default": None}),
+                    trigger_types={"type": ["array", "null"], "items": _STR, "default": None},
+                    scheduler_types={"type": ["array", "null"], "items": _STR,
+                                     "default": None}),
           response=_obj(("actions", "pending", "total"),
                         actions={"type": "array", "items": ACTION}, pending=_COUNT,
                         total=_COUNT)),

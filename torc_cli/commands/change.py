@@ -56,12 +56,49 @@ async def cmd_initialize(ctx: Context) -> int:
 
 async def cmd_reset_status(ctx: Context) -> int:
     wid = await ctx.workflow_id()
-    status = await ctx.client.reset_status(wid, failed_only=ctx.args.failed_only)
+    given: list[list[int]] | None = ctx.args.job_ids
+    chosen = None if given is None else list(dict.fromkeys(j for ids in given for j in ids))
+    status = await ctx.client.reset_status(
+        wid, failed_only=getattr(ctx.args, "failed_only", False), job_ids=chosen)
     if ctx.json:
         print_json(status)
-    else:
-        print_counts(status["counts"], title=f"Workflow {wid} after reset")
+        return EXIT_OK
+    if chosen is not None:
+        reset = status.get("jobs", [])
+        shown = ", ".join(map(str, reset[:_SHOWN_IDS]))
+        more = f" and {len(reset) - _SHOWN_IDS} more" if len(reset) > _SHOWN_IDS else ""
+        print(f"Reset {len(reset)} jobs of workflow {wid} for run {status['run_id']} "
+              f"(the {len(chosen)} named and what depends on them): {shown}{more}")
+    print_counts(status["counts"], title=f"Workflow {wid} after reset")
     return EXIT_OK
+
+
+#: Job ids printed after a selective reset; the rest are counted (-f json has them all).
+_SHOWN_IDS = 20
+
+
+def job_ids_value(text: str) -> list[int]:
+    """``--job-ids 3,4``: job ids, comma-separated (the option may also be repeated)."""
+    ids = []
+    for part in text.split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected job ids like 3,4, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected job ids (1 or more), got {value}")
+        ids.append(value)
+    return ids
+
+
+def _job_ids_option(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, *,
+                    required: bool = False) -> None:
+    p.add_argument("--job-ids", type=job_ids_value, action="append", metavar="ID[,ID...]",
+                   required=required,
+                   help="reset these jobs and everything downstream of them, while the rest "
+                        "of the workflow may go on running (refused, naming them, if one of "
+                        "those jobs is pending or running; jobs upstream are not touched); "
+                        "comma-separated, or repeat the option")
 
 
 async def cmd_delete(ctx: Context) -> int:
@@ -81,8 +118,16 @@ def _dry_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def _reset_arguments(p: argparse.ArgumentParser) -> None:
     workflow_argument(p)
-    p.add_argument("--failed-only", action="store_true",
-                   help="only failed, canceled and terminated jobs and what depends on them")
+    choose = p.add_mutually_exclusive_group()
+    choose.add_argument("--failed-only", action="store_true",
+                        help="only failed, canceled and terminated jobs and what depends on "
+                             "them (not with --job-ids: two ways to choose, as in Torc)")
+    _job_ids_option(choose)
+
+
+def _jobs_reset_arguments(p: argparse.ArgumentParser) -> None:
+    workflow_argument(p)
+    _job_ids_option(p, required=True)
 
 
 COMMANDS = [
@@ -90,11 +135,25 @@ COMMANDS = [
             """torc-trio cancel 3
                torc-trio workflows cancel 3""",
             arguments=workflow_argument, run=cmd_cancel, aliases=("workflows cancel",)),
-    Command("reset-status", "put jobs back to run again (all, or the failed part)",
+    Command("reset-status", "put jobs back to run again (all, the failed part, or chosen jobs "
+            "and what depends on them)",
             """torc-trio reset-status 3 --failed-only && torc-trio run 3
-               torc-trio workflows reset-status 3""",
+               torc-trio workflows reset-status 3
+               torc-trio reset-status 3 --job-ids 41,42   # while other jobs of 3 run""",
             arguments=_reset_arguments, run=cmd_reset_status,
             aliases=("workflows reset-status",)),
+    Command("jobs reset-status", "rerun chosen jobs and everything downstream of them, while "
+            "the rest of the workflow may run",
+            """torc-trio jobs reset-status 3 --job-ids 41,42
+               torc-trio jobs reset-status 3 --job-ids 41 --job-ids 57""",
+            arguments=_jobs_reset_arguments, run=cmd_reset_status,
+            description="Rerun the jobs named by --job-ids and everything downstream of them "
+                        "(ready, or blocked while their upstream is not done), while the rest "
+                        "of the workflow may run; refused, naming them, if one of those jobs "
+                        "is pending or running. Torc's `torc jobs reset-status 41 42` names "
+                        "jobs alone and resets only them (its `workflows reinit` then resets "
+                        "what depends on them); here the workflow comes first, the jobs follow "
+                        "--job-ids, and what depends on them is reset in the same step."),
     Command("reinitialize", "rerun the jobs whose input files changed, and everything downstream",
             """torc-trio reinitialize 3 --dry-run
                torc-trio reinitialize 3 && torc-trio run 3""",
