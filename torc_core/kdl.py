@@ -78,11 +78,13 @@ _LIST_KEYS = frozenset({
     "depends_on", "depends_on_regexes", "input_files", "output_files", "input_user_data",
     "output_user_data", "input_file_regexes", "output_file_regexes", "input_user_data_regexes",
     "output_user_data_regexes", "use_parameters", "jobs", "job_name_regexes", "commands",
-    "exit_codes",
+    "exit_codes", "access_groups",
 })
 #: Keys whose node is a block (children and/or properties) that becomes a mapping as written.
+#: (``env``, ``variables`` and ``access_groups`` are Torc 0.25's: shaped here, accepted once
+#: settings.FIELDS lists them.)
 _MAP_KEYS = frozenset({"parameters", "stdio", "execution_config", "slurm_defaults",
-                       "resource_monitor"})
+                       "resource_monitor", "env", "variables"})
 #: ``metadata "<text>"`` or ``metadata { key "value" }``.
 _SCALAR_OR_MAP_KEYS = frozenset({"metadata"})
 #: A user_data's ``data`` is JSON text (Torc's form) or a block.
