@@ -124,6 +124,8 @@ class RunnerConfig:
     #: Which claimed actions this runner carries out; schedule_nodes needs ``schedule_nodes``.
     action_types: tuple[str, ...] = ("run_commands",)
     schedule_nodes: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
+    #: schedule_nodes actions of these scheduler types only (None: any)
+    scheduler_types: tuple[str, ...] | None = None
     #: Called as each job attempt ends, on the runner's task, before its result is reported:
     #: ``on_job_end(job, result)``, the job as claimed (id, name, command, attempt, run_id)
     #: and the result that will be sent (return_code, status, exec_time_s). It runs on the
@@ -188,6 +190,7 @@ class JobRunner:
         self._out = config.output_dir.resolve()
         #: the workflow's execution_config.stdio (a job's own stdio overrides it)
         self._wf_stdio: dict[str, Any] | None = None
+        self._ignore_completion = False
         self._procs = ProcessTable(grace_s=config.grace_s)
         self._base_env = dict(os.environ)
         self._base_env["TORC_API_URL"] = config.api_url
@@ -214,6 +217,13 @@ class JobRunner:
         workflow = await self.client.get_workflow(cfg.workflow_id)
         execution = (workflow.get("spec_settings") or {}).get("execution_config") or {}
         self._wf_stdio = execution.get("stdio")
+        settings = (workflow.get("spec_settings") or {}).get("compute_node_settings") or {}
+        # Torc's compute_node_ignore_workflow_completion: a completed workflow may be reset
+        # or given more jobs, and this runner waits for them, until its idle timeout (a runner
+        # without one, as `run`'s, ends at completion: it would never end otherwise).
+        self._ignore_completion = bool(
+            settings.get("compute_node_ignore_workflow_completion")
+            and cfg.idle_timeout_s is not None)
         self._actions_pending = bool(workflow.get("num_actions"))
         try:
             async with trio.open_nursery() as nursery:
@@ -286,7 +296,7 @@ class JobRunner:
                     last_busy = time.monotonic()
                     if len(jobs) >= free and self._free_slots() > 0:
                         continue  # the batch was full: more may be ready, ask again
-                done = bool(reply.get("is_complete"))
+                done = bool(reply.get("is_complete")) and not self._ignore_completion
                 if not jobs and not done and cfg.stop_when_nothing_fits and self._stuck(reply):
                     reason = await self._nothing_fits()
                     if reason:
@@ -537,8 +547,9 @@ class JobRunner:
         if not self._actions_pending or self._stopping:
             return
         cfg = self.cfg
-        reply = await self.client.claim_actions(cfg.workflow_id, self._cn,
-                                                action_types=list(cfg.action_types))
+        reply = await self.client.claim_actions(
+            cfg.workflow_id, self._cn, action_types=list(cfg.action_types),
+            scheduler_types=None if cfg.scheduler_types is None else list(cfg.scheduler_types))
         self._actions_pending = int(reply.get("pending", 0)) > 0
         for action in reply["actions"]:
             if action["action_type"] == "run_commands":

@@ -15,7 +15,7 @@ from typing import Any
 
 from torc_net.client import TorcClient
 
-from . import slurm
+from . import local_runners, slurm
 
 #: Allocation states in which Slurm still has the job.
 LIVE_STATES = ("submitted", "pending", "running")
@@ -116,7 +116,8 @@ async def submit_allocation(client: TorcClient, workflow: dict[str, Any], url: s
                                           action_index=action_index)
 
 
-async def plan_allocations(client: TorcClient, workflow: dict[str, Any]) \
+async def plan_allocations(client: TorcClient, workflow: dict[str, Any], *,
+                           by_ready_jobs: bool = True) \
         -> list[tuple[dict[str, Any], str | None, int | None, bool]]:
     """What `submit` starts: (scheduler, runner's scheduler filter, action index, one worker
     per node) for each on_workflow_start schedule_nodes action, or else one allocation per
@@ -124,7 +125,7 @@ async def plan_allocations(client: TorcClient, workflow: dict[str, Any]) \
     wid = int(workflow["id"])
     actions = (await client.list_actions(wid))["items"]
     starts = [a for a in actions if a["trigger_type"] == "on_workflow_start"
-              and a["action_type"] == "schedule_nodes"]
+              and a["action_type"] == "schedule_nodes" and a.get("scheduler_type") != "local"]
     plan: list[tuple[dict[str, Any], str | None, int | None, bool]] = []
     if starts:
         for action in starts:
@@ -132,6 +133,8 @@ async def plan_allocations(client: TorcClient, workflow: dict[str, Any]) \
             for _ in range(int(action.get("num_allocations") or 1)):
                 plan.append((sched, sched["name"], action["index"],
                              bool(action.get("start_one_worker_per_node"))))
+        return plan
+    if not by_ready_jobs:
         return plan
     needed: set[str | None] = set()
     async for job in client.iter_jobs(wid, status="ready"):
@@ -157,7 +160,13 @@ def _runners(scheduler: dict[str, Any], per_node: bool) -> int:
 async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Path, *,
                  dry_run: bool) -> list[dict[str, Any]]:
     workflow = await client.get_workflow(workflow_id)
-    plan = await plan_allocations(client, workflow)
+    local_starts = [a for a in (await client.list_actions(workflow_id))["items"]
+                    if a["trigger_type"] == "on_workflow_start"
+                    and a["action_type"] == "schedule_nodes"
+                    and a.get("scheduler_type") == "local"]
+    # Local runners started by the workflow's own actions stand in for allocations of the
+    # ready jobs' schedulers.
+    plan = await plan_allocations(client, workflow, by_ready_jobs=not local_starts)
     jitter = startup_jitter_window(sum(_runners(sched, per_node)
                                        for sched, _, _, per_node in plan))
     if dry_run:
@@ -174,6 +183,14 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
         won = {a["index"] for a in claimed["actions"]}
         plan = [p for p in plan if p[2] in won]
     out = []
+    if local_starts and not dry_run:
+        claimed = await client.claim_actions(workflow_id, action_types=["schedule_nodes"],
+                                             trigger_types=["on_workflow_start"])
+        won = {a["index"] for a in claimed["actions"]}
+        for action in local_starts:
+            if action["index"] in won:
+                out.extend(local_runners.start_local_runners(url, workflow_id, output_dir,
+                                                             action))
     for sched, filt, index, per_node in plan:
         out.append(await submit_allocation(client, workflow, url, output_dir, sched,
                                            scheduler_filter=filt, action_index=index,
@@ -184,7 +201,10 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
 
 async def run_schedule_action(client: TorcClient, workflow_id: int, url: str, output_dir: Path,
                               action: dict[str, Any]) -> list[dict[str, Any]]:
-    """Carry out a claimed schedule_nodes action (from a runner)."""
+    """Carry out a claimed schedule_nodes action (from a runner): Slurm allocations, or with
+    ``scheduler_type: local`` runners on this machine."""
+    if action.get("scheduler_type") == "local":
+        return local_runners.start_local_runners(url, workflow_id, output_dir, action)
     workflow = await client.get_workflow(workflow_id)
     sched = _scheduler_by_name(workflow, action.get("scheduler"))
     per_node = bool(action.get("start_one_worker_per_node"))
@@ -268,6 +288,8 @@ async def fail_orphaned_jobs(client: TorcClient, workflow_id: int,
 
 
 def describe(alloc: dict[str, Any]) -> str:
+    if alloc.get("kind") == "local":
+        return local_runners.describe(alloc)
     return (f"allocation {alloc['slurm_job_id']} (scheduler {alloc.get('scheduler')}, "
             f"{alloc.get('state')})")
 

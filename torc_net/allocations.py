@@ -72,6 +72,7 @@ async def claim_actions(s: Service, c: Call) -> dict[str, Any]:
     cn = c.body["compute_node_id"]
     types = c.body["action_types"]
     triggers = c.body["trigger_types"]
+    scheduler_types = c.body["scheduler_types"]
     actions: list[dict[str, Any]] = list(wf.spec_info.get("actions", []))
     claimed = await _claimed_set(s, wf)
     # From here to the change: no await, so two claimants cannot both win an action.
@@ -84,6 +85,9 @@ async def claim_actions(s: Service, c: Call) -> dict[str, Any]:
         if types is not None and action.get("action_type") not in types:
             continue
         if triggers is not None and action.get("trigger_type") not in triggers:
+            continue
+        if (scheduler_types is not None and action.get("action_type") == "schedule_nodes"
+                and action.get("scheduler_type", "slurm") not in scheduler_types):
             continue
         if not action_is_due(wf, action):
             continue

@@ -547,13 +547,17 @@ class TorcClient:
     async def claim_actions(
         self, workflow_id: int, compute_node_id: int | None = None, *,
         action_types: list[str] | None = None, trigger_types: list[str] | None = None,
+        scheduler_types: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Due actions, each handed to exactly one claimant."""
+        """Due actions, each handed to exactly one claimant (schedule_nodes actions only of
+        ``scheduler_types``, when given)."""
         body: dict[str, Any] = {"compute_node_id": compute_node_id}
         if action_types is not None:
             body["action_types"] = action_types
         if trigger_types is not None:
             body["trigger_types"] = trigger_types
+        if scheduler_types is not None:
+            body["scheduler_types"] = scheduler_types
         return await self.call(  # type: ignore[no-any-return]
             "POST", _path("workflows", workflow_id, "actions", "claim"), body)
 

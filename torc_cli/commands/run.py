@@ -252,6 +252,10 @@ async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | Non
         max_parallel=args.jobs, poll_interval_s=args.poll_interval,
         stop_when_nothing_fits=True,
         on_job_end=None if watch is None else watch.job_ended,
+        # run is the local runner: it starts the runners of scheduler_type: local actions
+        # (Slurm's are for submit and the runners in allocations)
+        action_types=("run_commands", "schedule_nodes"), scheduler_types=("local",),
+        schedule_nodes=lambda action: _start_local(ctx, workflow_id, action),
     )
     own_stdout = watch is not None and watch.keep_order
     if not ctx.json:
@@ -428,6 +432,14 @@ def _exec_arguments(p: argparse.ArgumentParser) -> None:
                         "::: VALUES, :::+ VALUES (linked), :::: FILES, ::::+ FILES "
                         "(or -- CMD ARGS: one command, its words quoted as given)")
     runner_options(p)
+
+
+async def _start_local(ctx: Context, workflow_id: int, action: dict[str, Any]) -> None:
+    from ..local_runners import describe, start_local_runners
+
+    for started in start_local_runners(ctx.url, workflow_id, ctx.output_dir.resolve(), action):
+        print(f"torc-trio: started {describe(started)} for action {action['index']}",
+              file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------
