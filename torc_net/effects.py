@@ -45,9 +45,9 @@ def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: flo
     for eff in effects:
         if isinstance(eff, ev.JobsUpdated):
             rows = change.jobs
-            for job, status, attempt, holder in zip(eff.jobs, eff.statuses, eff.attempts,
-                                                    eff.holders, strict=True):
-                rows[base + job] = (status, attempt, holder if holder >= 0 else None)
+            for job, status, attempt, holder, run in zip(eff.jobs, eff.statuses, eff.attempts,
+                                                         eff.holders, eff.runs, strict=True):
+                rows[base + job] = (status, attempt, holder if holder >= 0 else None, run)
         elif isinstance(eff, ev.StatusesChanged):
             names = wf.names
             for node, old, new in zip(eff.jobs, eff.old, eff.new, strict=True):

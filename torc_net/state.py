@@ -327,7 +327,7 @@ def restore_workflow(stored: StoredWorkflow, now: float) \
               if active and deadline is not None}
     engine = Engine.restore(model, statuses=statuses, attempts=[j[4] for j in jobs],
                             holders=holders, leases=leases, run_id=run_id,
-                            canceled=bool(canceled), now=now)
+                            canceled=bool(canceled), now=now, runs=[j[18] for j in jobs])
     wf = WorkflowState(
         id=wf_id, name=name, user=user, description=description, created_at=created_at,
         job_id_base=base, num_jobs=n, file_id_base=file_base, num_files=num_files,

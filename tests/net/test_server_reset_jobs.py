@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 import trio_websocket
-from conftest import Api, simple_spec
+from conftest import Api, ServerProcess, simple_spec
 
 # Branch a: a1 -> a2. Branch b: b0 -> b1 -> b2, where b1 runs until the test creates GATE.
 WAIT = 'while [ ! -e "{gate}" ]; do sleep 0.05; done'
@@ -39,6 +39,9 @@ async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60) -> 
     with trio.fail_after(timeout_s):
         while not await check():  # noqa: ASYNC110 -- the state is another process's
             await trio.sleep(0.05)
+
+
+Start = Callable[..., Awaitable[ServerProcess]]
 
 
 def runner_env() -> dict[str, str]:
@@ -172,3 +175,43 @@ async def test_repeated_and_unordered_ids_reset_once(api: Api) -> None:
     assert answer["jobs"] == [ids["job1"], ids["job2"]]
     assert answer["counts"]["ready"] == 1 and answer["counts"]["blocked"] == 2
     assert answer["run_id"] == 2
+
+
+async def test_a_job_running_through_a_reset_keeps_its_run_across_a_restart(
+        start_server: Start, tmp_path: Path) -> None:
+    """The run a job was claimed in is stored with it: after kill -9 and a restart, its
+    report still counts for that run, from whichever runner sends it (as before the
+    restart), and the reset job reruns in the new run."""
+    db = tmp_path / "torc.db"
+    proc = await start_server("--database", str(db))
+    api = Api(proc.port)
+    wf = (await api.ok("POST", "/workflows", {"spec": simple_spec(2)}, status=201))["id"]
+    ids = {n: j["id"] for n, j in (await jobs_by_name(api, wf)).items()}
+    cns = [(await api.ok("POST", f"/workflows/{wf}/compute_nodes", {"hostname": "h"},
+                         status=201))["id"] for _ in range(2)]
+    base = [f"/workflows/{wf}/compute_nodes/{cn}" for cn in cns]
+    (held,) = (await api.ok("POST", f"{base[0]}/claim", {"limit": 1}))["jobs"]
+    await api.ok("POST", f"{base[0]}/start", {"job_ids": [held["id"]]})
+    (other,) = (await api.ok("POST", f"{base[1]}/claim", {"limit": 1}))["jobs"]
+    await api.ok("POST", f"{base[1]}/complete", {"results": [
+        {"job_id": other["id"], "attempt": 1, "run_id": 1, "return_code": 0}]})
+    answer = await api.ok("POST", f"/workflows/{wf}/reset_status", {"job_ids": [other["id"]]})
+    assert answer["jobs"] == [other["id"]] and answer["run_id"] == 2
+    await api.aclose()
+    await proc.kill9()
+
+    proc2 = await start_server("--database", str(db))
+    api2 = Api(proc2.port)
+    job = {j["id"]: j for j in (await jobs_by_name(api2, wf)).values()}[held["id"]]
+    assert (job["status"], job["run_id"], job["compute_node_id"]) == ("running", 1, cns[0])
+    reply = await api2.ok("POST", f"{base[1]}/complete", {"results": [
+        {"job_id": held["id"], "attempt": 1, "run_id": 1, "return_code": 0}]})
+    assert (reply["accepted"], reply["duplicates"]) == (1, 0)
+    (again,) = (await api2.ok("POST", f"{base[1]}/claim", {"limit": 5}))["jobs"]
+    assert (again["id"], again["run_id"]) == (other["id"], 2)
+    reply = await api2.ok("POST", f"{base[1]}/complete", {"results": [
+        {"job_id": other["id"], "attempt": 1, "run_id": 2, "return_code": 0}]})
+    assert reply["accepted"] == 1 and reply["is_complete"]
+    assert sorted(ids.values()) == sorted([held["id"], other["id"]])
+    await api2.aclose()
+    assert await proc2.stop() == 0

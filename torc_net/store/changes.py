@@ -63,8 +63,8 @@ class Change:
     workflows: frozenset[int]
     #: order of creation; feed subscribers registered later skip older changes
     seq: int = 0
-    #: job id -> (status, attempt, compute_node_id or None)
-    jobs: dict[int, tuple[int, int, int | None]] = field(default_factory=dict)
+    #: job id -> (status, attempt, compute_node_id or None, run_id of the current attempt)
+    jobs: dict[int, tuple[int, int, int | None, int]] = field(default_factory=dict)
     #: (workflow id, node) -> status
     barriers: dict[tuple[int, int], int] = field(default_factory=dict)
     #: workflow id -> (run_id, is_canceled)
@@ -179,8 +179,8 @@ def apply(db: sqlite3.Connection, c: Change) -> None:
             " compute_node_id) VALUES (?,?,?,?)", c.actions_claimed)
     if c.jobs:
         db.executemany(
-            "UPDATE jobs SET status=?, attempt=?, compute_node_id=? WHERE id=?",
-            [(s, a, cn, job) for job, (s, a, cn) in c.jobs.items()])
+            "UPDATE jobs SET status=?, attempt=?, compute_node_id=?, run_id=? WHERE id=?",
+            [(s, a, cn, r, job) for job, (s, a, cn, r) in c.jobs.items()])
     if c.barriers:
         db.executemany(
             "UPDATE barriers SET status=? WHERE workflow_id=? AND node=?",

@@ -109,8 +109,8 @@ def read_workflow(conn: sqlite3.Connection, wf_id: int) -> StoredWorkflow | None
     jobs = conn.execute(
         "SELECT name, command, invocation_script, status, attempt, compute_node_id,"
         " num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s, scheduler, scheduler_idx,"
-        " handler_idx, supports_termination, cancel_on_blocking_job_failure, priority, stdio"
-        " FROM jobs WHERE id BETWEEN ? AND ? ORDER BY id", (lo, hi)).fetchall()
+        " handler_idx, supports_termination, cancel_on_blocking_job_failure, priority, stdio,"
+        " run_id FROM jobs WHERE id BETWEEN ? AND ? ORDER BY id", (lo, hi)).fetchall()
 
     def links(table: str) -> list[tuple[int, int]]:
         return conn.execute(f"SELECT job_id, ref_id FROM {table} WHERE job_id BETWEEN ? AND ?",

@@ -12,6 +12,11 @@ use the ids (:data:`ID_SEQUENCES`).
 Version 3 added a job's ``priority`` and ``stdio`` and a result's ``stdout_path`` and
 ``stderr_path`` (columns added in place; old rows get priority 0 and no paths).
 
+Version 4 added a job's ``run_id``: the run of its current attempt, which a job running
+through a selective reset keeps (the engine's Rule 6b), written with the job's status.
+Old rows, and new jobs until first claimed, hold 0, "not known": the engine then takes the
+workflow's run, and lets a held job's holder report for an earlier one.
+
 Version 2 added those marks. A version-1 file is migrated when it is opened: the marks start
 from the largest ids in its tables, and rows a version-1 delete left behind (allocations,
 claimed actions of workflows that no longer exist) are removed.
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,7 +69,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     supports_termination INTEGER NOT NULL,
     cancel_on_blocking_job_failure INTEGER NOT NULL,
     priority INTEGER NOT NULL DEFAULT 0,
-    stdio TEXT
+    stdio TEXT,
+    run_id INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS barriers (
     workflow_id INTEGER NOT NULL,
@@ -221,7 +227,13 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
-_MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "run_id" not in have:  # tables made by this version's SCHEMA have it
+        conn.execute("ALTER TABLE jobs ADD COLUMN run_id INTEGER NOT NULL DEFAULT 0")
+
+
+_MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
