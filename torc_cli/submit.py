@@ -58,9 +58,11 @@ def startup_jitter_window(runners: int) -> float:
 
 def runner_argv(url: str, workflow_id: int, output_dir: Path, scheduler: str | None,
                 end_buffer_s: float, idle_timeout_s: float | None,
-                startup_jitter_s: float = 0.0) -> list[str]:
+                startup_jitter_s: float = 0.0, max_parallel: int | None = None) -> list[str]:
     argv = [sys.executable, "-m", "torc_cli.main", "--url", url, "-o", str(output_dir),
             "runner", str(workflow_id), "--end-buffer-seconds", str(end_buffer_s)]
+    if max_parallel is not None:  # the action's max_parallel_jobs
+        argv += ["-j", str(max_parallel)]
     if scheduler is not None:
         argv += ["--scheduler", scheduler]
     if idle_timeout_s is not None:
@@ -77,7 +79,7 @@ def _settings(workflow: dict[str, Any]) -> dict[str, Any]:
 def allocation_script(workflow: dict[str, Any], url: str, output_dir: Path,
                       scheduler: dict[str, Any], *, scheduler_filter: str | None,
                       start_one_worker_per_node: bool = False,
-                      startup_jitter_s: float = 0.0) -> str:
+                      startup_jitter_s: float = 0.0, max_parallel: int | None = None) -> str:
     settings = _settings(workflow)
     end_buffer = float(settings.get("compute_node_expiration_buffer_seconds",
                                     DEFAULT_END_BUFFER_S))
@@ -89,7 +91,8 @@ def allocation_script(workflow: dict[str, Any], url: str, output_dir: Path,
         scheduler=scheduler,
         defaults=defaults,
         runner_argv=runner_argv(url, wid, output_dir, scheduler_filter, end_buffer,
-                                float(idle) if idle is not None else 60.0, startup_jitter_s),
+                                float(idle) if idle is not None else 60.0, startup_jitter_s,
+                                max_parallel),
         env={"TORC_API_URL": url},
         output_dir=str(output_dir / "slurm"),
         start_one_worker_per_node=start_one_worker_per_node,
@@ -100,12 +103,13 @@ async def submit_allocation(client: TorcClient, workflow: dict[str, Any], url: s
                             output_dir: Path, scheduler: dict[str, Any], *,
                             scheduler_filter: str | None, action_index: int | None = None,
                             start_one_worker_per_node: bool = False,
-                            startup_jitter_s: float = 0.0) -> dict[str, Any]:
+                            startup_jitter_s: float = 0.0,
+                            max_parallel: int | None = None) -> dict[str, Any]:
     """Write the sbatch script, submit it (sbatch retries with backoff), record it."""
     script = allocation_script(workflow, url, output_dir, scheduler,
                                scheduler_filter=scheduler_filter,
                                start_one_worker_per_node=start_one_worker_per_node,
-                               startup_jitter_s=startup_jitter_s)
+                               startup_jitter_s=startup_jitter_s, max_parallel=max_parallel)
     wid = int(workflow["id"])
     directory = output_dir / "slurm"
     directory.mkdir(parents=True, exist_ok=True)
@@ -118,21 +122,22 @@ async def submit_allocation(client: TorcClient, workflow: dict[str, Any], url: s
 
 async def plan_allocations(client: TorcClient, workflow: dict[str, Any], *,
                            by_ready_jobs: bool = True) \
-        -> list[tuple[dict[str, Any], str | None, int | None, bool]]:
+        -> list[tuple[dict[str, Any], str | None, int | None, bool, int | None]]:
     """What `submit` starts: (scheduler, runner's scheduler filter, action index, one worker
-    per node) for each on_workflow_start schedule_nodes action, or else one allocation per
-    scheduler that the ready jobs need."""
+    per node, the action's max_parallel_jobs) for each on_workflow_start schedule_nodes
+    action of Slurm's, or else one allocation per scheduler that the ready jobs need."""
     wid = int(workflow["id"])
     actions = (await client.list_actions(wid))["items"]
     starts = [a for a in actions if a["trigger_type"] == "on_workflow_start"
               and a["action_type"] == "schedule_nodes" and a.get("scheduler_type") != "local"]
-    plan: list[tuple[dict[str, Any], str | None, int | None, bool]] = []
+    plan: list[tuple[dict[str, Any], str | None, int | None, bool, int | None]] = []
     if starts:
         for action in starts:
             sched = _scheduler_by_name(workflow, action.get("scheduler"))
             for _ in range(int(action.get("num_allocations") or 1)):
                 plan.append((sched, sched["name"], action["index"],
-                             bool(action.get("start_one_worker_per_node"))))
+                             bool(action.get("start_one_worker_per_node")),
+                             action.get("max_parallel_jobs")))
         return plan
     if not by_ready_jobs:
         return plan
@@ -143,7 +148,7 @@ async def plan_allocations(client: TorcClient, workflow: dict[str, Any], *,
         return []
     for name in sorted(needed, key=lambda n: n or ""):
         sched = _scheduler_by_name(workflow, name)
-        plan.append((sched, name, None, False))
+        plan.append((sched, name, None, False, None))
     return plan
 
 
@@ -167,35 +172,36 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
     # Local runners started by the workflow's own actions stand in for allocations of the
     # ready jobs' schedulers.
     plan = await plan_allocations(client, workflow, by_ready_jobs=not local_starts)
-    jitter = startup_jitter_window(sum(_runners(sched, per_node)
-                                       for sched, _, _, per_node in plan))
+    jitter = startup_jitter_window(sum(_runners(p[0], p[3]) for p in plan))
     if dry_run:
         return [{"scheduler": sched["name"], "action_index": index,
                  "script": allocation_script(workflow, url, output_dir, sched,
                                              scheduler_filter=filt,
                                              start_one_worker_per_node=per_node,
-                                             startup_jitter_s=jitter)}
-                for sched, filt, index, per_node in plan]
-    if any(index is not None for _, _, index, _ in plan):
+                                             startup_jitter_s=jitter, max_parallel=limit)}
+                for sched, filt, index, per_node, limit in plan]
+    if any(p[2] is not None for p in plan):
         # Claim the start actions so that they run once, even if submit runs twice.
         claimed = await client.claim_actions(workflow_id, action_types=["schedule_nodes"],
-                                             trigger_types=["on_workflow_start"])
+                                             trigger_types=["on_workflow_start"],
+                                             scheduler_types=["slurm"])
         won = {a["index"] for a in claimed["actions"]}
         plan = [p for p in plan if p[2] in won]
     out = []
     if local_starts and not dry_run:
         claimed = await client.claim_actions(workflow_id, action_types=["schedule_nodes"],
-                                             trigger_types=["on_workflow_start"])
+                                             trigger_types=["on_workflow_start"],
+                                             scheduler_types=["local"])
         won = {a["index"] for a in claimed["actions"]}
         for action in local_starts:
             if action["index"] in won:
                 out.extend(local_runners.start_local_runners(url, workflow_id, output_dir,
                                                              action))
-    for sched, filt, index, per_node in plan:
+    for sched, filt, index, per_node, limit in plan:
         out.append(await submit_allocation(client, workflow, url, output_dir, sched,
                                            scheduler_filter=filt, action_index=index,
                                            start_one_worker_per_node=per_node,
-                                           startup_jitter_s=jitter))
+                                           startup_jitter_s=jitter, max_parallel=limit))
     return out
 
 
@@ -213,7 +219,8 @@ async def run_schedule_action(client: TorcClient, workflow_id: int, url: str, ou
     return [
         await submit_allocation(client, workflow, url, output_dir, sched,
                                 scheduler_filter=sched["name"], action_index=action["index"],
-                                start_one_worker_per_node=per_node, startup_jitter_s=jitter)
+                                start_one_worker_per_node=per_node, startup_jitter_s=jitter,
+                                max_parallel=action.get("max_parallel_jobs"))
         for _ in range(count)
     ]
 

@@ -78,7 +78,13 @@ FIELDS: tuple[Field, ...] = (
     Field("failure_handler rule", "recovery_script", SUPPORTED,
           "runs as its own process before the retry, with TORC_RETURN_CODE set"),
     *_fields("action", "trigger_type action_type jobs job_name_regexes commands scheduler "
-                       "num_allocations start_one_worker_per_node max_parallel_jobs persistent"),
+                       "num_allocations"),
+    Field("action", "start_one_worker_per_node", SUPPORTED,
+          "one runner per node of the allocation (srun --wait=0 --kill-on-bad-exit=0)"),
+    Field("action", "max_parallel_jobs", SUPPORTED,
+          "the runners the action starts run at most this many jobs at a time (-j)"),
+    Field("action", "persistent", NO_EFFECT,
+          "each action is carried out once, by the first runner or submit that claims it"),
     Field("action", "scheduler_type", SUPPORTED, "slurm submits allocations; local starts "
                                                   "runners on the claiming machine"),
     *_fields("execution_config", "mode limit_resources srun_termination_signal "
@@ -88,6 +94,15 @@ FIELDS: tuple[Field, ...] = (
     Field("execution_config", "enable_cpu_bind", NO_EFFECT, "srun steps are not CPU-bound"),
     *_fields("stdio", "mode delete_on_success"),
 )
+
+
+def fields_markdown() -> str:
+    """The table of docs/spec-fields.md (a test keeps the page equal to this)."""
+    lines = ["| section | field | status here | notes |", "|---|---|---|---|"]
+    for f in FIELDS:
+        status = "supported" if f.status == SUPPORTED else "accepted, **no effect** (warning)"
+        lines.append(f"| {f.section} | `{f.name}` | {status} | {f.note} |")
+    return "\n".join(lines) + "\n"
 
 
 def section_keys(section: str) -> frozenset[str]:
@@ -206,4 +221,7 @@ def warnings_for(doc: Mapping[str, Any]) -> list[str]:
 
     check("workflow", doc, "")
     check("execution_config", doc.get("execution_config"), "execution_config: ")
+    actions = doc.get("actions")
+    for k, action in enumerate(actions if isinstance(actions, list) else ()):
+        check("action", action, f"actions[{k}]: ")
     return out

@@ -95,3 +95,19 @@ def test_ignore_workflow_completion_keeps_the_runner_for_new_work(tmp_path: Path
         assert len({r["compute_node_id"] for r in results}) == 1  # one runner ran both
     finally:
         srv.stop()
+
+
+def test_max_parallel_jobs_reaches_the_runners_of_a_slurm_action(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "torc.db")
+    env = clean_env(TORC_API_URL=srv.url)
+    try:
+        spec = _spec(tmp_path, {
+            "name": "limited", "slurm_schedulers": [{"name": "cpu", "walltime": "00:10:00"}],
+            "actions": [{"trigger_type": "on_workflow_start", "action_type": "schedule_nodes",
+                         "scheduler": "cpu", "max_parallel_jobs": 3}],
+            "jobs": [{"name": "a", "command": "true", "scheduler": "cpu"}]})
+        wid = torc_json(tmp_path, "create", spec, env=env)["id"]
+        script = torc(tmp_path, "submit", str(wid), "--dry-run", env=env, check=True).stdout
+        assert f"runner {wid} " in script and " -j 3" in script
+    finally:
+        srv.stop()
