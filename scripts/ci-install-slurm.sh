@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Idempotently install Slurm (slurmctld, slurmd, client commands) and munge from
-# Debian/Ubuntu packages, for CI machines and containers (run as root, or via sudo).
+# Idempotently install Slurm (slurmctld, slurmd, slurmdbd, client commands), munge and
+# MariaDB from Debian/Ubuntu packages, for CI machines and containers (run as root, or via
+# sudo). slurmdbd and MariaDB give the local cluster accounting, so `sacct` shows each job
+# step (torc-trio's slurm execution mode and `torc-trio slurm sacct` are tested with it).
 # Does nothing if everything is already installed; start the cluster afterwards with
 # scripts/local-slurm.sh start.
 set -euo pipefail
 
-need=(slurmctld slurmd sbatch squeue scontrol sinfo munged munge)
+PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
+need=(slurmctld slurmd slurmdbd sbatch squeue scontrol sinfo sacct sacctmgr munged munge
+      mariadbd mariadb-install-db)
 missing=()
 for c in "${need[@]}"; do
-    command -v "$c" >/dev/null 2>&1 || [[ -x "/usr/sbin/$c" ]] || missing+=("$c")
+    command -v "$c" >/dev/null 2>&1 || [[ -x "/usr/sbin/$c" ]] || [[ -x "/usr/bin/$c" ]] ||
+        missing+=("$c")
 done
 if ((${#missing[@]} == 0)); then
-    echo "ci-install-slurm: slurm and munge already installed ($(sinfo --version 2>/dev/null || echo '?'))"
+    echo "ci-install-slurm: slurm, slurmdbd, munge and mariadb already installed ($(sinfo --version 2>/dev/null || echo '?'))"
     exit 0
 fi
-echo "ci-install-slurm: missing ${missing[*]}; installing slurm-wlm and munge"
+echo "ci-install-slurm: missing ${missing[*]}; installing ${PACKAGES[*]}"
 
 SUDO=()
 if [[ "$(id -u)" != 0 ]]; then
@@ -40,7 +45,7 @@ for attempt in 1 2 3; do
     if "${SUDO[@]}" apt-get update -q &&
         "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
             -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-            slurm-wlm munge; then
+            "${PACKAGES[@]}"; then
         break
     fi
     if ((attempt == 3)); then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Start, stop or query a real single-node Slurm cluster on this machine.
+# Start, stop or query a real single-node Slurm cluster on this machine, with accounting.
 #
-#   scripts/local-slurm.sh start    # write config, start munged + slurmctld + slurmd, wait for idle
-#   scripts/local-slurm.sh stop     # cancel all jobs, stop the daemons
+#   scripts/local-slurm.sh start    # write config, start munged, MariaDB, slurmdbd, slurmctld,
+#                                   # slurmd; wait for the node to be idle
+#   scripts/local-slurm.sh stop     # cancel all jobs, stop the daemons (and the MariaDB it started)
 #   scripts/local-slurm.sh status   # print sinfo; exit 0 if the node is usable, 1 otherwise
 #
 # Designed for containers and CI machines without systemd: the daemons are started
@@ -10,10 +11,22 @@
 # root for start/stop (status works as any user).  Written for Debian's slurm-wlm
 # (Slurm 22.05+), whose commands read /etc/slurm/slurm.conf.
 #
+# Accounting: slurmdbd stores job and step records in a MariaDB instance of its own (its own
+# data directory, bound to 127.0.0.1), so `sacct` shows every job step with its state, exit
+# code and MaxRSS.  Limits are enforced the way Slurm does without cgroups:
+# jobacct_gather/linux polls every task each second (JobAcctGatherFrequency=task=1) and
+# OverMemoryKill kills a step that uses more than its --mem (Slurm 22.05 records it
+# CANCELLED with exit 0:9; `torc-trio slurm sacct` shows it OUT_OF_MEMORY); a step past its
+# --time ends TIMEOUT (OverTimeLimit=0) and is killed KillWait=5 s after its SIGTERM.
+# Nothing needs a cgroup hierarchy, so several slurmd on one host stay possible.  See
+# docs/slurm-steps.md.
+#
 # Environment overrides:
 #   SLURM_CONF_DIR      where slurm.conf is written         (default /etc/slurm)
 #   LOCAL_SLURM_WAIT    seconds to wait for the node        (default 60)
 #   LOCAL_SLURM_MEM_MARGIN_MB  memory kept back from Slurm  (default: max(512, 5%))
+#   LOCAL_SLURM_DB_PORT the accounting MariaDB's TCP port on 127.0.0.1 (default 3307: not
+#                       the port of a system MariaDB)
 set -euo pipefail
 
 CONF_DIR="${SLURM_CONF_DIR:-/etc/slurm}"
@@ -25,6 +38,19 @@ CTLD_SPOOL=/var/spool/slurmctld
 SLURMD_SPOOL=/var/spool/slurmd
 CTLD_PID=/run/slurmctld.pid
 SLURMD_PID=/run/slurmd.pid
+DBD_CONF="$CONF_DIR/slurmdbd.conf"
+DBD_PID=/run/slurmdbd.pid
+DBD_PORT=6819
+# The accounting database: a MariaDB of our own, not the system's (which may not exist, or
+# may hold someone's data); stop stops it again.
+DB_DIR=/var/lib/torc-local-slurm/mariadb
+DB_RUN=/run/torc-local-slurm-db
+DB_SOCK=$DB_RUN/mariadb.sock
+DB_PID=$DB_RUN/mariadb.pid
+DB_PORT="${LOCAL_SLURM_DB_PORT:-3307}"
+DB_PASSWORD_FILE=/var/lib/torc-local-slurm/slurmdbd.password
+DB_NAME=slurm_acct_db
+CLUSTER=torc-local
 MUNGE_RUN=/run/munge
 MUNGE_PID=$MUNGE_RUN/munged.pid
 MUNGE_KEY=/etc/munge/munge.key
@@ -38,7 +64,8 @@ log() { printf 'local-slurm: %s\n' "$*" >&2; }
 
 die() {
     log "ERROR: $*"
-    for f in "$LOG_DIR/slurmctld.log" "$LOG_DIR/slurmd.log" /var/log/munge/munged.log; do
+    for f in "$LOG_DIR/slurmctld.log" "$LOG_DIR/slurmd.log" "$LOG_DIR/slurmdbd.log" \
+        "$LOG_DIR/mariadb.log" /var/log/munge/munged.log; do
         if [[ -r "$f" ]]; then
             printf '\n===== tail -n 30 %s =====\n' "$f" >&2
             tail -n 30 "$f" >&2 || true
@@ -156,7 +183,7 @@ render_conf() {
     cat <<EOF
 $MARKER
 # Single-node cluster for tests; rewritten by 'local-slurm.sh start'.
-ClusterName=torc-local
+ClusterName=$CLUSTER
 SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
@@ -165,9 +192,17 @@ CredType=cred/munge
 MpiDefault=none
 SwitchType=switch/none
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+# Binds each step to its CPUs (sched_setaffinity, no cgroups); with task/none, srun
+# --cpu-bind (which torc-trio passes to job steps) prints a warning into every job's stderr.
+TaskPlugin=task/affinity
+# Accounting (sacct) through slurmdbd; limits enforced by polling, without cgroups.
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=task=1
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=$HOST
+AccountingStoragePort=$DBD_PORT
+OverTimeLimit=0
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
@@ -221,6 +256,59 @@ write_conf() {
     if [[ ! -f "$CGROUP_CONF" ]] || grep -qF "$MARKER" "$CGROUP_CONF"; then
         printf '%s\nCgroupAutomount=no\nConstrainCores=no\nConstrainRAMSpace=no\n' "$MARKER" >"$CGROUP_CONF"
     fi
+    write_dbd_conf
+}
+
+db_password() {
+    # Made once and kept: the database user is created with it, and a new one each start
+    # would change slurmdbd.conf (and restart slurmdbd) every time.
+    if [[ ! -s "$DB_PASSWORD_FILE" ]]; then
+        mkdir -p "$(dirname "$DB_PASSWORD_FILE")"
+        (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DB_PASSWORD_FILE")
+    fi
+    cat "$DB_PASSWORD_FILE"
+}
+
+render_dbd_conf() {
+    cat <<EOF
+$MARKER
+# slurmdbd for the single-node test cluster; rewritten by 'local-slurm.sh start'.
+AuthType=auth/munge
+DbdHost=$HOST
+DbdPort=$DBD_PORT
+SlurmUser=root
+LogFile=$LOG_DIR/slurmdbd.log
+PidFile=$DBD_PID
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$(db_password)
+StorageLoc=$DB_NAME
+EOF
+}
+
+write_dbd_conf() {
+    DBD_CONF_CHANGED=0
+    if [[ -f "$DBD_CONF" ]] && ! grep -qF "$MARKER" "$DBD_CONF"; then
+        local bak
+        bak="$DBD_CONF.bak.$(date +%Y%m%d%H%M%S)"
+        log "existing $DBD_CONF was not written by this script; saving it as $bak"
+        cp -p "$DBD_CONF" "$bak"
+    fi
+    local tmp
+    tmp="$(mktemp "$CONF_DIR/.slurmdbd.conf.XXXXXX")"
+    render_dbd_conf >"$tmp"
+    # slurmdbd refuses a configuration (it holds the database password) others can read.
+    chmod 0600 "$tmp"
+    if [[ -f "$DBD_CONF" ]] && cmp -s "$tmp" "$DBD_CONF"; then
+        rm -f "$tmp"
+    else
+        mv -f "$tmp" "$DBD_CONF"
+        DBD_CONF_CHANGED=1
+        log "wrote $DBD_CONF"
+    fi
 }
 
 # ---------------------------------------------------------------- daemons
@@ -256,6 +344,72 @@ start_munge() {
         sleep 0.2
     done
     die "munged is not answering (munge -n | unmunge failed)"
+}
+
+db_client() {
+    mariadb --no-defaults --socket="$DB_SOCK" -uroot "$@"
+}
+
+db_ping() {
+    mariadb-admin --no-defaults --socket="$DB_SOCK" -uroot ping >/dev/null 2>&1
+}
+
+start_mariadb() {
+    if pid_alive "$DB_PID" mariadbd && db_ping; then
+        return 0
+    fi
+    local user=root
+    id mysql >/dev/null 2>&1 && user=mysql
+    mkdir -p "$DB_DIR" "$DB_RUN" "$LOG_DIR"
+    chown "$user" "$DB_DIR" "$DB_RUN"
+    chmod 0700 "$DB_DIR"
+    if [[ ! -d "$DB_DIR/mysql" ]]; then
+        log "initializing the accounting database in $DB_DIR"
+        mariadb-install-db --no-defaults --datadir="$DB_DIR" --user="$user" \
+            --auth-root-authentication-method=socket --skip-test-db \
+            >"$LOG_DIR/mariadb-install.log" 2>&1 ||
+            { tail -n 30 "$LOG_DIR/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
+    fi
+    rm -f "$DB_PID" "$DB_SOCK"
+    log "starting mariadbd (127.0.0.1:$DB_PORT)"
+    # Small: it holds the records of a few test jobs. mariadbd does not daemonize itself.
+    setsid mariadbd --no-defaults --datadir="$DB_DIR" --user="$user" --socket="$DB_SOCK" \
+        --pid-file="$DB_PID" --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
+        --log-error="$LOG_DIR/mariadb.log" --innodb-buffer-pool-size=32M \
+        --performance-schema=OFF </dev/null >/dev/null 2>&1 &
+    local i
+    for ((i = 0; i < 150; i++)); do
+        db_ping && break
+        sleep 0.2
+    done
+    ((i < 150)) || die "mariadbd did not answer within 30 s"
+    local pw
+    pw="$(db_password)"
+    db_client -e "CREATE DATABASE IF NOT EXISTS $DB_NAME;
+        CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$pw';
+        ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$pw';
+        GRANT ALL ON $DB_NAME.* TO 'slurm'@'127.0.0.1';" ||
+        die "could not create the slurm database user"
+}
+
+start_slurmdbd() {
+    if ! pid_alive "$DBD_PID" slurmdbd; then
+        mkdir -p "$LOG_DIR"
+        log "starting slurmdbd"
+        slurmdbd || die "slurmdbd failed to start"
+    fi
+    # The first start creates the tables, which takes a few seconds.
+    local i
+    for ((i = 0; i < 300; i++)); do
+        if sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1; then break; fi
+        pid_alive "$DBD_PID" slurmdbd || die "slurmdbd exited"
+        sleep 0.2
+    done
+    ((i < 300)) || die "slurmdbd did not answer within 60 s"
+    if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER"; then
+        log "registering cluster $CLUSTER with slurmdbd"
+        sacctmgr -i add cluster "$CLUSTER" >/dev/null || die "sacctmgr add cluster failed"
+    fi
 }
 
 start_slurmctld() {
@@ -309,14 +463,19 @@ wait_for_node() {
 
 cmd_start() {
     need_root start
-    need_cmds slurmctld slurmd munged munge unmunge sinfo scontrol runuser
+    need_cmds slurmctld slurmd slurmdbd munged munge unmunge sinfo scontrol sacctmgr runuser \
+        mariadbd mariadb mariadb-admin mariadb-install-db setsid
     write_conf
-    if ((CONF_CHANGED)) && { pid_alive "$CTLD_PID" slurmctld || pid_alive "$SLURMD_PID" slurmd; }; then
+    if ((CONF_CHANGED || DBD_CONF_CHANGED)) &&
+        { pid_alive "$CTLD_PID" slurmctld || pid_alive "$SLURMD_PID" slurmd; }; then
         log "configuration changed; restarting Slurm daemons"
         stop_pidfile "$SLURMD_PID" slurmd
         stop_pidfile "$CTLD_PID" slurmctld
     fi
+    if ((DBD_CONF_CHANGED)); then stop_pidfile "$DBD_PID" slurmdbd; fi
     start_munge
+    start_mariadb
+    start_slurmdbd
     start_slurmctld
     start_slurmd
     wait_for_node
@@ -342,6 +501,8 @@ cmd_stop() {
     fi
     stop_pidfile "$SLURMD_PID" slurmd
     stop_pidfile "$CTLD_PID" slurmctld
+    stop_pidfile "$DBD_PID" slurmdbd
+    stop_pidfile "$DB_PID" mariadbd
     if pid_alive "$MUNGE_PID" munged; then
         log "stopping munged"
         munged --stop >/dev/null 2>&1 || true
@@ -364,7 +525,7 @@ cmd_status() {
     # after slurmd died; check the daemons themselves too.
     if grep -qF "$MARKER" "$CONF"; then
         local d
-        for d in slurmctld:$CTLD_PID slurmd:$SLURMD_PID; do
+        for d in slurmctld:$CTLD_PID slurmd:$SLURMD_PID slurmdbd:$DBD_PID mariadbd:$DB_PID; do
             if ! pid_alive "${d#*:}" "${d%%:*}"; then
                 log "${d%%:*} is not running"
                 return 1
