@@ -1,7 +1,7 @@
 """Slurm helpers for the torc-trio CLI.
 
 Everything that talks to Slurm goes through the standard client commands (``sbatch``,
-``squeue``, ``scontrol``, ``scancel``) run with :func:`trio.run_process`: they are
+``squeue``, ``scontrol``, ``scancel``, ``sacct``) run with :func:`trio.run_process`: they are
 present on every Slurm cluster, need no extra Python dependency, and keep working
 across Slurm versions, whereas the REST API (slurmrestd) is often not deployed.
 
@@ -35,6 +35,7 @@ __all__ = [
     "parse_cpus_per_node",
     "parse_walltime",
     "render_sbatch_script",
+    "sacct_steps",
     "sbatch",
     "scancel",
     "scontrol_job_state",
@@ -309,9 +310,14 @@ class SbatchRequest:
             # One task per node.  --ntasks is needed too: without it srun inherits the
             # allocation's SLURM_NTASKS (e.g. from --ntasks-per-node=N) and ignores
             # --ntasks-per-node=1 with a warning, starting N workers per node.
+            # --wait=0 --kill-on-bad-exit=0 (Torc PR #318): runners end one by one (idle,
+            # done); on sites with WaitTime>0 srun would kill the others soon after the
+            # first one exits, and a runner that fails must not take the others along.
+            # --overlap: jobs in execution_config mode slurm are steps of this allocation
+            # too; without it this step holds every CPU and they would wait forever.
             cmd = (
                 "srun --nodes=$SLURM_JOB_NUM_NODES --ntasks=$SLURM_JOB_NUM_NODES "
-                "--ntasks-per-node=1 " + cmd
+                "--ntasks-per-node=1 --wait=0 --kill-on-bad-exit=0 --overlap " + cmd
             )
         # exec: the runner is the batch step's main process, so Slurm's SIGTERM at the
         # time limit (and scancel) reaches it directly.
@@ -510,6 +516,43 @@ async def scancel(job_ids: Sequence[str]) -> None:
         ]
         if bad:
             raise SlurmError(f"scancel failed: {' '.join(bad)}")
+
+
+#: What ``sacct_steps`` asks of sacct for each step (AllocTRES carries a step's memory: its
+#: ReqMem is empty in Slurm 22.05).
+SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "MaxRSS", "AllocTRES", "Elapsed",
+                "NodeList")
+
+
+def parse_sacct(text: str) -> list[dict[str, str]]:
+    """Rows of ``sacct -P -n -o SACCT_FIELDS`` output, keyed by field name."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) > len(SACCT_FIELDS):  # a job name with '|' in it
+            extra = len(parts) - len(SACCT_FIELDS)
+            parts = [parts[0], "|".join(parts[1 : 2 + extra]), *parts[2 + extra :]]
+        if len(parts) == len(SACCT_FIELDS):
+            rows.append(dict(zip(SACCT_FIELDS, parts, strict=True)))
+    return rows
+
+
+async def sacct_steps(job_ids: Sequence[str]) -> list[dict[str, str]]:
+    """Slurm's accounting records of ``job_ids`` and all their steps (see :func:`parse_sacct`).
+
+    Needs accounting (slurmdbd): without it sacct fails and so does this, with its message.
+    With ``-j`` sacct looks back to the epoch, so old allocations are found too.
+    """
+    ids = [str(j) for j in job_ids if str(j)]
+    rows: list[dict[str, str]] = []
+    for start in range(0, len(ids), 200):  # keep the command line bounded
+        chunk = ids[start : start + 200]
+        rc, out, err = await _run(["sacct", "-P", "-n", "-j", ",".join(chunk),
+                                   "-o", ",".join(SACCT_FIELDS)])
+        if rc != 0:
+            raise SlurmError(f"sacct failed: {err.strip() or out.strip() or f'exit code {rc}'}")
+        rows.extend(parse_sacct(out))
+    return rows
 
 
 # ------------------------------------------------------------------ inside an allocation

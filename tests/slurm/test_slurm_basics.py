@@ -131,7 +131,7 @@ def test_render_srun_prefix_and_env() -> None:
     last = script.rstrip("\n").splitlines()[-1]
     assert last.startswith(
         "exec srun --nodes=$SLURM_JOB_NUM_NODES --ntasks=$SLURM_JOB_NUM_NODES "
-        "--ntasks-per-node=1 torc-trio slurm run-jobs"
+        "--ntasks-per-node=1 --wait=0 --kill-on-bad-exit=0 --overlap torc-trio slurm run-jobs"
     )
     # env is exported before the command
     assert script.index("export TORC_URL") < script.index("exec srun")
