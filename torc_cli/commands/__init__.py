@@ -22,4 +22,5 @@ GROUPS = {
     "events": "a workflow's events",
     "reports": "reports on a workflow",
     "logs": "jobs' output",
+    "slurm": "Slurm's view of a workflow (sacct of its job steps)",
 }

@@ -1,4 +1,4 @@
-"""Slurm: submit, recover, workflows sync-status."""
+"""Slurm: submit, recover, workflows sync-status, slurm sacct."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from ..command import Command
 from ..exits import EXIT_OK, SlurmFailure
-from ..output import print_json
+from ..output import print_json, print_table
 from ..session import Context
 from .inspect import workflow_argument
 from .run import _spec_from_target, _validate_for_run, is_workflow_id
@@ -142,6 +142,49 @@ def _sync_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
 
 
+async def _slurm_job_ids(ctx: Context, wid: int) -> list[str]:
+    """Every Slurm job the workflow's runners ran in: the allocations submitted for it, and
+    the allocations runners registered from (a `run` inside an sbatch script submits none)."""
+    ids = {str(a["slurm_job_id"]) for a in await ctx.client.list_allocations(wid)}
+    offset = 0
+    while True:
+        page = await ctx.client.list_compute_nodes(wid, offset=offset)
+        items = page["items"]
+        ids.update(str(n["slurm_job_id"]) for n in items if n.get("slurm_job_id"))
+        offset += len(items)
+        if not items or offset >= int(page.get("total", offset)):
+            break
+    return sorted((i for i in ids if i.isdigit()), key=int)
+
+
+SACCT_COLUMNS = ["step_name", "job_id", "state", "exit_code", "max_rss", "elapsed",
+                 "slurm_job_id", "step"]
+
+
+async def cmd_sacct(ctx: Context) -> int:
+    from .. import slurm, srun
+
+    wid = await ctx.workflow_id()
+    ids = await _slurm_job_ids(ctx, wid)
+    try:
+        records = await slurm.sacct_steps(ids) if ids else []
+    except slurm.SlurmError as exc:
+        raise SlurmFailure(str(exc)) from None
+    rows = srun.step_rows(records, wid)
+    if ctx.json:
+        print_json({"workflow_id": wid, "slurm_job_ids": ids, "steps": rows})
+    elif not ids:
+        print(f"Workflow {wid}: no Slurm allocations (its runners ran outside Slurm).")
+    else:
+        print_table(rows, SACCT_COLUMNS,
+                    title=f"Workflow {wid}: job steps in Slurm jobs {', '.join(ids)}")
+    return EXIT_OK
+
+
+def _sacct_arguments(p: argparse.ArgumentParser) -> None:
+    workflow_argument(p)
+
+
 COMMANDS = [
     Command("submit", "submit Slurm allocations that run the workflow's jobs",
             """torc-trio submit 3
@@ -159,4 +202,15 @@ COMMANDS = [
             """torc-trio workflows sync-status 3 --dry-run
                torc-trio workflows sync-status 3""",
             arguments=_sync_arguments, run=cmd_sync_status),
+    Command("slurm sacct",
+            "Slurm's accounting of the workflow's jobs that ran as srun steps: state, exit "
+            "code, MaxRSS",
+            """torc-trio slurm sacct 3
+               torc-trio -f json slurm sacct 3""",
+            arguments=_sacct_arguments, run=cmd_sacct,
+            description="Slurm's accounting (sacct) of the workflow's jobs that ran as srun "
+                        "steps (execution_config mode: slurm), one row per job attempt, named "
+                        "wf<workflow>_j<job>_r<run>_a<attempt>: its state (COMPLETED, FAILED, "
+                        "OUT_OF_MEMORY, TIMEOUT, CANCELLED...), exit code (EXIT:SIGNAL), "
+                        "MaxRSS and elapsed time. Needs Slurm accounting (slurmdbd)."),
 ]
