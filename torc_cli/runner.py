@@ -55,6 +55,7 @@ import trio
 
 from torc_net.client import ServerUnreachable, TorcClient
 
+from . import srun
 from . import stdio as job_stdio
 from .gpus import GpuPool, gpu_env
 from .procs import ProcessOutcome, ProcessTable
@@ -192,6 +193,9 @@ class JobRunner:
         self._wf_stdio: dict[str, Any] | None = None
         self._ignore_completion = False
         self._procs = ProcessTable(grace_s=config.grace_s)
+        #: execution_config: jobs as srun steps in slurm mode, the end of the allocation
+        self._execution = srun.Execution()
+        self._steps: srun.SrunSteps | None = None
         self._base_env = dict(os.environ)
         self._base_env["TORC_API_URL"] = config.api_url
         self._base_env["TORC_WORKFLOW_ID"] = str(config.workflow_id)
@@ -224,6 +228,11 @@ class JobRunner:
         self._ignore_completion = bool(
             settings.get("compute_node_ignore_workflow_completion")
             and cfg.idle_timeout_s is not None)
+        self._execution = srun.execution_from_workflow(workflow, os.environ)
+        self._steps = srun.runner_steps(
+            self._execution, workflow_id=cfg.workflow_id, slurm_job_id=res.slurm_job_id,
+            cpus=res.cpus, memory_bytes=res.memory_bytes, end_time=res.end_time,
+            end_buffer_s=cfg.end_buffer_s)
         self._actions_pending = bool(workflow.get("num_actions"))
         try:
             async with trio.open_nursery() as nursery:
@@ -497,7 +506,10 @@ class JobRunner:
             on_exit(ProcessOutcome(127, False, 0.0, problem or FileNotFoundError(
                 "bash not found on PATH")))
             return
-        token = self._procs.spawn(["bash", "-c", command], executable=self._bash, env=env,
+        argv, executable = ["bash", "-c", command], self._bash
+        if self._steps is not None:  # slurm mode: the job runs as a step of the allocation
+            argv, executable = self._steps.wrap(job, run_id, attempt, argv, env)
+        token = self._procs.spawn(argv, executable=executable, env=env,
                                   stdout_path=stdio.stdout, stderr_path=stdio.stderr,
                                   on_exit=on_exit)
         self._running[jid] = _Running(job=job, token=token, stdio=stdio,
@@ -509,6 +521,9 @@ class JobRunner:
         """A job's process has ended (called by the process table's task)."""
         return_code = outcome.return_code
         terminated = outcome.terminated or return_code in TERMINATION_CODES
+        if self._steps is not None:  # a step past its --time is terminated (srun.py)
+            return_code, terminated = self._steps.ended(jid, return_code, terminated,
+                                                        outcome.exec_time_s)
         running = self._running.pop(jid)
         if self.cfg.max_parallel is None:
             job = running.job
@@ -592,7 +607,11 @@ class JobRunner:
                 self.stop(f"received {signal.Signals(signum).name}")
 
     async def _walltime_watch(self, end_time: float) -> None:
-        await trio.sleep(max(0.0, end_time - time.time() - self.cfg.end_buffer_s / 2))
+        # execution_config's termination_signal, sigterm_lead_seconds before the end
+        lead, signum = self._execution.end_of_allocation(self.cfg.end_buffer_s)
+        await trio.sleep(max(0.0, end_time - time.time() - lead))
+        for running in self._running.values():
+            self._procs.terminate(running.token, signum=signum)
         self.stop("allocation walltime ending")
 
     def _save_unreported(self) -> None:

@@ -1,5 +1,6 @@
 """Workflows inside real Slurm allocations (the local single-node cluster of
-scripts/local-slurm.sh): submit, walltime ends, scancel + recover, on_jobs_ready actions.
+scripts/local-slurm.sh): submit, walltime ends, scancel + recover, on_jobs_ready actions,
+jobs as srun steps (execution_config mode slurm) with per-node runners, and sacct.
 
 The server runs on 127.0.0.1; the allocations run on this same host, so they reach it there.
 """
@@ -147,13 +148,16 @@ def test_walltime_end_terminates_then_second_allocation_finishes(
         "name": "walltime",
         "slurm_schedulers": [{**SCHEDULERS[0], "walltime": "00:01:00"}],
         "compute_node_expiration_buffer_seconds": 20,
+        # Direct mode: running jobs get this signal this long before the allocation ends.
+        "execution_config": {"termination_signal": "SIGUSR1", "sigterm_lead_seconds": 15},
         "resource_requirements": [{"name": "short", "runtime": "PT10S"}],
         "jobs": [
             # Declared short, so the runner takes it; it runs long until the marker exists.
             # (One job: the allocation has one CPU.)
             {
                 "name": "long",
-                "command": "test -e go || sleep 300; echo ok",
+                "command": "trap 'echo USR1 > got_signal' USR1; "
+                           "test -e go || { sleep 300 & wait; }; echo ok",
                 "resource_requirements": "short",
             },
         ],
@@ -165,6 +169,7 @@ def test_walltime_end_terminates_then_second_allocation_finishes(
         150,
         "the allocation's walltime to end and its jobs to be terminated",
     )
+    assert (tmp_path / "got_signal").read_text() == "USR1\n"
     (tmp_path / "go").touch()
     api(tmp_path, server, "reset-status", str(wid), "--failed-only")
     api(tmp_path, server, "submit", str(wid))
@@ -342,3 +347,67 @@ def test_standalone_run_inside_an_allocation_keeps_to_its_walltime(
     assert (tmp_path / "quick.slurm").read_text().strip() == slurm_id
     assert not (tmp_path / "too_long_ran").exists()
     assert "too_long needs 3600 s and" in out, out
+
+
+def test_jobs_as_slurm_steps_memory_and_time_limits_and_sacct(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    """execution_config mode slurm: each job is an srun step of the allocation, so Slurm
+    enforces its memory and time. In one run (Slurm's --time is at least a minute): a job over
+    its memory ends failed with 137, one past its runtime terminated (Torc's 152), a normal one
+    completes; `slurm sacct` shows the steps by name with OUT_OF_MEMORY, TIMEOUT, COMPLETED and
+    their MaxRSS. The runners start one per node (start_one_worker_per_node), so the steps run
+    beside the runners' own step."""
+    hog = (f"{shlex.quote(sys.executable)} -c "
+           "\"import time; b = b'x' * (400 << 20); time.sleep(30)\"")
+    spec = {
+        "name": "steps",
+        "execution_config": {"mode": "slurm"},
+        "slurm_schedulers": [{**SCHEDULERS[0], "ntasks_per_node": 2}],  # two CPUs
+        "compute_node_wait_for_new_jobs_seconds": 5,
+        "resource_requirements": [
+            {"name": "small", "num_cpus": 1, "memory": "100m", "runtime": "PT1M"}],
+        "jobs": [
+            {"name": "hog", "command": hog, "resource_requirements": "small"},
+            {"name": "sleeper", "command": "exec sleep 300", "resource_requirements": "small"},
+            {"name": "ok", "command": "sleep 2; echo ok", "resource_requirements": "small"},
+        ],
+        "actions": [{"trigger_type": "on_workflow_start", "action_type": "schedule_nodes",
+                     "scheduler": "debug", "scheduler_type": "slurm",
+                     "start_one_worker_per_node": True}],
+    }
+    wid = create(tmp_path, server, spec)
+    (script,) = api(tmp_path, server, "submit", str(wid), "--dry-run")["allocations"]
+    assert "--wait=0 --kill-on-bad-exit=0 --overlap" in script["script"]
+    api(tmp_path, server, "submit", str(wid))
+
+    def finished() -> bool:
+        counts = status(tmp_path, server, wid)["counts"]
+        return sum(counts.get(s, 0) for s in ("completed", "failed", "terminated")) == 3
+
+    wait_for(finished, 240, "the three steps to end")
+    results = {r["job_name"]: r for r in api(tmp_path, server, "results", "list", str(wid))}
+    got = {name: (r["status"], r["return_code"]) for name, r in results.items()}
+    assert got == {"hog": ("failed", 137), "sleeper": ("terminated", 152),
+                   "ok": ("completed", 0)}, got
+    names = {name: f"wf{wid}_j{r['job_id']}_r1_a1" for name, r in results.items()}
+    expected = {names["hog"]: "OUT_OF_MEMORY", names["sleeper"]: "TIMEOUT",
+                names["ok"]: "COMPLETED"}
+    steps: dict[str, dict[str, Any]] = {}
+
+    def accounted() -> bool:  # slurmdbd records a step's end a moment after it
+        steps.clear()
+        for step in api(tmp_path, server, "slurm", "sacct", str(wid))["steps"]:
+            steps[step["step_name"]] = step
+        return {n: s["state"] for n, s in steps.items()} == expected
+
+    wait_for(accounted, 60, f"sacct to show {expected}")
+    hog_step, sleeper_step = steps[names["hog"]], steps[names["sleeper"]]
+    assert hog_step["exit_code"] == "0:9" and hog_step["memory"] == "100M"
+    assert hog_step["max_rss_bytes"] > 100 << 20  # what Slurm measured before it killed it
+    assert sleeper_step["max_rss"] and sleeper_step["return_code"] == 143  # SIGTERM at --time
+    table = torc(tmp_path, "slurm", "sacct", str(wid), env=clean_env(TORC_API_URL=server.url))
+    assert table.returncode == 0, table.stderr
+    for name, state in expected.items():
+        assert re.search(rf"{name}\s.*{state}", table.stdout), table.stdout
+    assert hog_step["max_rss"] in table.stdout
