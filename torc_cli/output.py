@@ -27,7 +27,7 @@ from rich.table import Table
 
 STATUS_ORDER = (
     "uninitialized", "blocked", "ready", "pending", "running", "completed", "failed",
-    "canceled", "terminated", "disabled",
+    "canceled", "terminated", "disabled", "pending_failed",
 )
 DONE_STATUSES = ("completed", "failed", "canceled", "terminated", "disabled")
 

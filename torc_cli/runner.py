@@ -53,9 +53,10 @@ from typing import Any
 
 import trio
 
+from torc_core.spec import FailureHandler
 from torc_net.client import ServerUnreachable, TorcClient
 
-from . import srun
+from . import recovery, srun
 from . import stdio as job_stdio
 from .gpus import GpuPool, gpu_env
 from .procs import ProcessOutcome, ProcessTable
@@ -192,6 +193,7 @@ class JobRunner:
         #: the workflow's execution_config.stdio (a job's own stdio overrides it)
         self._wf_stdio: dict[str, Any] | None = None
         self._ignore_completion = False
+        self._handlers: dict[str, FailureHandler] = {}
         self._procs = ProcessTable(grace_s=config.grace_s)
         #: execution_config: jobs as srun steps in slurm mode, the end of the allocation
         self._execution = srun.Execution()
@@ -221,6 +223,7 @@ class JobRunner:
         workflow = await self.client.get_workflow(cfg.workflow_id)
         execution = (workflow.get("spec_settings") or {}).get("execution_config") or {}
         self._wf_stdio = execution.get("stdio")
+        self._handlers = recovery.handlers_of(workflow)
         settings = (workflow.get("spec_settings") or {}).get("compute_node_settings") or {}
         # Torc's compute_node_ignore_workflow_completion: a completed workflow may be reset
         # or given more jobs, and this runner waits for them, until its idle timeout (a runner
@@ -306,6 +309,12 @@ class JobRunner:
                     if len(jobs) >= free and self._free_slots() > 0:
                         continue  # the batch was full: more may be ready, ask again
                 done = bool(reply.get("is_complete")) and not self._ignore_completion
+                held = self._held_failures(reply) if not jobs and not done else 0
+                if held:
+                    self.stop(f"{held} failed jobs wait for a decision (pending_failed): "
+                              "torc-trio jobs confirm-failed, or reset-status --failed-only "
+                              "to run them again", terminate=False)
+                    continue
                 if not jobs and not done and cfg.stop_when_nothing_fits and self._stuck(reply):
                     reason = await self._nothing_fits()
                     if reason:
@@ -333,6 +342,16 @@ class JobRunner:
                     timeout = min(timeout, cfg.start_report_delay_s)
                 with trio.move_on_after(timeout):
                     await self._wake.wait()
+
+    def _held_failures(self, reply: dict[str, Any]) -> int:
+        """Held failures (use_pending_failed), when they are all that stands between the
+        workflow and its end: nothing ready, pending or running anywhere, and this runner idle.
+        Only a decision changes that; 0 otherwise."""
+        counts = reply.get("counts") or {}
+        if (self._running or self._queue or self._results or counts.get("ready", 0)
+                or counts.get("pending", 0) or counts.get("running", 0)):
+            return 0
+        return int(counts.get("pending_failed", 0))
 
     def _stuck(self, reply: dict[str, Any]) -> bool:
         """This runner is idle, its claim got nothing, and jobs are ready while nothing runs
@@ -476,8 +495,6 @@ class JobRunner:
         command = str(job["command"])
         if job.get("invocation_script"):
             command = f"{job['invocation_script']} {command}"
-        if job.get("recovery_script"):
-            command = f"{job['recovery_script']}\n{command}"
         if cfg.max_parallel is None:
             self._free_cpus -= int(job.get("num_cpus", 1))
             self._free_mem -= int(job.get("memory_bytes", 0))
@@ -524,6 +541,16 @@ class JobRunner:
         if self._steps is not None:  # a step past its --time is terminated (srun.py)
             return_code, terminated = self._steps.ended(jid, return_code, terminated,
                                                         outcome.exec_time_s)
+        if not terminated and return_code != 0 and self._recover(
+                jid, attempt, run_id, return_code, outcome.exec_time_s):
+            return  # reported when the recovery script has run
+        self._job_done(jid, attempt, run_id, return_code, terminated, outcome.exec_time_s)
+
+    def _job_done(self, jid: int, attempt: int, run_id: int, return_code: int,
+                  terminated: bool, exec_time_s: float,
+                  extra: dict[str, Any] | None = None) -> None:
+        """Release the job's resources and queue its result (``extra``: the recovery
+        script's verdict)."""
         running = self._running.pop(jid)
         if self.cfg.max_parallel is None:
             job = running.job
@@ -536,8 +563,8 @@ class JobRunner:
             job_stdio.remove(running.stdio)
         result = {
             "job_id": jid, "attempt": attempt, "run_id": run_id, "return_code": return_code,
-            "status": status, "exec_time_s": round(outcome.exec_time_s, 6),
-            **job_stdio.result_paths(running.stdio, completed),
+            "status": status, "exec_time_s": round(exec_time_s, 6),
+            **job_stdio.result_paths(running.stdio, completed), **(extra or {}),
         }
         self._results.append(result)
         s = self.summary
@@ -553,6 +580,32 @@ class JobRunner:
         self._fill_slots()
         if self._stopping or self._cycle_due() or not self._queue:
             self._wake.set()
+
+    def _recover(self, jid: int, attempt: int, run_id: int, return_code: int,
+                 exec_time_s: float) -> bool:
+        """Start the failure handler's recovery script for a failed job that its rule will
+        retry (recovery.py); the job stays running here until the script ends. False: none
+        to run."""
+        running = self._running[jid]
+        script = recovery.script_for(self._handlers, running.job, return_code, attempt)
+        if script is None or self._bash is None or self._stopping:
+            return False
+        cfg = self.cfg
+        log = job_stdio.job_stem(self._out, cfg.workflow_id, jid, run_id, attempt) + \
+            ".recovery.log"
+        env = self._base_env.copy()
+        env.update(TORC_JOB_ID=str(jid), TORC_JOB_NAME=str(running.job.get("name", "")),
+                   TORC_ATTEMPT_ID=str(attempt), TORC_RUN_ID=str(run_id),
+                   TORC_RETURN_CODE=str(return_code))
+
+        def on_exit(outcome: ProcessOutcome) -> None:
+            self._job_done(jid, attempt, run_id, return_code, False, exec_time_s,
+                           recovery.verdict(outcome, log))
+
+        running.token = self._procs.spawn(["bash", "-c", script], executable=self._bash,
+                                          env=env, stdout_path=log, stderr_path=log,
+                                          on_exit=on_exit)
+        return True
 
     # ------------------------------------------------------------------------------------------
 

@@ -77,13 +77,14 @@ _FAILED = int(JobStatus.FAILED)
 _CANCELED = int(JobStatus.CANCELED)
 _TERMINATED = int(JobStatus.TERMINATED)
 _DISABLED = int(JobStatus.DISABLED)
+_PENDING_FAILED = int(JobStatus.PENDING_FAILED)
 
 #: Per status: 0 = not final, 1 = final and satisfied, 2 = final and failed.
 _OUTCOME = bytes(
     1 if s in (_COMPLETED, _DISABLED) else 2 if s in (_FAILED, _CANCELED, _TERMINATED) else 0
     for s in range(_NUM_STATUSES)
 )
-_NOT_FINAL = (_UNINITIALIZED, _BLOCKED, _READY, _PENDING, _RUNNING)
+_NOT_FINAL = (_UNINITIALIZED, _BLOCKED, _READY, _PENDING, _RUNNING, _PENDING_FAILED)
 #: Per status: whether it is a failed outcome.
 _FAILS = bytes(o == 2 for o in _OUTCOME)
 
@@ -121,7 +122,6 @@ class Engine:
         self._buckets: dict[BucketKey, deque[int]] = {}
         self._bucket_order: list[BucketKey] = []
         self._order = _ORDER.get(model.sort_method, _ORDER["gpus_runtime_memory"])
-        self._recovery: dict[int, str] = {}
         self.run_id = 1
         self.canceled = False
         self._completed_emitted = False
@@ -215,6 +215,8 @@ class Engine:
                 self._reset_status(event)
             case ev.DisableJobs():
                 self._disable(event)
+            case ev.ConfirmFailed():
+                self._confirm_failed(event)
             case ev.AdvanceRun():
                 self._advance_run(event)
             case _:
@@ -604,7 +606,6 @@ class Engine:
         runner = event.runner_id
         held = self._runner_jobs.setdefault(runner, set())
         status, holder, attempt, job_run = self._status, self._holder, self._attempt, self._run
-        recovery = self._recovery
         run_id = self.run_id
         empty: list[BucketKey] = []
         for key in self._bucket_order:
@@ -645,7 +646,6 @@ class Engine:
                         job=job,
                         attempt=attempt[job],
                         run_id=run_id,
-                        recovery_script=recovery.pop(job, None),
                     )
                 )
                 taken += 1
@@ -695,7 +695,7 @@ class Engine:
         else:
             run = self.run_id
             old_run = result.run_id < run and runner_id != self._holder[job]
-        if old_run or result.attempt < current or _OUTCOME[st]:
+        if old_run or result.attempt < current or _OUTCOME[st] or st == _PENDING_FAILED:
             return 0
         if result.run_id > run or result.attempt > current:
             raise BadInput(
@@ -741,10 +741,9 @@ class Engine:
             else:
                 h = handler_of[job]
                 rule = handlers[h].rule_for(result.return_code) if h >= 0 else None
-                if rule is not None and self._attempt[job] <= rule.max_retries:
+                if (rule is not None and self._attempt[job] <= rule.max_retries
+                        and not result.recovery_failed):
                     self._attempt[job] += 1
-                    if rule.recovery_script:
-                        self._recovery[job] = rule.recovery_script
                     if not late:  # a late result finds the job already back in the ready queue
                         self._set(job, Cause.RETRY)
                         self._enqueue(job)
@@ -758,6 +757,8 @@ class Engine:
                             recovery_script=rule.recovery_script,
                         )
                     )
+                elif self.model.use_pending_failed:
+                    self._set(job, Cause.FAIL_PENDING)  # held: its dependents wait
                 else:
                     self._set(job, Cause.LATE_FAIL if late else Cause.FAIL)
                     work.append(job)
@@ -820,8 +821,24 @@ class Engine:
                     self._drop_holder(node)
         self._buckets.clear()
         self._bucket_order.clear()
-        self._recovery.clear()
         self._effects.append(ev.WorkflowCanceled())
+
+    def _confirm_failed(self, event: ev.ConfirmFailed) -> None:
+        """Held failures become failures (Rule 2: all checked before any changes)."""
+        status = self._status
+        if event.jobs is None:
+            jobs = [j for j in range(self.model.num_jobs) if status[j] == _PENDING_FAILED]
+        else:
+            for job in event.jobs:
+                self._check_job(job)
+            wrong = tuple(j for j in event.jobs if status[j] != _PENDING_FAILED)
+            if wrong:
+                raise IllegalTransition("not pending_failed (only held failures can be "
+                                        "confirmed)", jobs=wrong)
+            jobs = sorted(set(event.jobs))
+        for job in jobs:
+            self._set(job, Cause.CONFIRM_FAIL)
+        self._propagate(jobs)
 
     def _refuse_while_active(self, what: str) -> None:
         active = self._counts[_PENDING] + self._counts[_RUNNING]
@@ -844,7 +861,6 @@ class Engine:
             if node < self.model.num_jobs:
                 self._attempt[node] = 1
                 self._run[node] = self.run_id
-                self._recovery.pop(node, None)
 
     def _reinitialize(self, event: ev.Reinitialize) -> None:
         m = self.model
@@ -884,7 +900,8 @@ class Engine:
         if event.failed_only:
             status = self._status
             nodes = self._downstream_closure(
-                n for n in range(m.num_jobs) if _OUTCOME[status[n]] == 2
+                n for n in range(m.num_jobs)
+                if _OUTCOME[status[n]] == 2 or status[n] == _PENDING_FAILED
             )
         else:
             nodes = list(range(m.num_nodes))

@@ -29,6 +29,11 @@ class JobResult:
     return_code: int
     terminated: bool = False
     exec_time_s: float = 0.0
+    #: the failure handler's recovery script failed (the runner ran it before reporting):
+    #: the job is not retried, whatever its rule says
+    recovery_failed: bool = False
+    #: why, in words, when the runner has something to say (stored, not interpreted)
+    note: str | None = None
     #: where the runner put the job's output (None: not captured); stored, not interpreted
     stdout_path: str | None = None
     stderr_path: str | None = None
@@ -133,6 +138,15 @@ class ResetStatus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConfirmFailed:
+    """The decision on failures held as pending_failed (``use_pending_failed``): they are
+    failures; their dependents are canceled or run as after any failure. ``jobs``: those of
+    them (all must be pending_failed), or None: every one."""
+
+    jobs: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DisableJobs:
     jobs: tuple[int, ...]
 
@@ -158,6 +172,7 @@ EngineInput = (
     | Reinitialize
     | ResetStatus
     | DisableJobs
+    | ConfirmFailed
     | AdvanceRun
 )
 
@@ -232,7 +247,6 @@ class ClaimedJob:
     job: int
     attempt: int
     run_id: int
-    recovery_script: str | None = None  # run before the command (a failure handler asked)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -659,6 +659,7 @@ def _compile(spec: WorkflowSpec, barrier_threshold: int, budget: RegexBudget) ->
         uncompressed_edges=uncompressed,
         priority=priority_column(map(attrgetter("priority"), spec.jobs), n),
         sort_method=spec.jobs_sort_method or "gpus_runtime_memory",
+        use_pending_failed=spec.use_pending_failed,
     )
 
 

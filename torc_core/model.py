@@ -69,6 +69,8 @@ class WorkflowModel:
     priority: array[int] | None = None
     #: Torc's jobs_sort_method: the order claims take ready jobs in (after priority)
     sort_method: str = "gpus_runtime_memory"
+    #: Torc's use_pending_failed: a failure with no retry left waits as pending_failed
+    use_pending_failed: bool = False
     _up: tuple[array[int], array[int]] | None = field(default=None, repr=False)
 
     @property
@@ -127,6 +129,7 @@ class WorkflowModel:
         uncompressed_edges: int | None = None,
         priority: Sequence[int] | None = None,
         sort_method: str | None = None,
+        use_pending_failed: bool = False,
     ) -> WorkflowModel:
         """Convenience constructor from Python sequences (tests, the server's loader)."""
 
@@ -173,6 +176,7 @@ class WorkflowModel:
             uncompressed_edges=len(edges) if uncompressed_edges is None else uncompressed_edges,
             priority=priority_column(priority, num_jobs),
             sort_method=sort_method or "gpus_runtime_memory",
+            use_pending_failed=use_pending_failed,
         )
 
 

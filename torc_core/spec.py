@@ -11,6 +11,7 @@ and immutability lets the graph compiler share tuples between jobs safely.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,22 @@ class FailureHandler:
             if rule.match_all_exit_codes:
                 return rule
         return None
+
+
+def failure_handler_from_json(h: Mapping[str, Any]) -> FailureHandler:
+    """A handler from its JSON (as the server stores it and the runner receives it)."""
+    return FailureHandler(
+        name=str(h["name"]),
+        rules=tuple(
+            FailureHandlerRule(
+                exit_codes=tuple(int(c) for c in r.get("exit_codes", ())),
+                match_all_exit_codes=bool(r.get("match_all_exit_codes", False)),
+                recovery_script=r.get("recovery_script"),
+                max_retries=int(r.get("max_retries", 0)),
+            )
+            for r in h.get("rules", ())
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,6 +32,9 @@ class JobStatus(IntEnum):
     CANCELED = 7
     TERMINATED = 8
     DISABLED = 9
+    #: failed, held for a decision (use_pending_failed): its dependents wait, the workflow is
+    #: not complete until it is reset (run again) or confirmed failed
+    PENDING_FAILED = 10
 
     @property
     def label(self) -> str:
@@ -66,6 +69,8 @@ class Cause(IntEnum):
     LATE_SUCCEED = 14  # a report for a job whose lease had already been given back
     LATE_FAIL = 15
     BARRIER_PASS = 16  # an internal barrier node: all its dependencies reached a final status
+    FAIL_PENDING = 17  # a failure with no retry left, held for a decision (use_pending_failed)
+    CONFIRM_FAIL = 18  # the decision on a held failure: it is a failure
 
 
 S = JobStatus
@@ -109,6 +114,13 @@ TRANSITIONS: dict[tuple[JobStatus, Cause], JobStatus] = {
     **{(s, C.CANCEL): S.CANCELED for s in (*_NOT_ACTIVE_NOT_FINAL, S.PENDING, S.RUNNING)},
     **{(s, C.RESET): S.UNINITIALIZED for s in (*_NOT_ACTIVE_NOT_FINAL, *FINAL_STATUSES)},
     **{(s, C.DISABLE): S.DISABLED for s in _NOT_ACTIVE_NOT_FINAL},
+    # use_pending_failed: a failure is held for a decision; a late one too.
+    (S.PENDING, C.FAIL_PENDING): S.PENDING_FAILED,
+    (S.RUNNING, C.FAIL_PENDING): S.PENDING_FAILED,
+    (S.READY, C.FAIL_PENDING): S.PENDING_FAILED,
+    (S.PENDING_FAILED, C.CONFIRM_FAIL): S.FAILED,
+    (S.PENDING_FAILED, C.RESET): S.UNINITIALIZED,
+    (S.PENDING_FAILED, C.CANCEL): S.CANCELED,
     # Barrier nodes are never claimed: they pass straight to completed.
     (S.UNINITIALIZED, C.BARRIER_PASS): S.COMPLETED,
     (S.BLOCKED, C.BARRIER_PASS): S.COMPLETED,

@@ -79,7 +79,7 @@ async def import_results(s: Service, c: Call) -> dict[str, Any]:
         seen.add(key)
         rows.append((wf.id, *key, item["return_code"], _STATUS_CODES[item["status"]],
                      item["exec_time_s"], item["completed_at"], None,
-                     item.get("stdout_path"), item.get("stderr_path")))
+                     item.get("stdout_path"), item.get("stderr_path"), None))
     change.results.extend(rows)
     change.event(wf.id, s.clock(), "results_imported",
                  {"results": len(rows), "duplicates": duplicates, "run_id": next_run})

@@ -236,7 +236,7 @@ async def list_results(s: Service, c: Call) -> dict[str, Any]:
              else None, "run_id": r[2], "attempt": r[3], "return_code": r[4],
              "status": STATUS_LABELS[r[5]], "exec_time_s": r[6], "completed_at": r[7],
              "compute_node_id": r[8], "slurm_job_id": r[9], "stdout_path": r[10],
-             "stderr_path": r[11]}
+             "stderr_path": r[11], "note": r[12]}
             for r in rows
         ]
 

@@ -45,7 +45,9 @@ def _results(wf: WorkflowState, items: Sequence[dict[str, Any]]) -> tuple[ev.Job
                              terminated=item.get("status") == "terminated",
                              exec_time_s=item["exec_time_s"],
                              stdout_path=item.get("stdout_path"),
-                             stderr_path=item.get("stderr_path")))
+                             stderr_path=item.get("stderr_path"),
+                             recovery_failed=bool(item.get("recovery_failed")),
+                             note=item.get("note")))
     return tuple(out)
 
 
@@ -135,6 +137,8 @@ async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
     model, base = wf.model, wf.job_id_base
     names, commands, scripts, term, stdio = (wf.names, wf.commands, wf.invocation_scripts,
                                              wf.supports_termination, wf.stdio)
+    handler_names = {k: h["name"] for k, h in
+                     enumerate(wf.spec_info.get("failure_handlers", ()))}
     out: list[dict[str, Any]] = []
     reported: dict[str, int] = {}
     for eff in effects:
@@ -144,7 +148,7 @@ async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
                 out.append({
                     "id": base + j, "name": names[j], "command": commands[j],
                     "invocation_script": scripts[j], "attempt": cj.attempt,
-                    "run_id": cj.run_id, "recovery_script": cj.recovery_script,
+                    "run_id": cj.run_id, "failure_handler": handler_names.get(model.handler[j]),
                     "supports_termination": bool(term[j]), "num_cpus": model.cpus[j],
                     "num_gpus": model.gpus[j], "memory_bytes": model.memory[j],
                     "runtime_s": model.runtime[j],

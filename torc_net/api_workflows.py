@@ -218,6 +218,22 @@ async def reset_status(s: Service, c: Call) -> dict[str, Any]:
     return {**status, "jobs": [base + j for j in reset.jobs]}
 
 
+async def confirm_failed(s: Service, c: Call) -> dict[str, Any]:
+    """Held failures (pending_failed) become failures: all, or those of ``job_ids``."""
+    job_ids: list[int] | None = c.body["job_ids"]
+    jobs = None
+    if job_ids is not None:
+        wf = s.workflow(c.path["workflow_id"], c.who)
+        base = wf.job_id_base
+        unknown = sorted({j for j in job_ids if not 0 <= j - base < wf.num_jobs})
+        if unknown:
+            raise not_found(f"job_ids: no job {_named(unknown)} in workflow {wf.id}")
+        jobs = tuple(sorted({j - base for j in job_ids}))
+    return await _drive_and_answer(s, c, ev.ConfirmFailed(jobs=jobs), "confirmed_failed",
+                                   {"job_ids": None if job_ids is None
+                                    else sorted(set(job_ids))[:_NAMED_IDS]})
+
+
 def file_mtimes(wf: WorkflowState, given: Mapping[str, float | None], where: str) \
         -> dict[int, float | None]:
     """File id -> mtime from a body's ``{"<file id>": mtime}`` (values checked by schema)."""
@@ -276,4 +292,5 @@ ENDPOINTS: dict[str, Endpoint] = {
     "initialize_workflow": initialize_workflow,
     "reinitialize_workflow": reinitialize_workflow,
     "reset_status": reset_status,
+    "confirm_failed": confirm_failed,
 }

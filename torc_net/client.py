@@ -322,6 +322,14 @@ class TorcClient:
             "POST", _path("workflows", workflow_id, "reset_status"), body
         )
 
+    async def confirm_failed(self, workflow_id: int,
+                             job_ids: Sequence[int] | None = None) -> dict[str, Any]:
+        """Held failures (pending_failed) become failures: those of ``job_ids``, or all."""
+        body: dict[str, Any] = {"job_ids": None if job_ids is None else list(job_ids)}
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "confirm_failed"), body
+        )
+
     async def workflow_status(self, workflow_id: int) -> dict[str, Any]:
         return await self.call(  # type: ignore[no-any-return]
             "GET", _path("workflows", workflow_id, "status")

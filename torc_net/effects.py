@@ -71,7 +71,7 @@ def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: flo
             change.results.extend(
                 (wf_id, base + r.job, r.run_id, r.attempt, r.return_code,
                  _TERMINATED if r.terminated else _COMPLETED if r.return_code == 0 else _FAILED,
-                 r.exec_time_s, now, cn, r.stdout_path, r.stderr_path)
+                 r.exec_time_s, now, cn, r.stdout_path, r.stderr_path, r.note)
                 for r in eff.accepted
             )
         elif isinstance(eff, ev.RetryScheduled):

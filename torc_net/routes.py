@@ -66,6 +66,8 @@ RESULT_ITEM = _obj(
     exec_time_s={"type": "number", "minimum": 0, "default": 0.0},
     stdout_path={**_STR_OR_NULL, "maxLength": 4096, "default": None},
     stderr_path={**_STR_OR_NULL, "maxLength": 4096, "default": None},
+    recovery_failed={**_BOOL, "default": False},
+    note={**_STR_OR_NULL, "maxLength": 4096, "default": None},
 )
 
 CREATE_BODY = _obj(("spec",), spec=_FREE_OBJECT, dry_run={**_BOOL, "default": False})
@@ -103,6 +105,7 @@ WORKFLOW = _obj(
     num_jobs=_COUNT, run_id=_ID, is_canceled=_BOOL, is_complete=_BOOL, job_id_base=_ID,
     project=_STR_OR_NULL, metadata=_ANY,
     spec_settings=_FREE_OBJECT, slurm_schedulers={"type": "array"}, num_actions=_COUNT,
+    failure_handlers={"type": "array"},
 )
 STATUS = _obj(("id", "run_id", "counts", "total", "is_complete", "is_canceled"),
               id=_ID, run_id=_ID, counts=_COUNTS, total=_COUNT, is_complete=_BOOL,
@@ -137,6 +140,7 @@ RESULT = _obj(
     id=_ID, job_id=_ID, job_name=_STR_OR_NULL, run_id=_ID, attempt=_ID, return_code=_int(),
     status=_STR, exec_time_s=_NUM, completed_at=_NUM, compute_node_id=_int(1, nullable=True),
     slurm_job_id=_STR_OR_NULL, stdout_path=_STR_OR_NULL, stderr_path=_STR_OR_NULL,
+    note=_STR_OR_NULL,
 )
 EVENT = _obj(("id", "ts", "kind", "data"), id=_ID, ts=_NUM, kind=_STR, data=_ANY)
 COMPUTE_NODE = _obj(
@@ -149,7 +153,7 @@ COMPUTE_NODE = _obj(
 CLAIMED_JOB = _obj(
     ("id", "name", "command", "attempt", "run_id"),
     id=_ID, name=_STR, command=_STR, invocation_script=_STR_OR_NULL, attempt=_ID, run_id=_ID,
-    recovery_script=_STR_OR_NULL, supports_termination=_BOOL, num_cpus=_COUNT,
+    failure_handler=_STR_OR_NULL, supports_termination=_BOOL, num_cpus=_COUNT,
     num_gpus=_COUNT, memory_bytes=_COUNT, runtime_s=_COUNT,
     stdio={"type": ["object", "null"]},
 )
@@ -222,6 +226,11 @@ ROUTES: list[Route] = [
     Route("POST", "/workflows/<int:workflow_id>/reset_status", "reset_status",
           "Reset job statuses (all, the failed part, or chosen jobs and their downstream) "
           "and initialize again", body=RESET_BODY, response=RESET_STATUS),
+    Route("POST", "/workflows/<int:workflow_id>/confirm_failed", "confirm_failed",
+          "Held failures (pending_failed, use_pending_failed) become failures",
+          body=_obj((), job_ids={"type": ["array", "null"], "items": _ID,
+                                 "maxItems": MAX_RESET_JOB_IDS, "default": None}),
+          response=STATUS),
     Route("GET", "/workflows/<int:workflow_id>/status", "workflow_status",
           "Counts per status", response=STATUS),
     Route("GET", "/workflows/<int:workflow_id>/jobs", "list_jobs", "List jobs",

@@ -19,7 +19,7 @@ from typing import Any
 from torc_core import events as ev
 from torc_core.engine import Engine
 from torc_core.model import WorkflowModel
-from torc_core.spec import FailureHandler, FailureHandlerRule, WorkflowSpec
+from torc_core.spec import FailureHandler, WorkflowSpec, failure_handler_from_json
 from torc_core.status import JobStatus
 
 from .columns import LINK_ATTRS, JobColumns, StrColumn
@@ -138,6 +138,7 @@ class WorkflowState:
             "project": self.spec_info.get("settings", {}).get("project"),
             "metadata": self.spec_info.get("settings", {}).get("metadata"),
             "spec_settings": self.spec_info.get("settings", {}),
+            "failure_handlers": self.spec_info.get("failure_handlers", []),
             "slurm_schedulers": self.spec_info.get("slurm_schedulers", []),
             "num_actions": len(self.spec_info.get("actions", [])),
         }
@@ -193,21 +194,7 @@ def _spec_info(spec: WorkflowSpec, model: WorkflowModel) -> dict[str, Any]:
 
 
 def _failure_handlers(info: Mapping[str, Any]) -> tuple[FailureHandler, ...]:
-    return tuple(
-        FailureHandler(
-            name=h["name"],
-            rules=tuple(
-                FailureHandlerRule(
-                    exit_codes=tuple(r.get("exit_codes", ())),
-                    match_all_exit_codes=bool(r.get("match_all_exit_codes", False)),
-                    recovery_script=r.get("recovery_script"),
-                    max_retries=int(r.get("max_retries", 0)),
-                )
-                for r in h.get("rules", ())
-            ),
-        )
-        for h in info.get("failure_handlers", ())
-    )
+    return tuple(failure_handler_from_json(h) for h in info.get("failure_handlers", ()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,6 +303,7 @@ def restore_workflow(stored: StoredWorkflow, now: float) \
         failure_handlers=_failure_handlers(info),
         num_schedulers=int(info.get("num_schedulers", 0)),
         uncompressed_edges=int(info.get("uncompressed_edges", len(stored.edges))),
+        use_pending_failed=bool(info.get("settings", {}).get("use_pending_failed")),
         priority=[j[16] for j in jobs],
         sort_method=info.get("settings", {}).get("jobs_sort_method"),
     )

@@ -9,7 +9,7 @@ from typing import Any
 from conftest import Api, simple_spec
 
 STATUSES = ["uninitialized", "blocked", "ready", "pending", "running", "completed", "failed",
-            "canceled", "terminated", "disabled"]
+            "canceled", "terminated", "disabled", "pending_failed"]
 
 
 async def create(api: Api, spec: dict[str, Any]) -> int:

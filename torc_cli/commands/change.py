@@ -101,6 +101,25 @@ def _job_ids_option(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGrou
                         "comma-separated, or repeat the option")
 
 
+async def cmd_confirm_failed(ctx: Context) -> int:
+    wid = await ctx.workflow_id()
+    given: list[list[int]] | None = ctx.args.job_ids
+    chosen = None if given is None else list(dict.fromkeys(j for ids in given for j in ids))
+    status = await ctx.client.confirm_failed(wid, chosen)
+    if ctx.json:
+        print_json(status)
+    else:
+        print_counts(status["counts"], title=f"Workflow {wid} after confirming failures")
+    return EXIT_OK
+
+
+def _confirm_arguments(p: argparse.ArgumentParser) -> None:
+    workflow_argument(p)
+    p.add_argument("--job-ids", type=job_ids_value, action="append", metavar="ID[,ID...]",
+                   help="only these held failures (default: every pending_failed job); "
+                        "comma-separated, or repeat the option")
+
+
 async def cmd_delete(ctx: Context) -> int:
     wid = await ctx.workflow_id()
     result = await ctx.client.delete_workflow(wid)
@@ -154,6 +173,16 @@ COMMANDS = [
                         "jobs alone and resets only them (its `workflows reinit` then resets "
                         "what depends on them); here the workflow comes first, the jobs follow "
                         "--job-ids, and what depends on them is reset in the same step."),
+    Command("jobs confirm-failed", "decide that held failures (pending_failed) are failures",
+            """torc-trio jobs confirm-failed 3
+               torc-trio jobs confirm-failed 3 --job-ids 41,42
+               torc-trio reset-status 3 --failed-only   # or: run them again instead""",
+            arguments=_confirm_arguments, run=cmd_confirm_failed,
+            description="With use_pending_failed: true a job that fails with no retry left "
+                        "waits as pending_failed, its dependents blocked and the workflow not "
+                        "complete, for a decision: this command makes them failures (their "
+                        "dependents are then canceled or run, as cancel_on_blocking_job_failure "
+                        "says); reset-status --failed-only runs them again."),
     Command("reinitialize", "rerun the jobs whose input files changed, and everything downstream",
             """torc-trio reinitialize 3 --dry-run
                torc-trio reinitialize 3 && torc-trio run 3""",

@@ -208,8 +208,8 @@ def apply(db: sqlite3.Connection, c: Change) -> None:
     if c.results:
         db.executemany(
             "INSERT OR IGNORE INTO results (workflow_id, job_id, run_id, attempt, return_code,"
-            " status, exec_time_s, completed_at, compute_node_id, stdout_path, stderr_path)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " status, exec_time_s, completed_at, compute_node_id, stdout_path, stderr_path,"
+            " note) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             c.results)
     if c.events:
         db.executemany("INSERT INTO events (workflow_id, ts, kind, data) VALUES (?,?,?,?)",

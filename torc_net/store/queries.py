@@ -204,8 +204,8 @@ def results_page(conn: sqlite3.Connection, wf_id: int, status: int | None, limit
     total = conn.execute(f"SELECT count(*) FROM results r WHERE {where}", params).fetchone()[0]
     rows = conn.execute(
         "SELECT r.id, r.job_id, r.run_id, r.attempt, r.return_code, r.status, r.exec_time_s,"
-        " r.completed_at, r.compute_node_id, c.slurm_job_id, r.stdout_path, r.stderr_path"
-        " FROM results r"
+        " r.completed_at, r.compute_node_id, c.slurm_job_id, r.stdout_path, r.stderr_path,"
+        " r.note FROM results r"
         " LEFT JOIN compute_nodes c ON c.id = r.compute_node_id"
         f" WHERE {where} ORDER BY r.id LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
     return total, rows

@@ -9,8 +9,9 @@ pointed at the old one — the next free id of each sequence is kept in ``meta``
 ``next_id.<sequence>`` (a high-water mark), written in the same transaction as the rows that
 use the ids (:data:`ID_SEQUENCES`).
 
-Version 3 added a job's ``priority`` and ``stdio`` and a result's ``stdout_path`` and
-``stderr_path`` (columns added in place; old rows get priority 0 and no paths).
+Version 3 added a job's ``priority`` and ``stdio`` and a result's ``stdout_path``,
+``stderr_path`` and ``note`` (columns added in place; old rows get priority 0, no paths, no
+note).
 
 Version 4 added a job's ``run_id``: the run of its current attempt, which a job running
 through a selective reset keeps (the engine's Rule 6b), written with the job's status.
@@ -123,7 +124,8 @@ CREATE TABLE IF NOT EXISTS results (
     completed_at REAL NOT NULL,
     compute_node_id INTEGER,
     stdout_path TEXT,
-    stderr_path TEXT
+    stderr_path TEXT,
+    note TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS results_key ON results (job_id, run_id, attempt);
 CREATE TABLE IF NOT EXISTS events (
@@ -221,7 +223,8 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
 
 def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
     for table, column in (("jobs", "priority INTEGER NOT NULL DEFAULT 0"), ("jobs", "stdio TEXT"),
-                          ("results", "stdout_path TEXT"), ("results", "stderr_path TEXT")):
+                          ("results", "stdout_path TEXT"), ("results", "stderr_path TEXT"),
+                          ("results", "note TEXT")):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column.split()[0] not in have:  # tables made by this version's SCHEMA have it
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
