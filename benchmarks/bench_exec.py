@@ -92,11 +92,25 @@ def write_commands(d: Path, n: int, command: str) -> Path:
 
 # ----------------------------------------------------------------------------------------------
 
-def bench_torc(d: Path, args: argparse.Namespace) -> dict[str, Any]:
-    cmds = write_commands(d, args.jobs, args.command)
+def write_spec(d: Path, n: int, command: str, stdio_mode: str) -> Path:
+    """The same N commands as a Torc spec whose execution_config.stdio is ``stdio_mode``."""
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "spec.json"
+    path.write_text(json.dumps({
+        "name": f"bench_{stdio_mode}", "execution_config": {"stdio": {"mode": stdio_mode}},
+        "jobs": [{"name": f"j{k}", "command": command} for k in range(n)]}))
+    return path
+
+
+def bench_torc(d: Path, args: argparse.Namespace, stdio_mode: str | None = None) \
+        -> dict[str, Any]:
+    """torc-trio run of commands.txt, or (``stdio_mode``) of the same commands as a spec
+    with that stdio mode."""
+    target = (write_commands(d, args.jobs, args.command) if stdio_mode is None
+              else write_spec(d, args.jobs, args.command, stdio_mode))
     argv = torc_argv()
     wall, code, out, err = _timed([*argv, "-f", "json", "run", "-j", str(args.parallel),
-                                   cmds.name], d, timeout=args.timeout)
+                                   target.name], d, timeout=args.timeout)
     res = _result(args.jobs, wall, code)
     try:
         report = json.loads(out.read_text())
@@ -260,6 +274,10 @@ def main() -> None:
     p.add_argument("--workdir", default=None,
                    help="where the temporary directories go (default: the system's, /tmp)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    p.add_argument("--stdio", default=None, metavar="MODE[,MODE...]",
+                   help="instead of one torc-trio run of commands.txt, one per stdio mode "
+                        "(separate, combined, no_stdout, no_stderr, none), each a spec with "
+                        "that execution_config.stdio; ratios of each to 'separate'")
     args = p.parse_args()
     if not 0 < args.jobs <= 1_000_000 or not 0 < args.parallel <= 4096:
         p.error("--jobs must be in 1..1e6 and --parallel in 1..4096")
@@ -274,7 +292,11 @@ def main() -> None:
     result: dict[str, Any] = {"jobs": args.jobs, "parallel": args.parallel,
                               "cpus": os.cpu_count(), "command": args.command,
                               "repeat": args.repeat}
-    plan = [("torc", args.skip_torc, bench_torc), ("xargs", args.skip_xargs, bench_xargs),
+    modes = [m.strip() for m in args.stdio.split(",")] if args.stdio else []
+    torc_plan: list[tuple[str, bool, Any]] = (
+        [(f"torc_{m}", args.skip_torc, lambda d, a, m=m: bench_torc(d, a, m)) for m in modes]
+        if modes else [("torc", args.skip_torc, bench_torc)])
+    plan = [*torc_plan, ("xargs", args.skip_xargs, bench_xargs),
             ("parallel_gnu", args.skip_gnu, bench_gnu_parallel),
             ("hq", args.skip_hq, bench_hq)]
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, skip, _ in plan if not skip}
@@ -294,6 +316,20 @@ def main() -> None:
         if len(runs) > 1:
             result[name]["jobs_per_s_rounds"] = [r.get("jobs_per_s") for r in runs]
 
+    if modes:
+        base = rounds.get("torc_separate")
+        for m in modes:
+            runs = rounds.get(f"torc_{m}")
+            if base and runs and m != "separate":
+                per = [r["jobs_per_s"] / b["jobs_per_s"] for r, b in zip(runs, base, strict=True)
+                       if r.get("jobs_per_s") and b.get("jobs_per_s")]
+                if per:
+                    result[f"ratio_{m}_over_separate_rounds"] = [round(x, 3) for x in per]
+                    result[f"ratio_{m}_over_separate"] = round(sorted(per)[(len(per) - 1) // 2],
+                                                               3)
+        main_mode = "separate" if "separate" in modes else modes[0]
+        result["torc"] = result[f"torc_{main_mode}"]
+        rounds["torc"] = rounds[f"torc_{main_mode}"]
     torc = result.get("torc", {})
     result["torc_jobs_recorded"] = torc.get("recorded_completed")
     result["all_torc_jobs_recorded"] = torc.get("recorded_completed") == args.jobs

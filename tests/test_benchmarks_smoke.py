@@ -79,6 +79,16 @@ def test_bench_exec_smoke() -> None:
     assert "ratio_torc_over_xargs" in out
 
 
+def test_bench_exec_stdio_modes_smoke() -> None:
+    out = run_bench("bench_exec.py", "--jobs", "30", "--parallel", "4", "--skip-hq",
+                    "--skip-gnu", "--skip-xargs", "--stdio", "separate,combined,none",
+                    "--repeat", "2")
+    files = {m: out[f"torc_{m}"]["stdio_files"] for m in ("separate", "combined", "none")}
+    assert files == {"separate": 60, "combined": 30, "none": 0}
+    assert all(out[f"torc_{m}"]["recorded_completed"] == 30 for m in files)
+    assert len(out["ratio_none_over_separate_rounds"]) == 2
+
+
 def test_bench_noisy_smoke() -> None:
     out = run_bench("bench_noisy.py", "--jobs", "3000", "--regex-jobs", "50", "--timeout", "60")
     assert out["jobs"] == 3000

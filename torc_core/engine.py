@@ -55,38 +55,24 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import events as ev
+from . import resets
+from .codes import (
+    _BLOCKED,
+    _FAILS,
+    _NOT_FINAL,
+    _NUM_STATUSES,
+    _OUTCOME,
+    _PENDING,
+    _PENDING_FAILED,
+    _READY,
+    _RUNNING,
+    _TABLE,
+    _UNINITIALIZED,
+)
 from .errors import BadInput, IllegalTransition, UnknownJob
 from .model import WorkflowModel
-from .reach import downstream_closure, fails_behind
-from .status import TRANSITIONS, Cause, JobStatus
-
-_NUM_STATUSES = len(JobStatus)
-
-# TRANSITIONS as a dense table for the hot path: _TABLE[cause][status] -> new status or -1.
-_TABLE: list[list[int]] = [[-1] * _NUM_STATUSES for _ in Cause]
-for (_old, _cause), _new in TRANSITIONS.items():
-    _TABLE[_cause][_old] = int(_new)
-
-_UNINITIALIZED = int(JobStatus.UNINITIALIZED)
-_BLOCKED = int(JobStatus.BLOCKED)
-_READY = int(JobStatus.READY)
-_PENDING = int(JobStatus.PENDING)
-_RUNNING = int(JobStatus.RUNNING)
-_COMPLETED = int(JobStatus.COMPLETED)
-_FAILED = int(JobStatus.FAILED)
-_CANCELED = int(JobStatus.CANCELED)
-_TERMINATED = int(JobStatus.TERMINATED)
-_DISABLED = int(JobStatus.DISABLED)
-_PENDING_FAILED = int(JobStatus.PENDING_FAILED)
-
-#: Per status: 0 = not final, 1 = final and satisfied, 2 = final and failed.
-_OUTCOME = bytes(
-    1 if s in (_COMPLETED, _DISABLED) else 2 if s in (_FAILED, _CANCELED, _TERMINATED) else 0
-    for s in range(_NUM_STATUSES)
-)
-_NOT_FINAL = (_UNINITIALIZED, _BLOCKED, _READY, _PENDING, _RUNNING, _PENDING_FAILED)
-#: Per status: whether it is a failed outcome.
-_FAILS = bytes(o == 2 for o in _OUTCOME)
+from .reach import fails_behind
+from .status import Cause, JobStatus
 
 #: A ready-queue bucket: jobs with identical priority, resource needs and scheduler.
 #: (priority, gpus, runtime, memory, cpus, nodes, scheduler); sorted descending (by
@@ -208,17 +194,17 @@ class Engine:
             case ev.ReleaseJobs():
                 self._release_jobs(event.runner_id, event.jobs)
             case ev.CancelWorkflow():
-                self._cancel()
+                resets.cancel(self)
             case ev.Reinitialize():
-                self._reinitialize(event)
+                resets.reinitialize(self, event)
             case ev.ResetStatus():
-                self._reset_status(event)
+                resets.reset_status(self, event)
             case ev.DisableJobs():
-                self._disable(event)
+                resets.disable(self, event)
             case ev.ConfirmFailed():
-                self._confirm_failed(event)
+                resets.confirm_failed(self, event)
             case ev.AdvanceRun():
-                self._advance_run(event)
+                resets.advance_run(self, event)
             case _:
                 raise BadInput(f"unknown engine input {type(event).__name__}")
         return self._finish()
@@ -804,158 +790,6 @@ class Engine:
                 self._enqueue(job)
                 released.append(job)
         self._effects.append(ev.RunnerReleased(runner_id=runner_id, jobs=tuple(released)))
-
-    # -----------------------------------------------------------------------------------------
-    # Workflow-wide inputs
-
-    def _cancel(self) -> None:
-        if self.canceled:
-            return
-        self.canceled = True
-        self._log_run = True
-        status = self._status
-        for node in range(self.model.num_nodes):
-            if not _OUTCOME[status[node]]:
-                self._set(node, Cause.CANCEL)
-                if node < self.model.num_jobs:
-                    self._drop_holder(node)
-        self._buckets.clear()
-        self._bucket_order.clear()
-        self._effects.append(ev.WorkflowCanceled())
-
-    def _confirm_failed(self, event: ev.ConfirmFailed) -> None:
-        """Held failures become failures (Rule 2: all checked before any changes)."""
-        status = self._status
-        if event.jobs is None:
-            jobs = [j for j in range(self.model.num_jobs) if status[j] == _PENDING_FAILED]
-        else:
-            for job in event.jobs:
-                self._check_job(job)
-            wrong = tuple(j for j in event.jobs if status[j] != _PENDING_FAILED)
-            if wrong:
-                raise IllegalTransition("not pending_failed (only held failures can be "
-                                        "confirmed)", jobs=wrong)
-            jobs = sorted(set(event.jobs))
-        for job in jobs:
-            self._set(job, Cause.CONFIRM_FAIL)
-        self._propagate(jobs)
-
-    def _refuse_while_active(self, what: str) -> None:
-        active = self._counts[_PENDING] + self._counts[_RUNNING]
-        if active:
-            raise IllegalTransition(f"cannot {what}: {active} jobs are pending or running")
-
-    def _downstream_closure(self, seeds: Iterable[int]) -> list[int]:
-        return downstream_closure(self.model, seeds)
-
-    def _reset_nodes(self, nodes: Sequence[int]) -> None:
-        """Back to uninitialized for a new run (disabled jobs stay disabled)."""
-        self.run_id += 1
-        self.canceled = False
-        self._log_run = True
-        self._completed_emitted = False
-        for node in nodes:
-            if self._status[node] == _DISABLED:
-                continue
-            self._set(node, Cause.RESET)
-            if node < self.model.num_jobs:
-                self._attempt[node] = 1
-                self._run[node] = self.run_id
-
-    def _reinitialize(self, event: ev.Reinitialize) -> None:
-        m = self.model
-        self._refuse_while_active("reinitialize")
-        seeds: set[int] = set()
-        if event.changed_files:
-            ptr, idx = m.input_files_ptr, m.input_files_idx
-            for job in range(m.num_jobs):
-                if any(idx[k] in event.changed_files for k in range(ptr[job], ptr[job + 1])):
-                    seeds.add(job)
-        if event.changed_user_data:
-            ptr, idx = m.input_user_data_ptr, m.input_user_data_idx
-            for job in range(m.num_jobs):
-                if any(idx[k] in event.changed_user_data for k in range(ptr[job], ptr[job + 1])):
-                    seeds.add(job)
-        status = self._status
-        seeds.update(
-            n for n in range(m.num_nodes) if status[n] != _COMPLETED and status[n] != _DISABLED
-        )
-        nodes = self._downstream_closure(sorted(seeds))
-        jobs = tuple(n for n in nodes if n < m.num_jobs and status[n] != _DISABLED)
-        if event.dry_run or not nodes:
-            self._effects.append(
-                ev.ReinitializePlanned(jobs=jobs, dry_run=True, run_id=self.run_id)
-            )
-            return
-        self._reset_nodes(nodes)
-        self._initialize(nodes)
-        self._effects.append(ev.ReinitializePlanned(jobs=jobs, dry_run=False, run_id=self.run_id))
-
-    def _reset_status(self, event: ev.ResetStatus) -> None:
-        if event.jobs is not None:
-            self._reset_jobs(event)
-            return
-        self._refuse_while_active("reset status")
-        m = self.model
-        if event.failed_only:
-            status = self._status
-            nodes = self._downstream_closure(
-                n for n in range(m.num_jobs)
-                if _OUTCOME[status[n]] == 2 or status[n] == _PENDING_FAILED
-            )
-        else:
-            nodes = list(range(m.num_nodes))
-        if nodes:
-            self._reset_nodes(nodes)
-        if event.initialize:
-            self._initialize()
-
-    def _reset_jobs(self, event: ev.ResetStatus) -> None:
-        """A selective reset: the chosen jobs and everything downstream of them (barriers
-        included, so their counts are made again), while other jobs may run. Refused when one
-        of those jobs is pending or running, naming every such job."""
-        if event.failed_only:
-            raise BadInput("choose the jobs to reset by failed_only or by jobs, not both")
-        if not event.jobs:
-            raise BadInput("no jobs to reset: give at least one")
-        for job in event.jobs:
-            self._check_job(job)
-        m, status = self.model, self._status
-        nodes = self._downstream_closure(sorted(set(event.jobs)))
-        active = tuple(n for n in nodes
-                       if n < m.num_jobs and (status[n] == _PENDING or status[n] == _RUNNING))
-        if active:
-            raise IllegalTransition(
-                "cannot reset while pending or running (a chosen job or downstream of one); "
-                "wait for them, or cancel the workflow", jobs=active)
-        self._reset_nodes(nodes)
-        if event.initialize:
-            self._initialize()
-        self._effects.append(ev.JobsReset(
-            jobs=tuple(n for n in nodes if n < m.num_jobs and status[n] != _DISABLED),
-            run_id=self.run_id))
-
-    def _advance_run(self, event: ev.AdvanceRun) -> None:
-        if event.run_id < self.run_id:
-            raise BadInput(f"run {event.run_id} is behind the workflow's run {self.run_id}")
-        if event.run_id == self.run_id:
-            return
-        self._refuse_while_active(f"move to run {event.run_id}")
-        self.run_id = event.run_id
-        self._log_run = True
-
-    def _disable(self, event: ev.DisableJobs) -> None:
-        for job in event.jobs:
-            self._check_job(job)
-            if _TABLE[Cause.DISABLE][self._status[job]] < 0:
-                raise IllegalTransition(
-                    f"cannot disable: it is {JobStatus(self._status[job]).label}", job=job
-                )
-        work: list[int] = []
-        for job in dict.fromkeys(event.jobs):
-            self._set(job, Cause.DISABLE)
-            work.append(job)
-        self._propagate(work)
 
     # -----------------------------------------------------------------------------------------
 

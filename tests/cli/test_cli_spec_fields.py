@@ -92,6 +92,21 @@ def test_priority_orders_the_claims(tmp_path: Path) -> None:
     assert listed == {"p1": 1, "p5": 5, "p0": 0, "p9": 9, "p3": 3}
 
 
+def test_jobs_sort_method_orders_the_claims(tmp_path: Path) -> None:
+    order = tmp_path / "order.txt"
+    sizes = {"a": ("1g", "PT30M"), "b": ("4g", "PT5M"), "c": ("2g", "PT1H")}
+    rrs = [{"name": n, "memory": m, "runtime": r} for n, (m, r) in sizes.items()]
+    jobs = [{"name": n, "command": f"echo {n} >> {order}", "resource_requirements": n}
+            for n in sizes]
+    for method, expected in (("gpus_memory_runtime", ["b", "c", "a"]),
+                             ("gpus_runtime_memory", ["c", "a", "b"])):
+        order.unlink(missing_ok=True)
+        spec = _spec(tmp_path, {"name": method, "jobs_sort_method": method,
+                                "resource_requirements": rrs, "jobs": jobs}, f"{method}.json")
+        torc(tmp_path, "run", "-j", "1", spec, "-o", method, check=True)
+        assert order.read_text().split() == expected, method
+
+
 def test_metadata_is_stored_and_unsupported_fields_warn(tmp_path: Path) -> None:
     spec = _spec(tmp_path, {
         "name": "meta", "project": "ml", "metadata": {"owner": "team-a", "tags": [1, 2]},

@@ -12,10 +12,12 @@ import pytest
 from cli_helpers import TORC, ServerProcess, clean_env, torc, torc_json, wait_until
 
 #: dependencies (explicit and through a file), files, user data, a resource requirement, a
-#: failure handler that retries once, and an action
+#: failure handler that retries once, an action, metadata, a stdio mode and a priority
 SPEC: dict[str, Any] = {
     "name": "trip",
     "description": "export and import",
+    "metadata": {"owner": "team-a"},
+    "execution_config": {"stdio": {"mode": "combined"}},
     "files": [{"name": "raw", "path": "raw.txt"}, {"name": "out", "path": "out.txt"}],
     "user_data": [{"name": "cfg", "data": {"alpha": 1, "list": [1, 2]}}],
     "resource_requirements": [{"name": "small", "num_cpus": 1, "memory": "10m",
@@ -27,7 +29,8 @@ SPEC: dict[str, Any] = {
         {"name": "use", "command": "cat raw.txt > out.txt", "input_files": ["raw"],
          "output_files": ["out"], "input_user_data": ["cfg"]},
         {"name": "flaky", "command": "echo flaky >&2; exit 3", "failure_handler": "again"},
-        {"name": "after", "command": "echo after", "depends_on": ["use"]},
+        {"name": "after", "command": "echo after", "depends_on": ["use"], "priority": 4,
+         "stdio": {"mode": "separate"}},
     ],
     "actions": [{"trigger_type": "on_jobs_complete", "action_type": "run_commands",
                  "jobs": ["after"], "commands": ["echo action"]}],
@@ -56,6 +59,7 @@ def _jobs_by_name(jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {j["name"]: {"command": j["command"], "depends_on": sorted(names[d] for d in
                                                                       j["depends_on"]),
                         "resource_requirements": j["resource_requirements"],
+                        "priority": j["priority"], "stdio": j["stdio"],
                         "failure_handler": j["failure_handler"],
                         "memory_bytes": j["memory_bytes"], "runtime_s": j["runtime_s"],
                         "files": (len(j["input_files"]), len(j["output_files"])),
@@ -120,6 +124,13 @@ def test_export_and_import_into_another_server(tmp_path: Path, second: ServerPro
         assert [{k: v for k, v in item.items() if k != "id"} for item in again[key]] == [
             {k: v for k, v in item.items() if k != "id"} for item in doc[key]], key
     assert again["workflow"]["description"] == "export and import"
+    copy = torc_json(tmp_path, "workflows", "get", str(wid), env=env)
+    assert copy["metadata"] == {"owner": "team-a"}
+    assert copy["spec_settings"]["execution_config"]["stdio"]["mode"] == "combined"
+    assert [(r["stdout_path"], r["stderr_path"]) for r in sorted(
+        target_results, key=lambda r: (r["job_name"], r["attempt"]))] == [
+        (r["stdout_path"], r["stderr_path"]) for r in sorted(
+            source_results, key=lambda r: (r["job_name"], r["attempt"]))]
 
     # The copy runs as a new run: its results join the imported ones, none is lost.
     torc(tmp_path, "run", str(wid), "-o", "second_out", env=env)

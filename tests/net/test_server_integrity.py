@@ -22,8 +22,8 @@ from conftest import Api, ServerProcess, simple_spec, wait_for
 
 from torc_net.config import add_serve_arguments, config_from_args
 from torc_net.server import Running
-from torc_net.store.schema import SCHEMA_VERSION
 from torc_net.store import Change, Store, StoreError
+from torc_net.store.schema import SCHEMA_VERSION
 
 StartFn = Callable[..., Awaitable[Running]]
 StartServer = Callable[..., Awaitable[ServerProcess]]

@@ -47,11 +47,11 @@ EXPORT_VERSION = "1.0"
 RESULTS_PER_REQUEST = 50_000
 #: Workflow settings exported at the top of ``workflow`` (as Torc's workflow model has them),
 #: besides the ``compute_node_*`` ones.
-SETTINGS = ("project", "use_pending_failed", "jobs_sort_method", "resource_monitor",
-            "slurm_defaults")
+SETTINGS = ("project", "metadata", "use_pending_failed", "jobs_sort_method", "resource_monitor",
+            "slurm_defaults", "execution_config", "enable_ro_crate")
 #: Job fields of the spec, copied as they are.
 JOB_FIELDS = ("invocation_script", "resource_requirements", "scheduler", "failure_handler",
-              "cancel_on_blocking_job_failure", "supports_termination")
+              "cancel_on_blocking_job_failure", "supports_termination", "priority", "stdio")
 #: Torc's relationship fields of a job: (export field, spec field, what the ids name).
 JOB_LINKS = (("depends_on_job_ids", "depends_on", "jobs"),
              ("input_file_ids", "input_files", "files"),
@@ -64,7 +64,7 @@ _SERVER_LINKS = {"depends_on_job_ids": "depends_on", "input_file_ids": "input_fi
 RR_FIELDS = ("name", "num_cpus", "num_gpus", "num_nodes", "memory", "runtime")
 RULE_FIELDS = ("exit_codes", "match_all_exit_codes", "recovery_script", "max_retries")
 RESULT_FIELDS = ("job_id", "run_id", "attempt", "return_code", "status", "exec_time_s",
-                 "completed_at")
+                 "completed_at", "stdout_path", "stderr_path")
 
 
 # ---------------------------------------------------------------------------------------------
