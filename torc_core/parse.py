@@ -2,7 +2,9 @@
 
 The pipeline is ``load_spec_text`` (YAML / JSON / JSON5 / KDL text -> plain dict) ->
 ``inline_value_files`` (``"@values.txt"`` parameter values -> lists; the caller read the files)
--> :func:`parse_spec` (dict -> :class:`~torc_core.spec.WorkflowSpec`).
+-> :func:`parse_spec` (dict -> :class:`~torc_core.spec.WorkflowSpec`). The first two live in
+:mod:`torc_core.load`, memory and duration values in :mod:`torc_core.units`, the settings
+sections in :mod:`torc_core.settings`; this module re-exports their public names.
 
 Why ``parse_spec`` is built around *blocks*: one job definition with ``parameters`` becomes a
 block of expanded jobs whose fields are either one shared value or a list of per-job values.
@@ -26,23 +28,16 @@ is refused here, located, rather than failing at insert.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
-from fractions import Fraction
 from itertools import chain, islice, repeat
 from typing import Any, TypeVar, cast
 
-import json5
-import yaml
-
 from .checks import (
-    INT64_MAX,
     check_int64,
-    int_text,
     shown,
     text_problem,
     type_name,
@@ -52,7 +47,6 @@ from .entries import Entry as _Entry
 from .entries import Errors as _Errors
 from .entries import check_unique as _check_unique
 from .entries import entries as _entries
-from .entries import entry_where as _entry_where
 from .errors import SpecError
 from .graph import (
     DEFAULT_MAX_REGEX_TESTS,
@@ -62,7 +56,12 @@ from .graph import (
     RegexError,
     gc_paused,
 )
-from .kdl import kdl_to_doc
+from .load import FORMATS as FORMATS
+from .load import MAX_YAML_ALIAS_NODES as MAX_YAML_ALIAS_NODES
+from .load import fmt_for_path as fmt_for_path
+from .load import inline_value_files as inline_value_files
+from .load import load_spec_text as load_spec_text
+from .load import value_file_references as value_file_references
 from .params import (
     PARAMETER_MODES,
     Combinations,
@@ -94,8 +93,10 @@ from .spec import (
     UserDataSpec,
     WorkflowSpec,
 )
+from .units import MAX_SCALAR_TEXT as MAX_SCALAR_TEXT
+from .units import parse_duration as parse_duration
+from .units import parse_memory as parse_memory
 
-FORMATS = ("yaml", "json", "json5", "kdl")
 #: The most jobs one spec may expand to (files and user_data: as many each), unless the caller
 #: says otherwise (``parse_spec(max_jobs=...)``; the server's ``--max-jobs-per-workflow``).
 DEFAULT_MAX_JOBS = 5_000_000
@@ -154,296 +155,7 @@ _REF_FIELD = {
     ("user_data", "input"): "input_user_data",
     ("user_data", "output"): "output_user_data",
 }
-_MEMORY = re.compile(r"(?i)\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(?:i?b)?\s*")
-_MEMORY_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_NUM = r"(\d+(?:\.\d*)?|\.\d+)"
-_DURATION = re.compile(
-    rf"P(?:{_NUM}W)?(?:{_NUM}D)?(?:T(?:{_NUM}H)?(?:{_NUM}M)?(?:{_NUM}S)?)?", re.IGNORECASE
-)
-
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------------------------
-# Loading
-
-
-def fmt_for_path(path: str) -> str:
-    """The format of a spec file by its suffix (.yaml/.yml, .json, .json5, .kdl)."""
-    lower = path.lower()
-    if lower.endswith((".yaml", ".yml")):
-        return "yaml"
-    if lower.endswith(".json5"):
-        return "json5"
-    if lower.endswith(".json"):
-        return "json"
-    if lower.endswith(".kdl"):
-        return "kdl"
-    raise SpecError([f"cannot tell the format of {path!r}: "
-                     "use .yaml, .yml, .json, .json5 or .kdl"])
-
-
-#: YAML aliases may add at most this many nodes to a document. "Billion laughs" (anchors whose
-#: lists alias the previous anchor, 9 levels of 9) is 500 bytes that load as a shared graph
-#: and expand to 10^9 nodes, 2.6 GB of JSON, when sent to the server or walked.
-MAX_YAML_ALIAS_NODES = 10_000_000
-
-
-class _AliasBoundedLoader(yaml.SafeLoader):
-    """A SafeLoader that counts what its aliases expand to, and stops at a limit.
-
-    Why count while composing: the composed document is a graph in which an alias is the
-    anchored node itself, so a bomb costs nothing until something walks it as a tree
-    (JSON for the server, the parser's checks). Each anchored node's *expanded* size is known
-    when it is complete (nodes composed meanwhile, aliases inside it at their own expanded
-    size); every use of an alias adds it. Past ``max_alias_nodes`` added, the alias is a
-    located error; an alias inside the node it names (a recursive structure) is one at once.
-    """
-
-    def __init__(self, stream: str, max_alias_nodes: int) -> None:
-        super().__init__(stream)
-        self.max_alias_nodes = max_alias_nodes
-        self.nodes = 0  # composed so far, an alias counting as the nodes it stands for
-        self.added = 0  # the part aliases added
-        self.sizes: dict[object, int] = {}  # anchor -> expanded size of its (complete) node
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent):
-            size = self.sizes.get(event.anchor)
-            node = super().compose_node(parent, index)  # an undefined alias: ComposerError
-            mark = event.start_mark
-            where = f"YAML: alias '*{event.anchor}'"
-            if mark is not None:
-                where += f" at line {mark.line + 1}, column {mark.column + 1}"
-            if size is None:
-                raise SpecError([f"{where} refers to the node that contains it "
-                                 "(a recursive structure)"])
-            self.nodes += size
-            self.added += size
-            if self.added > self.max_alias_nodes:
-                raise SpecError([f"{where} expands the document past {self.max_alias_nodes} "
-                                 "nodes (an alias bomb?)"])
-            return node
-        start = self.nodes
-        self.nodes += 1
-        node = super().compose_node(parent, index)
-        if event.anchor is not None:
-            self.sizes[event.anchor] = self.nodes - start
-        return node
-
-
-def _load_yaml(text: str, max_alias_nodes: int) -> object:
-    loader = _AliasBoundedLoader(text, max_alias_nodes)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
-def _loader_problem(exc: Exception) -> str:
-    """What Python itself refuses while loading, in the words of a spec problem."""
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    if "integer string conversion" in str(exc):
-        return "a number of more than 4300 digits"
-    return str(exc)
-
-
-def load_spec_text(
-    text: str, fmt: str, *, max_alias_nodes: int = MAX_YAML_ALIAS_NODES
-) -> dict[str, Any]:
-    """Parse spec text. Syntax errors become a SpecError that says the line (and column).
-
-    Bounded: YAML aliases may add at most ``max_alias_nodes`` nodes; nesting deeper than
-    Python's recursion limit and integers of more than 4300 digits are SpecErrors too."""
-    try:
-        return _load_spec_text(text, fmt, max_alias_nodes)
-    except (RecursionError, ValueError) as exc:  # syntax errors were SpecErrors already
-        label = {"yaml": "YAML", "json": "JSON", "json5": "JSON5", "kdl": "KDL"}.get(fmt, fmt)
-        raise SpecError([f"{label}: {_loader_problem(exc)}"]) from None
-
-
-def _load_spec_text(text: str, fmt: str, max_alias_nodes: int) -> dict[str, Any]:
-    data: object
-    if fmt == "yaml":
-        try:
-            data = _load_yaml(text, max_alias_nodes)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            problem = getattr(exc, "problem", None) or str(exc)
-            if mark is not None:
-                raise SpecError(
-                    [f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: "
-                     f"{problem}"]
-                ) from None
-            raise SpecError([f"YAML syntax error: {problem}"]) from None
-    elif fmt == "json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(
-                [f"JSON syntax error at line {exc.lineno}, column {exc.colno}: {exc.msg}"]
-            ) from None
-    elif fmt == "json5":
-        try:
-            data = json5.loads(text)
-        except ValueError as exc:
-            message = str(exc)
-            m = re.match(r"<string>:(\d+) (.*)", message)
-            if m:
-                message = f"at line {m.group(1)}: {m.group(2)}"
-            raise SpecError([f"JSON5 syntax error {message}"]) from None
-    elif fmt == "kdl":
-        data = kdl_to_doc(text)
-    else:
-        raise SpecError([f"unknown spec format {fmt!r} (expected one of {', '.join(FORMATS)})"])
-    if not isinstance(data, dict):
-        raise SpecError(["the spec must be a mapping at the top level"])
-    return cast(dict[str, Any], data)
-
-
-# --------------------------------------------------------------------------------------------
-# @file parameter values
-
-
-def _parameter_tables(doc: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(where, parameters mapping) of every parameters table in the document."""
-    params = doc.get("parameters")
-    if isinstance(params, Mapping):
-        yield "parameters", params
-    for section in ("jobs", "files", "user_data"):
-        entries = doc.get(section)
-        if not isinstance(entries, list):
-            continue
-        for k, entry in enumerate(entries):
-            if isinstance(entry, Mapping) and isinstance(entry.get("parameters"), Mapping):
-                yield f"{_entry_where(section, k, entry)}: parameters", entry["parameters"]
-
-
-def _value_file(value: object) -> str | None:
-    if isinstance(value, str) and value.strip().startswith("@"):
-        return value.strip()[1:].strip()
-    return None
-
-
-def value_file_references(doc: Mapping[str, Any]) -> list[str]:
-    """The files named by ``"@values.txt"`` parameter values, in order of first use."""
-    seen: dict[str, None] = {}
-    for _, table in _parameter_tables(doc):
-        for value in table.values():
-            path = _value_file(value)
-            if path:
-                seen[path] = None
-    return list(seen)
-
-
-def inline_value_files(doc: Mapping[str, Any], contents: Mapping[str, str]) -> dict[str, Any]:
-    """A copy of ``doc`` where each ``"@path"`` parameter value is the list of the non-empty
-    (stripped) lines of ``contents[path]``. Core does no I/O: the caller read the files."""
-    out: dict[str, Any] = dict(doc)
-    errors: list[str] = []
-
-    def inline(table: Mapping[str, Any], where: str) -> dict[str, Any]:
-        new = dict(table)
-        for key, value in table.items():
-            path = _value_file(value)
-            if path is None:
-                continue
-            text = contents.get(path)
-            if text is None:
-                errors.append(f"{where}: {key}: value file {path!r} was not provided")
-                continue
-            new[key] = [line.strip() for line in text.splitlines() if line.strip()]
-        return new
-
-    if isinstance(doc.get("parameters"), Mapping):
-        out["parameters"] = inline(doc["parameters"], "parameters")
-    for section in ("jobs", "files", "user_data"):
-        entries = doc.get(section)
-        if not isinstance(entries, list):
-            continue
-        new_entries: list[Any] = []
-        for k, entry in enumerate(entries):
-            if isinstance(entry, Mapping) and isinstance(entry.get("parameters"), Mapping):
-                entry = dict(entry)
-                where = f"{_entry_where(section, k, entry)}: parameters"
-                entry["parameters"] = inline(entry["parameters"], where)
-            new_entries.append(entry)
-        out[section] = new_entries
-    if errors:
-        raise SpecError(errors)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Scalars
-
-
-#: Memory and runtime strings are refused past this length: no real one comes near, and
-#: a number of thousands of digits costs quadratic time to read (and fails past 4300).
-MAX_SCALAR_TEXT = 64
-
-
-def _exact(number: str) -> Fraction:
-    """A decimal as written ("1.5", "5.", ".25"), exactly: no float on the way, so 8191.99p
-    stays below 2**63 and 1e30 seconds do not turn into inf."""
-    whole, _, frac = number.partition(".")
-    scale = 10 ** len(frac)
-    return Fraction(int(whole or "0") * scale + int(frac or "0"), scale)
-
-
-_LARGEST = {"memory": f"8 EiB ({INT64_MAX} bytes)", "runtime": f"{INT64_MAX} seconds"}
-
-
-def _plain_int(value: int, what: str) -> int:
-    if value < 0:
-        raise ValueError(f"bad {what} {int_text(value)}: negative")
-    if value > INT64_MAX:
-        raise ValueError(f"bad {what} {int_text(value)}: more than {_LARGEST[what]}")
-    return value
-
-
-def parse_memory(value: object) -> int:
-    """Bytes from Torc's memory strings ("512m", "4g", "1.5g", "512M", "100k") or plain ints;
-    at most INT64_MAX (what SQLite holds)."""
-    if isinstance(value, bool):
-        raise ValueError(f"bad memory {value!r}")
-    if isinstance(value, int):
-        return _plain_int(value, "memory")
-    if not isinstance(value, str):
-        raise ValueError(f"bad memory {value!r}: expected a string like '4g'")
-    if len(value) > MAX_SCALAR_TEXT:
-        raise ValueError(f"bad memory {shown(value)}: too long ({len(value)} characters)")
-    m = _MEMORY.fullmatch(value)
-    if not m:
-        raise ValueError(f"bad memory {value!r}: expected a number with k, m, g or t")
-    amount = int(_exact(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()])
-    if amount > INT64_MAX:
-        raise ValueError(f"bad memory {value!r}: more than {_LARGEST['memory']}")
-    return amount
-
-
-def parse_duration(value: object) -> int:
-    """Seconds (rounded up) from an ISO 8601 duration ("PT30M", "P0DT1M", "PT1.5H", "P1DT2H");
-    a plain int is taken as seconds. At most INT64_MAX (what SQLite holds)."""
-    if isinstance(value, bool):
-        raise ValueError(f"bad runtime {value!r}")
-    if isinstance(value, int):
-        return _plain_int(value, "runtime")
-    if not isinstance(value, str):
-        raise ValueError(f"bad runtime {value!r}: expected an ISO 8601 duration like 'PT30M'")
-    if len(value) > MAX_SCALAR_TEXT:
-        raise ValueError(f"bad runtime {shown(value)}: too long ({len(value)} characters)")
-    text = value.strip()
-    m = _DURATION.fullmatch(text)
-    if not m or not any(m.groups()) or text.upper().endswith("T"):
-        raise ValueError(f"bad runtime {value!r}: expected an ISO 8601 duration like 'PT30M'")
-    weeks, days, hours, minutes, seconds = (_exact(g) if g else Fraction(0) for g in m.groups())
-    total = math.ceil((((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds)
-    if total > INT64_MAX:
-        raise ValueError(f"bad runtime {value!r}: more than {_LARGEST['runtime']}")
-    return total
 
 
 # --------------------------------------------------------------------------------------------
