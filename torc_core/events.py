@@ -160,6 +160,27 @@ class AdvanceRun:
     run_id: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobResources:
+    """New requirements of one job; None: that one stays as it is."""
+
+    job: int
+    cpus: int | None = None
+    memory: int | None = None  # bytes
+    runtime: int | None = None  # seconds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetJobResources:
+    """Rewrite the CPUs, memory and runtime chosen jobs ask for (measured use, a recovery
+    after an out-of-memory kill or a timeout). Claims pack a ready job by its new values at
+    once. Refused, naming them, while any of the jobs is pending or running: its runner holds
+    it with the old values (a job that ran past the change would be packed by one size and
+    measured against another). A job may be named once."""
+
+    jobs: tuple[JobResources, ...]
+
+
 EngineInput = (
     Initialize
     | ClaimJobs
@@ -174,6 +195,7 @@ EngineInput = (
     | DisableJobs
     | ConfirmFailed
     | AdvanceRun
+    | SetJobResources
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +327,17 @@ class JobsReset:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResourcesChanged:
+    """Jobs whose requirements a :class:`SetJobResources` changed (a job given its current
+    values is not among them): each job's values before and after, all three, so the store
+    writes the row and records the change without reading anything back."""
+
+    jobs: tuple[int, ...]
+    old: tuple[tuple[int, int, int], ...]  # (cpus, memory bytes, runtime s) per job
+    new: tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowCompleted:
     """Every job reached a final status. Emitted once per run (again after a reset)."""
 
@@ -330,6 +363,7 @@ Effect = (
     | RunnerReleased
     | ReinitializePlanned
     | JobsReset
+    | ResourcesChanged
     | WorkflowCompleted
     | WorkflowCanceled
 )

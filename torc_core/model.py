@@ -2,7 +2,9 @@
 
 A :class:`WorkflowModel` is produced by :func:`torc_core.graph.compile_workflow` from a
 :class:`~torc_core.spec.WorkflowSpec`, or rebuilt by the server from its database rows. It is
-immutable once built; the engine keeps its own mutable per-job state next to it.
+immutable once built, except the per-job ``cpus``, ``memory`` and ``runtime`` columns, which
+only the engine's ``SetJobResources`` rewrites (:mod:`torc_core.job_resources`); the engine
+keeps its own mutable per-job state next to it.
 
 Node numbering: real jobs are ``0 .. num_jobs-1``; barrier nodes (internal, completed by the
 engine itself, never claimed) are ``num_jobs .. num_nodes-1``. Edges point from a dependency
