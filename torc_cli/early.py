@@ -48,7 +48,7 @@ API_PATH = "/torc-service/v1"
 #: Commands that start a standalone server when no server is configured or running.
 RUNS_JOBS = frozenset({"run", "exec", "workflows run"})
 #: Commands that never talk to a server (or start their own, like serve).
-NO_SERVER = frozenset({"serve", "htpasswd", "completions"})
+NO_SERVER = frozenset({"serve", "htpasswd", "completions", "plot-resources"})
 
 #: Short options that, after these commands, are the command's own and not the global ones.
 OWN_SHORT_OPTIONS: dict[str, frozenset[str]] = {

@@ -34,7 +34,14 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from torc_core.checks import INT64_MAX
 from torc_core.errors import SpecError, TorcError
 
-from . import allocations, api_import, api_reads, api_runner, api_workflows
+from . import (
+    allocations,
+    api_import,
+    api_reads,
+    api_resources,
+    api_runner,
+    api_workflows,
+)
 from .auth import Authenticator
 from .openapi import API_PREFIX, API_VERSION, Route, openapi_document
 from .routes import ROUTES
@@ -88,7 +95,8 @@ def _endpoints() -> dict[str, Endpoint]:
         return document
 
     found: dict[str, Endpoint] = {"ping": ping, "version": version, "openapi": openapi}
-    for module in (api_workflows, api_reads, api_runner, allocations, api_import):
+    for module in (api_workflows, api_reads, api_runner, allocations, api_import,
+                   api_resources):
         found.update(module.ENDPOINTS)
     missing = {r.name for r in ROUTES if not r.websocket} - set(found)
     if missing:  # pragma: no cover - a route without an endpoint is a bug

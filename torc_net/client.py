@@ -322,6 +322,16 @@ class TorcClient:
             "POST", _path("workflows", workflow_id, "reset_status"), body
         )
 
+    async def set_job_resources(self, workflow_id: int, jobs: Sequence[Mapping[str, Any]],
+                                reason: str | None = None) -> dict[str, Any]:
+        """New requirements: each item ``{"job_id", "num_cpus"?, "memory_bytes"?,
+        "runtime_s"?}`` (left out: unchanged). Refused while one of the jobs is pending or
+        running; ``reason`` is kept in each job's ``job_resources`` event."""
+        body = {"jobs": [dict(j) for j in jobs], "reason": reason}
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "jobs", "resources"), body
+        )
+
     async def confirm_failed(self, workflow_id: int,
                              job_ids: Sequence[int] | None = None) -> dict[str, Any]:
         """Held failures (pending_failed) become failures: those of ``job_ids``, or all."""

@@ -32,10 +32,12 @@ class Recorded:
 
 
 def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: float, *,
-           is_active: Callable[[int], bool], publish: bool) -> Recorded:
+           is_active: Callable[[int], bool], publish: bool,
+           reason: str | None = None) -> Recorded:
     """Add the rows (and, when someone listens, the feed messages) of one input's effects to
     ``change``. ``is_active(cn)`` tells whether a compute node is still active (its row says
-    so with its lease)."""
+    so with its lease). ``reason``: why the input was sent, kept in the events it records
+    (a requirement rewritten by ``recover`` after an out-of-memory kill, say)."""
     wf_id = wf.id
     base = wf.job_id_base
     n = wf.num_jobs
@@ -77,6 +79,8 @@ def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: flo
         elif isinstance(eff, ev.RetryScheduled):
             change.event(wf_id, now, "retry", {"job_id": base + eff.job, "attempt": eff.attempt,
                                                "return_code": eff.return_code})
+        elif isinstance(eff, ev.ResourcesChanged):
+            _resources_changed(wf, eff, change, now, reason)
         elif isinstance(eff, ev.LeasesExpired):
             change.event(wf_id, now, "leases_expired", {"compute_node_ids": eff.runner_ids})
         elif isinstance(eff, ev.WorkflowCompleted):
@@ -94,6 +98,23 @@ def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: flo
     change.publish(wf_id, wf.user, messages)
     assert progress is not None, "the engine ends every effect list with Progress"
     return Recorded(progress, earliest)
+
+
+def _resources_changed(wf: WorkflowState, eff: ev.ResourcesChanged, change: Change,
+                       now: float, reason: str | None) -> None:
+    """The rows of rewritten requirements, and one event per job (each change is on record:
+    what the job asked for before, what it asks for now, and why)."""
+    base = wf.job_id_base
+    names = wf.names
+    for job, old, new in zip(eff.jobs, eff.old, eff.new, strict=True):
+        change.job_resources[base + job] = new
+        change.event(wf.id, now, "job_resources", {
+            "job_id": base + job, "job_name": names[job], "reason": reason,
+            "old": dict(zip(_RESOURCE_KEYS, old, strict=True)),
+            "new": dict(zip(_RESOURCE_KEYS, new, strict=True))})
+
+
+_RESOURCE_KEYS = ("num_cpus", "memory_bytes", "runtime_s")
 
 
 def workflow_message(wf: WorkflowState, event: str, now: float) -> dict[str, Any]:

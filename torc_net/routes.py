@@ -121,6 +121,23 @@ RESET_BODY = _obj(
 )
 #: A selective reset also answers the ids of the jobs it reset (the chosen and downstream).
 RESET_STATUS = {**STATUS, "properties": {**STATUS["properties"], "jobs": _INTS}}
+#: New requirements of jobs (``POST /workflows/{id}/jobs/resources``); null: unchanged.
+JOB_RESOURCES_BODY = _obj(
+    ("jobs",),
+    jobs={"type": "array", "minItems": 1, "maxItems": MAX_RESET_JOB_IDS, "items": _obj(
+        ("job_id",), job_id=_ID, num_cpus=_int(1, nullable=True, default=None),
+        memory_bytes=_int(0, nullable=True, default=None),
+        runtime_s=_int(0, nullable=True, default=None))},
+    reason={**_STR_OR_NULL, "maxLength": 4096, "default": None},
+)
+_RESOURCES = _obj(("num_cpus", "memory_bytes", "runtime_s"), num_cpus=_COUNT,
+                  memory_bytes=_COUNT, runtime_s=_COUNT)
+JOB_RESOURCES_ANSWER = _obj(
+    ("changed", "unchanged"),
+    changed={"type": "array", "items": _obj(("job_id", "job_name", "old", "new"), job_id=_ID,
+                                            job_name=_STR, old=_RESOURCES, new=_RESOURCES)},
+    unchanged=_COUNT,
+)
 JOB = _obj(
     ("id", "workflow_id", "name", "command", "status", "attempt", "run_id"),
     id=_ID, workflow_id=_ID, name=_STR, command=_STR, invocation_script=_STR_OR_NULL,
@@ -237,6 +254,10 @@ ROUTES: list[Route] = [
           query=("status", *_PAGED), response=_page(JOB)),
     Route("GET", "/workflows/<int:workflow_id>/jobs/<int:job_id>", "get_job", "One job",
           response=JOB),
+    Route("POST", "/workflows/<int:workflow_id>/jobs/resources", "set_job_resources",
+          "Rewrite jobs' CPUs, memory and runtime (refused while one of them is pending or "
+          "running); ready jobs are claimed by the new values at once",
+          body=JOB_RESOURCES_BODY, response=JOB_RESOURCES_ANSWER),
     Route("POST", "/workflows/<int:workflow_id>/jobs/<int:job_id>/disable", "disable_job",
           "Disable a job", body=_NO_BODY, response=JOB),
     Route("GET", "/workflows/<int:workflow_id>/files", "list_files", "List files",

@@ -222,9 +222,10 @@ class Service:
         self._check_current(wf)
         return self.store.change(frozenset((wf.id,)))
 
-    def drive(self, wf: WorkflowState, event: ev.EngineInput | None, now: float) \
-            -> tuple[list[ev.Effect], Change, Recorded]:
-        """Handle one input (``None``: the lease timer) and record its effects; no awaits."""
+    def drive(self, wf: WorkflowState, event: ev.EngineInput | None, now: float, *,
+              reason: str | None = None) -> tuple[list[ev.Effect], Change, Recorded]:
+        """Handle one input (``None``: the lease timer) and record its effects; no awaits.
+        ``reason``: why, kept in the events the effects record."""
         self._check_current(wf)
         try:
             effects = (wf.engine.handle(event, now) if event is not None
@@ -238,7 +239,7 @@ class Service:
         nodes = self.compute_nodes
         recorded = record(wf, effects, change, now,
                           is_active=lambda cn: nodes[cn].active if cn in nodes else False,
-                          publish=self.feed.wants(wf.id))
+                          publish=self.feed.wants(wf.id), reason=reason)
         self.timer.note(recorded.earliest_lease)
         return effects, change, recorded
 

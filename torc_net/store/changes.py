@@ -65,6 +65,8 @@ class Change:
     seq: int = 0
     #: job id -> (status, attempt, compute_node_id or None, run_id of the current attempt)
     jobs: dict[int, tuple[int, int, int | None, int]] = field(default_factory=dict)
+    #: job id -> (num_cpus, memory_bytes, runtime_s): requirements rewritten
+    job_resources: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     #: (workflow id, node) -> status
     barriers: dict[tuple[int, int], int] = field(default_factory=dict)
     #: workflow id -> (run_id, is_canceled)
@@ -141,6 +143,7 @@ def merge(changes: Iterable[Change]) -> Change:
     m = Change(frozenset())
     for c in changes:
         m.jobs.update(c.jobs)
+        m.job_resources.update(c.job_resources)
         m.barriers.update(c.barriers)
         m.runs.update(c.runs)
         m.leases.update(c.leases)
@@ -181,6 +184,10 @@ def apply(db: sqlite3.Connection, c: Change) -> None:
         db.executemany(
             "UPDATE jobs SET status=?, attempt=?, compute_node_id=?, run_id=? WHERE id=?",
             [(s, a, cn, r, job) for job, (s, a, cn, r) in c.jobs.items()])
+    if c.job_resources:
+        db.executemany(
+            "UPDATE jobs SET num_cpus=?, memory_bytes=?, runtime_s=? WHERE id=?",
+            [(cpus, mem, rt, job) for job, (cpus, mem, rt) in c.job_resources.items()])
     if c.barriers:
         db.executemany(
             "UPDATE barriers SET status=? WHERE workflow_id=? AND node=?",
