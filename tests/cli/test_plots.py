@@ -163,6 +163,9 @@ def test_bad_input_is_named(tmp_path: Path, dbs: list[str]) -> None:
     err = _error(tmp_path, "bad_row.db")
     assert "bad_row.db: job_resource_samples row 7: cpu_percent is None" in err
 
+    make_db(tmp_path / "empty.db", {})  # every job was shorter than the sample interval
+    assert "no resource samples in empty.db" in _error(tmp_path, "empty.db")
+
     err = _error(tmp_path, *dbs, "--job-ids", "2,9")
     assert "job id 9: no resource samples in" in err and dbs[0] in err
     assert "(jobs there: 1, 2)" in err
