@@ -6,12 +6,23 @@ no client (:mod:`.service`). Adding a command: a function and a
 from __future__ import annotations
 
 from ..command import Command
-from . import change, completion, inspect, plots, reports, run, service, slurm, transfer
+from . import (
+    change,
+    completion,
+    inspect,
+    plots,
+    reports,
+    run,
+    service,
+    slurm,
+    transfer,
+    utilization,
+)
 
 COMMANDS: list[Command] = [
     *run.COMMANDS, *inspect.COMMANDS, *change.COMMANDS, *slurm.COMMANDS, *service.COMMANDS,
     *completion.COMMANDS,
-    *transfer.COMMANDS, *reports.COMMANDS, *plots.COMMANDS,
+    *transfer.COMMANDS, *reports.COMMANDS, *plots.COMMANDS, *utilization.COMMANDS,
 ]
 
 #: Descriptions of the command groups (``torc-trio jobs --help``).
