@@ -7,8 +7,9 @@ Job references are node indices of the workflow's :class:`~torc_core.model.Workf
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .status import JobStatus
 
@@ -32,11 +33,9 @@ class JobResult:
     #: the failure handler's recovery script failed (the runner ran it before reporting):
     #: the job is not retried, whatever its rule says
     recovery_failed: bool = False
-    #: why, in words, when the runner has something to say (stored, not interpreted)
-    note: str | None = None
-    #: where the runner put the job's output (None: not captured); stored, not interpreted
-    stdout_path: str | None = None
-    stderr_path: str | None = None
+    #: what the result carries besides its outcome (where the output went, a note, the
+    #: failure cause, resource use): stored by the I/O layer, not interpreted here
+    info: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

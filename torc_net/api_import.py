@@ -23,6 +23,7 @@ from torc_core.status import JobStatus
 from .api_workflows import Endpoint
 from .service import Call, Service
 from .store import queries as q
+from .store.schema import RESULT_INFO_NAMES
 from .validate import ApiError, not_found
 
 _STATUS_CODES = {"completed": int(JobStatus.COMPLETED), "failed": int(JobStatus.FAILED),
@@ -79,7 +80,7 @@ async def import_results(s: Service, c: Call) -> dict[str, Any]:
         seen.add(key)
         rows.append((wf.id, *key, item["return_code"], _STATUS_CODES[item["status"]],
                      item["exec_time_s"], item["completed_at"], None,
-                     item.get("stdout_path"), item.get("stderr_path"), None))
+                     *(item.get(k) for k in RESULT_INFO_NAMES)))
     change.results.extend(rows)
     change.event(wf.id, s.clock(), "results_imported",
                  {"results": len(rows), "duplicates": duplicates, "run_id": next_run})

@@ -19,6 +19,7 @@ from .api_workflows import Endpoint, file_mtimes, set_mtimes
 from .service import Call, Service
 from .state import STATUS_LABELS, WorkflowState
 from .store import queries as q
+from .store.schema import RESULT_INFO_NAMES
 from .validate import bad_request, not_found, page_args, query_bool, query_int
 
 _STATUS_CODES = {s.label: int(s) for s in JobStatus}
@@ -235,8 +236,8 @@ async def list_results(s: Service, c: Call) -> dict[str, Any]:
             {"id": r[0], "job_id": r[1], "job_name": names[r[1] - base] if 0 <= r[1] - base < n
              else None, "run_id": r[2], "attempt": r[3], "return_code": r[4],
              "status": STATUS_LABELS[r[5]], "exec_time_s": r[6], "completed_at": r[7],
-             "compute_node_id": r[8], "slurm_job_id": r[9], "stdout_path": r[10],
-             "stderr_path": r[11], "note": r[12]}
+             "compute_node_id": r[8], "slurm_job_id": r[9],
+             **dict(zip(RESULT_INFO_NAMES, r[10:], strict=True))}
             for r in rows
         ]
 

@@ -18,6 +18,7 @@ from .api_workflows import Endpoint
 from .service import Call, Service
 from .state import ComputeNode, WorkflowState, counts_object
 from .store import queries as q
+from .store.schema import RESULT_INFO_NAMES
 from .validate import ApiError, not_found, page_args
 
 
@@ -44,10 +45,8 @@ def _results(wf: WorkflowState, items: Sequence[dict[str, Any]]) -> tuple[ev.Job
                              return_code=item["return_code"],
                              terminated=item.get("status") == "terminated",
                              exec_time_s=item["exec_time_s"],
-                             stdout_path=item.get("stdout_path"),
-                             stderr_path=item.get("stderr_path"),
                              recovery_failed=bool(item.get("recovery_failed")),
-                             note=item.get("note")))
+                             info={k: item.get(k) for k in RESULT_INFO_NAMES}))
     return tuple(out)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from torc_core.checks import INT64_MAX, INT64_MIN
 
 from .openapi import Route
+from .store.schema import RESULT_INFO_NAMES
 
 ALLOCATION_STATES = ("submitted", "pending", "running", "completed", "gone", "canceled")
 RESULT_STATUSES = ("completed", "failed", "terminated")
@@ -56,6 +57,19 @@ def _page(item: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Request bodies
 
+#: The API's schema of each of a result's stored fields (torc_net.store.schema.RESULT_INFO).
+_PATH = {**_STR_OR_NULL, "maxLength": 4096, "default": None}
+RESULT_INFO_SCHEMAS: dict[str, Any] = {
+    "stdout_path": _PATH, "stderr_path": _PATH, "note": _PATH,
+    "failure_cause": {"type": ["string", "null"], "enum": ["oom", "timeout", "signal", "exit",
+                                                           None], "default": None},
+    "peak_memory_bytes": _int(0, nullable=True, default=None),
+    "avg_memory_bytes": _int(0, nullable=True, default=None),
+    "peak_cpu_percent": {"type": ["number", "null"], "minimum": 0, "default": None},
+    "avg_cpu_percent": {"type": ["number", "null"], "minimum": 0, "default": None},
+}
+assert tuple(RESULT_INFO_SCHEMAS) == RESULT_INFO_NAMES
+
 RESULT_ITEM = _obj(
     ("job_id", "attempt", "run_id", "return_code"),
     job_id=_int(),
@@ -64,10 +78,8 @@ RESULT_ITEM = _obj(
     return_code=_int(),
     status={"type": ["string", "null"], "enum": [*RESULT_STATUSES, None]},
     exec_time_s={"type": "number", "minimum": 0, "default": 0.0},
-    stdout_path={**_STR_OR_NULL, "maxLength": 4096, "default": None},
-    stderr_path={**_STR_OR_NULL, "maxLength": 4096, "default": None},
     recovery_failed={**_BOOL, "default": False},
-    note={**_STR_OR_NULL, "maxLength": 4096, "default": None},
+    **RESULT_INFO_SCHEMAS,
 )
 
 CREATE_BODY = _obj(("spec",), spec=_FREE_OBJECT, dry_run={**_BOOL, "default": False})
@@ -156,8 +168,9 @@ RESULT = _obj(
     ("id", "job_id", "run_id", "attempt", "return_code", "status", "exec_time_s"),
     id=_ID, job_id=_ID, job_name=_STR_OR_NULL, run_id=_ID, attempt=_ID, return_code=_int(),
     status=_STR, exec_time_s=_NUM, completed_at=_NUM, compute_node_id=_int(1, nullable=True),
-    slurm_job_id=_STR_OR_NULL, stdout_path=_STR_OR_NULL, stderr_path=_STR_OR_NULL,
-    note=_STR_OR_NULL,
+    slurm_job_id=_STR_OR_NULL,
+    **{k: {key: v for key, v in s.items() if key != "default"}
+       for k, s in RESULT_INFO_SCHEMAS.items()},
 )
 EVENT = _obj(("id", "ts", "kind", "data"), id=_ID, ts=_NUM, kind=_STR, data=_ANY)
 COMPUTE_NODE = _obj(
@@ -196,8 +209,7 @@ IMPORTED_RESULT = _obj(
     status={"type": "string", "enum": list(RESULT_STATUSES)},
     exec_time_s={"type": "number", "minimum": 0, "default": 0.0},
     completed_at=_NUM,
-    stdout_path={**_STR_OR_NULL, "maxLength": 4096, "default": None},
-    stderr_path={**_STR_OR_NULL, "maxLength": 4096, "default": None},
+    **RESULT_INFO_SCHEMAS,
 )
 DEFINITIONS = _obj(
     ("settings", "resource_requirements", "failure_handlers", "slurm_schedulers", "actions"),

@@ -31,6 +31,8 @@ from typing import Any
 
 import trio
 
+from .schema import RESULT_INFO_NAMES
+
 #: Feed messages of one workflow: (workflow id, owner, messages).
 Messages = tuple[int, str | None, list[dict[str, Any]]]
 
@@ -215,8 +217,9 @@ def apply(db: sqlite3.Connection, c: Change) -> None:
     if c.results:
         db.executemany(
             "INSERT OR IGNORE INTO results (workflow_id, job_id, run_id, attempt, return_code,"
-            " status, exec_time_s, completed_at, compute_node_id, stdout_path, stderr_path,"
-            " note) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " status, exec_time_s, completed_at, compute_node_id, "
+            + ", ".join(RESULT_INFO_NAMES) + ") VALUES ("
+            + ",".join("?" * (9 + len(RESULT_INFO_NAMES))) + ")",
             c.results)
     if c.events:
         db.executemany("INSERT INTO events (workflow_id, ts, kind, data) VALUES (?,?,?,?)",

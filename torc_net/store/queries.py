@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .changes import LINK_TABLES
+from .schema import RESULT_INFO_NAMES
 
 # ---------------------------------------------------------------------------------------------
 # A workflow, whole
@@ -204,8 +205,8 @@ def results_page(conn: sqlite3.Connection, wf_id: int, status: int | None, limit
     total = conn.execute(f"SELECT count(*) FROM results r WHERE {where}", params).fetchone()[0]
     rows = conn.execute(
         "SELECT r.id, r.job_id, r.run_id, r.attempt, r.return_code, r.status, r.exec_time_s,"
-        " r.completed_at, r.compute_node_id, c.slurm_job_id, r.stdout_path, r.stderr_path,"
-        " r.note FROM results r"
+        " r.completed_at, r.compute_node_id, c.slurm_job_id, "
+        + ", ".join(f"r.{name}" for name in RESULT_INFO_NAMES) + " FROM results r"
         " LEFT JOIN compute_nodes c ON c.id = r.compute_node_id"
         f" WHERE {where} ORDER BY r.id LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
     return total, rows

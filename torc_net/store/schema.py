@@ -9,9 +9,9 @@ pointed at the old one — the next free id of each sequence is kept in ``meta``
 ``next_id.<sequence>`` (a high-water mark), written in the same transaction as the rows that
 use the ids (:data:`ID_SEQUENCES`).
 
-Version 3 added a job's ``priority`` and ``stdio`` and a result's ``stdout_path``,
-``stderr_path`` and ``note`` (columns added in place; old rows get priority 0, no paths, no
-note).
+Version 3 added a job's ``priority`` and ``stdio`` and a result's :data:`RESULT_INFO`
+(where its output went, a note, its failure cause and resource use; columns added in place:
+old rows get priority 0 and nulls).
 
 Version 4 added a job's ``run_id``: the run of its current attempt, which a job running
 through a selective reset keeps (the engine's Rule 6b), written with the job's status.
@@ -28,6 +28,16 @@ from __future__ import annotations
 import sqlite3
 
 SCHEMA_VERSION = 4
+
+#: What a result carries besides its outcome, stored as the runner sent it (the engine does not
+#: interpret it): where the output went, a note, why it failed, and what it used (Torc's
+#: names). One list: the table, the migration, the API's schemas and the reads follow it.
+RESULT_INFO: tuple[tuple[str, str], ...] = (
+    ("stdout_path", "TEXT"), ("stderr_path", "TEXT"), ("note", "TEXT"), ("failure_cause", "TEXT"),
+    ("peak_memory_bytes", "INTEGER"), ("avg_memory_bytes", "INTEGER"),
+    ("peak_cpu_percent", "REAL"), ("avg_cpu_percent", "REAL"),
+)
+RESULT_INFO_NAMES = tuple(name for name, _ in RESULT_INFO)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -123,9 +133,7 @@ CREATE TABLE IF NOT EXISTS results (
     exec_time_s REAL NOT NULL,
     completed_at REAL NOT NULL,
     compute_node_id INTEGER,
-    stdout_path TEXT,
-    stderr_path TEXT,
-    note TEXT
+    """ + ",\n    ".join(f"{name} {kind}" for name, kind in RESULT_INFO) + """
 );
 CREATE UNIQUE INDEX IF NOT EXISTS results_key ON results (job_id, run_id, attempt);
 CREATE TABLE IF NOT EXISTS events (
@@ -223,8 +231,7 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
 
 def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
     for table, column in (("jobs", "priority INTEGER NOT NULL DEFAULT 0"), ("jobs", "stdio TEXT"),
-                          ("results", "stdout_path TEXT"), ("results", "stderr_path TEXT"),
-                          ("results", "note TEXT")):
+                          *(("results", f"{name} {kind}") for name, kind in RESULT_INFO)):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column.split()[0] not in have:  # tables made by this version's SCHEMA have it
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
