@@ -19,7 +19,6 @@ import io
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 import trio
 
 from .exits import InputError
+from .procs import describe_exit
 from .runner import JobRunner, RunnerSummary
 
 # ---------------------------------------------------------------------------------------------
@@ -118,11 +118,14 @@ class JobLog:
         self.error = ""
 
     def write(self, seq: int, start: float, runtime: float, received: int, return_code: int,
-              command: str) -> None:
+              command: str, *, signaled: bool = False) -> None:
         if self._file is None:
             return
-        # A signal is a negative return code (Popen's); parallel logs it as exit 0, signal N.
-        exitval, sig = (return_code, 0) if return_code >= 0 else (0, -return_code)
+        # Killed by signal N (recorded as 128 + N; negative in results stored before that):
+        # parallel logs it as exit 0, signal N.
+        exitval, sig = return_code, 0
+        if return_code < 0 or (signaled and 128 < return_code < 128 + 65):
+            exitval, sig = 0, abs(return_code) if return_code < 0 else return_code - 128
         command = command.replace("\n", "\\n")
         self._file.write(f"{seq}\t:\t{start:.3f}\t{runtime:10.3f}\t0\t{received}\t{exitval}\t"
                          f"{sig}\t{command}\n")
@@ -146,13 +149,6 @@ class JobLog:
             except OSError:
                 pass
             self._file = None
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +239,9 @@ class ExecWatch:
             except OSError:
                 received = 0
             self.joblog.write(seq, time.time() - runtime, runtime, received,
-                              int(result["return_code"]), str(job.get("command", "")))
+                              int(result["return_code"]), str(job.get("command", "")),
+                              signaled=result.get("failure_cause") in ("signal", "oom",
+                                                                       "timeout"))
             self._wake.set()
         if status == "failed" and final:
             self.failed += 1
@@ -261,7 +259,7 @@ class ExecWatch:
         assert self.halt is not None and self._runner is not None
         self.halted = True
         code = int(result["return_code"])
-        how = f"exit code {code}" if code >= 0 else f"signal {_signal_name(-code)}"
+        how = describe_exit(code)
         count = "" if self.failed == 1 else f" ({self.failed} failed jobs)"
         then = ("terminating the running jobs" if self.halt.now
                 else "letting the running jobs finish")

@@ -42,12 +42,38 @@ SPAWNER = str(Path(__file__).with_name("spawner.py"))
 
 @dataclass(slots=True)
 class ProcessOutcome:
+    #: The exit status, or 128 + N for a process killed by signal N: the one convention of
+    #: shells, srun and Torc (137 is SIGKILL), so a code means the same whoever reports it.
     return_code: int
     terminated: bool
     exec_time_s: float
     #: The process could not be started (return_code 127): an output file that cannot be
     #: created, an executable that cannot run, too many processes.
     error: OSError | None = None
+    #: The signal that killed the process itself (None: it exited), for the result's
+    #: failure_cause: a shell reporting 137 for a child is an exit, not a signal.
+    signal: int | None = None
+
+
+def describe_exit(code: int) -> str:
+    """'exit code 3', 'exit code 137 (killed by SIGKILL)'; a negative code (results stored
+    before the 128 + N convention) as 'killed by SIGTERM'."""
+    if code < 0 or 128 < code < 128 + 65:
+        signum = -code if code < 0 else code - 128
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        return f"killed by {name}" if code < 0 else f"exit code {code} (killed by {name})"
+    return f"exit code {code}"
+
+
+def exit_code(wait_status: int) -> tuple[int, int | None]:
+    """(return code, killing signal) of a wait status: 128 + N for signal N."""
+    if os.WIFSIGNALED(wait_status):
+        signum = os.WTERMSIG(wait_status)
+        return 128 + signum, signum
+    return os.waitstatus_to_exitcode(wait_status), None
 
 
 ExitCallback = Callable[[ProcessOutcome], None]
@@ -81,22 +107,30 @@ class ProcessTable:
         self._sock: socket.socket | None = None
         self._helper: subprocess.Popen[bytes] | None = None
         self._eof = False
+        #: token -> pid of the jobs spawned with ``want_pid``, once started, until reaped
+        self._pids: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._live)
 
     def spawn(self, argv: list[str], *, executable: str, env: Mapping[str, str],
               stdout_path: str | None, stderr_path: str | None,
-              on_exit: ExitCallback) -> int:
+              on_exit: ExitCallback, want_pid: bool = False) -> int:
         """Start ``argv`` in a new session; ``on_exit`` is called (from :meth:`run`) once it
         has exited and been reaped, or, with ``error`` set, if it could not start. Returns
-        the job's handle for :meth:`terminate`."""
+        the job's handle for :meth:`terminate`. ``want_pid``: learn its pid
+        (:meth:`pid_of`), for the resource monitor; off, no reply costs a job anything."""
         token = self._next_token
         self._next_token += 1
         self._live[token] = _Child(on_exit)
         self._send(("spawn", token, executable, list(argv), dict(env), stdout_path,
-                    stderr_path))
+                    stderr_path, want_pid))
         return token
+
+    def pid_of(self, token: int) -> int | None:
+        """The pid of a job spawned with ``want_pid`` while it runs (None before the spawner
+        has said, or once it has been reaped: never a pid that may be reused)."""
+        return self._pids.get(token)
 
     def terminate(self, token: int, *, grace_s: float | None = None,
                   signum: int = signal.SIGTERM) -> None:
@@ -253,11 +287,16 @@ class ProcessTable:
 
     def _deliver(self, reply: tuple[Any, ...]) -> None:
         kind, token = reply[0], reply[1]
+        if kind == "started":
+            self._pids[token] = reply[2]
+            return
+        self._pids.pop(token, None)
         child = self._live.pop(token)
         self._kill_at.pop(token, None)
         if kind == "exited":
-            outcome = ProcessOutcome(return_code=os.waitstatus_to_exitcode(reply[2]),
-                                     terminated=child.terminated, exec_time_s=reply[3])
+            code, signum = exit_code(reply[2])
+            outcome = ProcessOutcome(return_code=code, terminated=child.terminated,
+                                     exec_time_s=reply[3], signal=signum)
         else:
             outcome = ProcessOutcome(return_code=127, terminated=False, exec_time_s=0.0,
                                      error=OSError(*reply[2:5]))

@@ -53,19 +53,17 @@ from typing import Any
 
 import trio
 
+from torc_core.settings import MONITOR_OFF, ResourceMonitor
 from torc_core.spec import FailureHandler
 from torc_net.client import ServerUnreachable, TorcClient
 
+from . import monitor as job_monitor
 from . import recovery, srun
 from . import stdio as job_stdio
 from .gpus import GpuPool, gpu_env
+from .limits import TERMINATION_SIGNALS
 from .procs import ProcessOutcome, ProcessTable
 from .resources import Resources, device_ids
-
-#: A job that died of a termination request was ended from outside (Slurm's scancel and time
-#: limit signal every process of the allocation, often before the runner hears of it): it is
-#: terminated and can be rerun, not failed. SIGKILL (e.g. the OOM killer) stays a failure.
-TERMINATION_CODES = frozenset(-s for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
 
 
 def job_misfit(job: dict[str, Any], res: Resources, walltime_s: float | None,
@@ -134,6 +132,8 @@ class RunnerConfig:
     #: hot path, so it must be quick and must not block (buffer, and write elsewhere); it
     #: may call :meth:`JobRunner.stop` (``exec --halt``). Its errors stop the runner.
     on_job_end: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
+    #: The resource monitor's settings instead of the workflow's (--no-resource-monitoring)
+    monitor: ResourceMonitor | None = None
 
 
 @dataclass(slots=True)
@@ -158,6 +158,8 @@ class _Running:
     stdio: job_stdio.StdioPlan
     started: float = 0.0
     start_reported: bool = False
+    #: the result's measured fields (monitor.py: metrics, failure_cause)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 ProgressFn = Callable[[dict[str, int], int], None]
@@ -195,6 +197,9 @@ class JobRunner:
         self._ignore_completion = False
         self._handlers: dict[str, FailureHandler] = {}
         self._procs = ProcessTable(grace_s=config.grace_s)
+        #: samples jobs, enforces direct mode's limits (set up from the workflow in run())
+        self._monitor = job_monitor.JobMonitor(self._procs, MONITOR_OFF, enforce_limits=False,
+                                               db_path=None)
         #: execution_config: jobs as srun steps in slurm mode, the end of the allocation
         self._execution = srun.Execution()
         self._steps: srun.SrunSteps | None = None
@@ -237,9 +242,13 @@ class JobRunner:
             cpus=res.cpus, memory_bytes=res.memory_bytes, end_time=res.end_time,
             end_buffer_s=cfg.end_buffer_s)
         self._actions_pending = bool(workflow.get("num_actions"))
+        self._monitor = job_monitor.for_workflow(workflow, self._execution, self._procs,
+                                                 output_dir=self._out, override=cfg.monitor)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._procs.run)
+                if self._monitor.needed:
+                    nursery.start_soon(self._monitor.run)
                 await self._run_actions()
                 nursery.start_soon(self._heartbeat_loop, lease_s)
                 if cfg.handle_signals:
@@ -528,19 +537,23 @@ class JobRunner:
             argv, executable = self._steps.wrap(job, run_id, attempt, argv, env)
         token = self._procs.spawn(argv, executable=executable, env=env,
                                   stdout_path=stdio.stdout, stderr_path=stdio.stderr,
-                                  on_exit=on_exit)
+                                  on_exit=on_exit, want_pid=self._monitor.want_pid(job))
         self._running[jid] = _Running(job=job, token=token, stdio=stdio,
                                       started=time.monotonic())
+        self._monitor.started(jid, token, job)
         if self._stopping:
             self._procs.terminate(token)
 
     def _job_ended(self, jid: int, attempt: int, run_id: int, outcome: ProcessOutcome) -> None:
         """A job's process has ended (called by the process table's task)."""
         return_code = outcome.return_code
-        terminated = outcome.terminated or return_code in TERMINATION_CODES
+        terminated = outcome.terminated or outcome.signal in TERMINATION_SIGNALS
         if self._steps is not None:  # a step past its --time is terminated (srun.py)
             return_code, terminated = self._steps.ended(jid, return_code, terminated,
                                                         outcome.exec_time_s)
+        # killed for its memory: failed, 137; its metrics and failure_cause (monitor.py)
+        return_code, terminated, self._running[jid].info = self._monitor.finish(
+            jid, outcome, return_code, terminated, slurm=self._steps is not None)
         if not terminated and return_code != 0 and self._recover(
                 jid, attempt, run_id, return_code, outcome.exec_time_s):
             return  # reported when the recovery script has run
@@ -564,7 +577,8 @@ class JobRunner:
         result = {
             "job_id": jid, "attempt": attempt, "run_id": run_id, "return_code": return_code,
             "status": status, "exec_time_s": round(exec_time_s, 6),
-            **job_stdio.result_paths(running.stdio, completed), **(extra or {}),
+            **job_stdio.result_paths(running.stdio, completed), **running.info,
+            **(extra or {}),
         }
         self._results.append(result)
         s = self.summary

@@ -14,10 +14,12 @@ Run as a script (``python -S spawner.py FD``), standard library only, so that it
 little-endian length and a :mod:`marshal`-encoded value (both ends are this file's code; the
 peer is our own parent):
 
-* requests, one tuple per frame: ``("spawn", token, executable, argv, env, stdout, stderr)``
-  (a path of None discards that stream; stderr equal to stdout shares its file),
+* requests, one tuple per frame: ``("spawn", token, executable, argv, env, stdout, stderr,
+  want_pid)`` (a path of None discards that stream; stderr equal to stdout shares its file;
+  ``want_pid``: reply with the job's pid once started, for the runner's resource monitor),
   ``("signal", token, signum)`` (to the job's whole process group, if it has not been reaped);
-* replies, a list of tuples per frame: ``("exited", token, wait_status, exec_time_s)``,
+* replies, a list of tuples per frame: ``("started", token, pid)`` (asked for),
+  ``("exited", token, wait_status, exec_time_s)``,
   ``("failed", token, errno, message, file)`` (the job could not be started).
 
 Each job runs in its own session (its group is the job), stdin from /dev/null, stdout and
@@ -125,7 +127,8 @@ class Spawner:
     def handle(self, request: tuple[object, ...]) -> None:
         kind, token = request[0], int(request[1])  # type: ignore[call-overload]
         if kind == "spawn":
-            executable, argv, env, stdout, stderr = request[2:]
+            executable, argv, env, stdout, stderr = request[2:7]
+            want_pid = len(request) > 7 and bool(request[7])
             actions = [(os.POSIX_SPAWN_DUP2, self.devnull, 0),
                        self.output(1, stdout, None), self.output(2, stderr, stdout)]
             # The clock starts before the spawn: posix_spawn returns once the child has
@@ -143,6 +146,8 @@ class Spawner:
                 return
             self.jobs[pid] = (token, started)
             self.pids[token] = pid
+            if want_pid:  # before its exit in the same batch: replies keep their order
+                self.replies.append(("started", token, pid))
         elif kind == "signal":
             pid = self.pids.get(token, 0)
             if pid:

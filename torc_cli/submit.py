@@ -285,7 +285,7 @@ async def fail_orphaned_jobs(client: TorcClient, workflow_id: int,
     terminated = []
     for cn, jobs in held.items():
         results = [{"job_id": j["id"], "attempt": j["attempt"], "run_id": j["run_id"],
-                    "return_code": -9, "status": "terminated", "exec_time_s": 0.0}
+                    "return_code": 137, "status": "terminated", "exec_time_s": 0.0}
                    for j in jobs]
         await client.complete_jobs(workflow_id, cn, results)
         terminated.extend(jobs)

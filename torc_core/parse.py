@@ -77,6 +77,7 @@ from .settings import (
     COMPUTE_NODE_KEYS,
     parse_compute_node_settings,
     parse_execution_config,
+    parse_resource_monitor,
     parse_stdio,
     section_keys,
     warnings_for,
@@ -1303,8 +1304,7 @@ def _parse_spec(doc: Mapping[str, Any], budget: _Budget) -> WorkflowSpec:
     for key in slurm_defaults:
         if key in SLURM_MANAGED:
             err.add(f"slurm_defaults: {key}: is managed by torc (set it on a scheduler)")
-    monitor = top.mapping("resource_monitor")
-    _check_data(top, "resource_monitor", monitor)
+    monitor = parse_resource_monitor(top)
     node_settings = parse_compute_node_settings(top)
     metadata = doc.get("metadata")
     _check_data(top, "metadata", metadata)
@@ -1321,7 +1321,7 @@ def _parse_spec(doc: Mapping[str, Any], budget: _Budget) -> WorkflowSpec:
         failure_handlers=tuple(handlers),
         slurm_schedulers=tuple(schedulers),
         slurm_defaults=dict(slurm_defaults),
-        resource_monitor=dict(monitor) if monitor is not None else None,
+        resource_monitor=monitor,
         actions=tuple(actions),
         use_pending_failed=top.get_bool("use_pending_failed", False),
         jobs_sort_method=top.one_of("jobs_sort_method", JOBS_SORT_METHODS, None),

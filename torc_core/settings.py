@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .entries import Entry
+from .entries import Entry, Errors
+from .errors import SpecError
 from .spec import EXECUTION_MODES, STDIO_MODES, ExecutionConfig, StdioConfig
 
 SUPPORTED = "supported"
@@ -48,8 +49,8 @@ FIELDS: tuple[Field, ...] = (
     Field("workflow", "jobs_sort_method", SUPPORTED,
           "gpus_runtime_memory (default), gpus_memory_runtime, none: the claim order"),
     Field("workflow", "execution_config", SUPPORTED, "see the execution_config section"),
-    Field("workflow", "resource_monitor", NO_EFFECT,
-          "jobs are not sampled yet (the monitoring issue); the settings are stored"),
+    Field("workflow", "resource_monitor", SUPPORTED,
+          "runners sample each job's process tree (see the resource_monitor section)"),
     Field("workflow", "compute_node_expiration_buffer_seconds", SUPPORTED,
           "runners in Slurm allocations stop this long before the allocation ends"),
     Field("workflow", "compute_node_wait_for_new_jobs_seconds", SUPPORTED,
@@ -93,6 +94,19 @@ FIELDS: tuple[Field, ...] = (
           "a terminated job gets the runner's grace period before SIGKILL"),
     Field("execution_config", "enable_cpu_bind", NO_EFFECT, "srun steps are not CPU-bound"),
     *_fields("stdio", "mode delete_on_success"),
+    Field("resource_monitor", "enabled", SUPPORTED,
+          "default true; Torc 0.12's flat form, for jobs when there is no jobs block"),
+    Field("resource_monitor", "granularity", SUPPORTED,
+          "summary (default): peak/average CPU and memory with each result; time_series: "
+          "also every sample, in <output>/resource_utilization/resource_metrics_*.db"),
+    Field("resource_monitor", "sample_interval_seconds", SUPPORTED,
+          "default 10 (Torc 0.22+; 0.12 said 5)"),
+    Field("resource_monitor", "generate_plots", NO_EFFECT,
+          "runners write no plots yet; the time-series database is there to plot"),
+    Field("resource_monitor", "jobs", SUPPORTED, "enabled, granularity: per-job sampling"),
+    Field("resource_monitor", "compute_node", SUPPORTED,
+          "enabled, granularity (default off): the node's CPU and memory; time_series adds "
+          "system_resource_samples to the same database"),
 )
 
 
@@ -193,6 +207,122 @@ def _srun_signal_ok(text: str) -> bool:
                                                               int(secs) <= 65535))
 
 
+#: ``resource_monitor`` granularities, as Torc names them (written forms are normalized:
+#: ``Summary``, ``time-series`` and ``TimeSeries`` are accepted too).
+MONITOR_GRANULARITIES = ("summary", "time_series")
+#: Torc's default sampling interval (0.22+; 0.12's was 5 s).
+DEFAULT_SAMPLE_INTERVAL_S = 10.0
+#: Longest interval accepted: a day (a sample per allocation is no monitoring at all).
+MAX_SAMPLE_INTERVAL_S = 86400.0
+_MONITOR_KEYS = section_keys("resource_monitor")
+_MONITOR_SCOPE_KEYS = frozenset(("enabled", "granularity"))
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceMonitor:
+    """What a runner samples (Torc's ``resource_monitor``, either shape resolved).
+
+    Why both shapes: Torc 0.12 wrote ``{enabled, granularity, sample_interval_seconds,
+    generate_plots}``; 0.23 nests ``jobs: {enabled, granularity}`` and ``compute_node: {...}``
+    under one interval and reads the flat fields for jobs when ``jobs`` is absent. Specs of
+    both ages run unchanged."""
+
+    jobs: bool = True
+    granularity: str = "summary"
+    compute_node: bool = False
+    compute_node_granularity: str = "summary"
+    sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S
+    generate_plots: bool = False
+
+    @property
+    def time_series(self) -> bool:
+        """Whether a time-series database is written (for the jobs or the node)."""
+        return (self.jobs and self.granularity == "time_series") or (
+            self.compute_node and self.compute_node_granularity == "time_series")
+
+    @property
+    def active(self) -> bool:
+        return self.jobs or self.compute_node
+
+
+#: Monitoring off (``--no-resource-monitoring``, ``enabled: false``).
+MONITOR_OFF = ResourceMonitor(jobs=False)
+
+
+def _granularity(e: Entry, default: str) -> str:
+    value = e.get_str("granularity", None)
+    if value is None:
+        return default
+    norm = value.strip().replace("-", "_").lower()
+    norm = {"timeseries": "time_series"}.get(norm, norm)
+    if norm not in MONITOR_GRANULARITIES:
+        e.fail("granularity", f"must be one of {', '.join(MONITOR_GRANULARITIES)}; "
+                              f"got {value!r}")
+        return default
+    return norm
+
+
+def _monitor_scope(e: Entry, key: str, enabled: bool, granularity: str) -> tuple[bool, str]:
+    """(enabled, granularity) of a nested ``jobs``/``compute_node`` block (absent: the given
+    ones). A block that is there but says nothing of ``enabled`` is on."""
+    value = e.mapping(key)
+    if value is None:
+        return enabled, granularity
+    sub = Entry(value, f"{e.where}: {key}", e.err)
+    sub.check_keys(_MONITOR_SCOPE_KEYS)
+    return sub.get_bool("enabled", True), _granularity(sub, granularity)
+
+
+def read_resource_monitor(e: Entry) -> ResourceMonitor:
+    """``e`` (a ``resource_monitor`` mapping) as a :class:`ResourceMonitor`; each problem is
+    added to ``e``'s errors with where it is."""
+    e.check_keys(_MONITOR_KEYS)
+    enabled = e.get_bool("enabled", True)
+    granularity = _granularity(e, "summary")
+    interval = DEFAULT_SAMPLE_INTERVAL_S
+    raw = e.data.get("sample_interval_seconds")
+    if raw is not None:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            e.fail("sample_interval_seconds", f"expected a number of seconds, got "
+                                              f"{type(raw).__name__}")
+        elif not 0 < raw <= MAX_SAMPLE_INTERVAL_S:  # also refuses nan, inf and huge ints
+            shown = raw if isinstance(raw, float) or abs(raw) < 10**20 else "a huge integer"
+            e.fail("sample_interval_seconds",
+                   f"must be more than 0 and at most {MAX_SAMPLE_INTERVAL_S:g}, got {shown}")
+        else:
+            interval = float(raw)
+    jobs, granularity = _monitor_scope(e, "jobs", enabled, granularity)
+    node, node_granularity = _monitor_scope(e, "compute_node", False, "summary")
+    return ResourceMonitor(jobs=jobs, granularity=granularity, compute_node=node,
+                           compute_node_granularity=node_granularity,
+                           sample_interval_s=interval,
+                           generate_plots=e.get_bool("generate_plots", False))
+
+
+def parse_resource_monitor(top: Entry) -> dict[str, Any] | None:
+    """The spec's ``resource_monitor``, checked (located errors), kept as written: it is
+    stored and exported as the user wrote it, and runners resolve it with
+    :func:`resource_monitor_of`."""
+    value = top.mapping("resource_monitor")
+    if value is None:
+        return None
+    read_resource_monitor(Entry(value, "resource_monitor", top.err))
+    return dict(value)
+
+
+def resource_monitor_of(value: object, where: str = "resource_monitor") -> ResourceMonitor:
+    """The :class:`ResourceMonitor` of a stored ``resource_monitor`` (None: Torc's defaults,
+    monitoring on). Raises SpecError naming each problem (a spec the parser never saw)."""
+    if value is None:
+        return ResourceMonitor()
+    if not isinstance(value, Mapping):
+        raise SpecError([f"{where}: expected a mapping, got {type(value).__name__}"])
+    err = Errors()
+    monitor = read_resource_monitor(Entry(value, where, err))
+    err.raise_if_any()
+    return monitor
+
+
 def parse_compute_node_settings(top: Entry) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in COMPUTE_NODE_INTS:
@@ -221,6 +351,7 @@ def warnings_for(doc: Mapping[str, Any]) -> list[str]:
 
     check("workflow", doc, "")
     check("execution_config", doc.get("execution_config"), "execution_config: ")
+    check("resource_monitor", doc.get("resource_monitor"), "resource_monitor: ")
     actions = doc.get("actions")
     for k, action in enumerate(actions if isinstance(actions, list) else ()):
         check("action", action, f"actions[{k}]: ")

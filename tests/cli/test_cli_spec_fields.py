@@ -115,9 +115,10 @@ def test_metadata_is_stored_and_unsupported_fields_warn(tmp_path: Path) -> None:
         "jobs": [{"name": "a", "command": "true"}]})
     dry = torc(tmp_path, "-f", "json", "create", "--dry-run", spec, check=True)
     warnings = json.loads(dry.stdout)["warnings"]
-    assert any(w.startswith("resource_monitor: accepted but has no effect") for w in warnings)
+    # resource_monitor is supported (the runner samples jobs): no warning
+    assert not any(w.startswith("resource_monitor") for w in warnings)
     assert any(w.startswith("enable_ro_crate: accepted but has no effect") for w in warnings)
-    assert "torc-trio: warning: resource_monitor: accepted but has no effect" in dry.stderr
+    assert "torc-trio: warning: enable_ro_crate: accepted but has no effect" in dry.stderr
     created = torc(tmp_path, "-s", "create", spec, check=True)
     assert "warning: enable_ro_crate" in created.stderr
     wf = torc_json(tmp_path, "-s", "workflows", "get", "1")

@@ -210,13 +210,13 @@ def test_reports_summary_and_logs_analyze(tmp_path: Path) -> None:
     assert summary["mean_exec_time_seconds"] == pytest.approx(
         summary["total_exec_time_seconds"] / 7)
     codes = {f["job_name"]: f["return_code"] for f in summary["failed_jobs"]}
-    assert codes == {"py": 1, "oom": 137, "segv": -11, "nocmd": 127, "slow": 1, "odd": 4}
+    assert codes == {"py": 1, "oom": 137, "segv": 139, "nocmd": 127, "slow": 1, "odd": 4}
     for failed in summary["failed_jobs"]:
         assert (tmp_path / failed["stderr"]).is_file(), failed
     text = torc(tmp_path, "-s", "reports", "summary", "1", check=True).stdout
     assert "Workflow Summary" in text and "Failed:        6" in text
-    assert "oom (id 3): failed, exit code 137, attempt 1" in text
-    assert "segv (id 4): failed, killed by SIGSEGV" in text
+    assert "oom (id 3): failed, exit code 137 (killed by SIGKILL), attempt 1" in text
+    assert "segv (id 4): failed, exit code 139 (killed by SIGSEGV)" in text
 
     rows = {r["job_name"]: r for r in torc_json(tmp_path, "-s", "logs", "analyze", "1")}
     assert {name: r["cause"] for name, r in rows.items()} == {

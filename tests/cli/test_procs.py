@@ -90,7 +90,7 @@ async def test_terminate_kills_the_whole_group(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
     table.close()
     outcome = outcomes["stubborn"]
-    assert outcome.terminated and outcome.return_code == -signal.SIGKILL
+    assert outcome.terminated and outcome.return_code == 128 + signal.SIGKILL
     await _until(lambda: not _alive(child), 5)
 
 
@@ -113,7 +113,7 @@ async def test_terminating_again_without_grace_kills_now(tmp_path: Path) -> None
         await _until(lambda: "stubborn" in outcomes, 30)  # far less than 300 s
         nursery.cancel_scope.cancel()
     table.close()
-    assert outcomes["stubborn"].return_code == -signal.SIGKILL
+    assert outcomes["stubborn"].return_code == 128 + signal.SIGKILL
 
 
 async def test_cancelling_the_table_terminates_what_runs(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ async def test_cancelling_the_table_terminates_what_runs(tmp_path: Path) -> None
         nursery.cancel_scope.cancel()
     table.close()
     assert len(table) == 0 and sorted(outcomes) == ["s0", "s1", "s2"]
-    assert all(o.terminated and o.return_code == -signal.SIGTERM for o in outcomes.values())
+    assert all(o.terminated and o.return_code == 128 + signal.SIGTERM for o in outcomes.values())
     assert not any(_alive(_pid_in(tmp_path / f"s{k}.pid") or 0) for k in range(3))
 
 

@@ -320,8 +320,9 @@ ACTION = {"trigger_type": "on_workflow_start", "action_type": "schedule_nodes",
       "user_data[0] 'u': data: [0]: not a finite number (nan)"),
      ({"slurm_defaults": {"mem_per_cpu": float("inf")}},
       "slurm_defaults: mem_per_cpu: not a finite number (inf)"),
-     ({"resource_monitor": {"interval": -BIG - 1}},
-      f"resource_monitor: interval: must be at least {-BIG}, got {-BIG - 1}"),
+     ({"resource_monitor": {"sample_interval_seconds": -BIG - 1}},
+      f"resource_monitor: sample_interval_seconds: must be more than 0 and at most 86400, "
+      f"got {-BIG - 1}"),
      ({"compute_node_wait_for_new_jobs_seconds": BIG},
       f"compute_node_wait_for_new_jobs_seconds: must be at most {BIG - 1}, got {BIG}")],
 )

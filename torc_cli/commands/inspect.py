@@ -115,8 +115,34 @@ async def cmd_results_list(ctx: Context) -> int:
     rows = [r async for r in ctx.client.iter_results(
         wid, status=args.status, run_id=run_id, job_id=args.job_id, failed=args.failed)]
     which = "all runs" if args.all_runs else f"run {run_id}"
-    emit_rows(ctx, rows, RESULT_COLUMNS, f"Results of workflow {wid} ({which})")
+    title = f"Results of workflow {wid} ({which})"
+    if ctx.json:  # every stored field, the metrics whole
+        print_json(rows)
+    else:
+        print_table(*_result_table(rows), title=title)
     return EXIT_OK
+
+
+def _result_table(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The table's rows and columns: the resource monitor's peaks (memory in MiB/GiB, CPU in
+    percent of one core) and the failure cause, as compact columns when any result has
+    them (``-f json`` has every value)."""
+    columns = list(RESULT_COLUMNS)
+    shown = rows
+    if any(r.get("peak_memory_bytes") is not None for r in rows):
+        columns += ["peak_mem", "peak_cpu"]
+        shown = [{**r, "peak_mem": _bytes_text(r.get("peak_memory_bytes")),
+                  "peak_cpu": None if r.get("peak_cpu_percent") is None
+                  else f"{r['peak_cpu_percent']:.0f}%"} for r in shown]
+    if any(r.get("failure_cause") for r in rows):
+        columns.append("failure_cause")
+    return shown, columns
+
+
+def _bytes_text(n: int | None) -> str | None:
+    if n is None:
+        return None
+    return f"{n / 2**30:.1f}G" if n >= 2**30 else f"{n / 2**20:.0f}M"
 
 
 def _results_list_arguments(p: argparse.ArgumentParser) -> None:

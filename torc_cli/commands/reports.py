@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import re
-import signal
 import sys
 import time
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from ..command import Command
 from ..exits import EXIT_OK, InputError
 from ..feed import follow_workflow_feed
 from ..output import DONE_STATUSES, STATUS_ORDER, format_value, print_json, print_json_line
+from ..procs import describe_exit
 from ..session import Context
 from .inspect import workflow_argument
 
@@ -101,12 +101,7 @@ def _duration(seconds: float) -> str:
 def _exit_text(code: int | None) -> str:
     if code is None:
         return "no result"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
+    return describe_exit(code)  # 137: 'exit code 137 (killed by SIGKILL)'
 
 
 def _latest_per_job(results: Iterable[dict[str, Any]]) -> dict[int, dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass
@@ -12,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from torc_core.graph import compile_spec_summary
+from torc_core.settings import MONITOR_OFF
 
 from ..command import Command
 from ..exec_watch import ExecWatch, Halt, JobLog, joblog_path, parse_halt
 from ..exits import EXIT_FAILED_JOBS, EXIT_OK, EXIT_PIPE, InputError, signal_exit
 from ..output import ProgressView, err_console, print_counts, print_json
 from ..parallel import has_sources, parallel_spec, split_sources
+from ..procs import describe_exit
 from ..resources import Resources, detect_allocation_resources, with_gpu_count
 from ..runner import JobRunner, RunnerConfig
 from ..session import Context
@@ -56,13 +57,49 @@ def is_workflow_id(target: str) -> bool:
     return target.isdigit() and not Path(target).exists()
 
 
+def with_monitoring(doc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The spec with the monitoring options applied to its ``resource_monitor``, as Torc's
+    ``--no-resource-monitoring`` does on create: the stored workflow says what its runners
+    do. `exec`: ``--monitor summary|time-series``, ``--sample-interval-seconds``,
+    ``--generate-plots``."""
+    if getattr(args, "no_resource_monitoring", False):
+        return {**doc, "resource_monitor": {"enabled": False}}
+    changes: dict[str, Any] = {}
+    if getattr(args, "monitor", None) is not None:
+        changes.update(enabled=True, granularity=args.monitor.replace("-", "_"))
+    if getattr(args, "sample_interval_seconds", None) is not None:
+        changes["sample_interval_seconds"] = args.sample_interval_seconds
+    if getattr(args, "generate_plots", False):
+        changes["generate_plots"] = True
+    if not changes:
+        return doc
+    return {**doc, "resource_monitor": {**(doc.get("resource_monitor") or {}), **changes}}
+
+
+def _monitoring_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-resource-monitoring", action="store_true",
+                   help="do not sample the jobs' CPU and memory (spec: resource_monitor: "
+                        "{enabled: false}); direct mode's limits still apply")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"expected more than 0 and at most 86400 seconds, "
+                                         f"got {text}")
+    return value
+
+
 # ---------------------------------------------------------------------------------------------
 # create
 
 
 def prepare_create(args: argparse.Namespace) -> dict[str, Any]:
     """Read and check the spec before any server (a refused spec leaves nothing behind)."""
-    doc = load_spec_file(args.spec)
+    doc = with_monitoring(load_spec_file(args.spec), args)
     spec = check_spec(doc, warn=True)
     for problem in missing_input_files(spec, Path.cwd()):
         print(f"torc-trio: warning: {args.spec}: {problem} (a run would stop here)",
@@ -97,6 +134,7 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="the spec file (YAML, JSON, JSON5 or KDL)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate and report what would be created, without a server")
+    _monitoring_arguments(p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +145,7 @@ def prepare_run(args: argparse.Namespace) -> dict[str, Any] | None:
     """`run`'s spec, read and checked before the server is needed; None for a workflow id."""
     if args.target is None or is_workflow_id(args.target):
         return None
-    doc = _spec_from_target(args.target)
+    doc = with_monitoring(_spec_from_target(args.target), args)
     _validate_for_run(doc)
     return doc
 
@@ -162,6 +200,7 @@ def prepare_exec(args: argparse.Namespace) -> ExecPlan:
                       "written", file=sys.stderr)
     if args.retries:
         doc = with_retries(doc, args.retries)
+    doc = with_monitoring(doc, args)
     spec = check_spec(doc)
     missing = missing_input_files(spec, Path.cwd())
     if missing:
@@ -256,6 +295,8 @@ async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | Non
         # (Slurm's are for submit and the runners in allocations)
         action_types=("run_commands", "schedule_nodes"), scheduler_types=("local",),
         schedule_nodes=lambda action: _start_local(ctx, workflow_id, action),
+        # `run WF --no-resource-monitoring`: a stored workflow, monitored or not as it says
+        monitor=MONITOR_OFF if getattr(args, "no_resource_monitoring", False) else None,
     )
     own_stdout = watch is not None and watch.keep_order
     if not ctx.json:
@@ -333,15 +374,8 @@ async def report(ctx: Context, workflow_id: int, status: dict[str, Any], *,
 
 
 def _exit_text(return_code: int | None) -> str:
-    """', exit code 3' or ', killed by SIGTERM' (a negative code is a signal, as in Popen)."""
-    if return_code is None:
-        return ""
-    if return_code < 0:
-        try:
-            return f", killed by {signal.Signals(-return_code).name}"
-        except ValueError:
-            return f", killed by signal {-return_code}"
-    return f", exit code {return_code}"
+    """', exit code 3' or ', exit code 143 (killed by SIGTERM)' (128 + N: signal N)."""
+    return "" if return_code is None else f", {describe_exit(return_code)}"
 
 
 async def record_file_mtimes(ctx: Context, workflow_id: int) -> None:
@@ -397,6 +431,7 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
                    help="a SPEC file, a COMMANDS file (one job per line; - reads standard "
                         "input), or a WORKFLOW_ID (default: the only workflow)")
     runner_options(p)
+    _monitoring_arguments(p)
 
 
 def _exec_arguments(p: argparse.ArgumentParser) -> None:
@@ -427,6 +462,13 @@ def _exec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the commands that would run, one per line; create nothing")
     p.add_argument("-n", "--name", default="exec", help="workflow name (default exec)")
+    _monitoring_arguments(p)
+    p.add_argument("--monitor", choices=("summary", "time-series"), default=None,
+                   help="sample the jobs: summary (peak/average CPU and memory with each "
+                        "result, the default) or time-series (also every sample, in "
+                        "<output>/resource_utilization/*.db)")
+    p.add_argument("--sample-interval-seconds", type=_positive_seconds, default=None,
+                   metavar="S", help="seconds between samples (default 10)")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD ... [::: VALUES ...]",
                    help="the command's words, then GNU parallel's input sources: "
                         "::: VALUES, :::+ VALUES (linked), :::: FILES, ::::+ FILES "
