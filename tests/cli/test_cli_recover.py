@@ -202,3 +202,39 @@ def test_reports_and_corrections_from_measured_use(tmp_path: Path) -> None:
         assert (rows["j2"]["status"], rows["j2"]["runtime_s"]) == ("ready", 1111)
     finally:
         server.kill()
+
+
+def test_watch_recover_until_complete_or_retries_run_out(tmp_path: Path) -> None:
+    """Needs two recoveries (100m -> 150m -> 225m >= 200m): one retry is not enough (exit 1,
+    says so); watching again with the default three completes it."""
+    picky = PICKY.replace(str(140 * MIB), str(200 * MIB))
+    spec = {"name": "watched", "resource_requirements": [
+        {"name": "small", "num_cpus": 1, "memory": "100m", "runtime": "PT10M"}],
+        "jobs": [{"name": "big", "command": picky, "resource_requirements": "small"},
+                 {"name": "after", "command": "true", "depends_on": ["big"]}]}
+    path = tmp_path / "watched.json"
+    path.write_text(json.dumps(spec))
+    server = ServerProcess(tmp_path / "torc.db")
+    try:
+        url = ["--url", server.url]
+        wf = str(torc_json(tmp_path, *url, "create", str(path))["id"])
+        assert torc(tmp_path, *url, "run", wf, "-j", "2", "--poll-interval", "0.2").returncode == 1
+
+        once = torc(tmp_path, *url, "watch", wf, "--recover", "--max-retries", "1", "-j", "2",
+                    "--poll-interval", "0.2")
+        assert once.returncode == 1, once.stdout + once.stderr
+        assert "Attempting automatic recovery (attempt 1/1)" in once.stdout
+        assert "OOM detected, increasing memory 100m -> 150m" in once.stdout
+        assert "Max retries (1) exceeded. Manual intervention required." in once.stdout
+
+        again = torc(tmp_path, *url, "watch", wf, "--recover", "-j", "2",
+                     "--poll-interval", "0.2", "--exit-status")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "OOM detected, increasing memory 150m -> 225m" in again.stdout
+        jobs = {j["name"]: j for j in torc_json(tmp_path, *url, "jobs", "list", wf)}
+        assert [jobs[n]["status"] for n in ("big", "after")] == ["completed", "completed"]
+        assert jobs["big"]["memory_bytes"] == 225 * MIB
+        assert [e["new"]["memory_bytes"] for e in events(tmp_path, url, wf, "job_resources")] \
+            == [150 * MIB, 225 * MIB]
+    finally:
+        server.kill()

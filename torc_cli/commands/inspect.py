@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ..command import Command
@@ -70,7 +71,45 @@ async def cmd_is_complete(ctx: Context) -> int:
 
 
 async def cmd_watch(ctx: Context) -> int:
+    """Follow the workflow to its end; with ``--recover`` (Torc's watch -r), recover it each
+    time it ends with failures (``recover``'s diagnosis, fixes, reset and rerun), until it
+    completes or ``--max-retries`` recoveries were made."""
     wid = await ctx.workflow_id()
+    args = ctx.args
+    retries = 0
+    while True:
+        counts = await _watch_once(ctx, wid)
+        if not getattr(args, "recover", False) or not _failed_any(counts):
+            break
+        if retries >= args.max_retries:
+            _say(ctx, f"Max retries ({args.max_retries}) exceeded. Manual intervention "
+                      "required.")
+            return EXIT_FAILED_JOBS
+        retries += 1
+        _say(ctx, f"Workflow {wid} completed with failures: "
+                  + ", ".join(f"{s} {counts.get(s, 0)}" for s in (*FAILED, "completed"))
+                  + f"\nAttempting automatic recovery (attempt {retries}/{args.max_retries})")
+        from .slurm import recover_failures, rerun
+
+        out = await recover_failures(ctx, wid)
+        _say(ctx, "\n".join(out.lines))
+        if not out.reset:
+            _say(ctx, f"No recoverable jobs found. {len(out.skipped)} job(s) failed with "
+                      "unknown causes.\nUse --retry-unknown to retry jobs with unknown "
+                      "failure causes.")
+            return EXIT_FAILED_JOBS
+        _say(ctx, "Recovery initiated. Resuming monitoring...")
+        await rerun(ctx, wid)
+    return EXIT_FAILED_JOBS if args.exit_status and _failed_any(counts) else EXIT_OK
+
+
+def _say(ctx: Context, text: str) -> None:
+    """What watch --recover does, for people: on stdout, or stderr under -f json (whose
+    stdout is one message per line)."""
+    print(text, file=sys.stderr if ctx.json else sys.stdout, flush=True)
+
+
+async def _watch_once(ctx: Context, wid: int) -> dict[str, int]:
     with ProgressView(f"workflow {wid}", enabled=not ctx.json) as view:
 
         def show(message: dict[str, Any], counts: dict[str, int]) -> None:
@@ -83,8 +122,7 @@ async def cmd_watch(ctx: Context) -> int:
                          f"{message['old']} -> {message['new']}")
             view.update(counts)
 
-        counts = await follow_workflow_feed(ctx, wid, show, "watch")
-    return EXIT_FAILED_JOBS if ctx.args.exit_status and _failed_any(counts) else EXIT_OK
+        return await follow_workflow_feed(ctx, wid, show, "watch")
 
 
 def emit_rows(ctx: Context, rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
@@ -191,6 +229,20 @@ def _status_arguments(p: argparse.ArgumentParser) -> None:
     exit_status_option(p)
 
 
+def _watch_arguments(p: argparse.ArgumentParser) -> None:
+    from .run import runner_options
+    from .slurm import recovery_options
+
+    _status_arguments(p)
+    p.add_argument("-r", "--recover", action="store_true",
+                   help="when the workflow ends with failures, recover it (as `recover` "
+                        "does) and watch again, until it completes or retries run out")
+    p.add_argument("-m", "--max-retries", type=int, default=3, metavar="N",
+                   help="with --recover: at most N recoveries (default 3)")
+    recovery_options(p)
+    runner_options(p)  # a workflow that does not use Slurm is rerun here
+
+
 COMMANDS = [
     Command("status", "show job counts per status",
             """torc-trio status 3
@@ -199,8 +251,9 @@ COMMANDS = [
             arguments=_status_arguments, run=cmd_status, aliases=("workflows status",)),
     Command("watch", "follow a workflow live until it ends",
             """torc-trio watch 3
-               torc-trio watch 3 -f json | jq .new""",
-            arguments=_status_arguments, run=cmd_watch),
+               torc-trio watch 3 -f json | jq .new
+               torc-trio watch 3 --recover --max-retries 3 --memory-multiplier 2""",
+            arguments=_watch_arguments, run=cmd_watch),
     Command("workflows list", "list the workflows you may see",
             """torc-trio workflows list
                torc-trio workflows list -f json""", run=cmd_workflows_list),
