@@ -238,3 +238,39 @@ def test_watch_recover_until_complete_or_retries_run_out(tmp_path: Path) -> None
             == [150 * MIB, 225 * MIB]
     finally:
         server.kill()
+
+
+HOLD_300MB = 'python3 -c "b=bytearray(300*2**20); import time; time.sleep(3)"'
+
+
+def test_real_oom_under_direct_limits_is_reported_and_recovered(tmp_path: Path) -> None:
+    """End to end with the runner's monitor: a job holding 300 MB under a 100m limit is
+    killed (137, failure_cause oom); the report shows it, recover raises its memory from the
+    measured peak and reruns it here (-s: a standalone server on the local database)."""
+    (tmp_path / "oom.json").write_text(json.dumps({
+        "name": "oom", "resource_monitor": {"sample_interval_seconds": 1},
+        "execution_config": {"mode": "direct", "limit_resources": True},
+        "resource_requirements": [{"name": "small", "memory": "100m", "runtime": "PT5M"}],
+        "jobs": [{"name": "hog", "command": HOLD_300MB, "resource_requirements": "small"},
+                 {"name": "after", "command": "true", "depends_on": ["hog"]}]}))
+    first = torc(tmp_path, "-s", "run", "oom.json")
+    assert first.returncode == 1, first.stdout + first.stderr
+
+    report = torc_json(tmp_path, "-s", "reports", "check-resource-utilization", "1",
+                       "--include-failed")
+    (diag,) = report["resource_violations"]
+    assert (diag["job_name"], diag["likely_oom"], diag["oom_reason"]) == (
+        "hog", True, "failure_cause_oom")
+    assert any(v["resource_type"] == "Memory" and v["over_utilization"].startswith("+")
+               for v in report["violations"])
+    peak = diag["peak_memory_bytes"]
+    assert peak > 100 * MIB
+
+    rec = torc_json(tmp_path, "-s", "recover", "1", "--memory-multiplier", "4")
+    (change,) = rec["changes"]
+    assert (change["job_name"], change["cause"], change["reason"]) == (
+        "hog", "oom", "failure_cause_oom")
+    assert change["new"]["memory_bytes"] >= 4 * peak
+    assert rec["counts"]["completed"] == 2, rec
+    jobs = {j["name"]: j for j in torc_json(tmp_path, "-s", "jobs", "list", "1")}
+    assert jobs["hog"]["memory_bytes"] == change["new"]["memory_bytes"]
