@@ -134,6 +134,29 @@ def test_job_ids_choose_the_jobs(tmp_path: Path, dbs: list[str]) -> None:
         n.replace("resource_plot", "wf7") for n in ALL_FILES}
 
 
+def test_plots_of_a_real_run_sampled_by_the_runner(tmp_path: Path) -> None:
+    """The databases the runner writes (not built by hand) plot as they are."""
+    (tmp_path / "burn.py").write_text(
+        "import sys, time\nx = bytearray(int(sys.argv[1]) << 20)\nt = time.monotonic()\n"
+        "while time.monotonic() - t < 1.5:\n    pass\n")
+    proc = torc(tmp_path, "-s", "exec", "--monitor", "time-series",
+                "--sample-interval-seconds", "0.2", "-j", "2", "-c", "python3 burn.py {n}",
+                "--param", "n=[20,60]")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    dbs = sorted((tmp_path / "torc_output" / "resource_utilization").glob("*.db"))
+    assert len(dbs) == 1
+    proc = plot(tmp_path, "-f", "json", "plot-resources", str(dbs[0]), "-o", "plots")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert {Path(f).name for f in out["files"]} == ALL_FILES
+    jobs = {j["job_name"]: j for j in out["jobs"]}
+    assert set(jobs) == {"job_20", "job_60"}
+    assert all(j["samples"] >= 1 for j in jobs.values())
+    assert jobs["job_60"]["peak_memory_gb"] * 1024 >= 60  # its bytearray was sampled
+    page = (tmp_path / "plots" / f"resource_plot_job_{jobs['job_60']['job_id']}.html")
+    assert "(job_60) Resource Usage Timeline" in page.read_text(encoding="utf-8")
+
+
 def _error(tmp_path: Path, *args: str) -> str:
     proc = plot(tmp_path, "plot-resources", *args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
