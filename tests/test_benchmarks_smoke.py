@@ -107,3 +107,15 @@ def test_every_benchmark_has_help(name: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and "usage" in proc.stdout
+
+
+def test_bench_monitor_smoke() -> None:
+    out = run_bench("bench_monitor.py", "--jobs", "100", "--parallel", "8", "--rounds", "1",
+                    "--long-jobs", "3", "--long-seconds", "2.5")
+    throughput = out["throughput"]
+    assert isinstance(throughput, dict) and "ratio_on_over_off" in throughput
+    sampler = out["sampler"]
+    assert isinstance(sampler, dict)
+    assert sampler["samples_checked"] == 3  # every long job was measured
+    for key in ("on_cpu_s", "off_cpu_s", "sampler_cpu_percent_of_core"):
+        assert key in sampler

@@ -16,6 +16,7 @@ from torc_cli.monitor import (
     MetricsDB,
     NodeSample,
     Stats,
+    _read_trees_psutil,
     cpu_percent,
     metrics_db_path,
     read_node,
@@ -128,6 +129,9 @@ def test_read_trees_counts_every_descendant(tmp_path: Path) -> None:
         assert sample.memory_bytes >= 50 * 2**20
         assert sample.cpu_s >= 0
         assert read_trees([2**22 + 7]) == {}  # no such process
+        # the psutil path (systems without /proc) sees the same tree
+        other = _read_trees_psutil([job.pid])[job.pid]
+        assert other.processes == 3 and other.memory_bytes >= 50 * 2**20
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
