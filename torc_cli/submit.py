@@ -163,7 +163,11 @@ def _runners(scheduler: dict[str, Any], per_node: bool) -> int:
 
 
 async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Path, *,
-                 dry_run: bool) -> list[dict[str, Any]]:
+                 dry_run: bool, rerun: bool = False) -> list[dict[str, Any]]:
+    """Submit the workflow's start allocations (its on_workflow_start schedule_nodes actions,
+    each claimed so that it runs once; else one per scheduler the ready jobs need).
+    ``rerun`` (recover): the start actions ran before; their allocations are submitted again
+    for what was reset, without claiming them."""
     workflow = await client.get_workflow(workflow_id)
     local_starts = [a for a in (await client.list_actions(workflow_id))["items"]
                     if a["trigger_type"] == "on_workflow_start"
@@ -180,7 +184,7 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
                                              start_one_worker_per_node=per_node,
                                              startup_jitter_s=jitter, max_parallel=limit)}
                 for sched, filt, index, per_node, limit in plan]
-    if any(p[2] is not None for p in plan):
+    if any(p[2] is not None for p in plan) and not rerun:
         # Claim the start actions so that they run once, even if submit runs twice.
         claimed = await client.claim_actions(workflow_id, action_types=["schedule_nodes"],
                                              trigger_types=["on_workflow_start"],
@@ -188,7 +192,10 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
         won = {a["index"] for a in claimed["actions"]}
         plan = [p for p in plan if p[2] in won]
     out = []
-    if local_starts and not dry_run:
+    if local_starts and not dry_run and rerun:
+        for action in local_starts:
+            out.extend(local_runners.start_local_runners(url, workflow_id, output_dir, action))
+    elif local_starts and not dry_run:
         claimed = await client.claim_actions(workflow_id, action_types=["schedule_nodes"],
                                              trigger_types=["on_workflow_start"],
                                              scheduler_types=["local"])

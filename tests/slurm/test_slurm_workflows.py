@@ -357,9 +357,13 @@ def test_jobs_as_slurm_steps_memory_and_time_limits_and_sacct(
     its memory ends failed with 137, one past its runtime terminated (Torc's 152), a normal one
     completes; `slurm sacct` shows the steps by name with OUT_OF_MEMORY, TIMEOUT, COMPLETED and
     their MaxRSS. The runners start one per node (start_one_worker_per_node), so the steps run
-    beside the runners' own step."""
-    hog = (f"{shlex.quote(sys.executable)} -c "
-           "\"import time; b = b'x' * (400 << 20); time.sleep(30)\"")
+    beside the runners' own step. Then `recover` raises the memory of the job that ran out of
+    it and the runtime of the one that ran out of time, resets them and submits an allocation:
+    both rerun (as steps with the new limits) and complete."""
+    again = tmp_path / "again"  # the reruns need not wait: they find the marker
+    hog = (f"{shlex.quote(sys.executable)} -c \"import os, time; b = b'x' * (400 << 20); "
+           f"time.sleep(1 if os.path.exists({str(again)!r}) else 30)\"")
+    sleeper = f"if [ -e {again} ]; then echo again; else exec sleep 300; fi"
     spec = {
         "name": "steps",
         "execution_config": {"mode": "slurm"},
@@ -369,7 +373,7 @@ def test_jobs_as_slurm_steps_memory_and_time_limits_and_sacct(
             {"name": "small", "num_cpus": 1, "memory": "100m", "runtime": "PT1M"}],
         "jobs": [
             {"name": "hog", "command": hog, "resource_requirements": "small"},
-            {"name": "sleeper", "command": "exec sleep 300", "resource_requirements": "small"},
+            {"name": "sleeper", "command": sleeper, "resource_requirements": "small"},
             {"name": "ok", "command": "sleep 2; echo ok", "resource_requirements": "small"},
         ],
         "actions": [{"trigger_type": "on_workflow_start", "action_type": "schedule_nodes",
@@ -411,3 +415,19 @@ def test_jobs_as_slurm_steps_memory_and_time_limits_and_sacct(
     for name, state in expected.items():
         assert re.search(rf"{name}\s.*{state}", table.stdout), table.stdout
     assert hog_step["max_rss"] in table.stdout
+
+    # Recovery on Slurm: OOM -> memory x 6 (600 MB > the hog's 400), timeout -> runtime x 2.
+    again.touch()
+    recovered = api(tmp_path, server, "recover", str(wid), "--memory-multiplier", "6",
+                    "--runtime-multiplier", "2")
+    assert len(recovered["submitted"]) == 1, recovered
+    wait_for(lambda: status(tmp_path, server, wid)["is_complete"], 240, "the reruns to end")
+    counts = status(tmp_path, server, wid)["counts"]
+    assert counts["completed"] == 3, counts
+    jobs = {j["name"]: j for j in api(tmp_path, server, "jobs", "list", str(wid))}
+    assert jobs["hog"]["memory_bytes"] == 600 << 20
+    # from what it ran (past its minute) times 2; the job that completed keeps its minute
+    assert jobs["sleeper"]["runtime_s"] >= 120 and jobs["ok"]["runtime_s"] == 60
+    reruns = {r["job_name"]: r for r in api(tmp_path, server, "results", "list", str(wid))}
+    assert {n: (r["run_id"], r["status"]) for n, r in reruns.items()
+            if n != "ok"} == {"hog": (2, "completed"), "sleeper": (2, "completed")}

@@ -194,7 +194,8 @@ async def rerun(ctx: Context, wid: int) -> tuple[int, list[dict[str, Any]]]:
     if await is_slurm_workflow(ctx, wid):
         try:
             return EXIT_OK, await submit.submit(ctx.client, wid, ctx.url,
-                                                ctx.output_dir.resolve(), dry_run=False)
+                                                ctx.output_dir.resolve(), dry_run=False,
+                                                rerun=True)
         except (submit.SubmitError, slurm.SlurmError) as exc:
             raise SlurmFailure(str(exc)) from None
     # -f json: recover's own document is the one on stdout; the run's report goes to stderr
