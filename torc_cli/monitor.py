@@ -32,6 +32,7 @@ import os
 import signal
 import socket
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -272,6 +273,25 @@ class MetricsDB:
 
 # ------------------------------------------------------------------------------------------
 # The runner's side
+
+
+async def plot_if_asked(monitor: JobMonitor) -> list[Path]:
+    """``resource_monitor.generate_plots`` (``exec --generate-plots``): once the runner is
+    done, Torc's plot files from its time-series database, next to it (plots.py). A plot that
+    cannot be made is said on stderr; the run's outcome does not change."""
+    db = monitor.db_path
+    if not monitor.config.generate_plots or db is None or not db.exists():
+        return []
+    from .exits import InputError
+    from .plots import write_plots
+
+    try:
+        written = await trio.to_thread.run_sync(write_plots, [db], db.parent)
+    except InputError as exc:
+        print(f"torc-trio: no plots: {exc}", file=sys.stderr)
+        return []
+    print(f"torc-trio: {len(written)} plots in {db.parent}/", file=sys.stderr)
+    return written
 
 
 @dataclass(slots=True)

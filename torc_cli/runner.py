@@ -268,6 +268,7 @@ class JobRunner:
                 await self.client.deactivate(cfg.workflow_id, self._cn)
             except ServerUnreachable:
                 pass
+        await job_monitor.plot_if_asked(self._monitor)
         return self.summary
 
     def stop(self, reason: str, *, terminate: bool = True) -> None:

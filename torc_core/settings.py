@@ -101,8 +101,8 @@ FIELDS: tuple[Field, ...] = (
           "also every sample, in <output>/resource_utilization/resource_metrics_*.db"),
     Field("resource_monitor", "sample_interval_seconds", SUPPORTED,
           "default 10 (Torc 0.22+; 0.12 said 5)"),
-    Field("resource_monitor", "generate_plots", NO_EFFECT,
-          "runners write no plots yet; the time-series database is there to plot"),
+    Field("resource_monitor", "generate_plots", SUPPORTED,
+          "with time_series: the runner writes the plot files next to its database"),
     Field("resource_monitor", "jobs", SUPPORTED, "enabled, granularity: per-job sampling"),
     Field("resource_monitor", "compute_node", SUPPORTED,
           "enabled, granularity (default off): the node's CPU and memory; time_series adds "

@@ -111,17 +111,23 @@ def test_time_series_database_as_torc_lays_it_out(tmp_path: Path) -> None:
     assert all(r["peak_memory_bytes"] for r in _results(tmp_path).values())
 
 
-def test_exec_monitor_time_series(tmp_path: Path) -> None:
+def test_exec_monitor_time_series_with_plots_in_one_line(tmp_path: Path) -> None:
     out = torc(tmp_path, "-s", "exec", "-c", "sleep 3.5", "--monitor", "time-series",
-               "--sample-interval-seconds", "1", check=True)
+               "--sample-interval-seconds", "1", "--generate-plots", check=True)
     assert out.returncode == 0
-    dbs = list((tmp_path / "torc_output" / "resource_utilization").glob("*.db"))
+    where = tmp_path / "torc_output" / "resource_utilization"
+    dbs = list(where.glob("*.db"))
     assert len(dbs) == 1
     with sqlite3.connect(dbs[0]) as conn:
         (n,) = conn.execute("SELECT COUNT(*) FROM job_resource_samples").fetchone()
     assert n >= 3
     wf = torc_json(tmp_path, "-s", "workflows", "get", "1")
     assert wf["spec_settings"]["resource_monitor"]["granularity"] == "time_series"
+    assert wf["spec_settings"]["resource_monitor"]["generate_plots"] is True
+    # one job: its own plot and the summary (the all-jobs overviews need two or more)
+    assert sorted(p.name for p in where.glob("*.html")) == [
+        "resource_plot_job_1.html", "resource_plot_summary.html"]
+    assert "plots in" in out.stderr
 
 
 def test_no_resource_monitoring(tmp_path: Path) -> None:

@@ -469,6 +469,9 @@ def _exec_arguments(p: argparse.ArgumentParser) -> None:
                         "<output>/resource_utilization/*.db)")
     p.add_argument("--sample-interval-seconds", type=_positive_seconds, default=None,
                    metavar="S", help="seconds between samples (default 10)")
+    p.add_argument("--generate-plots", action="store_true",
+                   help="with --monitor time-series: when the run ends, write Torc's plot "
+                        "files (HTML) next to the database (see plot-resources)")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD ... [::: VALUES ...]",
                    help="the command's words, then GNU parallel's input sources: "
                         "::: VALUES, :::+ VALUES (linked), :::: FILES, ::::+ FILES "
