@@ -246,3 +246,44 @@ def latest_per_job(results: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
                 int(seen["run_id"]), int(seen["attempt"])):
             latest[job] = r
     return latest
+
+
+# ---------------------------------------------------------------------------------------------
+# watch --auto-schedule (Torc's): when to submit more allocations
+
+
+@dataclass(slots=True)
+class AutoSchedule:
+    """Torc's ``watch --auto-schedule`` rules, as state fed with explicit times (the caller's
+    one clock), so they are tested without waiting: new allocations at once when jobs are
+    ready and no allocation is pending or running; else when retry jobs (attempt > 1) wait,
+    ``threshold`` of them or for ``stranded_s``, at most once per ``cooldown_s``."""
+
+    threshold: int = 5
+    cooldown_s: float = 1800.0
+    stranded_s: float = 7200.0
+    last_scheduled: float | None = None
+    retries_since: float | None = None
+
+    def reason(self, now: float, *, ready: int, retry_ready: int, live_allocations: int) \
+            -> str | None:
+        """Why to submit now (None: not now)."""
+        if ready and not live_allocations:
+            return f"{ready} job(s) ready and no allocation pending or running"
+        if not retry_ready:
+            self.retries_since = None
+            return None
+        if self.retries_since is None:
+            self.retries_since = now
+        if self.last_scheduled is not None and now - self.last_scheduled < self.cooldown_s:
+            return None
+        if retry_ready >= self.threshold:
+            return f"{retry_ready} retry job(s) waiting (threshold {self.threshold})"
+        if now - self.retries_since >= self.stranded_s:
+            return (f"{retry_ready} retry job(s) waiting for "
+                    f"{now - self.retries_since:.0f} s (stranded)")
+        return None
+
+    def scheduled(self, now: float) -> None:
+        self.last_scheduled = now
+        self.retries_since = None

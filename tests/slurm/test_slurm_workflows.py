@@ -104,6 +104,29 @@ def test_diamond_runs_inside_allocations(tmp_path: Path, server: ServerProcess) 
     assert {r["slurm_job_id"] for r in results} == {slurm_id}
 
 
+def test_watch_auto_schedule_submits_when_no_allocation_runs(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    """`watch --auto-schedule` (Torc's): jobs are ready and no allocation is pending or
+    running, so it submits the workflow's allocation itself, and ends when the jobs are done."""
+    wid = create(tmp_path, server, {
+        "name": "auto", "slurm_schedulers": SCHEDULERS,
+        "jobs": [{"name": "a", "command": "echo $SLURM_JOB_ID > a.slurm"},
+                 {"name": "b", "command": "true", "depends_on": ["a"]}]})
+    proc = subprocess.run(
+        [sys.executable, "-m", "torc_cli.main", "watch", str(wid), "--auto-schedule",
+         "--poll-interval", "1", "--exit-status"],
+        cwd=tmp_path, env=clean_env(TORC_API_URL=server.url), capture_output=True, text=True,
+        timeout=240, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Auto-scheduled (2 job(s) ready" not in proc.stdout  # only a is ready at first
+    assert "Auto-scheduled (1 job(s) ready and no allocation pending or running)" in proc.stdout
+    assert status(tmp_path, server, wid)["counts"]["completed"] == 2
+    results = api(tmp_path, server, "results", "list", str(wid))
+    (slurm_id,) = {r["slurm_job_id"] for r in results}  # one allocation ran both
+    assert (tmp_path / "a.slurm").read_text().strip() == slurm_id
+
+
 def test_submit_dry_run_prints_scripts(tmp_path: Path, server: ServerProcess) -> None:
     wid = create(
         tmp_path,

@@ -8,8 +8,10 @@ import json
 import sys
 from typing import Any
 
+import trio
+
 from ..command import Command
-from ..exits import EXIT_FAILED_JOBS, EXIT_OK
+from ..exits import EXIT_FAILED_JOBS, EXIT_OK, InputError
 from ..feed import follow_workflow_feed
 from ..output import (
     STATUS_ORDER,
@@ -20,6 +22,7 @@ from ..output import (
     print_json_line,
     print_table,
 )
+from ..recovery_plan import AutoSchedule
 from ..session import Context
 
 JOB_COLUMNS = ["id", "name", "status", "attempt", "command"]
@@ -77,8 +80,22 @@ async def cmd_watch(ctx: Context) -> int:
     wid = await ctx.workflow_id()
     args = ctx.args
     retries = 0
+    policy = None
+    if getattr(args, "auto_schedule", False):
+        from .slurm import is_slurm_workflow
+
+        if not await is_slurm_workflow(ctx, wid):
+            raise InputError(f"--auto-schedule: workflow {wid} has no slurm_schedulers "
+                             "(it submits Slurm allocations)")
+        policy = AutoSchedule(threshold=args.auto_schedule_threshold,
+                              cooldown_s=args.auto_schedule_cooldown,
+                              stranded_s=args.auto_schedule_stranded_timeout)
     while True:
-        counts = await _watch_once(ctx, wid)
+        async with trio.open_nursery() as nursery:
+            if policy is not None:
+                nursery.start_soon(_auto_schedule, ctx, wid, policy, args.poll_interval)
+            counts = await _watch_once(ctx, wid)
+            nursery.cancel_scope.cancel()
         if not getattr(args, "recover", False) or not _failed_any(counts):
             break
         if retries >= args.max_retries:
@@ -101,6 +118,35 @@ async def cmd_watch(ctx: Context) -> int:
         _say(ctx, "Recovery initiated. Resuming monitoring...")
         await rerun(ctx, wid)
     return EXIT_FAILED_JOBS if args.exit_status and _failed_any(counts) else EXIT_OK
+
+
+async def _auto_schedule(ctx: Context, wid: int, policy: AutoSchedule, interval: float) -> None:
+    """watch --auto-schedule: every ``interval`` seconds, submit the workflow's allocations
+    again when :class:`~torc_cli.recovery_plan.AutoSchedule` says so (a task beside the
+    feed; cancelled when the workflow ends)."""
+    from .. import slurm, submit
+
+    client = ctx.client
+    while True:
+        await trio.sleep(interval)
+        now = trio.current_time()
+        await submit.find_orphans(client, wid)  # allocations Slurm no longer has: gone
+        live = [a for a in await client.list_allocations(wid)
+                if a["state"] in submit.LIVE_STATES]
+        ready = [j async for j in client.iter_jobs(wid, status="ready")]
+        reason = policy.reason(now, ready=len(ready), live_allocations=len(live),
+                               retry_ready=sum(1 for j in ready if int(j["attempt"]) > 1))
+        if reason is None:
+            continue
+        try:
+            submitted = await submit.submit(client, wid, ctx.url, ctx.output_dir.resolve(),
+                                            dry_run=False, rerun=True)
+        except (submit.SubmitError, slurm.SlurmError) as exc:
+            _say(ctx, f"Auto-schedule failed: {exc}")
+            continue
+        policy.scheduled(now)
+        _say(ctx, f"Auto-scheduled ({reason}): "
+                  + (", ".join(submit.describe(a) for a in submitted) or "nothing to submit"))
 
 
 def _say(ctx: Context, text: str) -> None:
@@ -239,6 +285,17 @@ def _watch_arguments(p: argparse.ArgumentParser) -> None:
                         "does) and watch again, until it completes or retries run out")
     p.add_argument("-m", "--max-retries", type=int, default=3, metavar="N",
                    help="with --recover: at most N recoveries (default 3)")
+    p.add_argument("--auto-schedule", action="store_true",
+                   help="submit the workflow's Slurm allocations again when jobs are ready "
+                        "and none is pending or running, or when retry jobs wait (below)")
+    p.add_argument("--auto-schedule-threshold", type=int, default=5, metavar="N",
+                   help="retry jobs (attempt > 1) waiting that call for more allocations "
+                        "while some run (default 5)")
+    p.add_argument("--auto-schedule-cooldown", type=float, default=1800.0, metavar="S",
+                   help="seconds between two auto-schedules for retry jobs (default 1800)")
+    p.add_argument("--auto-schedule-stranded-timeout", type=float, default=7200.0,
+                   metavar="S", help="fewer retry jobs than the threshold are scheduled "
+                                     "after waiting this long (default 7200)")
     recovery_options(p)
     runner_options(p)  # a workflow that does not use Slurm is rerun here
 
@@ -252,7 +309,8 @@ COMMANDS = [
     Command("watch", "follow a workflow live until it ends",
             """torc-trio watch 3
                torc-trio watch 3 -f json | jq .new
-               torc-trio watch 3 --recover --max-retries 3 --memory-multiplier 2""",
+               torc-trio watch 3 --recover --max-retries 3 --memory-multiplier 2
+               torc-trio watch 3 --recover --auto-schedule   # Slurm: no allocation left""",
             arguments=_watch_arguments, run=cmd_watch),
     Command("workflows list", "list the workflows you may see",
             """torc-trio workflows list
