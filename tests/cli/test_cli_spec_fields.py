@@ -146,3 +146,34 @@ def test_bad_settings_are_located_errors(tmp_path: Path) -> None:
     assert "jobs[0] 'a': priority: expected an integer, got string" in err
     assert "jobs[0] 'a': stdio: delete_on_success: expected a boolean, got string" in err
     assert not (tmp_path / "torc_output").exists()
+
+
+def test_export_and_import_keep_requirements_set_after_creation(tmp_path: Path) -> None:
+    import urllib.request
+
+    from cli_helpers import ServerProcess, clean_env
+
+    srv = ServerProcess(tmp_path / "torc.db")
+    env = clean_env(TORC_API_URL=srv.url)
+    try:
+        spec = _spec(tmp_path, {
+            "name": "sized", "resource_requirements": [{"name": "small", "memory": "10m"}],
+            "jobs": [{"name": "a", "command": "true", "resource_requirements": "small"},
+                     {"name": "b", "command": "true", "resource_requirements": "small"}]})
+        wid = torc_json(tmp_path, "create", spec, env=env)["id"]
+        a = next(j for j in torc_json(tmp_path, "jobs", "list", str(wid), env=env)
+                 if j["name"] == "a")
+        body = json.dumps({"jobs": [{"job_id": a["id"], "memory_bytes": 50 << 20}],
+                           "reason": "measured"}).encode()
+        request = urllib.request.Request(f"{srv.url}/workflows/{wid}/jobs/resources",
+                                         data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert reply.status == 200
+        torc(tmp_path, "workflows", "export", str(wid), "-o", "e.json", env=env, check=True)
+        copy = torc_json(tmp_path, "workflows", "import", "e.json", env=env)["workflow_id"]
+        sizes = {j["name"]: j["memory_bytes"]
+                 for j in torc_json(tmp_path, "jobs", "list", str(copy), env=env)}
+        assert sizes == {"a": 50 << 20, "b": 10 << 20}
+    finally:
+        srv.stop()

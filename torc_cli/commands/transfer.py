@@ -288,7 +288,12 @@ def _rebuild(doc: dict[str, Any], source: str, args: argparse.Namespace) -> dict
                              "export")
     mtimes = {f["name"]: f["st_mtime"] for f in doc.get("files", [])
               if f.get("st_mtime") is not None}
+    # What each job needs as exported: a requirement corrected after creation
+    # (correct-resources, recover) is the job's own, not its named requirement's.
+    sizes = {job["name"]: {k: job[k] for k in ("num_cpus", "memory_bytes", "runtime_s")
+                           if job.get(k) is not None} for job in doc["jobs"]}
     return {"spec": spec, "results": results, "job_names": names["jobs"], "mtimes": mtimes,
+            "sizes": sizes,
             "source": source}
 
 
@@ -356,12 +361,18 @@ async def cmd_import(ctx: Context) -> int:
 
 
 async def _fill(ctx: Context, wid: int, prepared: dict[str, Any]) -> dict[str, Any]:
-    """Everything the spec could not carry: file times and the results, by the new ids."""
+    """Everything the spec could not carry: file times, requirements corrected after the
+    exported workflow was created, and the results, by the new ids."""
     client = ctx.client
     if prepared["mtimes"]:
         new_files = {f["name"]: int(f["id"]) async for f in client.iter_files(wid)}
         await client.record_file_mtimes(wid, {new_files[name]: m
                                               for name, m in prepared["mtimes"].items()})
+    changed = [{"job_id": int(j["id"]), **want} async for j in client.iter_jobs(wid)
+               if (want := prepared["sizes"].get(j["name"]))
+               and any(j.get(k) != v for k, v in want.items())]
+    if changed:
+        await client.set_job_resources(wid, changed, reason="import: as exported")
     answer: dict[str, Any] = {"imported": 0, "duplicates": 0}
     results = prepared["results"]
     if not results:
