@@ -4,7 +4,9 @@ The pipeline is ``load_spec_text`` (YAML / JSON / JSON5 / KDL text -> plain dict
 ``inline_value_files`` (``"@values.txt"`` parameter values -> lists; the caller read the files)
 -> :func:`parse_spec` (dict -> :class:`~torc_core.spec.WorkflowSpec`). The first two live in
 :mod:`torc_core.load`, memory and duration values in :mod:`torc_core.units`, the settings
-sections in :mod:`torc_core.settings`; this module re-exports their public names.
+sections in :mod:`torc_core.settings`, parameter expansion as columns in
+:mod:`torc_core.expand`, the non-job sections in :mod:`torc_core.sections`; this module
+re-exports their public names and builds the jobs, actions and the spec.
 
 Why ``parse_spec`` is built around *blocks*: one job definition with ``parameters`` becomes a
 block of expanded jobs whose fields are either one shared value or a list of per-job values.
@@ -28,19 +30,13 @@ is refused here, located, rather than failing at insert.
 
 from __future__ import annotations
 
-import math
 import re
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import fields
-from itertools import chain, islice, repeat
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain, islice
 from typing import Any, TypeVar, cast
 
 from .checks import (
-    check_int64,
-    shown,
     text_problem,
-    type_name,
 )
 from .entries import MAX_ERRORS as MAX_ERRORS
 from .entries import Entry as _Entry
@@ -48,6 +44,20 @@ from .entries import Errors as _Errors
 from .entries import check_unique as _check_unique
 from .entries import entries as _entries
 from .errors import SpecError
+from .expand import (
+    _FAILED,
+    Column,
+    _Budget,
+    _bulk_build,
+    _Const,
+    _Count,
+    _distinct,
+    _merge,
+    _Params,
+    _Renderer,
+    _union_column,
+    _values,
+)
 from .graph import (
     DEFAULT_MAX_REGEX_TESTS,
     NameIndex,
@@ -62,17 +72,16 @@ from .load import fmt_for_path as fmt_for_path
 from .load import inline_value_files as inline_value_files
 from .load import load_spec_text as load_spec_text
 from .load import value_file_references as value_file_references
-from .params import (
-    PARAMETER_MODES,
-    Combinations,
-    ParameterError,
-    ParamValues,
-    Template,
-    make_combinations,
-    parse_parameter_value,
-    placeholder_names,
-    value_width,
+from .sections import (
+    _PARAM_KEYS,
+    _check_data,
+    _failure_handlers,
+    _files,
+    _resource_requirements,
+    _slurm_schedulers,
+    _user_data,
 )
+from .sections import MAX_ERRORS_PER_FIELD as MAX_ERRORS_PER_FIELD
 from .settings import (
     COMPUTE_NODE_KEYS,
     parse_compute_node_settings,
@@ -85,12 +94,8 @@ from .settings import (
 from .spec import (
     EMPTY,
     ActionSpec,
-    FailureHandler,
-    FailureHandlerRule,
     FileSpec,
     JobSpec,
-    ResourceRequirements,
-    SlurmScheduler,
     UserDataSpec,
     WorkflowSpec,
 )
@@ -109,8 +114,6 @@ DEFAULT_MAX_TEXT_BYTES = 2 << 30
 #: 8 bytes per reference (and the store a row), and one regex can give a million jobs the same
 #: ten thousand inputs.
 REFERENCE_BYTES = 8
-#: Per field of one expanded block, report this many failing jobs before summarizing.
-MAX_ERRORS_PER_FIELD = 3
 
 TRIGGER_TYPES = ("on_workflow_start", "on_workflow_complete", "on_jobs_ready", "on_jobs_complete")
 ACTION_TYPES = ("run_commands", "schedule_nodes")
@@ -120,7 +123,6 @@ JOBS_SORT_METHODS = ("none", "gpus_runtime_memory", "gpus_memory_runtime")
 SLURM_MANAGED = ("partition", "nodes", "walltime", "time", "mem", "gres", "name", "job-name")
 
 _TOP_KEYS = section_keys("workflow") | COMPUTE_NODE_KEYS
-_PARAM_KEYS = ("parameters", "parameter_mode", "use_parameters")
 _JOB_SCALARS = ("name", "command", "invocation_script")
 _JOB_LISTS = (
     "depends_on", "depends_on_regexes", "input_files", "output_files", "input_user_data",
@@ -133,15 +135,6 @@ _JOB_KEYS = frozenset(
         "failure_handler", "cancel_on_blocking_job_failure", "supports_termination",
         "priority", "stdio",
     }
-)
-_FILE_KEYS = frozenset({"name", "path", *_PARAM_KEYS})
-_UD_KEYS = frozenset({"name", "data", "is_ephemeral", *_PARAM_KEYS})
-_RR_KEYS = frozenset({"name", "num_cpus", "num_gpus", "num_nodes", "memory", "runtime"})
-_FH_KEYS = frozenset({"name", "rules"})
-_RULE_KEYS = frozenset({"exit_codes", "match_all_exit_codes", "recovery_script", "max_retries"})
-_SLURM_KEYS = frozenset(
-    {"name", "account", "partition", "nodes", "walltime", "mem", "gres", "qos",
-     "ntasks_per_node", "tmp", "extra"}
 )
 _ACTION_KEYS = frozenset(
     {"trigger_type", "action_type", "jobs", "job_name_regexes", "commands", "scheduler",
@@ -161,594 +154,6 @@ T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------------
 # Error collection and typed access
-
-
-# --------------------------------------------------------------------------------------------
-# Parameters
-
-
-class _Params:
-    """Workflow-level parameters and per-entry combination building. One parameter may take
-    at most ``max_values`` values (a spec could not use more)."""
-
-    def __init__(self, doc: _Entry, max_values: int) -> None:
-        self.err = doc.err
-        self.max_values = max_values
-        self.shared: dict[str, ParamValues] = {}
-        self._cache: dict[object, ParamValues] = {}
-        table = doc.mapping("parameters")
-        for name, value in (table or {}).items():
-            parsed = self.parse(value, "parameters", name)
-            if parsed is not None:
-                self.shared[name] = parsed
-
-    def parse(self, value: object, where: str, name: str) -> ParamValues | None:
-        key: object = value if isinstance(value, str) else None
-        if key is not None and key in self._cache:
-            return self._cache[key]
-        try:
-            parsed = parse_parameter_value(value, max_values=self.max_values)
-        except ParameterError as exc:
-            label = name if text_problem(name) is None else repr(name)  # a message is text
-            self.err.add(f"{where}: {label}: {exc}")
-            return None
-        if key is not None:
-            self._cache[key] = parsed
-        return parsed
-
-    def combinations(self, entry: _Entry, texts: Iterable[str]) -> Combinations | None:
-        """The entry's combinations, or None for a plain entry. ``texts`` are its template
-        strings: with neither ``parameters`` nor ``use_parameters``, workflow parameters that
-        appear in them as placeholders apply (Torc's shared parameters)."""
-        own = entry.mapping("parameters")
-        use = entry.str_list("use_parameters")
-        mode = entry.one_of("parameter_mode", PARAMETER_MODES, "product")
-        merged: dict[str, ParamValues] = {}
-        ok = True
-        for name in use:
-            if name not in self.shared:
-                entry.fail("use_parameters", f"no workflow parameter named {name!r}")
-                ok = False
-            else:
-                merged[name] = self.shared[name]
-        for name, value in (own or {}).items():
-            parsed = self.parse(value, f"{entry.where}: parameters", name)
-            if parsed is None:
-                ok = False
-            else:
-                merged[name] = parsed
-        if own is None and not use and self.shared:
-            used: set[str] = set()
-            for text in texts:
-                used |= placeholder_names(text)
-            merged = {n: v for n, v in self.shared.items() if n in used}
-        if not ok:
-            return _FAILED
-        if not merged:
-            return None
-        try:
-            return make_combinations(merged, mode)
-        except ParameterError as exc:
-            entry.fail("parameters", str(exc))
-            return _FAILED
-
-
-_FAILED = Combinations((), (), "product")  # sentinel: parameters had errors
-
-
-class _Count:
-    """How many entries a section (jobs, files, user_data) expands to, counted before each
-    entry expands.
-
-    Why before: 141 bytes of ``parameters: {a: "1:100000", b: "1:100000"}`` are 10^10 jobs,
-    which grew the server to 5 GB on their way to a MemoryError. An entry's count is
-    arithmetic (:meth:`Combinations.count`), so a section past its limit is refused having
-    expanded at most ``limit`` entries, and the message still says the whole count.
-    """
-
-    __slots__ = ("largest", "limit", "noun", "section", "total", "where")
-
-    def __init__(self, section: str, noun: str, limit: int) -> None:
-        self.section = section
-        self.noun = noun
-        self.limit = limit
-        self.total = 0
-        self.largest = 0
-        self.where = ""
-
-    def admit(self, where: str, combos: Combinations | None) -> bool:
-        """Count an entry's combinations; whether it may expand (all are within the limit).
-        """
-        count = combos.count() if combos is not None else 1
-        self.total += count
-        if count > self.largest:
-            self.largest, self.where = count, where
-        return self.total <= self.limit
-
-    def plain(self, count: int) -> None:
-        """Count ``count`` entries that have no parameters (they expand to themselves)."""
-        self.total += count
-
-    def report(self, err: _Errors) -> bool:
-        """Whether the section is past its limit, saying so (and which entry made the most)."""
-        if self.total <= self.limit:
-            return False
-        message = (
-            f"{self.section}: {self.total} {self.noun} after parameter expansion, more than "
-            f"the limit of {self.limit} (serve --max-jobs-per-workflow)"
-        )
-        if self.largest > 1:
-            message += f"; the most from {self.where}: {self.largest}"
-        err.add(message)
-        return True
-
-
-class _Budget:
-    """What one parse may make, each part checked before the expansion it bounds: at most
-    ``max_jobs`` entries per section (:class:`_Count`) and ``max_text`` bytes of rendered text
-    in all sections together, estimated per entry as combinations x the templates'
-    :meth:`~torc_core.params.Template.size_bound`.
-
-    Once a limit is passed, nothing more expands, and :meth:`check` raises with every error so
-    far: later sections would only report references to entries that were never made."""
-
-    __slots__ = ("_widths", "exceeded", "largest", "max_jobs", "max_text", "regex", "text",
-                 "where")
-
-    def __init__(self, max_jobs: int, max_text: int,
-                 max_regex_tests: int = DEFAULT_MAX_REGEX_TESTS) -> None:
-        #: the (pattern, name) tests of every regex field of the spec together
-        self.regex = RegexBudget(max_regex_tests)
-        self.max_jobs = max_jobs
-        self.max_text = max_text
-        self.text = 0
-        self.largest = 0
-        self.where = ""
-        self.exceeded = False
-        self._widths: dict[int, tuple[ParamValues, int]] = {}
-
-    def count(self, section: str, noun: str) -> _Count:
-        return _Count(section, noun, self.max_jobs)
-
-    def width(self, values: ParamValues) -> int:
-        """:func:`value_width`, once per values object (a workflow parameter serves many)."""
-        hit = self._widths.get(id(values))
-        if hit is not None and hit[0] is values:
-            return hit[1]
-        width = value_width(values)
-        self._widths[id(values)] = (values, width)
-        return width
-
-    def charge(self, where: str, size: int) -> bool:
-        """Count an entry's estimated text; whether it may expand."""
-        self.text += size
-        if size > self.largest:
-            self.largest, self.where = size, where
-        return self.text <= self.max_text
-
-    def check(self, err: _Errors) -> None:
-        if self.text > self.max_text:
-            err.add(
-                f"the spec would expand to about {self.text} bytes of text and references, "
-                f"more than the limit of {self.max_text}; the most from {self.where}: about "
-                f"{self.largest}"
-            )
-            self.exceeded = True
-        if self.exceeded:
-            err.raise_if_any()
-
-
-# --------------------------------------------------------------------------------------------
-# Columns: a field of an expanded block is one shared value or a list of per-entry values.
-
-
-class _Const:
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value: Any = value
-
-
-Column = _Const | list[Any]
-
-
-def _values(col: Column, n: int) -> Iterable[Any]:
-    return repeat(col.value, n) if isinstance(col, _Const) else col
-
-
-def _distinct(col: Column) -> Iterable[Any]:
-    """Each value once (for checks), cheap when the column is shared."""
-    if isinstance(col, _Const):
-        return (col.value,)
-    return dict.fromkeys(col)
-
-
-#: What rendering a template can raise: a format spec that does not fit the value
-#: (``{s:03d}`` of a string), or an int too large for a float format (``{i:.2f}``).
-_FORMAT_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError)
-
-
-class _Renderer:
-    """Renders templates over an entry's combinations, reporting format errors located.
-    Estimates first (:meth:`size`) what rendering will make, for the budget."""
-
-    def __init__(self, entry: _Entry, combos: Combinations | None, interned: dict[Any, Any],
-                 budget: _Budget) -> None:
-        self.entry = entry
-        self.combos = combos
-        self.names: tuple[str, ...] = combos.names if combos is not None else ()
-        self.interned = interned
-        self.budget = budget
-        self._templates: dict[str, Template | None] = {}
-        self._widths: list[int] | None = None
-
-    def intern(self, value: T) -> T:
-        return cast(T, self.interned.setdefault(value, value))
-
-    def template(self, key: str, text: str) -> Template | None:
-        """``text`` compiled (once); None, reported, if a format spec is refused."""
-        if text in self._templates:
-            return self._templates[text]
-        template: Template | None = None
-        try:
-            template = Template.compile(text, self.names)
-        except ParameterError as exc:
-            self.entry.fail(key, f"cannot format {shown(text)}: {exc}")
-        self._templates[text] = template
-        return template
-
-    def varies(self, key: str, text: str) -> bool:
-        """Whether ``text`` renders differently per combination."""
-        if self.combos is None:
-            return False
-        template = self.template(key, text)
-        return template is not None and not template.constant
-
-    def bound(self, key: str, text: str) -> int:
-        """The most characters one rendering of ``text`` can have."""
-        template = self.template(key, text) if self.combos is not None else None
-        if template is None or template.constant:
-            return len(text)
-        if self._widths is None:
-            assert self.combos is not None
-            self._widths = [self.budget.width(v) for v in self.combos.values]
-        return template.size_bound(self._widths)
-
-    def size(self, key: str, texts: Iterable[str]) -> int:
-        """What rendering ``texts`` for every combination makes (constants are shared: 0)."""
-        if self.combos is None:
-            return 0
-        per = sum(self.bound(key, text) for text in texts if self.varies(key, text))
-        return per * self.combos.count()
-
-    def scalar(self, key: str, text: str) -> Column:
-        if self.combos is None:
-            return _Const(text)
-        template = self.template(key, text)
-        if template is None or template.constant:
-            return _Const(text)
-        try:
-            return list(self.combos.render_all(template))
-        except _FORMAT_ERRORS as exc:
-            self.entry.fail(key, f"cannot format {shown(text)}: {exc}")
-            return _Const(text)
-
-    def many(self, key: str, texts: Sequence[str]) -> Column:
-        """A list field: one tuple per combination (shared when nothing varies)."""
-        if not texts:
-            return _Const(EMPTY)
-        cols = [self.scalar(key, t) for t in texts]
-        if all(isinstance(c, _Const) for c in cols):
-            return _Const(self.intern(tuple(cast(_Const, c).value for c in cols)))
-        assert self.combos is not None
-        n = len(self.combos)
-        return list(zip(*(_values(c, n) for c in cols), strict=True))
-
-
-def _union_column(col: Column) -> tuple[Any, ...]:
-    """All values of a list column, in first-seen order (aggregating entries)."""
-    if isinstance(col, _Const):
-        return cast(tuple[Any, ...], col.value)
-    return tuple(dict.fromkeys(chain.from_iterable(col)))
-
-
-def _merge(a: Column, b: Column, n: int, interned: dict[Any, Any]) -> Column:
-    """Per-entry ordered union of two tuple columns."""
-    if isinstance(b, _Const) and not b.value:
-        return a
-    if isinstance(a, _Const) and not a.value:
-        return b
-    if isinstance(a, _Const) and isinstance(b, _Const):
-        merged = tuple(dict.fromkeys((*a.value, *b.value)))
-        return _Const(interned.setdefault(merged, merged))
-    return [
-        tuple(dict.fromkeys((*x, *y)))
-        for x, y in zip(_values(a, n), _values(b, n), strict=True)
-    ]
-
-
-def _bulk_build(cls: type[T], n: int, cols: Mapping[str, Column]) -> list[T]:
-    """Build ``n`` frozen slotted dataclass instances column by column.
-
-    Why: the generated ``__init__`` of a frozen dataclass costs ~3 us per job (one
-    ``object.__setattr__`` per field); setting each slot with its member descriptor in a
-    C-level ``map`` is several times faster for a million jobs. Every slot is set."""
-    new = cast(Callable[[type[T]], T], object.__new__)
-    objs = list(map(new, repeat(cls, n)))
-    for f in fields(cast(Any, cls)):
-        setter = getattr(cls, f.name).__set__
-        deque(map(setter, objs, _values(cols[f.name], n)), maxlen=0)
-    return objs
-
-
-# --------------------------------------------------------------------------------------------
-# Sections
-
-
-def _resource_requirements(doc: _Entry) -> list[ResourceRequirements]:
-    out: list[ResourceRequirements] = []
-    for e in _entries(doc, "resource_requirements"):
-        e.check_keys(_RR_KEYS)
-        name = e.get_str("name", "", required=True)
-        memory: object = e.data.get("memory")
-        runtime: object = e.data.get("runtime")
-        rr = ResourceRequirements(name=name)
-        memory_bytes, runtime_s = rr.memory_bytes, rr.runtime_s
-        # As written, once valid (str() of a refused 5000-digit integer would raise).
-        memory_text, runtime_text = rr.memory, rr.runtime
-        if memory is not None:
-            try:
-                memory_bytes = parse_memory(memory)
-                memory_text = str(memory)
-            except ValueError as exc:
-                e.fail("memory", str(exc))
-        if runtime is not None:
-            try:
-                runtime_s = parse_duration(runtime)
-                runtime_text = str(runtime)
-            except ValueError as exc:
-                e.fail("runtime", str(exc))
-        out.append(
-            ResourceRequirements(
-                name=name,
-                num_cpus=e.get_int("num_cpus", rr.num_cpus, minimum=0),
-                num_gpus=e.get_int("num_gpus", rr.num_gpus, minimum=0),
-                num_nodes=e.get_int("num_nodes", rr.num_nodes, minimum=1),
-                memory_bytes=memory_bytes,
-                runtime_s=runtime_s,
-                memory=memory_text,
-                runtime=runtime_text,
-            )
-        )
-    return out
-
-
-def _failure_handlers(doc: _Entry) -> list[FailureHandler]:
-    out: list[FailureHandler] = []
-    for e in _entries(doc, "failure_handlers"):
-        e.check_keys(_FH_KEYS)
-        name = e.get_str("name", "", required=True)
-        rules: list[FailureHandlerRule] = []
-        raw = e.data.get("rules")
-        if raw is None:
-            e.fail("rules", "is required")
-            raw = []
-        elif not isinstance(raw, list):
-            e.fail("rules", f"expected a list, got {type_name(raw)}")
-            raw = []
-        for k, item in enumerate(raw):
-            where = f"{e.where}: rules[{k}]"
-            if not isinstance(item, dict):
-                e.err.add(f"{where}: expected a mapping, got {type_name(item)}")
-                continue
-            r = _Entry(cast(dict[str, Any], item), where, e.err)
-            r.check_keys(_RULE_KEYS)
-            codes = r.data.get("exit_codes", [])
-            if not isinstance(codes, list) or not all(
-                isinstance(c, int) and not isinstance(c, bool) for c in codes
-            ):
-                r.fail("exit_codes", "expected a list of integers")
-                codes = []
-            for k, code in enumerate(codes):  # exit codes may be negative (signals)
-                problem = check_int64(code)
-                if problem is not None:
-                    r.fail(f"exit_codes[{k}]", problem)
-            match_all = r.get_bool("match_all_exit_codes", False)
-            if not codes and not match_all:
-                r.fail("exit_codes", "give exit_codes or match_all_exit_codes: true")
-            rules.append(
-                FailureHandlerRule(
-                    exit_codes=tuple(codes),
-                    match_all_exit_codes=match_all,
-                    recovery_script=r.get_str("recovery_script", None),
-                    # Torc's documented default is 3 retries.
-                    max_retries=r.get_int("max_retries", 3, minimum=0),
-                )
-            )
-        out.append(FailureHandler(name=name, rules=tuple(rules)))
-    return out
-
-
-def _slurm_schedulers(doc: _Entry) -> list[SlurmScheduler]:
-    out: list[SlurmScheduler] = []
-    for e in _entries(doc, "slurm_schedulers"):
-        e.check_keys(_SLURM_KEYS)
-        d = SlurmScheduler(name="")
-        out.append(
-            SlurmScheduler(
-                name=e.get_str("name", "", required=True),
-                account=e.get_str("account", None),
-                partition=e.get_str("partition", None),
-                nodes=e.get_int("nodes", d.nodes, minimum=1),
-                walltime=e.get_str("walltime", d.walltime),
-                mem=e.get_str("mem", None),
-                gres=e.get_str("gres", None),
-                qos=e.get_str("qos", None),
-                ntasks_per_node=e.get_int("ntasks_per_node", None, minimum=1),
-                tmp=e.get_str("tmp", None),
-                extra=e.get_str("extra", None),
-            )
-        )
-    return out
-
-
-def _files(
-    doc: _Entry, params: _Params, interned: dict[Any, Any], budget: _Budget
-) -> tuple[list[FileSpec], list[str]]:
-    """Expanded files and, per expanded file, where its definition is (for messages)."""
-    out: list[FileSpec] = []
-    wheres: list[str] = []
-    count = budget.count("files", "files")
-    for e in _entries(doc, "files"):
-        e.check_keys(_FILE_KEYS)
-        name = e.get_str("name", "", required=True)
-        path = e.get_str("path", "", required=True)
-        combos = params.combinations(e, (name, path))
-        if combos is _FAILED or not count.admit(e.where, combos):
-            continue
-        r = _Renderer(e, combos, interned, budget)
-        if not budget.charge(e.where, r.size("name", (name,)) + r.size("path", (path,))):
-            continue
-        names = r.scalar("name", name)
-        paths = r.scalar("path", path)
-        n = len(combos) if combos is not None else 1
-        if isinstance(names, _Const) and n > 1:
-            if not isinstance(paths, _Const):
-                e.fail("path", "uses parameters but the file name does not")
-            n = 1
-        out.extend(_bulk_build(FileSpec, n, {"name": names, "path": paths}))
-        wheres.extend(repeat(e.where, n))
-    if count.report(doc.err):
-        budget.exceeded = True
-        return [], []
-    return out, wheres
-
-
-def _render_data(data: Any, r: _Renderer, combo: Sequence[Any]) -> Any:
-    if isinstance(data, str):
-        template = r.template("data", data)
-        return template.render(combo) if template is not None else data
-    if isinstance(data, list):
-        return [_render_data(v, r, combo) for v in data]
-    if isinstance(data, dict):
-        return {k: _render_data(v, r, combo) for k, v in data.items()}
-    return data
-
-
-def _data_bound(data: Any, r: _Renderer) -> int:
-    """The most one rendering of user_data's ``data`` makes, which is copied whole per
-    combination: strings by their templates, 8 per other value or container."""
-    if isinstance(data, str):
-        return r.bound("data", data)
-    if isinstance(data, list):
-        return 8 + sum(_data_bound(v, r) for v in data)
-    if isinstance(data, dict):
-        return 8 + sum(len(k) + _data_bound(v, r) for k, v in data.items())
-    return 8
-
-
-#: Free-form data (user_data's data, slurm_defaults, resource_monitor, compute_node_*) nested
-#: deeper than this is refused: walking it would reach Python's recursion limit.
-MAX_DATA_DEPTH = 100
-
-
-def _data_problems(value: object, path: str, depth: int, out: list[tuple[str, str]]) -> None:
-    """Append (path, problem) for what JSON and SQLite cannot hold in free-form data:
-    integers beyond 64 bits, inf and nan, keys that are not strings, types JSON does not have
-    (YAML makes dates, bytes and sets), nesting past MAX_DATA_DEPTH. Stops after a few."""
-    if len(out) >= MAX_ERRORS_PER_FIELD:
-        return
-    problem: str | None = None
-    if isinstance(value, str):
-        problem = text_problem(value)
-    elif isinstance(value, bool) or value is None:
-        pass
-    elif isinstance(value, int):
-        problem = check_int64(value)
-    elif isinstance(value, float):
-        problem = None if math.isfinite(value) else f"not a finite number ({value!r})"
-    elif isinstance(value, list | dict) and depth >= MAX_DATA_DEPTH:
-        problem = f"nested more than {MAX_DATA_DEPTH} levels deep"
-    elif isinstance(value, list):
-        for k, item in enumerate(value):
-            _data_problems(item, f"{path}[{k}]", depth + 1, out)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            key_problem = (f"a key must be a string, got {type_name(key)}"
-                           if not isinstance(key, str) else text_problem(key))
-            if key_problem is not None:
-                out.append((f"{path}.{key!r}" if path else repr(key), key_problem))
-                continue
-            _data_problems(item, f"{path}.{key}" if path else key, depth + 1, out)
-    else:
-        problem = f"expected JSON data, got {type_name(value)}"
-    if problem is not None:
-        out.append((path, problem))
-
-
-def _check_data(e: _Entry, key: str, value: object) -> bool:
-    """Whether free-form ``value`` is JSON the store can hold; each problem located by its
-    path inside it (``data: runs[3].seed: must be at most ...``)."""
-    problems: list[tuple[str, str]] = []
-    _data_problems(value, "", 0, problems)
-    for path, problem in problems:
-        e.fail(key, f"{path if len(path) <= 40 else path[:40] + '...'}: {problem}"
-               if path else problem)
-    return not problems
-
-
-def _data_strings(data: Any) -> Iterator[str]:
-    if isinstance(data, str):
-        yield data
-    elif isinstance(data, list):
-        for v in data:
-            yield from _data_strings(v)
-    elif isinstance(data, dict):
-        for v in data.values():
-            yield from _data_strings(v)
-
-
-def _user_data(
-    doc: _Entry, params: _Params, interned: dict[Any, Any], budget: _Budget
-) -> tuple[list[UserDataSpec], list[str]]:
-    out: list[UserDataSpec] = []
-    wheres: list[str] = []
-    count = budget.count("user_data", "user_data")
-    for e in _entries(doc, "user_data"):
-        e.check_keys(_UD_KEYS)
-        name = e.get_str("name", "", required=True)
-        data = e.data.get("data")
-        ephemeral = e.get_bool("is_ephemeral", False)
-        if not _check_data(e, "data", data):
-            continue
-        combos = params.combinations(e, (name, *_data_strings(data)))
-        if combos is _FAILED or not count.admit(e.where, combos):
-            continue
-        if combos is None:
-            out.append(UserDataSpec(name=name, data=data, is_ephemeral=ephemeral))
-            wheres.append(e.where)
-            continue
-        r = _Renderer(e, combos, interned, budget)
-        if r.varies("name", name):  # else nothing is rendered: the data is kept as written
-            size = r.size("name", (name,)) + combos.count() * _data_bound(data, r)
-            if not budget.charge(e.where, size):
-                continue
-        names = r.scalar("name", name)
-        if isinstance(names, _Const):
-            out.append(UserDataSpec(name=name, data=data, is_ephemeral=ephemeral))
-            wheres.append(e.where)
-            continue
-        try:
-            for ud_name, combo in zip(names, combos, strict=True):
-                rendered = _render_data(data, r, combo)
-                out.append(UserDataSpec(name=ud_name, data=rendered, is_ephemeral=ephemeral))
-                wheres.append(e.where)
-        except _FORMAT_ERRORS as exc:
-            e.fail("data", f"cannot format: {exc}")
-    if count.report(doc.err):
-        budget.exceeded = True
-        return [], []
-    return out, wheres
 
 
 class _Block:
