@@ -8,6 +8,12 @@ delivers their ends; a job's end refills its slot from the local queue at once a
 main loop when a cycle is due. A heartbeat task
 keeps the lease and learns of a cancel; a signal task and a walltime task stop the runner.
 
+What to claim, report, start and stop, and when, is decided by a sans-I/O
+:class:`~torc_cli.runner_state.RunnerState` (slots, queue, rate estimate, due times); this
+module carries it out. Every time it reads is ``trio.current_time()`` (one clock, which tests
+replace with ``trio.testing.MockClock``); the allocation's end, an epoch time, is converted to
+that clock once at start.
+
 Batching, so that round trips are few when jobs are short (thousands of ``true``s):
 
 * Queue mode (``-j N``) keeps a small local queue of claimed jobs beyond the N slots, sized to
@@ -45,7 +51,6 @@ import shutil
 import signal
 import socket
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,10 +65,11 @@ from torc_net.client import ServerUnreachable, TorcClient
 from . import monitor as job_monitor
 from . import recovery, srun
 from . import stdio as job_stdio
-from .gpus import GpuPool, gpu_env
+from .gpus import gpu_env
 from .limits import TERMINATION_SIGNALS
 from .procs import ProcessOutcome, ProcessTable
 from .resources import Resources, device_ids
+from .runner_state import RunnerState
 
 
 def job_misfit(job: dict[str, Any], res: Resources, walltime_s: float | None,
@@ -88,11 +94,6 @@ def job_misfit(job: dict[str, Any], res: Resources, walltime_s: float | None,
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
-
-
-#: Longest quiet time before a heartbeat: how long a runner with every slot busy may take to
-#: hear of a cancel. 1,000 such runners send 100 small requests a second.
-HEARTBEAT_INTERVAL_S = 10.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -153,11 +154,11 @@ class RunnerSummary:
 
 @dataclass(slots=True)
 class _Running:
+    """A started job's I/O side (its bookkeeping is the state's :class:`Slot`)."""
+
     job: dict[str, Any]
     token: int  # the process table's handle; 0: it could not be started
     stdio: job_stdio.StdioPlan
-    started: float = 0.0
-    start_reported: bool = False
     #: the result's measured fields (monitor.py: metrics, failure_cause)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -172,22 +173,22 @@ class JobRunner:
         self.cfg = config
         self.on_progress = on_progress
         self.summary = RunnerSummary()
+        res = config.resources
+        #: the policy: slots, queue, results, rate, what is due when (runner_state.py)
+        self.state = RunnerState(
+            cpus=res.cpus, memory_bytes=res.memory_bytes, gpu_ids=tuple(device_ids(res)),
+            max_parallel=config.max_parallel, max_batch=config.max_batch,
+            prefetch_horizon_s=config.prefetch_horizon_s,
+            max_report_delay_s=config.max_report_delay_s,
+            start_report_delay_s=config.start_report_delay_s,
+            poll_interval_s=config.poll_interval_s, idle_timeout_s=config.idle_timeout_s,
+            end_buffer_s=config.end_buffer_s)
+        #: the started jobs' process handles and output files (keys: state.running's)
         self._running: dict[int, _Running] = {}
-        self._queue: deque[dict[str, Any]] = deque()  # claimed, not started (queue mode)
-        self._target_queue = 0
-        self._rate = 0.0  # completions per second, smoothed
-        self._rate_mark = (time.monotonic(), 0)
-        self._results: list[dict[str, Any]] = []
         self._wake = trio.Event()
-        self._stopping = ""
         self._cn = 0
         self._claim_seq = 0
         self._actions_pending = False
-        res = config.resources
-        self._free_cpus = res.cpus
-        self._free_mem = res.memory_bytes
-        self._gpus = GpuPool(device_ids(res))  # each device held by one job at a time
-        self._gpus_held: dict[int, tuple[str, ...]] = {}  # job id -> its devices
         self._stdio = config.output_dir / job_stdio.STDIO_DIR
         self._shards = job_stdio.ShardDirs()
         #: absolute: results record where the files are, for readers in any directory
@@ -202,6 +203,8 @@ class JobRunner:
                                                db_path=None)
         #: execution_config: jobs as srun steps in slurm mode, the end of the allocation
         self._execution = srun.Execution()
+        #: execution_config's termination_signal (set in run())
+        self._termination_signal = int(signal.SIGTERM)
         self._steps: srun.SrunSteps | None = None
         self._base_env = dict(os.environ)
         self._base_env["TORC_API_URL"] = config.api_url
@@ -244,17 +247,22 @@ class JobRunner:
         self._actions_pending = bool(workflow.get("num_actions"))
         self._monitor = job_monitor.for_workflow(workflow, self._execution, self._procs,
                                                  output_dir=self._out, override=cfg.monitor)
+        # One clock from here on (trio's, which tests replace with a MockClock): the
+        # allocation's end, an absolute time, is read against the wall clock once.
+        lead, self._termination_signal = self._execution.end_of_allocation(cfg.end_buffer_s)
+        self.state.start(trio.current_time(), lease_s=lease_s, termination_lead_s=lead,
+                         end_in_s=None if res.end_time is None else res.end_time - time.time())
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._procs.run)
                 if self._monitor.needed:
                     nursery.start_soon(self._monitor.run)
                 await self._run_actions()
-                nursery.start_soon(self._heartbeat_loop, lease_s)
+                nursery.start_soon(self._heartbeat_loop)
                 if cfg.handle_signals:
                     nursery.start_soon(self._signal_watch)
-                if res.end_time is not None:
-                    nursery.start_soon(self._walltime_watch, res.end_time)
+                if self.state.terminate_at is not None:
+                    nursery.start_soon(self._walltime_watch, self.state.terminate_at)
                 await self._main_loop()
                 nursery.cancel_scope.cancel()
         except* ServerUnreachable:  # a nursery's error comes in a group
@@ -275,38 +283,38 @@ class JobRunner:
         """Stop claiming and terminate running jobs (they are reported as terminated).
         ``terminate=False``: let the running jobs finish (``exec --halt soon``); a later
         stop may still terminate them."""
-        if not self._stopping:
-            self._stopping = reason
+        if self.state.stop(reason):  # the queue, never started, goes back to ready
             self.summary.stop_reason = reason
         if terminate:
             for running in self._running.values():
                 self._procs.terminate(running.token)
-        self._queue.clear()  # never started: deactivation puts them back to ready
         self._wake.set()
 
     # ------------------------------------------------------------------------------------------
 
     async def _main_loop(self) -> None:
+        """Each cycle: start reports, then one round trip (a claim carrying the results, or a
+        plain report), then wait for a job's end or the state's next wakeup. The decisions
+        are the state's (runner_state.py); this carries them out."""
         cfg = self.cfg
+        state = self.state
         done = False
-        last_busy = time.monotonic()
         while True:
             await self._report_starts()
-            if self._running or self._queue:
-                last_busy = time.monotonic()
-            free = 0 if self._stopping or done else self._free_slots()
-            if free <= 0 and self._results:
+            state.note_busy(trio.current_time())
+            free = 0 if state.stopping or done else state.claim_size(trio.current_time())
+            if free <= 0 and state.results:
                 await self._flush()
                 await self._run_actions()
-            if self._stopping:
-                if not self._running and not self._results:
+            if state.stopping:
+                if state.finished_stopping():
                     return
             elif free > 0:
                 # One round trip reports what finished and refills the slots.
-                reported = bool(self._results)
+                reported = bool(state.results)
                 reply = await self._claim(free)
                 jobs = reply["jobs"]
-                self._queue.extend(jobs)
+                state.claimed(jobs)
                 self._fill_slots()
                 self._note_progress(reply)
                 if reported:
@@ -315,68 +323,45 @@ class JobRunner:
                     self.stop("workflow canceled")
                     continue
                 if jobs:
-                    last_busy = time.monotonic()
-                    if len(jobs) >= free and self._free_slots() > 0:
-                        continue  # the batch was full: more may be ready, ask again
+                    state.last_busy = trio.current_time()
+                    if state.batch_was_full(free, len(jobs), trio.current_time()):
+                        continue  # more may be ready, ask again
                 done = bool(reply.get("is_complete")) and not self._ignore_completion
-                held = self._held_failures(reply) if not jobs and not done else 0
+                counts = reply.get("counts") or {}
+                held = state.held_failures(counts) if not jobs and not done else 0
                 if held:
                     self.stop(f"{held} failed jobs wait for a decision (pending_failed): "
                               "torc-trio jobs confirm-failed, or reset-status --failed-only "
                               "to run them again", terminate=False)
                     continue
-                if not jobs and not done and cfg.stop_when_nothing_fits and self._stuck(reply):
+                if not jobs and not done and cfg.stop_when_nothing_fits and state.stuck(counts):
                     reason = await self._nothing_fits()
                     if reason:
                         self.stop(reason)
                         continue
-            if done and not self._running and not self._results:
+            if done and not state.running and not state.results:
                 await self._run_actions()  # on_workflow_complete
                 self.summary.stop_reason = self.summary.stop_reason or "workflow complete"
                 return
-            if (cfg.idle_timeout_s is not None and not self._running and not self._results
-                    and time.monotonic() - last_busy > cfg.idle_timeout_s):
+            if state.idle_expired(trio.current_time()):
                 self.summary.stop_reason = f"nothing to run for {cfg.idle_timeout_s:g} s"
                 return
             self._wake = trio.Event()
-            if self._stopping:
+            if state.stopping:
                 # Terminating: wait for the jobs to end (each end sets _wake). Never spin:
                 # a loop with no checkpoint would starve the very tasks it waits for.
-                if not self._results:
-                    with trio.move_on_after(cfg.poll_interval_s):
+                if not state.results:
+                    with trio.move_on_at(state.next_wakeup(trio.current_time())):
                         await self._wake.wait()
-            elif not self._cycle_due():
-                timeout = cfg.max_report_delay_s if self._results else cfg.poll_interval_s
-                if not self._results and any(
-                        not r.start_reported for r in self._running.values()):
-                    timeout = min(timeout, cfg.start_report_delay_s)
-                with trio.move_on_after(timeout):
+            elif not state.cycle_due():
+                with trio.move_on_at(state.next_wakeup(trio.current_time())):
                     await self._wake.wait()
-
-    def _held_failures(self, reply: dict[str, Any]) -> int:
-        """Held failures (use_pending_failed), when they are all that stands between the
-        workflow and its end: nothing ready, pending or running anywhere, and this runner idle.
-        Only a decision changes that; 0 otherwise."""
-        counts = reply.get("counts") or {}
-        if (self._running or self._queue or self._results or counts.get("ready", 0)
-                or counts.get("pending", 0) or counts.get("running", 0)):
-            return 0
-        return int(counts.get("pending_failed", 0))
-
-    def _stuck(self, reply: dict[str, Any]) -> bool:
-        """This runner is idle, its claim got nothing, and jobs are ready while nothing runs
-        anywhere: the ready jobs do not fit here, and nothing will change that by itself."""
-        counts = reply.get("counts") or {}
-        return (not self._running and not self._queue and not self._results
-                and counts.get("ready", 0) > 0
-                and not counts.get("pending", 0) and not counts.get("running", 0))
 
     async def _nothing_fits(self) -> str:
         """Why no ready job can run here ('' if one could: it became ready meanwhile)."""
         cfg = self.cfg
         res = cfg.resources
-        walltime = (None if res.end_time is None
-                    else max(0.0, res.end_time - time.time() - cfg.end_buffer_s))
+        walltime = self.state.walltime_s(trio.current_time())
         short: list[str] = []
         async for job in self.client.iter_jobs(cfg.workflow_id, status="ready", page_size=100):
             why = job_misfit(job, res, walltime, cfg.scheduler,
@@ -393,59 +378,23 @@ class JobRunner:
                 f"{res.gpus} GPUs): {shown}. Run them where they fit, or with -j N to run "
                 f"N at a time whatever they ask for")
 
-    def _cycle_due(self) -> bool:
-        """Whether finished jobs should be reported (and slots refilled) now."""
-        if not self._results:
-            return False
-        return (len(self._results) >= self.cfg.max_batch
-                or len(self._queue) <= self._target_queue // 2)
-
     def _fill_slots(self) -> None:
         """Start queued jobs while there are free slots."""
-        limit = self.cfg.max_parallel
-        while self._queue and not self._stopping:
-            if limit is not None and len(self._running) >= limit:
-                return
-            self._launch(self._queue.popleft())
-
-    def _update_queue_target(self) -> None:
-        """Queue mode: size the local queue to cover ``prefetch_horizon_s`` of completions."""
-        cfg = self.cfg
-        if cfg.max_parallel is None or cfg.prefetch_horizon_s <= 0:
-            return
-        now = time.monotonic()
-        t0, n0 = self._rate_mark
-        if now - t0 < 0.05:
-            return
-        inst = (self.summary.jobs_run - n0) / (now - t0)
-        self._rate = inst if self._rate == 0.0 else 0.5 * (self._rate + inst)
-        self._rate_mark = (now, self.summary.jobs_run)
-        self._target_queue = min(cfg.max_batch, int(self._rate * cfg.prefetch_horizon_s))
-
-    def _free_slots(self) -> int:
-        if self.cfg.max_parallel is not None:
-            self._update_queue_target()
-            want = self.cfg.max_parallel + self._target_queue
-            return min(want - len(self._running) - len(self._queue), self.cfg.max_batch)
-        return min(self._free_cpus, self.cfg.max_batch)
+        while (job := self.state.next_to_start()) is not None:
+            self._launch(job)
 
     async def _claim(self, free: int) -> dict[str, Any]:
         cfg = self.cfg
+        state = self.state
         self._claim_seq += 1
-        walltime: float | None = None
-        if cfg.resources.end_time is not None:
-            walltime = max(0.0, cfg.resources.end_time - time.time() - cfg.end_buffer_s)
-        # Every job this runner holds: the server gives back any other it thinks we hold
-        # (they were in an answer we never received).
-        held = [*self._running, *(int(j["id"]) for j in self._queue),
-                *(int(r["job_id"]) for r in self._results)]
-        results = self._results[: cfg.max_batch]
-        common: dict[str, Any] = {"limit": free, "walltime_s": walltime,
+        results = state.report_batch()
+        common: dict[str, Any] = {"limit": free,
+                                  "walltime_s": state.walltime_s(trio.current_time()),
                                   "scheduler": cfg.scheduler, "claim_seq": self._claim_seq,
-                                  "held_job_ids": held, "results": results}
-        if cfg.max_parallel is None:
-            common.update(cpus=self._free_cpus, memory_bytes=self._free_mem,
-                          gpus=self._gpus.free, nodes=cfg.resources.nodes)
+                                  "held_job_ids": state.held_ids(), "results": results}
+        resources = state.claim_resources()
+        if resources:
+            common.update(resources, nodes=cfg.resources.nodes)
         reply = await self.client.claim_jobs(cfg.workflow_id, self._cn, **common)
         self._reported(len(results), reply)
         return reply
@@ -460,29 +409,24 @@ class JobRunner:
     async def _flush(self) -> None:
         """Report finished jobs in batches (when there is nothing to claim with them)."""
         cfg = self.cfg
-        while self._results:
-            batch = self._results[: cfg.max_batch]
+        while self.state.results:
+            batch = self.state.report_batch()
             reply = await self.client.complete_jobs(cfg.workflow_id, self._cn, batch)
             self._reported(len(batch), reply)
 
     def _reported(self, n: int, reply: dict[str, Any]) -> None:
         """The first ``n`` results reached the server (jobs that ended meanwhile were
         appended after them)."""
-        del self._results[:n]
+        self.state.reported(n)
         self.summary.is_complete = bool(reply.get("is_complete"))
         self.summary.is_canceled = bool(reply.get("is_canceled"))
 
     async def _report_starts(self) -> None:
         """Start reports, in one batch, for the jobs that have run ``start_report_delay_s``."""
-        cfg = self.cfg
-        due = time.monotonic() - cfg.start_report_delay_s
-        starts = [jid for jid, r in self._running.items()
-                  if not r.start_reported and r.started <= due]
+        starts = self.state.starts_due(trio.current_time())
         if starts:
-            for jid in starts:
-                self._running[jid].start_reported = True
             try:
-                await self.client.start_jobs(cfg.workflow_id, self._cn, starts)
+                await self.client.start_jobs(self.cfg.workflow_id, self._cn, starts)
             except Exception as exc:
                 if isinstance(exc, ServerUnreachable):
                     raise
@@ -505,12 +449,9 @@ class JobRunner:
         command = str(job["command"])
         if job.get("invocation_script"):
             command = f"{job['invocation_script']} {command}"
-        if cfg.max_parallel is None:
-            self._free_cpus -= int(job.get("num_cpus", 1))
-            self._free_mem -= int(job.get("memory_bytes", 0))
-            if self._gpus.total:  # its own devices; none for a GPU-less job (gpus.py)
-                self._gpus_held[jid] = ids = self._gpus.acquire(int(job.get("num_gpus") or 0))
-                env.update(gpu_env(ids))
+        gpus = self.state.launch(job, trio.current_time())
+        if cfg.max_parallel is None and self.state.gpus.total:
+            env.update(gpu_env(gpus))  # its own devices; none for a GPU-less job (gpus.py)
 
         def on_exit(outcome: ProcessOutcome) -> None:
             if outcome.error is not None:  # output directory unwritable, process limit
@@ -528,8 +469,7 @@ class JobRunner:
         except OSError as exc:
             problem = exc
         if self._bash is None or problem is not None:
-            self._running[jid] = _Running(job=job, token=0, stdio=stdio,
-                                          started=time.monotonic())
+            self._running[jid] = _Running(job=job, token=0, stdio=stdio)
             on_exit(ProcessOutcome(127, False, 0.0, problem or FileNotFoundError(
                 "bash not found on PATH")))
             return
@@ -539,10 +479,9 @@ class JobRunner:
         token = self._procs.spawn(argv, executable=executable, env=env,
                                   stdout_path=stdio.stdout, stderr_path=stdio.stderr,
                                   on_exit=on_exit, want_pid=self._monitor.want_pid(job))
-        self._running[jid] = _Running(job=job, token=token, stdio=stdio,
-                                      started=time.monotonic())
+        self._running[jid] = _Running(job=job, token=token, stdio=stdio)
         self._monitor.started(jid, token, job)
-        if self._stopping:
+        if self.state.stopping:
             self._procs.terminate(token)
 
     def _job_ended(self, jid: int, attempt: int, run_id: int, outcome: ProcessOutcome) -> None:
@@ -566,11 +505,6 @@ class JobRunner:
         """Release the job's resources and queue its result (``extra``: the recovery
         script's verdict)."""
         running = self._running.pop(jid)
-        if self.cfg.max_parallel is None:
-            job = running.job
-            self._free_cpus += int(job.get("num_cpus", 1))
-            self._free_mem += int(job.get("memory_bytes", 0))
-            self._gpus.release(self._gpus_held.pop(jid, ()))
         status = "terminated" if terminated else "completed" if return_code == 0 else "failed"
         completed = status == "completed"
         if completed and running.stdio.delete_on_success:
@@ -581,7 +515,7 @@ class JobRunner:
             **job_stdio.result_paths(running.stdio, completed), **running.info,
             **(extra or {}),
         }
-        self._results.append(result)
+        self.state.ended(jid, result)
         s = self.summary
         s.jobs_run += 1
         if terminated:
@@ -593,7 +527,7 @@ class JobRunner:
         if self.cfg.on_job_end is not None:
             self.cfg.on_job_end(running.job, result)
         self._fill_slots()
-        if self._stopping or self._cycle_due() or not self._queue:
+        if self.state.wake_after_end():
             self._wake.set()
 
     def _recover(self, jid: int, attempt: int, run_id: int, return_code: int,
@@ -603,7 +537,7 @@ class JobRunner:
         to run."""
         running = self._running[jid]
         script = recovery.script_for(self._handlers, running.job, return_code, attempt)
-        if script is None or self._bash is None or self._stopping:
+        if script is None or self._bash is None or self.state.stopping:
             return False
         cfg = self.cfg
         log = job_stdio.job_stem(self._out, cfg.workflow_id, jid, run_id, attempt) + \
@@ -627,7 +561,7 @@ class JobRunner:
     async def _run_actions(self) -> None:
         """Claim the workflow's due actions of our types and carry them out (each action is
         handed to exactly one claimant by the server)."""
-        if not self._actions_pending or self._stopping:
+        if not self._actions_pending or self.state.stopping:
             return
         cfg = self.cfg
         reply = await self.client.claim_actions(
@@ -652,14 +586,13 @@ class JobRunner:
 
     # ------------------------------------------------------------------------------------------
 
-    async def _heartbeat_loop(self, lease_s: float) -> None:
+    async def _heartbeat_loop(self) -> None:
         """Keep the lease, and learn of a cancel, when nothing else reaches the server: a
         runner whose slots are all busy with long jobs claims nothing. Any answer (a claim, a
         report) renews the lease too, so a busy runner sends no heartbeats at all."""
-        interval = max(1.0, min(lease_s / 3, HEARTBEAT_INTERVAL_S))
         while True:
-            await trio.sleep_until(self.client.last_answer_at + interval)
-            if trio.current_time() - self.client.last_answer_at < interval:
+            await trio.sleep_until(self.state.heartbeat_at(self.client.last_answer_at))
+            if not self.state.heartbeat_due(trio.current_time(), self.client.last_answer_at):
                 continue  # something else got an answer meanwhile
             reply = await self.client.heartbeat(self.cfg.workflow_id, self._cn)
             if reply.get("is_canceled"):
@@ -668,25 +601,25 @@ class JobRunner:
     async def _signal_watch(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
-                if self._stopping:  # a second Ctrl-C: no more grace period
+                if self.state.stopping:  # a second Ctrl-C: no more grace period
                     self._procs.terminate_all(grace_s=0)
                 if self.summary.signal is None:
                     self.summary.signal = signum
                 self.stop(f"received {signal.Signals(signum).name}")
 
-    async def _walltime_watch(self, end_time: float) -> None:
-        # execution_config's termination_signal, sigterm_lead_seconds before the end
-        lead, signum = self._execution.end_of_allocation(self.cfg.end_buffer_s)
-        await trio.sleep(max(0.0, end_time - time.time() - lead))
+    async def _walltime_watch(self, terminate_at: float) -> None:
+        """execution_config's termination_signal, sigterm_lead_seconds before the end (the
+        state's ``terminate_at``, on the runner's clock), then stop."""
+        await trio.sleep_until(terminate_at)
         for running in self._running.values():
-            self._procs.terminate(running.token, signum=signum)
+            self._procs.terminate(running.token, signum=self._termination_signal)
         self.stop("allocation walltime ending")
 
     def _save_unreported(self) -> None:
-        if not self._results:
+        if not self.state.results:
             return
         name = f"unreported_results_wf{self.cfg.workflow_id}_cn{self._cn}.json"
-        _write_text(str(self.cfg.output_dir / name), json.dumps(self._results, indent=1))
+        _write_text(str(self.cfg.output_dir / name), json.dumps(self.state.results, indent=1))
 
 
 def _write_text(path: str, text: str) -> None:
