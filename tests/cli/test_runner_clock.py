@@ -152,3 +152,47 @@ async def _busy_until(condition: Callable[[], bool]) -> None:
     MockClock does not jump meanwhile."""
     while not condition():
         await trio.lowlevel.checkpoint()
+
+
+async def test_runtime_limit_terminates_a_job_at_its_deadline(
+        autojump_clock: trio.testing.MockClock, start_inprocess: Callable[..., Awaitable[Running]],
+        tmp_path: Path) -> None:
+    """The sampler's runtime limit (direct mode): a job stating a runtime gets the termination
+    signal that long after it started, on the one clock; here a 2-minute limit is over in
+    virtual time while the job (`sleep 600`) has barely started."""
+    server = await start_inprocess()
+    client = RecordingClient(f"http://127.0.0.1:{server.port}{API}")
+    created = await client.create_workflow({
+        "name": "limits", "execution_config": {"mode": "direct", "limit_resources": True},
+        "resource_requirements": [{"name": "two_min", "runtime": "PT2M"}],
+        "jobs": [{"name": "slow", "command": "exec sleep 600",
+                  "resource_requirements": "two_min"}]})
+    wid = int(created["id"])
+    runner = make_runner(client, wid, tmp_path / "out")
+    runner.cfg.monitor = None  # the workflow's own settings: its limits apply
+    begin = trio.current_time()
+    with trio.fail_after(VIRTUAL_LIMIT_S):
+        summary = await runner.run()
+    (result,) = [r async for r in client.iter_results(wid)]
+    assert (result["status"], result["failure_cause"]) == ("terminated", "timeout")
+    assert summary.terminated == 1
+    assert trio.current_time() - begin >= 120.0  # the limit, in virtual seconds
+    await client.aclose()
+
+
+async def test_client_backs_off_until_its_patience_runs_out(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A server that is not there: the client retries with growing, capped pauses for
+    ``wait_for_server_s`` of the one clock, then gives up (no real waiting)."""
+    from torc_net.client import ServerUnreachable
+
+    client = TorcClient("http://127.0.0.1:9/torc-service/v1", wait_for_server_s=600.0,
+                        max_backoff_s=30.0)
+    begin = trio.current_time()
+    with pytest.raises(ServerUnreachable):
+        await client.ping()
+    waited = trio.current_time() - begin
+    assert 600.0 <= waited <= 600.0 + 1.0
+    assert client.requests >= 20  # 0.1, 0.2, ... capped at 30 s: many tries in 600 s
+    assert client.retries == client.requests - 1
+    await client.aclose()
