@@ -10,6 +10,8 @@ import argparse
 import os
 import socket
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torc_core.parse import DEFAULT_MAX_JOBS
@@ -44,6 +46,9 @@ class ServerConfig:
     #: With ':memory:': start from this SQLite file (a snapshot) when it exists.
     load_snapshot: str | None = None
     lease_s: float = DEFAULT_LEASE_SECONDS
+    #: The service's one clock (wall-clock seconds: lease deadlines are stored). Not a flag:
+    #: tests give it ``base + trio.current_time()`` to drive leases with a MockClock.
+    clock: Callable[[], float] = time.time
     max_concurrent_requests: int | None = None
     max_queued_requests: int | None = None
     max_queue_wait_s: float = 5.0

@@ -172,7 +172,7 @@ async def serve(
     store = Store(config.database, load_from=config.load_snapshot, sync=config.sync)
     await trio.to_thread.run_sync(store.open_sync, limiter=store.limiter)
     feed = Feed(config.feed_queue_size)
-    service = Service(store, feed, lease_s=config.lease_s,
+    service = Service(store, feed, lease_s=config.lease_s, clock=config.clock,
                       parse_limiter=trio.CapacityLimiter(config.threads),
                       max_jobs=config.max_jobs_per_workflow)
     auth = Authenticator(config.auth_file, require_auth=config.require_auth,
