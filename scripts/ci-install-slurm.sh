@@ -26,7 +26,8 @@ if [[ "$(id -u)" != 0 ]]; then
     command -v sudo >/dev/null 2>&1 || { echo "ci-install-slurm: need root or sudo" >&2; exit 1; }
     SUDO=(sudo -E)
 fi
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=scripts/apt-install.sh
+source "$(dirname "$0")/apt-install.sh"
 
 # Containers without an init system: keep package scripts from trying to start the
 # daemons (local-slurm.sh starts them with its own configuration).  Only add the
@@ -41,18 +42,6 @@ fi
 cleanup() { if ((added_policy)); then "${SUDO[@]}" rm -f "$POLICY"; fi; }
 trap cleanup EXIT
 
-for attempt in 1 2 3; do
-    if "${SUDO[@]}" apt-get update -q &&
-        "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
-            -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-            "${PACKAGES[@]}"; then
-        break
-    fi
-    if ((attempt == 3)); then
-        echo "ci-install-slurm: apt-get failed 3 times" >&2
-        exit 1
-    fi
-    echo "ci-install-slurm: apt-get failed (attempt $attempt); retrying in $((attempt * 10)) s" >&2
-    sleep $((attempt * 10))
-done
+apt_install ci-install-slurm --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- "${PACKAGES[@]}"
 echo "ci-install-slurm: installed $(sinfo --version 2>/dev/null || echo slurm)"
