@@ -10,8 +10,10 @@ for ``--idle-timeout-seconds``, or it is signalled), writing to
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +56,33 @@ def start_local_runners(url: str, workflow_id: int, output_dir: Path,
 
 def describe(runner: dict[str, Any]) -> str:
     return f"local runner (pid {runner['pid']}, log {runner['log']})"
+
+
+def stop_local_runners(started: list[dict[str, Any]], timeout_s: float = 30.0) -> None:
+    """SIGTERM to each runner started here, then wait (polling, at most ``timeout_s``) until
+    they are gone; SIGKILL to any left."""
+    pids = [int(r["pid"]) for r in started]
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid)]
+        if pids:
+            time.sleep(0.05)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -71,6 +71,9 @@ def test_run_starts_the_runners_of_a_local_action(tmp_path: Path) -> None:
     proc = torc(tmp_path, "-s", "run", "-j", "1", spec)
     assert proc.returncode == 0, proc.stderr
     assert "started local runner" in proc.stderr
+    # Its server ended with the run: so did the runner it started (not left waiting for it).
+    pid = int(proc.stderr.split("local runner (pid ")[1].split(",")[0])
+    assert not _alive(pid)
     results = torc_json(tmp_path, "-s", "results", "list", "1")
     assert len({r["compute_node_id"] for r in results}) == 2  # run's runner and the local one
 

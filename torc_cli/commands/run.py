@@ -294,17 +294,20 @@ async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | Non
         # run is the local runner: it starts the runners of scheduler_type: local actions
         # (Slurm's are for submit and the runners in allocations)
         action_types=("run_commands", "schedule_nodes"), scheduler_types=("local",),
-        schedule_nodes=lambda action: _start_local(ctx, workflow_id, action),
         # `run WF --no-resource-monitoring`: a stored workflow, monitored or not as it says
         monitor=MONITOR_OFF if getattr(args, "no_resource_monitoring", False) else None,
     )
     own_stdout = watch is not None and watch.keep_order
+    started: list[dict[str, Any]] = []
+    cfg.schedule_nodes = lambda action: _start_local(ctx, workflow_id, action, started)
     if not ctx.json:
         err_console.print(f"Running workflow {workflow_id} (output in {ctx.output_dir}/)")
     with ProgressView(f"workflow {workflow_id}", enabled=not ctx.json and not own_stdout) \
             as view:
         runner = JobRunner(ctx.client, cfg, on_progress=view.update)
         summary = await (runner.run() if watch is None else watch.run(runner))
+        if ctx.standalone:  # the server ends with this command: so do the runners it started
+            await _stop_local(started)
         status = await ctx.client.workflow_status(workflow_id)
         view.update(status["counts"])
     await record_file_mtimes(ctx, workflow_id)
@@ -479,12 +482,26 @@ def _exec_arguments(p: argparse.ArgumentParser) -> None:
     runner_options(p)
 
 
-async def _start_local(ctx: Context, workflow_id: int, action: dict[str, Any]) -> None:
+async def _start_local(ctx: Context, workflow_id: int, action: dict[str, Any],
+                       started: list[dict[str, Any]]) -> None:
     from ..local_runners import describe, start_local_runners
 
-    for started in start_local_runners(ctx.url, workflow_id, ctx.output_dir.resolve(), action):
-        print(f"torc-trio: started {describe(started)} for action {action['index']}",
+    for runner in start_local_runners(ctx.url, workflow_id, ctx.output_dir.resolve(), action):
+        started.append(runner)
+        print(f"torc-trio: started {describe(runner)} for action {action['index']}",
               file=sys.stderr)
+
+
+async def _stop_local(started: list[dict[str, Any]]) -> None:
+    """The local runners a standalone run started: they would outlive its server and wait
+    for it in vain (20 minutes), so they are told to stop (SIGTERM: they release their jobs
+    while the server is still up) and waited for, a bounded time."""
+    import trio
+
+    from ..local_runners import stop_local_runners
+
+    if started:
+        await trio.to_thread.run_sync(stop_local_runners, started)
 
 
 # ---------------------------------------------------------------------------------------------
