@@ -258,9 +258,15 @@ def step_result(return_code: int, terminated: bool, exec_time_s: float,
     of a termination signal), as in direct mode."""
     if terminated:
         return return_code, True
-    if return_code != 0 and exec_time_s >= time_limit_s:
+    if return_code != 0 and exec_time_s >= time_limit_s - STEP_TIME_SLACK_S:
         return TIMEOUT_EXIT_CODE, True  # Slurm's TIMEOUT (srun: 143 or 137)
     return return_code, False
+
+
+#: Slurm keeps a step's start in whole seconds and may end it up to a second before a limit
+#: measured from the runner's own (finer) start of srun: a step ending this close to its
+#: limit ran out of time.
+STEP_TIME_SLACK_S = 1.5
 
 
 def sacct_state(state: str, exit_code: str, max_rss: str, step_memory: str) -> str:

@@ -217,6 +217,7 @@ def _dictionaries(ids: dict[str, list[int]]) -> dict[str, Any]:
     }
     parameters.update({
         "body.job_ids[*]": {"dictionary": "job_id", "probability": 0.8},
+        "body.jobs[*].job_id": {"dictionary": "job_id", "probability": 0.8},
         "body.held_job_ids[*]": {"dictionary": "job_id", "probability": 0.8},
         "body.results[*].job_id": {"dictionary": "job_id", "probability": 0.8},
         "body.results[*].run_id": {"dictionary": "run_id", "probability": 0.7},
@@ -250,6 +251,15 @@ def api_schema(fuzz_server: FuzzServer) -> schemathesis.BaseSchema:
     create["application/json"]["examples"] = {
         "dry_run": {"value": {"spec": SPEC, "dry_run": True}},
         "create": {"value": {"spec": {**SPEC, "name": "fuzz2"}}},
+    }
+    # New requirements succeed only for a real job that is not pending or running, with a
+    # value that changes something: an explicit example names the seeded "after" (blocked
+    # behind "use", so never claimed) with a memory no generated case sets.
+    after = fuzz_server.ids["job_id"][2]
+    resources = document["paths"][f"{API}/workflows/{{workflow_id}}/jobs/resources"]["post"]
+    resources["requestBody"]["content"]["application/json"]["examples"] = {
+        "resize": {"value": {"jobs": [{"job_id": after, "memory_bytes": 123_456_789}],
+                             "reason": "fuzz example"}},
     }
     return schemathesis.openapi.from_dict(document, config=config)
 
