@@ -66,7 +66,7 @@ def stop_local_runners(started: list[dict[str, Any]], timeout_s: float = 30.0) -
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if _alive(pid)]
+        pids = [pid for pid in pids if is_alive(pid)]
         if pids:
             time.sleep(0.05)
     for pid in pids:
@@ -80,7 +80,8 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists (signal 0)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

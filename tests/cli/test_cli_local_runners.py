@@ -4,25 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Any
 
 from cli_helpers import ServerProcess, background, clean_env, torc, torc_json, wait_until
 
+from torc_cli.local_runners import is_alive
+
 
 def _spec(tmp: Path, doc: dict[str, Any]) -> str:
     (tmp / "spec.json").write_text(json.dumps(doc))
     return "spec.json"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _complete(tmp: Path, env: dict[str, str], wid: int) -> bool:
@@ -50,7 +43,7 @@ def test_submit_starts_local_runners_for_a_local_action(tmp_path: Path) -> None:
         wait_until(lambda: _complete(tmp_path, env, wid))
         results = torc_json(tmp_path, "results", "list", str(wid), env=env)
         assert len({r["compute_node_id"] for r in results}) == 2  # one job each
-        wait_until(lambda: not any(map(_alive, pids)))  # they end with the workflow
+        wait_until(lambda: not any(map(is_alive, pids)))  # they end with the workflow
         logs = sorted((tmp_path / "torc_output" / "local_runners").iterdir())
         assert [p.name for p in logs] == ["runner_wf1_a0_1.log", "runner_wf1_a0_2.log"]
         # The action ran once: submitting again starts nothing.
@@ -73,7 +66,7 @@ def test_run_starts_the_runners_of_a_local_action(tmp_path: Path) -> None:
     assert "started local runner" in proc.stderr
     # Its server ended with the run: so did the runner it started (not left waiting for it).
     pid = int(proc.stderr.split("local runner (pid ")[1].split(",")[0])
-    assert not _alive(pid)
+    assert not is_alive(pid)
     results = torc_json(tmp_path, "-s", "results", "list", "1")
     assert len({r["compute_node_id"] for r in results}) == 2  # run's runner and the local one
 
