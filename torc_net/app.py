@@ -43,6 +43,7 @@ from . import (
     api_workflows,
 )
 from .auth import Authenticator
+from .dash import register_dashboard
 from .openapi import API_PREFIX, API_VERSION, Route, openapi_document
 from .routes import ROUTES
 from .service import OFFLOAD_ITEMS, Answer, Call, Service
@@ -129,7 +130,8 @@ def _check_path(params: Mapping[str, int]) -> None:
 
 def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAULT_MAX_DEPTH,
                body_timeout_s: float = 30.0) -> QuartTrio:
-    """Build the app. ``service`` and ``auth`` are owned (and started) by the caller."""
+    """Build the app (the API and the dashboard's pages). ``service`` and ``auth`` are owned
+    (and started) by the caller."""
     app = QuartTrio("torc_net")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = body_timeout_s
@@ -227,6 +229,8 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
         else:
             app.add_url_rule(rule, route.name, make_view(route, endpoints[route.name]),
                              methods=[route.method])
+
+    register_dashboard(app, service, auth)
 
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:

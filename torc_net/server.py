@@ -34,7 +34,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,6 +312,7 @@ async def serve(
             if config.print_port:
                 _emit(f"TORC_SERVER_PORT={port}")  # first: parents parse it
                 _emit(f"export TORC_API_URL={api_url(config.host, port)}")
+                _emit(f"dashboard: {api_url(config.host, port).split('/torc-service/')[0]}/")
             log.info("serving on %s (database %s)", binds[0], config.database)
             task_status.started(running)
             await served.wait()
@@ -337,7 +338,27 @@ async def serve(
 
 def main_serve(args: argparse.Namespace) -> int:
     """Entry point of `torc-trio serve`; returns the exit status."""
-    config = config_from_args(args)
+    return main_run(config_from_args(args))
+
+
+async def _serve_and(config: ServerConfig,
+                     on_listening: Callable[[int], Awaitable[None]] | None) -> None:
+    """Serve; once listening, run ``on_listening(port)`` beside it (ended when serving ends)."""
+    async with trio.open_nursery() as nursery:
+        async def served(task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) \
+                -> None:
+            await serve(config, task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+        running = await nursery.start(served)
+        if on_listening is not None:
+            await on_listening(running.port)
+
+
+def main_run(config: ServerConfig,
+             on_listening: Callable[[int], Awaitable[None]] | None = None) -> int:
+    """Run a server until it is stopped (a signal); returns the exit status. Shared by `serve`
+    and `dash` (which says where its dashboard is once it listens)."""
     logging.basicConfig(
         level=getattr(logging, config.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -345,7 +366,7 @@ def main_serve(args: argparse.Namespace) -> int:
     )
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
     try:
-        trio.run(serve, config)
+        trio.run(_serve_and, config, on_listening)
     except KeyboardInterrupt:
         return 0
     except (StoreError, PidFileError) as exc:  # cannot be served: say why, no traceback

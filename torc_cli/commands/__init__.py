@@ -9,6 +9,7 @@ from ..command import Command
 from . import (
     change,
     completion,
+    dash,
     inspect,
     plots,
     reports,
@@ -21,7 +22,7 @@ from . import (
 
 COMMANDS: list[Command] = [
     *run.COMMANDS, *inspect.COMMANDS, *change.COMMANDS, *slurm.COMMANDS, *service.COMMANDS,
-    *completion.COMMANDS,
+    *completion.COMMANDS, *dash.COMMANDS,
     *transfer.COMMANDS, *reports.COMMANDS, *plots.COMMANDS, *utilization.COMMANDS,
 ]
 
