@@ -124,7 +124,7 @@ def register_dashboard(app: QuartTrio, service: Service, auth: Authenticator) ->
         if isinstance(who, Response):
             return who
         return _html(200, _page("Workflows · torc-trio", "list.js",
-                                {**settings, "user": who.user or ""}))
+                                {**settings, "user": who.name or ""}))
 
     async def workflow_page(workflow_id: int) -> Response:
         who = await who_or_refusal()
@@ -135,7 +135,7 @@ def register_dashboard(app: QuartTrio, service: Service, auth: Authenticator) ->
         except ApiError as exc:
             return _refusal(exc)
         return _html(200, _page(f"{wf.name} · workflow {wf.id} · torc-trio", "workflow.js",
-                                {**settings, "user": who.user or "", "workflow_id": wf.id}))
+                                {**settings, "user": who.name or "", "workflow_id": wf.id}))
 
     async def login() -> Response:
         who = await who_or_refusal()
