@@ -161,6 +161,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         "this size before 503 (default: max(1024, 4 x max concurrent))")
     parser.add_argument("--max-queue-wait-seconds", type=float, default=5.0, metavar="S",
                         help="a queued request waits at most this long, then 503 (default: 5)")
+    parser.add_argument("--feed-queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                        metavar="N",
+                        help="messages a websocket subscriber may fall behind before it is "
+                        "dropped (it reconnects and starts again from the counts; default: "
+                        f"{DEFAULT_QUEUE_SIZE})")
     parser.add_argument("--max-jobs-per-workflow", type=int, default=DEFAULT_MAX_JOBS,
                         metavar="N",
                         help="refuse (422) a spec that expands to more jobs, counted from its "
@@ -250,7 +255,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if args.require_auth and not args.auth_file:
         raise SystemExit("--require-auth needs --auth-file")
     for flag, value in (("--max-jobs-per-workflow", args.max_jobs_per_workflow),
-                        ("--max-json-depth", args.max_json_depth)):
+                        ("--max-json-depth", args.max_json_depth),
+                        ("--feed-queue-size", args.feed_queue_size)):
         if value < 1:
             raise SystemExit(f"{flag} must be >= 1, got {value}")
     if not args.body_timeout_seconds > 0:
@@ -284,6 +290,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_concurrent_requests=args.max_concurrent_requests,
         max_queued_requests=args.max_queued_requests,
         max_queue_wait_s=args.max_queue_wait_seconds,
+        feed_queue_size=args.feed_queue_size,
         shutdown_grace_s=args.shutdown_grace_seconds,
         log_level=LOG_LEVEL_NAMES.get(args.log_level, args.log_level),
         max_jobs_per_workflow=args.max_jobs_per_workflow,

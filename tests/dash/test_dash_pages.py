@@ -182,6 +182,39 @@ jobs:
     tab.no_errors()
 
 
+def test_a_page_dropped_by_the_feed_resynchronises(tmp_path: Path, tabs: Any) -> None:
+    """A subscriber that falls behind is dropped (here: a queue of 4 messages, while a run of
+    300 jobs publishes hundreds per commit); the page reconnects, takes the counts the new
+    connection starts with, and ends right."""
+    db = tmp_path / "torc.db"
+    srv = ServerProcess(db, flags=["--database", str(db), "--host", "127.0.0.1", "--port", "0",
+                                   "--feed-queue-size", "4"])
+    try:
+        env = env_for(srv)
+        wid = create(tmp_path, env, """
+name: burst
+jobs:
+  - name: job_{i}
+    command: "true"
+    parameters: {i: "1:300"}
+""")
+        tab = tabs()
+        tab.open(page_url(srv, f"/workflows/{wid}"))
+        tab.ready()
+        page = tab.page
+        page.wait_for_selector("#conn[data-state='live']")
+        page.evaluate("window.__same_page = true")
+        assert torc(tmp_path, "run", str(wid), "-j", "8", env=env).returncode == 0
+        page.wait_for_function("document.getElementById('app').dataset.completed === '300'")
+        page.wait_for_function("document.getElementById('app').dataset.state === 'complete'")
+        assert int(app_attr(page, "resyncs")) >= 1
+        assert page.evaluate("window.__same_page") is True
+        assert page.locator("#counts .count[data-status='ready'] .n").inner_text() == "0"
+        tab.no_errors()
+    finally:
+        srv.stop()
+
+
 def _htpasswd(path: Path, users: dict[str, str]) -> Path:
     path.write_text("".join(f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(4)).decode()}\n"
                             for u, p in users.items()))

@@ -16,6 +16,7 @@ export function openFeed(path, onBatch) {
   let backoff = 500;
   let stopped = false;
   let ws = null;
+  let connections = 0;
 
   const flush = () => {
     timer = null;
@@ -32,6 +33,8 @@ export function openFeed(path, onBatch) {
     ws.onopen = () => {
       backoff = 500;
       setConn('live');
+      // Visible to tests and curious users: how often the page had to start over.
+      document.getElementById('app').dataset.resyncs = String(connections++);
       buffer.push({ type: '_connected' });
       schedule();
     };

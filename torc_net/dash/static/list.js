@@ -81,18 +81,27 @@ function removeWorkflow(id) {
 
 async function loadAll() {
   let offset = 0, total = 0;
+  const seen = new Set();
   do {
     const page = await getJson('/workflows', { offset, limit: PAGE });
     total = page.total;
-    for (const wf of page.items) { workflows.set(wf.id, wf); row(wf); renderCounts(wf.id); }
+    for (const wf of page.items) { seen.add(wf.id); workflows.set(wf.id, wf); row(wf); renderCounts(wf.id); }
     offset += page.items.length;
     if (!page.items.length) break;
   } while (offset < total && offset < MAX_ROWS);
+  if (offset >= total) for (const id of [...workflows.keys()]) if (!seen.has(id)) removeWorkflow(id);
   note.textContent = total > MAX_ROWS ? `Showing ${fmtInt(MAX_ROWS)} of ${fmtInt(total)} workflows.` : '';
   empty.hidden = total > 0;
 }
 
+let connections = 0;
+
 function onBatch(batch) {
+  // A reconnection (the feed dropped us, or the server restarted): counts come again with
+  // the new connection; what else may have been missed (new, finished, deleted workflows)
+  // is read again.
+  const reconnected = batch.filter((m) => m.type === '_connected').length;
+  if (reconnected && (connections += reconnected) > 1) loadAll().catch((err) => toast(err.message, 'error'));
   const { changed, events } = applyCounts(counts, batch);
   for (const m of events) {
     if (m.event === 'deleted') { removeWorkflow(m.workflow_id); changed.delete(m.workflow_id); } else fetchWorkflow(m.workflow_id);

@@ -104,7 +104,8 @@ function onBatch(batch) {
       counts[m.old] = (counts[m.old] || 0) - 1;
       counts[m.new] = (counts[m.new] || 0) + 1;
       if (dag) dagChanges.push([m.job_id, m.new]);
-    } else if (m.type === 'workflow') {
+    } else if (m.type === 'workflow' || m.type === '_connected') {
+      // (after a reconnection, the workflow events missed meanwhile are read back too)
       wfChanged = true;
       if (m.event === 'deleted') { toast('This workflow was deleted.', 'error'); }
     }
