@@ -129,6 +129,8 @@ async function main() {
   }
   // The feed's first messages are every visible workflow's counts: rows fill in from them.
   openFeed('/events/ws', onBatch);
+  // first render done: when (ms since navigation) is what benchmarks/bench_dash.py reports
+  app.dataset.readyMs = performance.now().toFixed(1);
   app.dataset.ready = '1';
 }
 

@@ -193,6 +193,8 @@ async function main() {
   }
   await table.load();
   openFeed(`/workflows/${id}/events/ws`, onBatch);
+  // first render done: when (ms since navigation) is what benchmarks/bench_dash.py reports
+  app.dataset.readyMs = performance.now().toFixed(1);
   app.dataset.ready = '1';
 }
 
