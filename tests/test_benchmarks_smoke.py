@@ -7,6 +7,7 @@ keys BENCHMARKS.md describes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -119,3 +120,20 @@ def test_bench_monitor_smoke() -> None:
     assert sampler["samples_checked"] == 3  # every long job was measured
     for key in ("on_cpu_s", "off_cpu_s", "sampler_cpu_percent_of_core"):
         assert key in sampler
+
+
+def test_bench_dash_smoke() -> None:
+    if shutil.which("chromium") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but there is no chromium (scripts/ci-install-browser.sh)")
+        pytest.skip("no chromium on PATH")
+    out = run_bench("bench_dash.py", "--jobs", "2000", "--rate", "400", "--seconds", "2")
+    assert out["jobs"] == 2000 and out["page_errors"] == []
+    first = out["first_render_ms"]
+    assert isinstance(first, dict) and set(first) == {"list_page", "workflow_page"}
+    feed = out["feed"]
+    assert isinstance(feed, dict)
+    # The page ends where the server is (it never falls behind for good).
+    assert feed["page_done"] == feed["server_done_jobs"] > 0
+    for key in ("page_main_thread_busy", "longest_task_ms", "renders", "catch_up_s"):
+        assert key in feed
