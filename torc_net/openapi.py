@@ -57,6 +57,8 @@ QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "run_id": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
     "job_id": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
     "failed": {"type": "boolean"},
+    # torc_net.api_dag.MAX_NODES
+    "max_nodes": {"type": "integer", "minimum": 0, "maximum": 5000},
 }
 
 _ERROR = {

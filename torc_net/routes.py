@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from torc_core.checks import INT64_MAX, INT64_MIN
+from torc_core.status import JobStatus
 
 from .openapi import Route
 from .store.schema import RESULT_INFO_NAMES
@@ -225,6 +226,32 @@ DEFINITIONS = _obj(
                                             trigger_type=_STR, action_type=_STR)},
 )
 
+#: The dependency graph for the dashboard (torc_net.api_dag): every node and stored edge (a
+#: barrier is one node), or above ``max_nodes`` jobs a summary by job-name pattern.
+_DAG_STATUS = {"type": ["string", "null"],
+               "enum": [*(s.label for s in JobStatus), None]}
+DAG_GRAPH = _obj(
+    ("mode", "num_jobs", "num_edges", "nodes", "edges"),
+    mode={"const": "graph"}, num_jobs=_COUNT, num_edges=_COUNT,
+    nodes={"type": "array", "items": _obj(
+        ("id", "kind", "job_id", "name", "status", "group"), id=_STR,
+        kind={"type": "string", "enum": ["job", "barrier"]}, job_id=_int(1, nullable=True),
+        name=_STR, status=_DAG_STATUS, group=_STR)},
+    edges={"type": "array", "items": {"type": "array", "items": _STR, "minItems": 2,
+                                      "maxItems": 2}},
+)
+DAG_SUMMARY = _obj(
+    ("mode", "num_jobs", "num_edges", "num_patterns", "truncated", "groups", "edges"),
+    mode={"const": "summary"}, num_jobs=_COUNT, num_edges=_COUNT, num_patterns=_COUNT,
+    truncated=_BOOL,
+    groups={"type": "array", "items": _obj(
+        ("pattern", "count", "counts"), pattern=_STR, count=_COUNT, counts=_COUNTS)},
+    # [pattern, pattern, dependencies as written]
+    edges={"type": "array", "items": {"type": "array", "minItems": 3, "maxItems": 3,
+                                      "items": {"type": ["string", "integer"]}}},
+)
+DAG = {"oneOf": [DAG_GRAPH, DAG_SUMMARY]}
+
 ROUTES: list[Route] = [
     Route("GET", "/ping", "ping", "Liveness check",
           response=_obj(("status",), status=_STR)),
@@ -291,6 +318,10 @@ ROUTES: list[Route] = [
           query=("status", "run_id", "job_id", "failed", *_PAGED), response=_page(RESULT)),
     Route("GET", "/workflows/<int:workflow_id>/events", "list_events", "List workflow events",
           query=("after", *_PAGED), response=_page(EVENT)),
+    Route("GET", "/workflows/<int:workflow_id>/dag", "workflow_dag",
+          "The dependency graph (barriers as one node; each job's name pattern), or above "
+          "max_nodes jobs (default 3000, at most 5000) a summary by name pattern",
+          query=("max_nodes",), response=DAG),
     Route("POST", "/workflows/<int:workflow_id>/compute_nodes", "register_compute_node",
           "Register a compute node (runner)", body=REGISTER_BODY, status=201,
           response=_obj(("id", "lease_s"), id=_ID, lease_s=_NUM)),
