@@ -28,6 +28,10 @@ import trio
 from torc_net.http import HttpConnectionPool, basic_auth_header
 from torc_net.server import Running, ServerConfig, serve
 
+# tests/dash's fixtures are a plugin its test modules also import helpers from: rewrite its
+# asserts although the test module imports it first.
+pytest.register_assert_rewrite("dash_helpers")
+
 API = "/torc-service/v1"
 
 

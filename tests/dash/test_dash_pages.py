@@ -16,9 +16,19 @@ from typing import Any
 
 import bcrypt
 import pytest
+from dash_helpers import (
+    TORC,
+    ServerProcess,
+    background,
+    clean_env,
+    env_for,
+    page_url,
+    torc,
+    torc_json,
+)
 from playwright.sync_api import Error as PlaywrightError
-from cli_helpers import TORC, ServerProcess, background, clean_env, torc, torc_json
-from conftest import env_for, page_url
+
+pytest_plugins = ["dash_helpers"]  # the browser, tabs and web_server fixtures
 
 SPEC_GATED = """
 name: gated
@@ -46,12 +56,12 @@ def app_attr(page: Any, name: str) -> str:
     return page.eval_on_selector("#app", f"el => el.dataset.{name} || ''")
 
 
-def test_list_shows_a_workflow_created_while_it_is_open(tmp_path: Path, server: ServerProcess,
+def test_list_shows_a_workflow_created_while_it_is_open(tmp_path: Path, web_server: ServerProcess,
                                                         tabs: Any) -> None:
-    env = env_for(server)
+    env = env_for(web_server)
     first = create(tmp_path, env, "name: first\njobs:\n  - name: a\n    command: 'true'\n")
     tab = tabs()
-    resp = tab.open(page_url(server))
+    resp = tab.open(page_url(web_server))
     assert resp.status == 200
     tab.ready()
     page = tab.page
@@ -68,13 +78,13 @@ def test_list_shows_a_workflow_created_while_it_is_open(tmp_path: Path, server: 
     tab.no_errors()
 
 
-def test_workflow_page_follows_a_real_run_live(tmp_path: Path, server: ServerProcess,
+def test_workflow_page_follows_a_real_run_live(tmp_path: Path, web_server: ServerProcess,
                                                tabs: Any) -> None:
-    env = env_for(server)
+    env = env_for(web_server)
     go = tmp_path / "go"
     wid = create(tmp_path, env, SPEC_GATED.format(go=go))
     tab = tabs()
-    tab.open(page_url(server, f"/workflows/{wid}"))
+    tab.open(page_url(web_server, f"/workflows/{wid}"))
     tab.ready()
     page = tab.page
     page.evaluate("window.__same_page = true")
@@ -100,9 +110,9 @@ def test_workflow_page_follows_a_real_run_live(tmp_path: Path, server: ServerPro
     tab.no_errors()
 
 
-def test_filter_and_page_a_hundred_thousand_jobs(tmp_path: Path, server: ServerProcess,
+def test_filter_and_page_a_hundred_thousand_jobs(tmp_path: Path, web_server: ServerProcess,
                                                  tabs: Any) -> None:
-    env = env_for(server)
+    env = env_for(web_server)
     wid = create(tmp_path, env, """
 name: big
 jobs:
@@ -114,7 +124,7 @@ jobs:
     parameters: {i: "1:99999"}
 """)
     tab = tabs()
-    tab.open(page_url(server, f"/workflows/{wid}"))
+    tab.open(page_url(web_server, f"/workflows/{wid}"))
     tab.ready()
     page = tab.page
     jobs = page.locator("#jobs")
@@ -151,9 +161,9 @@ jobs:
     tab.no_errors()
 
 
-def test_cancel_from_the_page_stops_a_running_workflow(tmp_path: Path, server: ServerProcess,
+def test_cancel_from_the_page_stops_a_running_workflow(tmp_path: Path, web_server: ServerProcess,
                                                        tabs: Any) -> None:
-    env = env_for(server)
+    env = env_for(web_server)
     wid = create(tmp_path, env, """
 name: long
 jobs:
@@ -165,7 +175,7 @@ jobs:
     depends_on_regexes: ["sleeper_.*"]
 """)
     tab = tabs()
-    tab.open(page_url(server, f"/workflows/{wid}"))
+    tab.open(page_url(web_server, f"/workflows/{wid}"))
     tab.ready()
     page = tab.page
     with background(tmp_path, "run", str(wid), "-j", "2", env=env) as run:
@@ -284,9 +294,9 @@ def test_require_auth_asks_for_credentials_and_bob_sees_nothing_of_alices(
 
 
 def test_job_drawer_shows_the_tail_of_a_failed_jobs_output(tmp_path: Path,
-                                                            server: ServerProcess,
+                                                            web_server: ServerProcess,
                                                             tabs: Any) -> None:
-    env = env_for(server)
+    env = env_for(web_server)
     wid = create(tmp_path, env, """
 name: tails
 jobs:
@@ -299,7 +309,7 @@ jobs:
     assert proc.returncode != 0  # a job failed
     jobs = {j["name"]: j["id"] for j in torc_json(tmp_path, "jobs", "list", str(wid), env=env)}
     tab = tabs()
-    tab.open(page_url(server, f"/workflows/{wid}"))
+    tab.open(page_url(web_server, f"/workflows/{wid}"))
     tab.ready()
     page = tab.page
     page.click(f"#job-table tr[data-job-id='{jobs['broken']}']")
@@ -369,12 +379,12 @@ def test_serve_prints_the_dashboard_url(tmp_path: Path) -> None:
         proc.wait(timeout=30)
 
 
-def test_pages_and_assets_refuse_what_they_should(server: ServerProcess, tabs: Any) -> None:
+def test_pages_and_assets_refuse_what_they_should(web_server: ServerProcess, tabs: Any) -> None:
     tab = tabs()
-    assert tab.open(page_url(server, "/workflows/999")).status == 404
-    assert tab.open(page_url(server, "/dash/static/..%2F__init__.py")).status == 404
-    assert tab.open(page_url(server, "/dash/static/nothing.js")).status == 404
-    resp = tab.open(page_url(server, "/dash/static/workflow.js"))
+    assert tab.open(page_url(web_server, "/workflows/999")).status == 404
+    assert tab.open(page_url(web_server, "/dash/static/..%2F__init__.py")).status == 404
+    assert tab.open(page_url(web_server, "/dash/static/nothing.js")).status == 404
+    resp = tab.open(page_url(web_server, "/dash/static/workflow.js"))
     assert resp.status == 200 and resp.headers["content-type"].startswith("text/javascript")
-    resp = tab.open(page_url(server, "/dash/vendor/plotly.min.js"))
+    resp = tab.open(page_url(web_server, "/dash/vendor/plotly.min.js"))
     assert resp.status == 200 and len(resp.body()) > 1_000_000

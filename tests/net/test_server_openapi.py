@@ -22,13 +22,18 @@ async def test_openapi_matches_url_map(server: Running, api: Api) -> None:
     }
     app = server.admission.app
     served = set()
+    pages = set()
     for rule in app.url_map.iter_rules():  # type: ignore[attr-defined]
         if rule.endpoint == "static":
             continue
         methods = {"GET"} if rule.websocket else (rule.methods or set()) - {"HEAD", "OPTIONS"}
         for method in methods:
-            served.add((_openapi_path(rule.rule), method))
+            path = _openapi_path(rule.rule)
+            (served if path.startswith("/torc-service/v1/") else pages).add((path, method))
     assert served == documented
+    # Outside the API: the dashboard's pages and assets (torc_net.dash), nothing else.
+    assert pages == {("/", "GET"), ("/login", "GET"), ("/workflows/{workflow_id}", "GET"),
+                     ("/dash/static/{name}", "GET"), ("/dash/vendor/plotly.min.js", "GET")}
     assert len(served) >= 30
     assert ("/torc-service/v1/workflows/{workflow_id}/compute_nodes/{compute_node_id}/claim",
             "POST") in served

@@ -103,7 +103,7 @@ function onBatch(batch) {
     else if (m.type === 'job_status' && m.workflow_id === id) {
       counts[m.old] = (counts[m.old] || 0) - 1;
       counts[m.new] = (counts[m.new] || 0) + 1;
-      if (dag) dagChanges.push([m.job_id, m.new]);
+      if (dag) dagChanges.push([m.job_id, m.new, m.name, m.old]);
     } else if (m.type === 'workflow' || m.type === '_connected') {
       // (after a reconnection, the workflow events missed meanwhile are read back too)
       wfChanged = true;

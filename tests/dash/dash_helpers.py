@@ -1,5 +1,8 @@
-"""Browser tests of the dashboard: Debian's chromium, headless, driven by Playwright, against a
-real `torc-trio serve` (a child process on 127.0.0.1, a real SQLite file) and real runners.
+"""Fixtures and helpers of the dashboard's browser tests (a plugin of the test modules, by
+``pytest_plugins``: a conftest.py here would shadow tests/conftest.py's module name).
+
+The tests drive Debian's chromium, headless, through Playwright, against a real
+`torc-trio serve` (a child process on 127.0.0.1, a real SQLite file) and real runners.
 
 Tests wait on conditions the page exposes (``#app[data-...]`` attributes it sets as it
 renders), never on fixed sleeps. Every page collects its console errors and uncaught
@@ -19,7 +22,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cli"))
 
-from cli_helpers import ServerProcess, clean_env
+from cli_helpers import (
+    TORC,
+    ServerProcess,
+    background,
+    clean_env,
+    torc,
+    torc_json,
+)
+
+__all__ = ["TORC", "ServerProcess", "background", "clean_env", "torc", "torc_json"]
 
 #: Generous: a loaded CI machine; the page itself is fast (BENCHMARKS.md).
 TIMEOUT_MS = 60_000
@@ -94,7 +106,7 @@ def tabs(browser: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+def web_server(tmp_path: Path) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path / "torc.db")
     try:
         yield srv
