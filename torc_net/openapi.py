@@ -48,12 +48,23 @@ class Route:
         return [m.group(2) for m in _PARAM.finditer(self.path)]
 
 
+#: GET .../jobs: the orders a job table can be sorted in (Torc's ``sort_by``; ties by id) and
+#: the longest ``name_contains`` text.
+JOB_SORT_KEYS = ("id", "name", "status", "attempt")
+MAX_NAME_CONTAINS = 256
+
 #: The query parameters the routes take, with the types the server checks them against.
 QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "offset": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
     "after": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
     "limit": {"type": "integer", "minimum": 0, "maximum": MAX_PAGE},
     "status": {"type": "string", "enum": [s.label for s in JobStatus]},
+    "name_contains": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CONTAINS,
+                      "description": "jobs whose name contains this text, ignoring case"},
+    "sort_by": {"type": "string", "enum": list(JOB_SORT_KEYS), "default": "id",
+                "description": "sort key; ties by id (status: by status code)"},
+    "reverse_sort": {"type": "boolean", "default": False,
+                     "description": "the whole order reversed, ties included"},
     "run_id": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
     "job_id": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
     "failed": {"type": "boolean"},

@@ -289,8 +289,11 @@ ROUTES: list[Route] = [
           response=STATUS),
     Route("GET", "/workflows/<int:workflow_id>/status", "workflow_status",
           "Counts per status", response=STATUS),
-    Route("GET", "/workflows/<int:workflow_id>/jobs", "list_jobs", "List jobs",
-          query=("status", *_PAGED), response=_page(JOB)),
+    Route("GET", "/workflows/<int:workflow_id>/jobs", "list_jobs",
+          "List jobs (of one status, whose name contains a text; sorted by id, name, status "
+          "or attempt, ties by id)",
+          query=("status", "name_contains", "sort_by", "reverse_sort", *_PAGED),
+          response=_page(JOB)),
     Route("GET", "/workflows/<int:workflow_id>/jobs/<int:job_id>", "get_job", "One job",
           response=JOB),
     Route("POST", "/workflows/<int:workflow_id>/jobs/resources", "set_job_resources",
