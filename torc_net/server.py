@@ -367,12 +367,22 @@ def main_run(config: ServerConfig,
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
     try:
         trio.run(_serve_and, config, on_listening)
-    except KeyboardInterrupt:
-        return 0
-    except (StoreError, PidFileError) as exc:  # cannot be served: say why, no traceback
-        print(f"torc-trio serve: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+    except BaseException as raised:
+        exc = _alone(raised)  # (the nursery beside `dash`'s announcement wraps it in a group)
+        if isinstance(exc, KeyboardInterrupt):
+            return 0
+        if isinstance(exc, (StoreError, PidFileError)):  # cannot be served: say why, briefly
+            print(f"torc-trio serve: error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        raise
     return 0
+
+
+def _alone(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (else ``exc`` itself)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,8 @@ def _browse(port: int, fn: Callable[[Any], Any], allow: str | None = None) -> An
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.route(re.compile(r"/dash/static/dag\.(js|css)(\?.*)?$"), serve_static)
+            page.route(re.compile(r"/dash/static/(dag\.js|dag\.css|statuses\.js)(\?.*)?$"),
+                       serve_static)
             page.goto(f"{origin}/torc-service/v1/ping")
             page.set_content(PAGE.read_text(encoding="utf-8"))
             page.wait_for_function("window.pageReady === true")

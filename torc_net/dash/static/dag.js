@@ -28,10 +28,11 @@
 // [jobId, status, name, oldStatus] (the feed's job_id, new, name, old); the pattern comes
 // from the name by patternOf, the same rule as the server's (torc_net.api_dag.pattern_of).
 
+import { STATUSES } from './statuses.js';
+
 const SVG = 'http://www.w3.org/2000/svg';
 
-export const STATUSES = ['uninitialized', 'blocked', 'ready', 'pending', 'running',
-  'completed', 'failed', 'canceled', 'terminated', 'disabled', 'pending_failed'];
+export { STATUSES };
 const FALLBACK = {
   uninitialized: '#b0b7c3', blocked: '#8d99ae', ready: '#4c9be8', pending: '#9b7fe0',
   running: '#f2a33a', completed: '#3a9d5d', failed: '#d64545', canceled: '#6b6b6b',

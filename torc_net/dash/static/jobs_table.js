@@ -18,7 +18,7 @@ export function jobsTable(workflowId, onOpen) {
   let again = false;
   let lastLoad = 0;
   let refreshTimer = null;
-  const cells = new Map(); // job id -> status <td>
+  const cells = new Map(); // job id -> {st, node} cells of its row
 
   const statusSel = h('select', { id: 'job-status', 'aria-label': 'status filter',
     onchange: () => { q.status = statusSel.value; q.offset = 0; load(); } },
@@ -59,11 +59,12 @@ export function jobsTable(workflowId, onOpen) {
     cells.clear();
     tbody.replaceChildren(...page.items.map((j) => {
       const st = h('td', {}, pill(j.status));
-      cells.set(j.id, st);
+      const node = h('td', {}, j.compute_node_id ?? '');
+      cells.set(j.id, { st, node });
       return h('tr', { class: 'clickable', 'data-job-id': j.id, onclick: () => onOpen(j.id) },
         h('td', {}, j.id), h('td', { class: 'name', title: j.name }, j.name), st, h('td', {}, j.attempt),
         h('td', {}, j.num_cpus), h('td', {}, fmtBytes(j.memory_bytes)),
-        h('td', {}, j.runtime_s ? fmtDuration(j.runtime_s) : '—'), h('td', {}, j.compute_node_id ?? ''));
+        h('td', {}, j.runtime_s ? fmtDuration(j.runtime_s) : '—'), node);
     }));
     if (!page.items.length) tbody.append(h('tr', {}, h('td', { colspan: COLUMNS.length, class: 'empty' }, 'No jobs match.')));
     const from = page.items.length ? q.offset + 1 : 0;
@@ -110,7 +111,11 @@ export function jobsTable(workflowId, onOpen) {
       if (m.type === '_connected' || m.type === 'workflow') { stale = true; continue; }
       if (m.type !== 'job_status') continue;
       const td = cells.get(m.job_id);
-      if (td) td.replaceChildren(pill(m.new));
+      if (td) {
+        td.st.replaceChildren(pill(m.new));
+        // held by a node only while pending or running (the feed does not say which node)
+        if (m.new !== 'pending' && m.new !== 'running') td.node.textContent = '';
+      }
       if (q.status && (m.old === q.status || m.new === q.status)) stale = true;
       if (q.sort_by === 'status' || q.sort_by === 'attempt') stale = stale || Boolean(td);
     }

@@ -1,9 +1,8 @@
 // Small helpers every page shares: element building, formatting, the status list and bars.
 
-export const STATUSES = ['uninitialized', 'blocked', 'ready', 'pending', 'running', 'completed',
-  'failed', 'canceled', 'terminated', 'disabled', 'pending_failed'];
-/** Statuses a job does not leave without a reset: they count as done for progress and ETA. */
-export const DONE = new Set(['completed', 'failed', 'canceled', 'terminated', 'disabled']);
+import { STATUSES } from './statuses.js';
+
+export { DONE, STATUSES } from './statuses.js';
 
 export const settings = document.getElementById('app').dataset;
 

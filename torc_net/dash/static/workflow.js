@@ -14,6 +14,9 @@ const RATE_WINDOW_MS = 60000;
 
 let wf = null;
 let counts = {};
+/** Jobs seen finishing on the feed (not the counts: a resync or a reset is no throughput),
+ *  sampled at each render as (time, finished) for the throughput over RATE_WINDOW_MS. */
+let finished = 0;
 const samples = [];
 
 const big = bar(true);
@@ -60,10 +63,10 @@ function render() {
   }
   const done = doneCount();
   const now = Date.now();
-  samples.push([now, done]);
+  samples.push([now, finished]);
   while (samples.length > 2 && now - samples[0][0] > RATE_WINDOW_MS) samples.shift();
-  const [t0, d0] = samples[0];
-  const rate = now > t0 ? ((done - d0) * 1000) / (now - t0) : 0;
+  const [t0, f0] = samples[0];
+  const rate = now - t0 >= 1000 ? ((finished - f0) * 1000) / (now - t0) : 0;
   stats.done.textContent = `${fmtInt(done)} / ${fmtInt(total)} (${total ? ((100 * done) / total).toFixed(1) : '0'} %)`;
   stats.rate.textContent = rate > 0 ? `${rate.toFixed(rate < 10 ? 2 : 0)} jobs/s` : '—';
   const left = total - done;
@@ -72,6 +75,7 @@ function render() {
   app.dataset.state = stateOf();
   app.dataset.completed = String(counts.completed || 0);
   app.dataset.done = String(done);
+  app.dataset.finished = String(finished);
 }
 
 async function refreshWorkflow() {
@@ -103,6 +107,7 @@ function onBatch(batch) {
     else if (m.type === 'job_status' && m.workflow_id === id) {
       counts[m.old] = (counts[m.old] || 0) - 1;
       counts[m.new] = (counts[m.new] || 0) + 1;
+      if (DONE.has(m.new) && !DONE.has(m.old)) finished++;
       if (dag) dagChanges.push([m.job_id, m.new, m.name, m.old]);
     } else if (m.type === 'workflow' || m.type === '_connected') {
       // (after a reconnection, the workflow events missed meanwhile are read back too)
