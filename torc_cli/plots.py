@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from torc_net.job_files import MetricsError, Sample, read_all_samples
 
 from .exits import InputError
 
@@ -38,18 +39,8 @@ from .exits import InputError
 DEFAULT_PREFIX = "resource_plot"
 #: Bytes in Torc's "GB".
 GB = 1024**3
-#: The columns of Torc's sample table this module reads.
-SAMPLE_COLUMNS = ("job_id", "timestamp", "cpu_percent", "memory_bytes", "num_processes")
 #: The ``id`` of the plot's ``<div>`` in every file (a stable handle for scripts and tests).
 DIV_ID = "resource-plot"
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    timestamp: float
-    cpu_percent: float
-    memory_bytes: int
-    num_processes: int
 
 
 @dataclass(slots=True)
@@ -110,63 +101,21 @@ def load_jobs(db_paths: Sequence[Path]) -> dict[int, JobSeries]:
 
 
 def _load_one(path: Path, jobs: dict[int, JobSeries]) -> None:
+    """One database's samples and names into ``jobs`` (torc_net.job_files reads it: the one
+    reader, which the dashboard's server uses too)."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a file (give the resource_metrics_*.db files)")
     try:
-        # Read-only: a plot must never create, lock for writing or change a runner's file.
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise InputError(f"{path}: cannot open it as SQLite: {exc}") from None
-    try:
-        try:
-            tables = {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{path}: not a resource metrics database (not SQLite: {exc})") \
-                from None
-        if "job_resource_samples" not in tables:
-            raise InputError(f"{path}: not a resource metrics database (no "
-                             "job_resource_samples table; Torc's runners write one with "
-                             "resource_monitor granularity time_series)")
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(job_resource_samples)")}
-        missing = [c for c in SAMPLE_COLUMNS if c not in columns]
-        if missing:
-            raise InputError(f"{path}: not a resource metrics database (job_resource_samples "
-                             f"has no column {', '.join(missing)})")
-        rows = conn.execute(f"SELECT rowid, {', '.join(SAMPLE_COLUMNS)} "
-                            "FROM job_resource_samples ORDER BY job_id, timestamp")
-        for row in rows:
-            job_id, sample = _sample(path, row)
-            jobs.setdefault(job_id, JobSeries(job_id)).samples.append(sample)
-        if "job_metadata" in tables:  # optional in Torc too
-            for job_id, name in conn.execute("SELECT job_id, job_name FROM job_metadata"):
-                if job_id in jobs and isinstance(name, str) and name:
-                    jobs[job_id].name = name
-    except sqlite3.DatabaseError as exc:
-        raise InputError(f"{path}: cannot read it: {exc}") from None
-    finally:
-        conn.close()
-
-
-def _sample(path: Path, row: tuple[Any, ...]) -> tuple[int, Sample]:
-    """One row as a sample; a value of the wrong kind names its file, row and column."""
-    rowid, job_id, timestamp, cpu, memory, procs = row
-
-    def bad(column: str, value: Any, want: str) -> InputError:
-        return InputError(f"{path}: job_resource_samples row {rowid}: {column} is "
-                          f"{value!r}, not {want}")
-
-    if not isinstance(job_id, int) or isinstance(job_id, bool):
-        raise bad("job_id", job_id, "an integer")
-    for column, value in (("timestamp", timestamp), ("cpu_percent", cpu)):
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            raise bad(column, value, "a finite number")
-    for column, value in (("memory_bytes", memory), ("num_processes", procs)):
-        if not isinstance(value, int) or value < 0:
-            raise bad(column, value, "a whole number >= 0")
-    return job_id, Sample(float(timestamp), float(cpu), memory, procs)
+        samples, names = read_all_samples(path)
+    except MetricsError as exc:
+        raise InputError(str(exc)) from None
+    for job_id, sample in samples:
+        jobs.setdefault(job_id, JobSeries(job_id)).samples.append(sample)
+    for job_id, name in names.items():
+        if job_id in jobs:
+            jobs[job_id].name = name
 
 
 def select_jobs(jobs: dict[int, JobSeries], job_ids: Iterable[int] | None,

@@ -165,6 +165,11 @@ class _Running:
 
 ProgressFn = Callable[[dict[str, int], int], None]
 
+#: Characters of output tails waiting in unreported results, at most (see _attach_tails):
+#: 128 full tails (2 x 16 KiB each); a report with all of them is < 25 MiB even if every
+#: character were sent as a 6-byte JSON escape.
+MAX_PENDING_TAIL_CHARS = 4 * 1024 * 1024
+
 
 class JobRunner:
     def __init__(self, client: TorcClient, config: RunnerConfig, *,
@@ -195,6 +200,10 @@ class JobRunner:
         self._out = config.output_dir.resolve()
         #: the workflow's execution_config.stdio (a job's own stdio overrides it)
         self._wf_stdio: dict[str, Any] | None = None
+        #: execution_config.output_tails: the results that carry their output's end
+        self._output_tails = "failed"
+        #: characters of tails in results not yet reported (bounded: _attach_tails)
+        self._pending_tail_chars = 0
         self._ignore_completion = False
         self._handlers: dict[str, FailureHandler] = {}
         self._procs = ProcessTable(grace_s=config.grace_s)
@@ -231,6 +240,7 @@ class JobRunner:
         workflow = await self.client.get_workflow(cfg.workflow_id)
         execution = (workflow.get("spec_settings") or {}).get("execution_config") or {}
         self._wf_stdio = execution.get("stdio")
+        self._output_tails = str(execution.get("output_tails") or "failed")
         self._handlers = recovery.handlers_of(workflow)
         settings = (workflow.get("spec_settings") or {}).get("compute_node_settings") or {}
         # Torc's compute_node_ignore_workflow_completion: a completed workflow may be reset
@@ -417,6 +427,10 @@ class JobRunner:
     def _reported(self, n: int, reply: dict[str, Any]) -> None:
         """The first ``n`` results reached the server (jobs that ended meanwhile were
         appended after them)."""
+        if self._pending_tail_chars:
+            self._pending_tail_chars -= sum(
+                len(r.get("stdout_tail") or "") + len(r.get("stderr_tail") or "")
+                for r in self.state.results[:n])
         self.state.reported(n)
         self.summary.is_complete = bool(reply.get("is_complete"))
         self.summary.is_canceled = bool(reply.get("is_canceled"))
@@ -507,14 +521,16 @@ class JobRunner:
         running = self._running.pop(jid)
         status = "terminated" if terminated else "completed" if return_code == 0 else "failed"
         completed = status == "completed"
-        if completed and running.stdio.delete_on_success:
-            job_stdio.remove(running.stdio)
         result = {
             "job_id": jid, "attempt": attempt, "run_id": run_id, "return_code": return_code,
             "status": status, "exec_time_s": round(exec_time_s, 6),
             **job_stdio.result_paths(running.stdio, completed), **running.info,
             **(extra or {}),
         }
+        if job_stdio.wants_tails(self._output_tails, completed):  # nothing read otherwise
+            self._attach_tails(result, running.stdio)
+        if completed and running.stdio.delete_on_success:
+            job_stdio.remove(running.stdio)
         self.state.ended(jid, result)
         s = self.summary
         s.jobs_run += 1
@@ -529,6 +545,23 @@ class JobRunner:
         self._fill_slots()
         if self.state.wake_after_end():
             self._wake.set()
+
+    def _attach_tails(self, result: dict[str, Any], stdio: job_stdio.StdioPlan) -> None:
+        """The ends of the job's output files, read here: two preads of at most 16 KiB on
+        an end that is rare (a failure) unless ``output_tails: all`` asks for every job,
+        the same small synchronous file work the hot path already does (its shard
+        directory, delete_on_success). Bounded: once MAX_PENDING_TAIL_CHARS of tails wait
+        to be reported, further results go without (null: the readers say "not sent"),
+        so a report stays far below the server's 64 MiB body even when a burst of jobs
+        fail with binary output (JSON may spell a character in 6 bytes)."""
+        if stdio.stdout is None and stdio.stderr is None:
+            return
+        tails = job_stdio.tails(stdio)
+        size = sum(len(t) for t in tails.values() if t)
+        if self._pending_tail_chars + size > MAX_PENDING_TAIL_CHARS:
+            return
+        self._pending_tail_chars += size
+        result.update(tails)
 
     def _recover(self, jid: int, attempt: int, run_id: int, return_code: int,
                  exec_time_s: float) -> bool:

@@ -10,6 +10,12 @@ backup and parallel file system handles badly.
 This module is the one place that names these files: the runner writes them, each result
 records the paths (``stdout_path``/``stderr_path``, null when not captured) and every reader
 (``jobs log``, the run summary, ``exec --joblog``) takes them from the result.
+
+Tails: a result may also carry the end of each stream (``stdout_tail``/``stderr_tail``, the
+last 16 KiB, :func:`tails`), so that the server never has to open a path a client named
+(torc_net.api_output). Which results do is ``execution_config.output_tails``: ``failed``
+(the default: failed and terminated jobs), ``all`` or ``none``. The reader is
+:func:`torc_net.job_files.read_tail`, the one the dashboard's local server uses too.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: Under the output directory.
-STDIO_DIR = "job_stdio"
+from torc_net import job_files
+
+#: Under the output directory (torc_net.job_files knows the layout too: it reads these files).
+STDIO_DIR = job_files.STDIO_DIR
 #: Jobs per shard directory.
 SHARD = 1000
 
@@ -81,6 +89,19 @@ def remove(p: StdioPlan) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def wants_tails(output_tails: str, completed: bool) -> bool:
+    """Whether a result carries its output's tails (``execution_config.output_tails``)."""
+    return output_tails == "all" or (output_tails == "failed" and not completed)
+
+
+def tails(p: StdioPlan) -> dict[str, str | None]:
+    """``stdout_tail``/``stderr_tail`` of a job's files: the last 16 KiB of each, decoded as
+    UTF-8 (invalid bytes replaced); null for a stream not written to a file. A combined file
+    is the stdout tail (its stderr path is the same file). Cheap: a pread at each file's
+    end; the caller reads before ``delete_on_success`` removes them."""
+    return job_files.read_tails(p.stdout, p.stderr)
 
 
 def result_paths(p: StdioPlan, completed: bool) -> dict[str, str | None]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .entries import Entry, Errors
 from .errors import SpecError
-from .spec import EXECUTION_MODES, STDIO_MODES, ExecutionConfig, StdioConfig
+from .spec import EXECUTION_MODES, OUTPUT_TAILS, STDIO_MODES, ExecutionConfig, StdioConfig
 
 SUPPORTED = "supported"
 #: Accepted, has no effect here: a create or dry run that sets it gets a warning naming it.
@@ -93,6 +93,10 @@ FIELDS: tuple[Field, ...] = (
     Field("execution_config", "sigkill_headroom_seconds", NO_EFFECT,
           "a terminated job gets the runner's grace period before SIGKILL"),
     Field("execution_config", "enable_cpu_bind", NO_EFFECT, "srun steps are not CPU-bound"),
+    Field("execution_config", "output_tails", SUPPORTED,
+          "torc-trio's own, not Torc's: failed (default), all or none: the results that carry "
+          "the last 16 KiB of the job's stdout and stderr (failed: failed and terminated jobs),"
+          " which the API's job output and the dashboard show"),
     *_fields("stdio", "mode delete_on_success"),
     Field("resource_monitor", "enabled", SUPPORTED,
           "default true; Torc 0.12's flat form, for jobs when there is no jobs block"),
@@ -176,6 +180,7 @@ def parse_execution_config(top: Entry) -> ExecutionConfig:
         sigkill_headroom_seconds=e.get_int("sigkill_headroom_seconds", 60, minimum=0),
         enable_cpu_bind=e.get_bool("enable_cpu_bind", False),
         stdio=parse_stdio(e) or StdioConfig(),
+        output_tails=e.one_of("output_tails", OUTPUT_TAILS, "failed"),
     )
 
 

@@ -125,6 +125,8 @@ class ActionSpec:
 STDIO_MODES = ("separate", "combined", "no_stdout", "no_stderr", "none")
 #: Torc's execution modes: jobs run directly, as ``srun`` steps, or as steps inside Slurm.
 EXECUTION_MODES = ("direct", "slurm", "auto")
+#: ``execution_config.output_tails`` (ours): which results carry the end of their output.
+OUTPUT_TAILS = ("failed", "all", "none")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,6 +155,9 @@ class ExecutionConfig:
     sigkill_headroom_seconds: int = 60
     enable_cpu_bind: bool = False
     stdio: StdioConfig = field(default_factory=StdioConfig)
+    #: torc-trio's own: the results that carry the last 16 KiB of the job's stdout and stderr
+    #: (``failed``: failed and terminated jobs; ``all``; ``none``)
+    output_tails: str = "failed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

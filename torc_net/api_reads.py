@@ -29,7 +29,7 @@ from .openapi import JOB_SORT_KEYS, MAX_NAME_CONTAINS
 from .service import Call, Service
 from .state import STATUS_LABELS, WorkflowState
 from .store import queries as q
-from .store.schema import RESULT_INFO_NAMES
+from .store.schema import RESULT_LISTED_NAMES
 from .validate import bad_request, not_found, page_args, query_bool, query_int
 
 _STATUS_CODES = {s.label: int(s) for s in JobStatus}
@@ -530,7 +530,7 @@ async def list_results(s: Service, c: Call) -> dict[str, Any]:
              else None, "run_id": r[2], "attempt": r[3], "return_code": r[4],
              "status": STATUS_LABELS[r[5]], "exec_time_s": r[6], "completed_at": r[7],
              "compute_node_id": r[8], "slurm_job_id": r[9],
-             **dict(zip(RESULT_INFO_NAMES, r[10:], strict=True))}
+             **dict(zip(RESULT_LISTED_NAMES, r[10:], strict=True))}
             for r in rows
         ]
 

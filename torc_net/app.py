@@ -38,6 +38,7 @@ from . import (
     allocations,
     api_dag,
     api_import,
+    api_output,
     api_reads,
     api_resources,
     api_runner,
@@ -98,7 +99,7 @@ def _endpoints() -> dict[str, Endpoint]:
 
     found: dict[str, Endpoint] = {"ping": ping, "version": version, "openapi": openapi}
     for module in (api_workflows, api_reads, api_runner, allocations, api_import,
-                   api_resources, api_dag):
+                   api_resources, api_dag, api_output):
         found.update(module.ENDPOINTS)
     missing = {r.name for r in ROUTES if not r.websocket} - set(found)
     if missing:  # pragma: no cover - a route without an endpoint is a bug

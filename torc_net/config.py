@@ -68,6 +68,10 @@ class ServerConfig:
     parent_pid: int | None = None
     #: Write our pid here once listening; remove it at exit (torc_net.server's pid file rules).
     pid_file: str | None = None
+    #: Read jobs' output and resource-sample files named in results when a result carries no
+    #: tail (torc_net.api_output). Not a flag: a path in a result is a client's word, so only
+    #: `torc-trio dash` on a local database (same user, same machine) sets it.
+    read_job_files: bool = False
 
     @property
     def max_concurrent(self) -> int:

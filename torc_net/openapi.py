@@ -67,6 +67,7 @@ QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
                      "description": "the whole order reversed, ties included"},
     "run_id": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
     "job_id": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
+    "attempt": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
     "failed": {"type": "boolean"},
     # torc_net.api_dag.MAX_NODES
     "max_nodes": {"type": "integer", "minimum": 0, "maximum": 5000},

@@ -14,7 +14,7 @@ from torc_core.checks import INT64_MAX, INT64_MIN
 from torc_core.status import JobStatus
 
 from .openapi import Route
-from .store.schema import RESULT_INFO_NAMES
+from .store.schema import MAX_TAIL_CHARS, RESULT_INFO_NAMES, RESULT_LISTED_NAMES
 
 ALLOCATION_STATES = ("submitted", "pending", "running", "completed", "gone", "canceled")
 RESULT_STATUSES = ("completed", "failed", "terminated")
@@ -68,6 +68,10 @@ RESULT_INFO_SCHEMAS: dict[str, Any] = {
     "avg_memory_bytes": _int(0, nullable=True, default=None),
     "peak_cpu_percent": {"type": ["number", "null"], "minimum": 0, "default": None},
     "avg_cpu_percent": {"type": ["number", "null"], "minimum": 0, "default": None},
+    # characters (what JSON Schema counts): a runner's last 16 KiB of bytes, decoded, is never
+    # more (docs/api.md, job output)
+    "stdout_tail": {**_STR_OR_NULL, "maxLength": MAX_TAIL_CHARS, "default": None},
+    "stderr_tail": {**_STR_OR_NULL, "maxLength": MAX_TAIL_CHARS, "default": None},
 }
 assert tuple(RESULT_INFO_SCHEMAS) == RESULT_INFO_NAMES
 
@@ -170,8 +174,8 @@ RESULT = _obj(
     id=_ID, job_id=_ID, job_name=_STR_OR_NULL, run_id=_ID, attempt=_ID, return_code=_int(),
     status=_STR, exec_time_s=_NUM, completed_at=_NUM, compute_node_id=_int(1, nullable=True),
     slurm_job_id=_STR_OR_NULL,
-    **{k: {key: v for key, v in s.items() if key != "default"}
-       for k, s in RESULT_INFO_SCHEMAS.items()},
+    **{k: {key: v for key, v in RESULT_INFO_SCHEMAS[k].items() if key != "default"}
+       for k in RESULT_LISTED_NAMES},
 )
 EVENT = _obj(("id", "ts", "kind", "data"), id=_ID, ts=_NUM, kind=_STR, data=_ANY)
 COMPUTE_NODE = _obj(
@@ -195,6 +199,21 @@ ALLOCATION = _obj(
     state={"type": "string", "enum": list(ALLOCATION_STATES)},
 )
 ACTION = {"type": "object", "required": ["index"], "properties": {"index": _COUNT}}
+#: The end of one result's output (torc_net.api_output): stored tails, or (dash mode) files.
+JOB_OUTPUT = _obj(
+    ("job_id", "attempt", "run_id", "stdout", "stderr", "source", "max_bytes"),
+    job_id=_ID, attempt=_int(1, nullable=True), run_id=_int(1, nullable=True),
+    stdout=_STR_OR_NULL, stderr=_STR_OR_NULL,
+    source={"type": ["string", "null"], "enum": ["result", "file", None]}, max_bytes=_COUNT,
+)
+RESOURCE_SAMPLES = _obj(
+    ("job_id", "samples", "source"),
+    job_id=_ID,
+    samples={"type": "array", "items": _obj(
+        ("timestamp", "cpu_percent", "memory_bytes", "num_processes"), timestamp=_NUM,
+        cpu_percent=_NUM, memory_bytes=_COUNT, num_processes=_COUNT)},
+    source={"type": ["string", "null"], "enum": ["file", None]},
+)
 _RESULT_COUNTS = {"accepted": _COUNT, "duplicates": _COUNT}
 _LIVE = {"is_complete": _BOOL, "is_canceled": _BOOL}
 
@@ -302,6 +321,15 @@ ROUTES: list[Route] = [
           body=JOB_RESOURCES_BODY, response=JOB_RESOURCES_ANSWER),
     Route("POST", "/workflows/<int:workflow_id>/jobs/<int:job_id>/disable", "disable_job",
           "Disable a job", body=_NO_BODY, response=JOB),
+    Route("GET", "/workflows/<int:workflow_id>/jobs/<int:job_id>/output", "job_output",
+          "The end of a job's stdout and stderr (its latest result, or ?run_id= and "
+          "?attempt=) as its runner sent it; never a file a client named",
+          query=("run_id", "attempt"), response=JOB_OUTPUT),
+    Route("GET", "/workflows/<int:workflow_id>/jobs/<int:job_id>/resource_samples",
+          "job_resource_samples",
+          "A job's time-series resource samples (only a server that reads job files: "
+          "`torc-trio dash` on a local database; else none)",
+          response=RESOURCE_SAMPLES),
     Route("GET", "/workflows/<int:workflow_id>/files", "list_files", "List files",
           query=_PAGED, response=_page(FILE)),
     Route("GET", "/workflows/<int:workflow_id>/files/<int:file_id>", "get_file", "One file",

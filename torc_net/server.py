@@ -174,7 +174,8 @@ async def serve(
     feed = Feed(config.feed_queue_size)
     service = Service(store, feed, lease_s=config.lease_s, clock=config.clock,
                       parse_limiter=trio.CapacityLimiter(config.threads),
-                      max_jobs=config.max_jobs_per_workflow)
+                      max_jobs=config.max_jobs_per_workflow,
+                      read_job_files=config.read_job_files)
     auth = Authenticator(config.auth_file, require_auth=config.require_auth,
                          admin_users=config.admin_users, limiter=trio.CapacityLimiter(1),
                          cache_ttl=config.credential_cache_ttl_s)

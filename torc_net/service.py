@@ -136,8 +136,11 @@ class Service:
         parse_limiter: trio.CapacityLimiter | None = None,
         clock: Callable[[], float] = time.time,
         max_jobs: int = DEFAULT_MAX_JOBS,
+        read_job_files: bool = False,
     ) -> None:
         self.store = store
+        #: ServerConfig.read_job_files (torc_net.api_output: only `torc-trio dash` sets it)
+        self.read_job_files = read_job_files
         self.feed = feed
         self.lease_s = lease_s
         #: threads for parsing and compiling specs: never the store's (a big create must not

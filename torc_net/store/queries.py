@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .changes import LINK_TABLES
-from .schema import RESULT_INFO_NAMES
+from .schema import RESULT_LISTED_NAMES
 
 # ---------------------------------------------------------------------------------------------
 # A workflow, whole
@@ -206,10 +206,33 @@ def results_page(conn: sqlite3.Connection, wf_id: int, status: int | None, limit
     rows = conn.execute(
         "SELECT r.id, r.job_id, r.run_id, r.attempt, r.return_code, r.status, r.exec_time_s,"
         " r.completed_at, r.compute_node_id, c.slurm_job_id, "
-        + ", ".join(f"r.{name}" for name in RESULT_INFO_NAMES) + " FROM results r"
+        + ", ".join(f"r.{name}" for name in RESULT_LISTED_NAMES) + " FROM results r"
         " LEFT JOIN compute_nodes c ON c.id = r.compute_node_id"
         f" WHERE {where} ORDER BY r.id LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
     return total, rows
+
+
+def job_output(conn: sqlite3.Connection, job_id: int, run_id: int | None,
+               attempt: int | None) -> tuple[Any, ...] | None:
+    """(run_id, attempt, stdout_tail, stderr_tail, stdout_path, stderr_path) of a job's latest
+    result (the highest run, then attempt), or of the one of ``run_id`` and/or ``attempt``;
+    None if there is none. One row by the unique key's index."""
+    where, params = "job_id=?", [job_id]
+    for column, value in (("run_id", run_id), ("attempt", attempt)):
+        if value is not None:
+            where += f" AND {column}=?"
+            params.append(value)
+    row = conn.execute(
+        "SELECT run_id, attempt, stdout_tail, stderr_tail, stdout_path, stderr_path FROM results"
+        f" WHERE {where} ORDER BY run_id DESC, attempt DESC LIMIT 1", params).fetchone()
+    return None if row is None else tuple(row)
+
+
+def job_output_paths(conn: sqlite3.Connection, job_id: int, limit: int) -> list[str]:
+    """The stdout and stderr paths recorded by a job's latest ``limit`` results."""
+    rows = conn.execute("SELECT stdout_path, stderr_path FROM results WHERE job_id=?"
+                        " ORDER BY run_id DESC, attempt DESC LIMIT ?", (job_id, limit))
+    return [p for row in rows for p in row if isinstance(p, str)]
 
 
 def result_keys(conn: sqlite3.Connection, first_job: int, last_job: int, first_run: int,

@@ -18,6 +18,10 @@ through a selective reset keeps (the engine's Rule 6b), written with the job's s
 Old rows, and new jobs until first claimed, hold 0, "not known": the engine then takes the
 workflow's run, and lets a held job's holder report for an earlier one.
 
+Version 5 added a result's ``stdout_tail`` and ``stderr_tail`` (:data:`RESULT_TAILS`): the
+end of the job's output, sent by its runner, so that no reader ever opens a path a client
+named (the server never does: docs/api.md, job output). Old rows hold null, "not sent".
+
 Version 2 added those marks. A version-1 file is migrated when it is opened: the marks start
 from the largest ids in its tables, and rows a version-1 delete left behind (allocations,
 claimed actions of workflows that no longer exist) are removed.
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: What a result carries besides its outcome, stored as the runner sent it (the engine does not
 #: interpret it): where the output went, a note, why it failed, and what it used (Torc's
@@ -36,8 +40,18 @@ RESULT_INFO: tuple[tuple[str, str], ...] = (
     ("stdout_path", "TEXT"), ("stderr_path", "TEXT"), ("note", "TEXT"), ("failure_cause", "TEXT"),
     ("peak_memory_bytes", "INTEGER"), ("avg_memory_bytes", "INTEGER"),
     ("peak_cpu_percent", "REAL"), ("avg_cpu_percent", "REAL"),
+    ("stdout_tail", "TEXT"), ("stderr_tail", "TEXT"),
 )
 RESULT_INFO_NAMES = tuple(name for name, _ in RESULT_INFO)
+#: The end of a job's stdout and stderr (at most :data:`MAX_TAIL_CHARS` each), stored with its
+#: result. Not in a page of results (:data:`RESULT_LISTED_NAMES`): 32 KiB a result would make a
+#: page of 100,000 results 3 GiB; ``GET .../jobs/{id}/output`` answers one result's.
+RESULT_TAILS = ("stdout_tail", "stderr_tail")
+#: What a page of results carries of :data:`RESULT_INFO`: all but the tails.
+RESULT_LISTED_NAMES = tuple(name for name in RESULT_INFO_NAMES if name not in RESULT_TAILS)
+#: The most characters of a tail the API takes: runners send the last 16 KiB of bytes, decoded
+#: (invalid bytes replaced), which is never more characters than bytes.
+MAX_TAIL_CHARS = 16384
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -243,7 +257,14 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE jobs ADD COLUMN run_id INTEGER NOT NULL DEFAULT 0")
 
 
-_MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+    for name in RESULT_TAILS:
+        if name not in have:  # tables made by this version's SCHEMA (or _migrate_2_to_3) have it
+            conn.execute(f"ALTER TABLE results ADD COLUMN {name} TEXT")
+
+
+_MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4, 4: _migrate_4_to_5}
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
