@@ -137,3 +137,12 @@ def test_bench_dash_smoke() -> None:
     assert feed["page_done"] == feed["server_done_jobs"] > 0
     for key in ("page_main_thread_busy", "longest_task_ms", "renders", "catch_up_s"):
         assert key in feed
+
+
+def test_bench_job_queries_smoke() -> None:
+    out = run_bench("bench_job_queries.py", "--jobs", "3000", "--repeat", "1", "--limit", "20")
+    modes = out["modes"]
+    assert out["jobs"] == 3000 and isinstance(modes, dict)
+    assert {"id", "name_sort", "name_filter", "status_sort"} <= set(modes)
+    for m in modes.values():
+        assert {"total", "first_ms", "repeat_p50_ms", "repeat_max_ms"} <= set(m)

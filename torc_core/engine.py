@@ -135,6 +135,12 @@ class Engine:
         """Per-node status values (read-only by convention; barriers included)."""
         return self._status
 
+    @property
+    def attempts(self) -> array[int]:
+        """Per-job attempt numbers (read-only by convention): the bulk reader, as
+        :attr:`statuses` is for statuses (sorting a million jobs by attempt)."""
+        return self._attempt
+
     def attempt(self, job: int) -> int:
         self._check_job(job)
         return self._attempt[job]
