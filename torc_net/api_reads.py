@@ -283,9 +283,8 @@ async def _cached_name_order(s: Service, wf: WorkflowState) -> array[int]:
 
 
 def _attempt_snapshot(wf: WorkflowState) -> array[int]:
-    """A copy of the engine's attempt column (one memcpy). Engine has no public bulk reader
-    of it; ``statuses`` is the bulk reader of the other column."""
-    return wf.engine._attempt[: wf.num_jobs]
+    """A copy of the engine's attempt column (one memcpy)."""
+    return wf.engine.attempts[: wf.num_jobs]
 
 
 def _byte_keys(values: array[int]) -> bytes | None:
