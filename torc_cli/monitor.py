@@ -43,13 +43,13 @@ import psutil
 import trio
 
 from torc_core.settings import ResourceMonitor, resource_monitor_of
+from torc_net.job_files import METRICS_DIR
 
 from .limits import OOM_EXIT_CODE, JobLimits, failure_cause, job_limits
 from .procs import ProcessOutcome, ProcessTable
 
 log = logging.getLogger(__name__)
 
-METRICS_DIR = "resource_utilization"
 #: Torc's time-series tables, and the node's (Torc 0.23's system_resource_samples).
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS job_resource_samples (id INTEGER PRIMARY KEY, job_id INTEGER,"

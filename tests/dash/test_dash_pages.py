@@ -320,6 +320,8 @@ jobs:
     assert "about to fail" in page.locator("pre.tail.stdout").inner_text()
     assert "the reason it failed" in page.locator("pre.tail.stderr").inner_text()
     # A successful job sent no tail (output_tails defaults to failed): the drawer says so.
+    page.click("#drawer .close")
+    page.wait_for_selector("#drawer", state="detached")
     page.click(f"#job-table tr[data-job-id='{jobs['ok']}']")
     page.wait_for_selector(f"#drawer[data-job-id='{jobs['ok']}']")
     assert page.locator("pre.tail").count() == 0
@@ -328,10 +330,12 @@ jobs:
 
 
 def test_dash_command_serves_a_standalone_database(tmp_path: Path, tabs: Any) -> None:
-    spec = tmp_path / "wf.yaml"
-    spec.write_text("name: local\njobs:\n  - name: hello\n    command: echo hello from a file\n")
-    proc = torc(tmp_path, "-s", "run", str(spec))
-    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "burn.py").write_text(
+        "import time\nx = bytearray(40 << 20)\nt = time.monotonic()\n"
+        "while time.monotonic() - t < 1.5:\n    pass\nprint('hello from a file')\n")
+    proc = torc(tmp_path, "-s", "exec", "--name", "local", "--monitor", "time-series",
+                "--sample-interval-seconds", "0.2", "-c", "python3 burn.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "torc_output" / "torc.db").is_file()
     with background(tmp_path, "dash", "--port", "0", "--no-open",
                     env=clean_env(PYTHONUNBUFFERED="1")) as dash:
@@ -344,7 +348,7 @@ def test_dash_command_serves_a_standalone_database(tmp_path: Path, tabs: Any) ->
         tab.open(url)
         tab.ready()
         page = tab.page
-        page.wait_for_selector("tr[data-workflow-id] td.name:text('local')")
+        page.wait_for_selector("tr[data-workflow-id] td.name a:text-is('local')")
         page.click("tr[data-workflow-id] td.name a")
         tab.ready()
         page.wait_for_function("document.getElementById('app').dataset.state === 'complete'")
@@ -353,6 +357,10 @@ def test_dash_command_serves_a_standalone_database(tmp_path: Path, tabs: Any) ->
         # No tail was sent (the job succeeded); dash may read the job's own file.
         assert "hello from a file" in page.locator("pre.tail.stdout").inner_text()
         assert "read from the file" in page.locator("#job-output").inner_text()
+        # Its time series (the runner's database under torc_output/resource_utilization),
+        # drawn by the plotly.js of the installed plotly package.
+        page.wait_for_selector("#plot .main-svg")
+        assert page.locator("#plot .scatterlayer .trace").count() == 2
         tab.no_errors()
         dash.terminate()
         dash.wait(timeout=30)

@@ -23,14 +23,14 @@ const pct = (v) => (v === null || v === undefined ? '—' : `${Number(v).toFixed
 
 function resultsTable(items) {
   if (!items.length) return h('p', { class: 'muted' }, 'No results yet.');
-  return h('table', { class: 'grid', id: 'job-results' },
+  return h('div', { style: 'overflow-x:auto' }, h('table', { class: 'grid', id: 'job-results' },
     h('thead', {}, h('tr', {}, ['Run', 'Attempt', 'Status', 'Return code', 'Time', 'Finished', 'Peak mem', 'Peak CPU', 'Node', 'Cause']
       .map((t) => h('th', {}, t)))),
     h('tbody', {}, items.map((r) => h('tr', {},
       h('td', {}, r.run_id), h('td', {}, r.attempt), h('td', {}, pill(r.status)), h('td', {}, r.return_code),
       h('td', {}, fmtDuration(r.exec_time_s)), h('td', {}, fmtTime(r.completed_at)),
       h('td', {}, fmtBytes(r.peak_memory_bytes)), h('td', {}, pct(r.peak_cpu_percent)),
-      h('td', {}, r.compute_node_id ?? ''), h('td', {}, r.failure_cause ?? '')))));
+      h('td', {}, r.compute_node_id ?? ''), h('td', {}, r.failure_cause ?? ''))))));
 }
 
 async function optional(promise) {
@@ -45,7 +45,7 @@ function outputBlock(out) {
   if (!out || (out.stdout === null && out.stderr === null)) {
     box.append(h('p', { class: 'muted' }, out && out.source === null && out.attempt === undefined
       ? 'No result yet.'
-      : 'No output was sent with this result (runners send the tail of failed and terminated jobs; set output_tails: all in the spec for every job).'));
+      : 'No output was sent with this result (runners send the tail of failed and terminated jobs; set execution_config: {output_tails: all} in the spec for every job).'));
     return box;
   }
   for (const stream of ['stdout', 'stderr']) {
@@ -66,8 +66,8 @@ async function drawPlot(el, samples, title) {
   ], {
     title: { text: title }, height: 320, margin: { t: 40, r: 60, l: 50, b: 40 },
     xaxis: { title: { text: 'seconds since start' } },
-    yaxis: { title: { text: 'CPU %' } },
-    yaxis2: { title: { text: 'GiB' }, overlaying: 'y', side: 'right' },
+    yaxis: { title: { text: 'CPU %' }, rangemode: 'tozero' },
+    yaxis2: { title: { text: 'GiB' }, overlaying: 'y', side: 'right', rangemode: 'tozero' },
     legend: { orientation: 'h' },
   }, { displaylogo: false, responsive: true });
 }
@@ -116,7 +116,7 @@ export function jobDrawer(workflowId) {
           h('dt', {}, 'Compute node'), h('dd', {}, job.compute_node_id ?? '—')),
         h('h2', {}, 'Attempts'), resultsTable(items),
         h('h2', {}, 'Output'), outputBlock(out),
-        samples && samples.samples && samples.samples.length ? [h('h2', {}, 'CPU and memory'), h('div', { id: 'plot' })] : null);
+        ...(samples && samples.samples && samples.samples.length ? [h('h2', {}, 'CPU and memory'), h('div', { id: 'plot' })] : []));
       if (samples && samples.samples && samples.samples.length) {
         drawPlot(el.querySelector('#plot'), samples.samples, `Job ${job.id} (${job.name})`).catch((err) => toast(err.message, 'error'));
       }
