@@ -8,7 +8,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import trio
+
+    from torc_net.http import HttpConnectionPool
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -52,3 +59,26 @@ def stop_server(proc: subprocess.Popen[str], timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def ping_summary(latencies: list[float]) -> dict[str, Any]:
+    """How many /ping round trips, and their p50, p99 and max in ms."""
+    return {"pings": len(latencies), "p50_ms": round(percentile(latencies, 0.5), 2),
+            "p99_ms": round(percentile(latencies, 0.99), 2),
+            "max_ms": round(max(latencies, default=0.0), 2)}
+
+
+async def pinger(pool: HttpConnectionPool, out: list[float], stop: trio.Event,
+                 interval_s: float) -> None:
+    """GET /ping every ``interval_s`` until ``stop``, appending each latency (ms) to ``out``:
+    what a bystander sees of the server while a benchmark loads it."""
+    import trio
+
+    while not stop.is_set():
+        t = time.perf_counter()
+        resp = await pool.request("GET", "/ping")
+        if resp.status != 200:
+            raise RuntimeError(f"/ping: {resp.status}")
+        out.append((time.perf_counter() - t) * 1000)
+        with trio.move_on_after(interval_s):
+            await stop.wait()

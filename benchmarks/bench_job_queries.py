@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 import trio
-from _common import percentile, start_server, stop_server
+from _common import ping_summary, pinger, start_server, stop_server
 
 from torc_net.http import HttpConnectionPool
 
@@ -48,23 +48,6 @@ MODES = [
      "name_contains=7&status=completed&sort_by=name&reverse_sort=true"),
     ("name_filter_status_sort", "name_contains=99&sort_by=status"),
 ]
-
-
-def summary(latencies: list[float]) -> dict[str, Any]:
-    return {"pings": len(latencies), "p50_ms": round(percentile(latencies, 0.5), 2),
-            "p99_ms": round(percentile(latencies, 0.99), 2),
-            "max_ms": round(max(latencies, default=0.0), 2)}
-
-
-async def pinger(pool: HttpConnectionPool, out: list[float], stop: trio.Event) -> None:
-    while not stop.is_set():
-        t = time.perf_counter()
-        resp = await pool.request("GET", "/ping")
-        if resp.status != 200:
-            raise RuntimeError(f"/ping: {resp.status}")
-        out.append((time.perf_counter() - t) * 1000)
-        with trio.move_on_after(0.02):
-            await stop.wait()
 
 
 async def post(pool: HttpConnectionPool, path: str, body: Any) -> Any:
@@ -122,7 +105,7 @@ async def run(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
         stop = trio.Event()
         modes: dict[str, Any] = {}
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pinger, ping_pool, at_rest, stop)
+            nursery.start_soon(pinger, ping_pool, at_rest, stop, 0.02)
             await trio.sleep(2)
             stop.set()
         stop = trio.Event()
@@ -130,7 +113,7 @@ async def run(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
             for name, query in MODES:
                 base = f"/workflows/{wf}/jobs?limit={args.limit}" + (f"&{query}" if query else "")
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(pinger, ping_pool, during, stop)
+                    nursery.start_soon(pinger, ping_pool, during, stop, 0.02)
                     first_ms, body = await timed_get(pool, base)
                     stop.set()
                 stop = trio.Event()
@@ -147,8 +130,8 @@ async def run(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
                                "repeat_p50_ms": round(statistics.median(repeats), 1),
                                "repeat_max_ms": round(max(repeats), 1)}
         report["modes"] = modes
-        report["ping_at_rest"] = summary(at_rest)
-        report["ping_during_first_calls"] = summary(during)
+        report["ping_at_rest"] = ping_summary(at_rest)
+        report["ping_during_first_calls"] = ping_summary(during)
     return report
 
 

@@ -30,26 +30,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from _common import percentile, start_server, stop_server
+from _common import ping_summary, pinger, start_server, stop_server
 
 from torc_net.http import HttpConnectionPool
-
-
-def summary(latencies: list[float]) -> dict[str, Any]:
-    return {"pings": len(latencies), "p50_ms": round(percentile(latencies, 0.5), 2),
-            "p99_ms": round(percentile(latencies, 0.99), 2),
-            "max_ms": round(max(latencies, default=0.0), 2)}
-
-
-async def pinger(pool: HttpConnectionPool, out: list[float], stop: trio.Event) -> None:
-    while not stop.is_set():
-        t = time.perf_counter()
-        resp = await pool.request("GET", "/ping")
-        if resp.status != 200:
-            raise RuntimeError(f"/ping: {resp.status}")
-        out.append((time.perf_counter() - t) * 1000)
-        with trio.move_on_after(0.05):
-            await stop.wait()
 
 
 async def measure(base_url: str, heavy: Callable[[HttpConnectionPool], Awaitable[str]],
@@ -61,7 +44,7 @@ async def measure(base_url: str, heavy: Callable[[HttpConnectionPool], Awaitable
     async with HttpConnectionPool(base_url, max_idle=2) as ping_pool, \
             HttpConnectionPool(base_url, max_idle=2) as heavy_pool:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pinger, ping_pool, latencies, stop)
+            nursery.start_soon(pinger, ping_pool, latencies, stop, 0.05)
             await trio.sleep(0.2)  # the pinger's connection is open before the load starts
             latencies.clear()
             t = time.perf_counter()
@@ -69,7 +52,7 @@ async def measure(base_url: str, heavy: Callable[[HttpConnectionPool], Awaitable
                 result["status"] = await heavy(heavy_pool)
             result["heavy_s"] = round(time.perf_counter() - t, 3)
             stop.set()
-    return {**result, **summary(latencies)}
+    return {**result, **ping_summary(latencies)}
 
 
 def param_spec(name: str, jobs: int) -> dict[str, Any]:

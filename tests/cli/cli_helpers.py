@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +14,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 TORC = [sys.executable, "-m", "torc_cli.main"]
+
+
+def chromium_path() -> str:
+    """Debian's chromium for the browser tests (Playwright drives it by path); a skip when it is
+    missing, a failure when CI=true (.ci/run installs it: scripts/ci-install-browser.sh)."""
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but there is no chromium: .ci/run installs it "
+                        "(scripts/ci-install-browser.sh)")
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium, or "
+                    "scripts/ci-install-browser.sh)")
+    return path
 
 
 def clean_env(**extra: str) -> dict[str, str]:

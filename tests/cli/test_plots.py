@@ -10,15 +10,13 @@ a plot that rendered there needs no network.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import clean_env, torc
+from cli_helpers import chromium_path, clean_env, torc
 
 SCHEMA = """
 CREATE TABLE job_resource_samples (
@@ -201,15 +199,6 @@ def test_bad_input_is_named(tmp_path: Path, dbs: list[str]) -> None:
 # In a real browser
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but there is no chromium: .ci/run installs it "
-                        "(scripts/ci-install-browser.sh)")
-        pytest.skip("no chromium on PATH (Debian: apt-get install chromium, or "
-                    "scripts/ci-install-browser.sh)")
-    return path
 
 
 #: Traces each page must draw.
@@ -219,7 +208,7 @@ TRACES = {"resource_plot_job_1.html": 3, "resource_plot_job_2.html": 3,
 
 
 def test_pages_render_in_chromium_without_a_network(tmp_path: Path, dbs: list[str]) -> None:
-    executable = _chromium()
+    executable = chromium_path()
     from playwright.sync_api import Route, sync_playwright
 
     proc = plot(tmp_path, "plot-resources", *dbs, "-o", "plots")

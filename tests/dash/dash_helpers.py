@@ -11,8 +11,6 @@ exceptions; :func:`no_errors` is asserted at the end of each test.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,26 +24,19 @@ from cli_helpers import (
     TORC,
     ServerProcess,
     background,
+    chromium_path,
     clean_env,
     torc,
     torc_json,
 )
 
-__all__ = ["TORC", "ServerProcess", "background", "clean_env", "torc", "torc_json"]
+__all__ = ["TORC", "ServerProcess", "background", "chromium_path", "clean_env", "torc",
+           "torc_json"]
 
 #: Generous: a loaded CI machine; the page itself is fast (BENCHMARKS.md).
 TIMEOUT_MS = 60_000
 
 
-def chromium_path() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but there is no chromium: .ci/run installs it "
-                        "(scripts/ci-install-browser.sh)")
-        pytest.skip("no chromium on PATH (Debian: apt-get install chromium, or "
-                    "scripts/ci-install-browser.sh)")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,7 @@ runs in).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import pytest
 import trio
+from dash_helpers import chromium_path
 
 from torc_net.api_dag import pattern_of
 from torc_net.http import HttpConnectionPool
@@ -40,21 +39,12 @@ NAMES = ["work_007", "train_lr0.1_bs32", "v1.2.3", "prep", "job1.", "a.5", "x\u0
          "\U0001d7d8\U0001d7d9_7", "tab\t9"]
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but there is no chromium: .ci/run installs it "
-                        "(scripts/ci-install-browser.sh)")
-        pytest.skip("no chromium on PATH (Debian: apt-get install chromium, or "
-                    "scripts/ci-install-browser.sh)")
-    return path
 
 
 def _browse(port: int, fn: Callable[[Any], Any], allow: str | None = None) -> Any:
     """Open the test page on the server's origin and run ``fn(page)``; page errors and console
     errors (but those matching ``allow``) fail the test."""
-    executable = _chromium()
+    executable = chromium_path()
     from playwright.sync_api import Route, sync_playwright
 
     origin = f"http://127.0.0.1:{port}"
