@@ -6,7 +6,8 @@ The tests drive Debian's chromium, headless, through Playwright, against a real
 
 Tests wait on conditions the page exposes (``#app[data-...]`` attributes it sets as it
 renders), never on fixed sleeps. Every page collects its console errors and uncaught
-exceptions; :func:`no_errors` is asserted at the end of each test.
+exceptions, and any request that leaves the server (the dashboard works offline: no CDN);
+:meth:`Tab.no_errors` is asserted at the end of each test.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -67,6 +69,9 @@ class Tab:
         self.page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text}")
                      if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        # Offline by design: every request the page makes stays on this server.
+        self.page.on("request", lambda r: None if urlsplit(r.url).hostname in (None, "127.0.0.1")
+                     else self.errors.append(f"request off the server: {r.url}"))
 
     def open(self, url: str) -> Any:
         resp = self.page.goto(url)
