@@ -187,7 +187,8 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
                 _check_path(params)
                 who = await auth.authenticate(websocket.headers.get("Authorization"),
                                               websocket.remote_addr)
-                sub, first = service.subscribe(who, params.get("workflow_id"))
+                batched = websocket.args.get("batch") in ("1", "true")
+                sub, first = service.subscribe(who, params.get("workflow_id"), batched=batched)
             except ApiError as exc:
                 return error_response(exc)
 
@@ -205,12 +206,16 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
 
             try:
                 await websocket.accept()
-                for message in first:
-                    await send(json.dumps(message, separators=(",", ":")))
-                async for text in sub.receive:
+                if batched:
+                    await send(json.dumps(first, separators=(",", ":")))
+                else:
+                    for message in first:
+                        await send(json.dumps(message, separators=(",", ":")))
+                async for text, count in sub.receive:
                     if sub.overflowed:
                         break
                     await send(text)
+                    sub.sent(count)
                 with trio.move_on_after(1):
                     if sub.overflowed:
                         await websocket.send('{"type":"overflow"}')

@@ -15,7 +15,13 @@ registered together with a read of the current counts (no await in between) and 
 change sequence number at that moment: it then hears exactly of the changes after those
 counts, never of one the counts already include (``since``).
 
-A subscriber that does not read is dropped, never waited for: its channel fills, it is marked
+Batched subscribers (``?batch=1`` on the websocket URL; the dashboard is one) get each change's
+messages as JSON arrays, at most ``MAX_BATCH`` to a frame, instead of one frame per message: a
+change of a thousand transitions is one frame to send and, in a browser, one task to run rather
+than a thousand. The bound is the same for both kinds: ``queue_size`` messages waiting to be
+sent, however they are framed.
+
+A subscriber that does not read is dropped, never waited for: its queue fills, it is marked
 overflowed, and its websocket task closes the connection. A send to its websocket that takes
 longer than ``SEND_TIMEOUT_S`` means the client stopped reading altogether: the watchdog
 (:meth:`Feed.run_watchdog`) hangs up on it (:mod:`torc_net.hangup` says why nothing else can
@@ -33,6 +39,8 @@ import trio
 from .hangup import Address, hang_up
 
 DEFAULT_QUEUE_SIZE = 10_000
+#: Messages in one frame of a batched subscriber (a frame of ~150 KB at most).
+MAX_BATCH = 1000
 #: A websocket send that takes longer than this means the client is not reading.
 SEND_TIMEOUT_S = 10.0
 
@@ -40,8 +48,8 @@ SEND_TIMEOUT_S = 10.0
 class Subscriber:
     """One websocket's queue. ``workflow_id is None`` means every visible workflow."""
 
-    __slots__ = ("client", "overflowed", "receive", "send", "sending_since", "since", "visible",
-                 "workflow_id")
+    __slots__ = ("batched", "client", "limit", "overflowed", "pending", "receive", "send",
+                 "sending_since", "since", "visible", "workflow_id")
 
     def __init__(
         self,
@@ -49,25 +57,41 @@ class Subscriber:
         visible: Callable[[str | None], bool],
         queue_size: int,
         since: int = 0,
+        batched: bool = False,
     ) -> None:
         self.workflow_id = workflow_id
         self.visible = visible
         #: changes with this sequence number or lower are already in the first counts
         self.since = since
+        #: frames are JSON arrays of messages (see the module docstring)
+        self.batched = batched
         #: the websocket's peer, and since when (trio time) a send to it has been waiting
         self.client: Address | None = None
         self.sending_since: float | None = None
-        self.send, self.receive = trio.open_memory_channel[str](queue_size)
+        #: (frame, messages in it); ``pending`` messages are queued, at most ``limit``
+        self.send, self.receive = trio.open_memory_channel[tuple[str, int]](queue_size)
+        self.limit = queue_size
+        self.pending = 0
         self.overflowed = False
 
-    def offer(self, text: str) -> None:
+    def offer(self, text: str, count: int = 1) -> None:
+        """Queue a frame of ``count`` messages, or overflow if that is more than may wait."""
+        if self.pending + count > self.limit:
+            self.overflowed = True
+            self.send.close()
+            return
         try:
-            self.send.send_nowait(text)
+            self.send.send_nowait((text, count))
+            self.pending += count
         except trio.WouldBlock:
             self.overflowed = True
             self.send.close()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+    def sent(self, count: int) -> None:
+        """A frame of ``count`` messages went out: room for as many more."""
+        self.pending -= count
 
 
 class Feed:
@@ -83,9 +107,10 @@ class Feed:
         return bool(self._global) or bool(self._by_workflow.get(workflow_id))
 
     def subscribe(
-        self, workflow_id: int | None, visible: Callable[[str | None], bool], since: int = 0
+        self, workflow_id: int | None, visible: Callable[[str | None], bool], since: int = 0,
+        batched: bool = False,
     ) -> Subscriber:
-        sub = Subscriber(workflow_id, visible, self.queue_size, since)
+        sub = Subscriber(workflow_id, visible, self.queue_size, since, batched)
         if workflow_id is None:
             self._global.add(sub)
         else:
@@ -117,10 +142,21 @@ class Feed:
         targets.extend(s for s in self._global if fresh(s) and s.visible(owner))
         if not targets:
             return
-        for message in messages:
-            text = json.dumps(message, separators=(",", ":"))
-            for sub in targets:
-                if not sub.overflowed:
+        # Each message is encoded once, and each batch once, whoever hears them.
+        texts = [json.dumps(message, separators=(",", ":")) for message in messages]
+        frames: list[tuple[str, int]] | None = None
+        for sub in targets:
+            if sub.overflowed:
+                continue
+            if sub.batched:
+                if frames is None:
+                    frames = [("[" + ",".join(texts[i : i + MAX_BATCH]) + "]",
+                               len(texts[i : i + MAX_BATCH]))
+                              for i in range(0, len(texts), MAX_BATCH)]
+                for frame, count in frames:
+                    sub.offer(frame, count)
+            else:
+                for text in texts:
                     sub.offer(text)
 
     def close_workflow(self, workflow_id: int) -> None:

@@ -302,12 +302,15 @@ class Service:
         return {"type": "counts", "workflow_id": wf.id,
                 "counts": counts_object([c[s] for s in JobStatus])}
 
-    def subscribe(self, who: Principal, wf_id: int | None) -> tuple[Any, list[dict[str, Any]]]:
+    def subscribe(self, who: Principal, wf_id: int | None, *, batched: bool = False) \
+            -> tuple[Any, list[dict[str, Any]]]:
         """Register a subscriber and return it with its first messages (current counts). It
-        hears only of changes made after these counts (Rule 3 of the store's changes)."""
+        hears only of changes made after these counts (Rule 3 of the store's changes).
+        ``batched``: its frames are arrays of messages (torc_net.feed)."""
         if wf_id is not None:
             wfs = [self.workflow(wf_id, who)]
         else:
             wfs = self.visible(who)
-        sub = self.feed.subscribe(wf_id, who.may_see, since=self.store.sequence)
+        sub = self.feed.subscribe(wf_id, who.may_see, since=self.store.sequence,
+                                  batched=batched)
         return sub, [self.counts_message(wf) for wf in wfs]

@@ -90,3 +90,62 @@ async def test_slow_subscriber_overflows(
         assert len(messages) <= 6
     assert server.service.feed.num_subscribers == 0
     await api.aclose()
+
+
+async def test_batched_frames_carry_each_change_as_one_array(
+        start_inprocess: Callable[..., Awaitable[Running]]) -> None:
+    """?batch=1: the first counts as one array, then one frame per change (a claim of 40 jobs
+    is one frame of 40 transitions), split at MAX_BATCH; the queue still bounds messages, not
+    frames: 40 messages into a queue of 30 overflow."""
+    server = await start_inprocess(feed_queue_size=50)
+    api = Api(server.port)
+    wf = (await api.ok("POST", "/workflows", {"spec": simple_spec(40)}, status=201))["id"]
+    base_ws = f"ws://127.0.0.1:{server.port}/torc-service/v1"
+    async with trio_websocket.open_websocket_url(f"{base_ws}/workflows/{wf}/events/ws?batch=1") \
+            as ws, trio_websocket.open_websocket_url(f"{base_ws}/events/ws?batch=true") as all_ws:
+        for stream in (ws, all_ws):
+            first = await recv(stream)
+            assert isinstance(first, list) and first[0]["type"] == "counts"
+        cn = (await api.ok("POST", f"/workflows/{wf}/compute_nodes", {"hostname": "h"},
+                           status=201))["id"]
+        claimed = (await api.ok("POST", f"/workflows/{wf}/compute_nodes/{cn}/claim",
+                                {"limit": 40}))["jobs"]
+        for stream in (ws, all_ws):
+            frame = await recv(stream)
+            assert isinstance(frame, list) and len(frame) == 40
+            assert {(m["type"], m["old"], m["new"]) for m in frame} == {
+                ("job_status", "ready", "pending")}
+            assert sorted(m["job_id"] for m in frame) == sorted(j["id"] for j in claimed)
+    # The bound counts messages: 40 in one frame do not fit a queue of 30.
+    server.service.feed.queue_size = 30
+    wf2 = (await api.ok("POST", "/workflows", {"spec": simple_spec(40)}, status=201))["id"]
+    async with trio_websocket.open_websocket_url(
+            f"{base_ws}/workflows/{wf2}/events/ws?batch=1") as ws:
+        assert isinstance(await recv(ws), list)
+        cn = (await api.ok("POST", f"/workflows/{wf2}/compute_nodes", {"hostname": "h"},
+                           status=201))["id"]
+        await api.ok("POST", f"/workflows/{wf2}/compute_nodes/{cn}/claim", {"limit": 40})
+        assert await recv(ws) == {"type": "overflow"}
+    await api.aclose()
+
+
+def test_a_change_bigger_than_a_frame_is_split() -> None:
+    from torc_net.feed import MAX_BATCH, Feed
+
+    feed = Feed(queue_size=5 * MAX_BATCH)
+    sub = feed.subscribe(7, lambda owner: True, batched=True)
+    plain = feed.subscribe(7, lambda owner: True)
+    messages = [{"type": "job_status", "job_id": i} for i in range(MAX_BATCH + 5)]
+    feed.publish_many(7, None, messages)
+    frames = []
+    while True:
+        try:
+            frames.append(sub.receive.receive_nowait())
+        except trio.WouldBlock:
+            break
+    assert [count for _, count in frames] == [MAX_BATCH, 5]
+    assert [m["job_id"] for text, _ in frames for m in json.loads(text)] == \
+        list(range(MAX_BATCH + 5))
+    assert sub.pending == MAX_BATCH + 5 and plain.pending == MAX_BATCH + 5
+    sub.sent(MAX_BATCH)
+    assert sub.pending == 5

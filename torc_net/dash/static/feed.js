@@ -29,7 +29,8 @@ export function openFeed(path, onBatch) {
   function connect() {
     setConn(ws ? 'reconnecting' : 'connecting');
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    ws = new WebSocket(`${scheme}//${location.host}${API}${path}`);
+    // batch=1: each frame is an array of messages (one per change, not per transition)
+    ws = new WebSocket(`${scheme}//${location.host}${API}${path}?batch=1`);
     ws.onopen = () => {
       backoff = 500;
       setConn('live');
@@ -40,8 +41,8 @@ export function openFeed(path, onBatch) {
     };
     ws.onmessage = (ev) => {
       const m = JSON.parse(ev.data);
-      if (m.type === 'overflow') { setConn('reconnecting'); return; }
-      buffer.push(m);
+      if (Array.isArray(m)) buffer.push(...m);
+      else if (m.type === 'overflow') { setConn('reconnecting'); return; } else buffer.push(m);
       schedule();
     };
     ws.onclose = () => {
