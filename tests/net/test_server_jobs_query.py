@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_server_auth import make_htpasswd
 
-from torc_net import api_reads
+from torc_net import jobs_query
 from torc_net.columns import StrColumn
 from torc_net.openapi import JOB_SORT_KEYS, MAX_NAME_CONTAINS
 from torc_net.server import Running
@@ -209,7 +209,7 @@ async def test_big_workflow_off_the_loop_and_cached(server: Running, api: Api) -
     assert got["total"] == n and [j["id"] for j in got["items"]] == sorted(names)[::-1][:2]
     # One cache entry per workflow (its name order, folded names, masks), dropped with it.
     engine = weakref.ref(server.service.workflows[wf].engine)
-    assert engine() in api_reads._NAME_INDEXES
+    assert engine() in jobs_query._NAME_INDEXES
     await api.ok("DELETE", f"/workflows/{wf}")
     gc.collect()
     assert engine() is None
@@ -240,10 +240,10 @@ def test_select_matches_reference(rows: list[tuple[str, int, int]], needle: str 
     names: Sequence[str] = StrColumn(r[0] for r in rows)  # type: ignore[assignment]
     statuses = bytes(r[1] for r in rows)
     attempts = array("l", (r[2] for r in rows))
-    folded = api_reads._folded_names(names)
-    mask = None if needle is None else api_reads._name_mask(names, folded, needle)
-    order = api_reads._name_order(names) if sort_by == "name" else None
-    total, page = api_reads._select(n, sort_by, reverse, offset, limit, statuses, code, mask,
+    folded = jobs_query._folded_names(names)
+    mask = None if needle is None else jobs_query._name_mask(names, folded, needle)
+    order = jobs_query._name_order(names) if sort_by == "name" else None
+    total, page = jobs_query._select(n, sort_by, reverse, offset, limit, statuses, code, mask,
                                     order, attempts)
     column = {"id": None, "name": 0, "status": 1, "attempt": 2}[sort_by]
     chosen = [i for i, r in enumerate(rows)
