@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import events as ev
-from . import job_resources, resets
+from . import grow, job_resources, resets
 from .codes import (
     _BLOCKED,
     _FAILS,
@@ -213,6 +213,8 @@ class Engine:
                 resets.advance_run(self, event)
             case ev.SetJobResources():
                 job_resources.set_job_resources(self, event)
+            case ev.AddJobs():
+                grow.add_jobs(self, event)
             case _:
                 raise BadInput(f"unknown engine input {type(event).__name__}")
         return self._finish()

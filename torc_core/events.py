@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .model import WorkflowModel
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
@@ -180,6 +183,21 @@ class SetJobResources:
     jobs: tuple[JobResources, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddJobs:
+    """Grow the live workflow by ``part``'s jobs (dynamic jobs: a running job adds its next
+    iteration). ``part`` is a model of the new jobs alone (its own node numbering, its
+    failure-handler and scheduler indices already the workflow's); every new job is also
+    blocked on each job in ``after`` (the job that spawned them). ``file_offset`` and
+    ``user_data_offset``: where the part's files and user data start among the workflow's.
+    Refused when the workflow is canceled. See :mod:`torc_core.grow`."""
+
+    part: WorkflowModel
+    after: tuple[int, ...] = ()
+    file_offset: int = 0
+    user_data_offset: int = 0
+
+
 EngineInput = (
     Initialize
     | ClaimJobs
@@ -195,6 +213,7 @@ EngineInput = (
     | ConfirmFailed
     | AdvanceRun
     | SetJobResources
+    | AddJobs
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -337,6 +356,18 @@ class ResourcesChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobsAdded:
+    """The workflow grew (:class:`AddJobs`): jobs ``first .. first+count-1`` are new, the
+    barriers that were there now start at ``barriers_from`` (their ordinals unchanged), and
+    the last ``new_barriers`` nodes are the part's own barriers."""
+
+    first: int
+    count: int
+    barriers_from: int
+    new_barriers: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowCompleted:
     """Every job reached a final status. Emitted once per run (again after a reset)."""
 
@@ -363,6 +394,7 @@ Effect = (
     | ReinitializePlanned
     | JobsReset
     | ResourcesChanged
+    | JobsAdded
     | WorkflowCompleted
     | WorkflowCanceled
 )

@@ -41,7 +41,8 @@ class Mirror:
 
     def apply(self, effects: list[ev.Effect]) -> None:
         assert isinstance(effects[-1], ev.Progress)
-        for eff in effects:
+        # A growth first (the rows and barriers it makes), then what changed them.
+        for eff in sorted(effects, key=lambda e: not isinstance(e, ev.JobsAdded)):
             if isinstance(eff, ev.JobsUpdated):
                 for j, st_, a, h, r in zip(eff.jobs, eff.statuses, eff.attempts, eff.holders,
                                            eff.runs, strict=True):
@@ -56,6 +57,14 @@ class Mirror:
                 self.run = (eff.run_id, eff.canceled)
             elif isinstance(eff, ev.Progress):
                 self.counts = eff.counts
+            elif isinstance(eff, ev.JobsAdded):  # barriers move up; their rows do not change
+                moved = eff.barriers_from - eff.first
+                self.nodes = {k + moved: v for k, v in self.nodes.items()}
+                for j in range(eff.first, eff.first + eff.count):
+                    self.rows[j] = (int(S.UNINITIALIZED), 1, -1, self.run[0])
+                total = eff.barriers_from + len(self.nodes)
+                for k in range(total, total + eff.new_barriers):
+                    self.nodes[k] = int(S.UNINITIALIZED)
 
     def check(self, engine: Engine) -> None:
         for j, row in self.rows.items():
@@ -214,6 +223,35 @@ class EngineMachine(RuleBasedStateMachine):
                 elif e.status(j) != S.DISABLED:
                     assert e.attempt(j) == 1 and e.job_run(j) == e.run_id
 
+    @rule(data=st.data())
+    def add_jobs(self, data: st.DataObject) -> None:
+        """Dynamic jobs: the same part grows both engines (the compressed one moves its
+        barrier); new jobs wait for the job that added them and for each other."""
+        k = data.draw(st.integers(1, 3))
+        after = data.draw(st.lists(st.integers(0, self.n - 1), max_size=1))
+        pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+        edges = data.draw(st.lists(st.sampled_from(pairs), unique=True) if pairs
+                          else st.just([]))
+        cancel = data.draw(st.lists(st.booleans(), min_size=k, max_size=k))
+        part = WorkflowModel.build(k, edges, cancel_on_failure=cancel)
+        canceled = self.full.canceled
+        before = [(bytes(e.statuses), e.model.num_nodes) for e in self.engines]
+        accepted = self.send(ev.AddJobs(part=part, after=tuple(after)), legal=not canceled)
+        event(f"add_jobs {'refused' if canceled else 'accepted'}")
+        if canceled:
+            assert not accepted
+            assert before == [(bytes(e.statuses), e.model.num_nodes) for e in self.engines]
+            return
+        n = self.n
+        for y in range(k):
+            self.deps[n + y] = {n + i for i, j in edges if j == y} | set(after)
+        self.cancel = [*self.cancel, *cancel]
+        self.n = n + k
+        for effects in accepted:
+            added = next(e for e in effects if isinstance(e, ev.JobsAdded))
+            assert (added.first, added.count) == (n, k)
+        assert self.comp.model.num_barriers == 1
+
     @rule(runner=st.integers(1, 3), data=st.data(), rc=st.sampled_from([0, 1]))
     def claim_with_results_and_held(self, runner: int, data: st.DataObject, rc: int) -> None:
         """The runner's cycle in one input: report some jobs, say what it still holds (it may
@@ -287,7 +325,7 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def barrier_never_releases_early(self) -> None:
-        barrier = self.n
+        barrier = self.comp.model.num_jobs
         if self.comp.status(barrier) == S.COMPLETED:
             up_ptr, up_idx = self.comp.model.upstream_csr()
             for k in range(up_ptr[barrier], up_ptr[barrier + 1]):
