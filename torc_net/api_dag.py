@@ -30,7 +30,7 @@ the statuses live from the websocket feed.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .api_workflows import Endpoint
@@ -67,20 +67,20 @@ def pattern_of(name: str) -> str:
     return _NUMBER.sub("{}", name)
 
 
-def _node_id(wf_base: int, num_jobs: int, node: int) -> str:
-    return f"j{wf_base + node}" if node < num_jobs else f"b{node - num_jobs}"
+def _node_id(job_id: Callable[[int], int], num_jobs: int, node: int) -> str:
+    return f"j{job_id(node)}" if node < num_jobs else f"b{node - num_jobs}"
 
 
 def graph_answer(wf: WorkflowState, statuses: bytes) -> dict[str, Any]:
     """Every node and stored edge (``mode: graph``)."""
     model = wf.model
-    n, base, names = wf.num_jobs, wf.job_id_base, wf.names
+    n, job_id, names = wf.num_jobs, wf.job_ids.id, wf.names
     ptr, idx = model.down_ptr, model.down_idx
-    ids = [_node_id(base, n, v) for v in range(model.num_nodes)]
+    ids = [_node_id(job_id, n, v) for v in range(model.num_nodes)]
     nodes: list[dict[str, Any]] = []
     for k in range(n):
         name = names[k]
-        nodes.append({"id": ids[k], "kind": "job", "job_id": base + k, "name": name,
+        nodes.append({"id": ids[k], "kind": "job", "job_id": job_id(k), "name": name,
                       "status": STATUS_LABELS[statuses[k]], "group": pattern_of(name)})
     up_count = [0] * model.num_barriers
     edges: list[list[str]] = []

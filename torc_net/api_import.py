@@ -21,6 +21,7 @@ from torc_core import events as ev
 from torc_core.status import JobStatus
 
 from .api_workflows import Endpoint
+from .ids import IdRanges
 from .service import Call, Service
 from .store import queries as q
 from .store.schema import RESULT_INFO_NAMES
@@ -41,12 +42,12 @@ async def workflow_definitions(s: Service, c: Call) -> dict[str, Any]:
             "actions": list(info.get("actions", []))}
 
 
-def _checked(wf_id: int, base: int, n: int, items: list[dict[str, Any]]) -> None:
+def _checked(wf_id: int, ids: IdRanges, items: list[dict[str, Any]]) -> None:
     """Every result names a job of the workflow, and its status agrees with its return code
     (as the engine would have recorded it)."""
     for k, item in enumerate(items):
         job_id = item["job_id"]
-        if not 0 <= job_id - base < n:
+        if job_id not in ids:
             raise not_found(f"results[{k}].job_id: no job {job_id} in workflow {wf_id}")
         status, code = item["status"], item["return_code"]
         if (status == "completed") != (code == 0) and status != "terminated":
@@ -58,12 +59,13 @@ def _checked(wf_id: int, base: int, n: int, items: list[dict[str, Any]]) -> None
 async def import_results(s: Service, c: Call) -> dict[str, Any]:
     wf = s.workflow(c.path["workflow_id"], c.who)
     items: list[dict[str, Any]] = c.body["results"]
-    _checked(wf.id, wf.job_id_base, wf.num_jobs, items)
+    _checked(wf.id, wf.job_ids, items)
     if not items:
         return {"imported": 0, "duplicates": 0, "run_id": wf.engine.run_id}
     runs = [item["run_id"] for item in items]
-    recorded = await s.store.read(q.result_keys, wf.job_id_base,
-                                  wf.job_id_base + wf.num_jobs - 1, min(runs), max(runs))
+    recorded: set[tuple[int, int, int]] = set()
+    for lo, hi in wf.job_ids.spans():
+        recorded |= await s.store.read(q.result_keys, lo, hi, min(runs), max(runs))
     # One engine input moves the run past the imported ones (refused, 409, while jobs are
     # pending or running); the rows ride on its change. No await from here to the change.
     target = max(wf.engine.run_id, max(runs) + 1)

@@ -17,6 +17,7 @@ from torc_core.status import JobStatus
 
 from . import jobs_query
 from .api_workflows import Endpoint, file_mtimes, set_mtimes
+from .ids import IdRanges
 from .service import Call, Service
 from .state import STATUS_LABELS, WorkflowState
 from .store import queries as q
@@ -45,12 +46,12 @@ def _jobs_json(wf: WorkflowState, indices: Sequence[int], rows: dict[int, Any],
                links: dict[str, dict[int, list[int]]]) -> list[dict[str, Any]]:
     """Job objects from their rows and the engine's columns (read only: safe off the event
     loop, a snapshot as of about now)."""
-    base = wf.job_id_base
+    job_ids = wf.job_ids
     engine = wf.engine
     statuses = engine.statuses
     out = []
     for idx in indices:
-        job_id = base + idx
+        job_id = job_ids.id(idx)
         r = rows.get(job_id)
         if r is None:  # deleted meanwhile
             continue
@@ -67,7 +68,8 @@ def _jobs_json(wf: WorkflowState, indices: Sequence[int], rows: dict[int, Any],
             "failure_handler": r[11], "supports_termination": bool(r[12]),
             "cancel_on_blocking_job_failure": bool(r[13]), "priority": r[14],
             "stdio": None if r[15] is None else json.loads(r[15]),
-            "depends_on": [base + u for u in wf.upstream_jobs(idx)],
+            "depends_on": job_ids.ids(wf.upstream_jobs(idx)),
+            "iteration": job_ids.iteration(idx),
             "input_files": links["job_input_files"].get(job_id, []),
             "output_files": links["job_output_files"].get(job_id, []),
             "input_user_data": links["job_input_user_data"].get(job_id, []),
@@ -78,7 +80,7 @@ def _jobs_json(wf: WorkflowState, indices: Sequence[int], rows: dict[int, Any],
 
 async def _job_objects(s: Service, wf: WorkflowState, indices: Sequence[int]) \
         -> list[dict[str, Any]]:
-    rows, links = await s.store.read(q.job_rows, [wf.job_id_base + i for i in indices])
+    rows, links = await s.store.read(q.job_rows, wf.job_ids.ids(indices))
     return await s.offload(len(indices), _jobs_json, wf, indices, rows, links)
 
 
@@ -112,10 +114,6 @@ async def disable_job(s: Service, c: Call) -> dict[str, Any]:
 # Files and user data
 
 
-def _id_range(first: int, count: int, offset: int, limit: int) -> tuple[int, int]:
-    return first + offset, first + min(count, offset + limit) - 1
-
-
 def _file(r: tuple[Any, ...]) -> dict[str, Any]:
     return {"id": r[0], "name": r[1], "path": r[2], "st_mtime": r[3]}
 
@@ -125,30 +123,31 @@ def _user_data(r: tuple[Any, ...]) -> dict[str, Any]:
             "is_ephemeral": bool(r[3])}
 
 
-#: (rows between two ids, row -> JSON, first id and count in a workflow, noun) per kind
+#: (rows between two ids, row -> JSON, the workflow's ids of the kind, noun) per kind
 _KINDS: dict[str, tuple[Callable[..., list[tuple[Any, ...]]],
                         Callable[[tuple[Any, ...]], dict[str, Any]],
-                        Callable[[WorkflowState], tuple[int, int]], str]] = {
-    "files": (q.files_between, _file, lambda wf: (wf.file_id_base, wf.num_files), "file"),
-    "user_data": (q.user_data_between, _user_data,
-                  lambda wf: (wf.user_data_id_base, wf.num_user_data), "user_data"),
+                        Callable[[WorkflowState], IdRanges], str]] = {
+    "files": (q.files_between, _file, lambda wf: wf.file_ids, "file"),
+    "user_data": (q.user_data_between, _user_data, lambda wf: wf.user_data_ids, "user_data"),
 }
 
 
 def _index(wf: WorkflowState, kind: str, item_id: int) -> int:
-    first, count = _KINDS[kind][2](wf)
-    if not 0 <= item_id - first < count:
+    idx = _KINDS[kind][2](wf).index(item_id)
+    if idx < 0:
         raise not_found(f"no {_KINDS[kind][3]} {item_id} in workflow {wf.id}")
-    return item_id - first
+    return idx
 
 
 async def _page(s: Service, c: Call, kind: str) -> dict[str, Any]:
     wf = s.workflow(c.path["workflow_id"], c.who)
-    read, to_json, span, _ = _KINDS[kind]
-    first, count = span(wf)
+    read, to_json, ids_of, _ = _KINDS[kind]
+    ids = ids_of(wf)
     offset, limit = page_args(c.args, 1000)
-    rows = await s.store.read(read, *_id_range(first, count, offset, limit))
-    return {"items": [to_json(r) for r in rows], "total": count, "offset": offset,
+    rows = []
+    for lo, hi in ids.spans(offset, offset + limit):
+        rows += await s.store.read(read, lo, hi)
+    return {"items": [to_json(r) for r in rows], "total": len(ids), "offset": offset,
             "limit": limit}
 
 
@@ -212,12 +211,16 @@ async def list_results(s: Service, c: Call) -> dict[str, Any]:
     total, rows = await s.store.read(q.results_page, wf.id, _status_filter(c.args), limit,
                                      offset, run_id=run_id, job_id=job_id,
                                      failed=query_bool(c.args, "failed"))
-    base, n, names = wf.job_id_base, wf.num_jobs, wf.names
+    index, names = wf.job_ids.index, wf.names
+
+    def name(job_id: int) -> str | None:
+        k = index(job_id)
+        return names[k] if k >= 0 else None
 
     def convert() -> list[dict[str, Any]]:
         return [
-            {"id": r[0], "job_id": r[1], "job_name": names[r[1] - base] if 0 <= r[1] - base < n
-             else None, "run_id": r[2], "attempt": r[3], "return_code": r[4],
+            {"id": r[0], "job_id": r[1], "job_name": name(r[1]), "run_id": r[2],
+             "attempt": r[3], "return_code": r[4],
              "status": STATUS_LABELS[r[5]], "exec_time_s": r[6], "completed_at": r[7],
              "compute_node_id": r[8], "slurm_job_id": r[9],
              **dict(zip(RESULT_LISTED_NAMES, r[10:], strict=True))}

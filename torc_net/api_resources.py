@@ -27,9 +27,8 @@ _KEYS = ("num_cpus", "memory_bytes", "runtime_s")
 async def set_job_resources(s: Service, c: Call) -> dict[str, Any]:
     wf = s.workflow(c.path["workflow_id"], c.who)
     items: list[dict[str, Any]] = c.body["jobs"]
-    base = wf.job_id_base
-    unknown = sorted({int(i["job_id"]) for i in items
-                      if not 0 <= int(i["job_id"]) - base < wf.num_jobs})
+    index = wf.job_ids.index
+    unknown = sorted({int(i["job_id"]) for i in items if index(int(i["job_id"])) < 0})
     if unknown:
         raise not_found(f"jobs: no job {_named(unknown)} in workflow {wf.id}")
     empty = [int(i["job_id"]) for i in items if all(i[k] is None for k in _KEYS)]
@@ -38,7 +37,7 @@ async def set_job_resources(s: Service, c: Call) -> dict[str, Any]:
                        f"jobs: job {_named(empty)}: nothing to change (give num_cpus, "
                        "memory_bytes or runtime_s)")
     event = ev.SetJobResources(jobs=tuple(
-        ev.JobResources(job=int(i["job_id"]) - base, cpus=i["num_cpus"],
+        ev.JobResources(job=index(int(i["job_id"])), cpus=i["num_cpus"],
                         memory=i["memory_bytes"], runtime=i["runtime_s"]) for i in items))
     now = s.clock()
     effects, change, _ = s.drive(wf, event, now, reason=c.body["reason"])
@@ -46,7 +45,7 @@ async def set_job_resources(s: Service, c: Call) -> dict[str, Any]:
     for eff in effects:
         if isinstance(eff, ev.ResourcesChanged):
             changed.extend(
-                {"job_id": base + job, "job_name": wf.names[job],
+                {"job_id": wf.job_id(job), "job_name": wf.names[job],
                  "old": dict(zip(_KEYS, old, strict=True)),
                  "new": dict(zip(_KEYS, new, strict=True))}
                 for job, old, new in zip(eff.jobs, eff.old, eff.new, strict=True))

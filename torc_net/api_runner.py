@@ -34,12 +34,12 @@ def _stdio(text: str | None) -> Any:
 def _results(wf: WorkflowState, items: Sequence[dict[str, Any]]) -> tuple[ev.JobResult, ...]:
     """Results of a complete or claim body (items already checked by the schema): job ids
     become indices; an id outside the workflow is a located 404."""
-    base, n = wf.job_id_base, wf.num_jobs
+    index = wf.job_ids.index
     JobResult = ev.JobResult
     out = []
     for k, item in enumerate(items):
-        job = item["job_id"] - base
-        if not 0 <= job < n:
+        job = index(item["job_id"])
+        if job < 0:
             raise not_found(f"results[{k}].job_id: no job {item['job_id']} in workflow {wf.id}")
         out.append(JobResult(job=job, attempt=item["attempt"], run_id=item["run_id"],
                              return_code=item["return_code"],
@@ -51,11 +51,11 @@ def _results(wf: WorkflowState, items: Sequence[dict[str, Any]]) -> tuple[ev.Job
 
 
 def _job_indices(wf: WorkflowState, ids: Sequence[int], where: str) -> list[int]:
-    base, n = wf.job_id_base, wf.num_jobs
+    index = wf.job_ids.index
     out = []
     for k, job_id in enumerate(ids):
-        idx = job_id - base
-        if not 0 <= idx < n:
+        idx = index(job_id)
+        if idx < 0:
             raise not_found(f"{where}[{k}]: no job {job_id} in workflow {wf.id}")
         out.append(idx)
     return out
@@ -88,7 +88,7 @@ async def list_compute_nodes(s: Service, c: Call) -> dict[str, Any]:
          "num_gpus": r[5], "num_nodes": r[6], "slurm_job_id": r[7], "created_at": r[8],
          "is_active": nodes[r[0]].active if r[0] in nodes else bool(r[9]),
          "lease_deadline": engine.lease_deadline(r[0]),
-         "jobs": sorted(wf.job_id_base + j for j in engine.runner_jobs(r[0]))}
+         "jobs": sorted(wf.job_ids.ids(engine.runner_jobs(r[0])))}
         for r in rows
     ]
     return {"items": items, "total": total, "offset": offset, "limit": limit}
@@ -133,7 +133,7 @@ async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
         runner_id=cn.id, limit=b["limit"], lease_s=s.lease_s, cpus=b["cpus"],
         memory=b["memory_bytes"], gpus=b["gpus"], nodes=b["nodes"], walltime_s=b["walltime_s"],
         scheduler=sched, results=results, held=held), now)
-    model, base = wf.model, wf.job_id_base
+    model, job_id = wf.model, wf.job_ids.id
     names, commands, scripts, term, stdio = (wf.names, wf.commands, wf.invocation_scripts,
                                              wf.supports_termination, wf.stdio)
     handler_names = {k: h["name"] for k, h in
@@ -145,7 +145,7 @@ async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
             for cj in eff.jobs:
                 j = cj.job
                 out.append({
-                    "id": base + j, "name": names[j], "command": commands[j],
+                    "id": job_id(j), "name": names[j], "command": commands[j],
                     "invocation_script": scripts[j], "attempt": cj.attempt,
                     "run_id": cj.run_id, "failure_handler": handler_names.get(model.handler[j]),
                     "supports_termination": bool(term[j]), "num_cpus": model.cpus[j],
@@ -191,7 +191,7 @@ async def deactivate_compute_node(s: Service, c: Call) -> dict[str, Any]:
     wf, cn = _runner(s, c)
     cn.active = False
     effects, change, _ = s.drive(wf, ev.ReleaseRunner(runner_id=cn.id), s.clock())
-    released = [wf.job_id_base + j for e in effects if isinstance(e, ev.RunnerReleased)
+    released = [wf.job_id(j) for e in effects if isinstance(e, ev.RunnerReleased)
                 for j in e.jobs]
     change.leases[cn.id] = (None, 0)
     await change.wait()

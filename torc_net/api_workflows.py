@@ -139,11 +139,8 @@ async def delete_workflow(s: Service, c: Call) -> dict[str, Any]:
     for cn_id in [cn.id for cn in s.compute_nodes.values() if cn.workflow_id == wf_id]:
         del s.compute_nodes[cn_id]
     change.deleted.append(DeletedWorkflow(
-        wf_id,
-        jobs=(wf.job_id_base, wf.job_id_base + max(wf.num_jobs, 1) - 1),
-        files=(wf.file_id_base, wf.file_id_base + wf.num_files - 1),
-        user_data=(wf.user_data_id_base, wf.user_data_id_base + wf.num_user_data - 1),
-    ))
+        wf_id, jobs=tuple(wf.job_ids.spans()), files=tuple(wf.file_ids.spans()),
+        user_data=tuple(wf.user_data_ids.spans())))
     change.publish(wf_id, wf.user, [workflow_message(wf, "deleted", s.clock())])
     await change.wait()
     s.feed.close_workflow(wf_id)
@@ -183,6 +180,15 @@ def _named(ids: list[int]) -> str:
     return ", ".join(map(str, ids[:_NAMED_IDS])) + (f" and {more} more" if more > 0 else "")
 
 
+def _job_indices(wf: WorkflowState, job_ids: list[int]) -> list[int]:
+    """Sorted indices of the jobs named (404 naming those not in the workflow)."""
+    index = wf.job_ids.index
+    unknown = sorted({j for j in job_ids if index(j) < 0})
+    if unknown:
+        raise not_found(f"job_ids: no job {_named(unknown)} in workflow {wf.id}")
+    return sorted({index(j) for j in job_ids})
+
+
 async def reset_status(s: Service, c: Call) -> dict[str, Any]:
     """All jobs, the failed part (``failed_only``), or the chosen jobs and everything
     downstream of them (``job_ids``, while other jobs may run). The whole request is checked
@@ -200,22 +206,18 @@ async def reset_status(s: Service, c: Call) -> dict[str, Any]:
                        "part, or the jobs named and their downstream), not both")
     if not job_ids:
         raise ApiError(422, "unprocessable", "job_ids: name at least one job")
-    base = wf.job_id_base
-    unknown = sorted({j for j in job_ids if not 0 <= j - base < wf.num_jobs})
-    if unknown:
-        raise not_found(f"job_ids: no job {_named(unknown)} in workflow {wf.id}")
-    chosen = sorted({j - base for j in job_ids})
+    chosen = _job_indices(wf, job_ids)
     now = s.clock()
     effects, change, rec = s.drive(wf, ev.ResetStatus(jobs=tuple(chosen), initialize=True),
                                    now)
     reset = next(e for e in effects if isinstance(e, ev.JobsReset))
     change.event(wf.id, now, "reset", {
-        "failed_only": False, "job_ids": [base + j for j in chosen[:_NAMED_IDS]],
+        "failed_only": False, "job_ids": wf.job_ids.ids(chosen[:_NAMED_IDS]),
         "num_chosen": len(chosen), "num_reset": len(reset.jobs), "run_id": reset.run_id})
     change.publish(wf.id, wf.user, [workflow_message(wf, "reset", now)])
     status = wf.status_after(rec.progress)
     await change.wait()
-    return {**status, "jobs": [base + j for j in reset.jobs]}
+    return {**status, "jobs": wf.job_ids.ids(reset.jobs)}
 
 
 async def confirm_failed(s: Service, c: Call) -> dict[str, Any]:
@@ -224,11 +226,7 @@ async def confirm_failed(s: Service, c: Call) -> dict[str, Any]:
     jobs = None
     if job_ids is not None:
         wf = s.workflow(c.path["workflow_id"], c.who)
-        base = wf.job_id_base
-        unknown = sorted({j for j in job_ids if not 0 <= j - base < wf.num_jobs})
-        if unknown:
-            raise not_found(f"job_ids: no job {_named(unknown)} in workflow {wf.id}")
-        jobs = tuple(sorted({j - base for j in job_ids}))
+        jobs = tuple(_job_indices(wf, job_ids))
     return await _drive_and_answer(s, c, ev.ConfirmFailed(jobs=jobs), "confirmed_failed",
                                    {"job_ids": None if job_ids is None
                                     else sorted(set(job_ids))[:_NAMED_IDS]})
@@ -243,7 +241,7 @@ def file_mtimes(wf: WorkflowState, given: Mapping[str, float | None], where: str
             fid = int(key)
         except ValueError:
             raise bad_request(f"{where}: key {key[:40]!r} is not a file id") from None
-        if not 0 <= fid - wf.file_id_base < wf.num_files:
+        if fid not in wf.file_ids:
             raise not_found(f"{where}: no file {fid} in workflow {wf.id}")
         out[fid] = m
     return out
@@ -253,20 +251,19 @@ async def reinitialize_workflow(s: Service, c: Call) -> dict[str, Any]:
     wf = s.workflow(c.path["workflow_id"], c.who)
     dry_run: bool = c.body["dry_run"]
     given = file_mtimes(wf, c.body["file_mtimes"], "file_mtimes")
-    base = wf.file_id_base
-    changed = frozenset(fid - base for fid, m in given.items()
-                        if m != wf.file_mtimes[fid - base])
+    index = wf.file_ids.index
+    changed = frozenset(index(fid) for fid, m in given.items()
+                        if m != wf.file_mtimes[index(fid)])
     now = s.clock()
     effects, change, rec = s.drive(wf, ev.Reinitialize(
         changed_files=changed, changed_user_data=frozenset(wf.changed_user_data),
         dry_run=dry_run), now)
     plan = next(e for e in effects if isinstance(e, ev.ReinitializePlanned))
-    jobs = [wf.job_id_base + j for j in plan.jobs]
+    jobs = wf.job_ids.ids(plan.jobs)
     if not dry_run:
         set_mtimes(wf, given, change)
-        ud_base = wf.user_data_id_base
         for idx in wf.changed_user_data:
-            change.user_data_changed[ud_base + idx] = 0
+            change.user_data_changed[wf.user_data_ids.id(idx)] = 0
         wf.changed_user_data.clear()
         change.event(wf.id, now, "reinitialized", {"jobs": len(jobs),
                                                    "run_id": rec.progress.run_id})
@@ -278,7 +275,7 @@ async def reinitialize_workflow(s: Service, c: Call) -> dict[str, Any]:
 
 def set_mtimes(wf: WorkflowState, given: Mapping[int, float | None], change: Any) -> None:
     for fid, m in given.items():
-        wf.file_mtimes[fid - wf.file_id_base] = m
+        wf.file_mtimes[wf.file_ids.index(fid)] = m
         change.file_mtimes[fid] = m
 
 

@@ -46,7 +46,7 @@ def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: flo
     so with its lease). ``reason``: why the input was sent, kept in the events it records
     (a requirement rewritten by ``recover`` after an out-of-memory kill, say)."""
     wf_id = wf.id
-    base = wf.job_id_base
+    job_id = wf.job_ids.id
     n = wf.num_jobs
     messages: list[dict[str, Any]] = []
     progress: ev.Progress | None = None
@@ -56,15 +56,15 @@ def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: flo
             rows = change.jobs
             for job, status, attempt, holder, run in zip(eff.jobs, eff.statuses, eff.attempts,
                                                          eff.holders, eff.runs, strict=True):
-                rows[base + job] = (status, attempt, holder if holder >= 0 else None, run)
+                rows[job_id(job)] = (status, attempt, holder if holder >= 0 else None, run)
         elif isinstance(eff, ev.StatusesChanged):
             names = wf.names
             for node, old, new in zip(eff.jobs, eff.old, eff.new, strict=True):
-                if node >= n:
-                    change.barriers[(wf_id, node)] = new
+                if node >= n:  # stored by ordinal (torc_net.state.edge_code)
+                    change.barriers[(wf_id, node - n)] = new
                 elif publish:
                     messages.append({
-                        "type": "job_status", "workflow_id": wf_id, "job_id": base + node,
+                        "type": "job_status", "workflow_id": wf_id, "job_id": job_id(node),
                         "name": names[node], "old": STATUS_LABELS[old],
                         "new": STATUS_LABELS[new], "ts": now,
                     })
@@ -78,13 +78,13 @@ def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: flo
         elif isinstance(eff, ev.ResultsRecorded):
             cn = eff.runner_id
             change.results.extend(
-                (wf_id, base + r.job, r.run_id, r.attempt, r.return_code,
+                (wf_id, job_id(r.job), r.run_id, r.attempt, r.return_code,
                  _TERMINATED if r.terminated else _COMPLETED if r.return_code == 0 else _FAILED,
                  r.exec_time_s, now, cn, *_info(r.info))
                 for r in eff.accepted
             )
         elif isinstance(eff, ev.RetryScheduled):
-            change.event(wf_id, now, "retry", {"job_id": base + eff.job, "attempt": eff.attempt,
+            change.event(wf_id, now, "retry", {"job_id": job_id(eff.job), "attempt": eff.attempt,
                                                "return_code": eff.return_code})
         elif isinstance(eff, ev.ResourcesChanged):
             _resources_changed(wf, eff, change, now, reason)
@@ -111,12 +111,12 @@ def _resources_changed(wf: WorkflowState, eff: ev.ResourcesChanged, change: Chan
                        now: float, reason: str | None) -> None:
     """The rows of rewritten requirements, and one event per job (each change is on record:
     what the job asked for before, what it asks for now, and why)."""
-    base = wf.job_id_base
     names = wf.names
     for job, old, new in zip(eff.jobs, eff.old, eff.new, strict=True):
-        change.job_resources[base + job] = new
+        job_id = wf.job_id(job)
+        change.job_resources[job_id] = new
         change.event(wf.id, now, "job_resources", {
-            "job_id": base + job, "job_name": names[job], "reason": reason,
+            "job_id": job_id, "job_name": names[job], "reason": reason,
             "old": dict(zip(_RESOURCE_KEYS, old, strict=True)),
             "new": dict(zip(_RESOURCE_KEYS, new, strict=True))})
 

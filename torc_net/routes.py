@@ -120,6 +120,7 @@ WORKFLOW = _obj(
     ("id", "name", "user", "created_at", "num_jobs", "run_id", "is_canceled", "is_complete"),
     id=_ID, name=_STR, user=_STR_OR_NULL, description=_STR_OR_NULL, created_at=_NUM,
     num_jobs=_COUNT, run_id=_ID, is_canceled=_BOOL, is_complete=_BOOL, job_id_base=_ID,
+    job_id_ranges={"type": "array", "items": {"type": "array", "items": _ID}},
     project=_STR_OR_NULL, metadata=_ANY,
     spec_settings=_FREE_OBJECT, slurm_schedulers={"type": "array"}, num_actions=_COUNT,
     failure_handlers={"type": "array"},

@@ -235,9 +235,8 @@ class Service:
                        else wf.engine.handle_timer(now))
         except EngineError as exc:  # refused: nothing changed; say it in the ids users see
             short = {404: "not found", 409: "conflict", 422: "unprocessable"}
-            base = wf.job_id_base
             raise ApiError(exc.status_hint, short.get(exc.status_hint, "bad request"),
-                           exc.naming(lambda j: str(base + j))) from None
+                           exc.naming(lambda j: str(wf.job_id(j)))) from None
         change = self.store.change(frozenset((wf.id,)))
         nodes = self.compute_nodes
         recorded = record(wf, effects, change, now,

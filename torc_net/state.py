@@ -23,6 +23,7 @@ from torc_core.spec import FailureHandler, WorkflowSpec, failure_handler_from_js
 from torc_core.status import JobStatus
 
 from .columns import LINK_ATTRS, JobColumns, StrColumn
+from .ids import IdRanges
 from .store import NewWorkflow, StoredWorkflow
 from .validate import not_found
 
@@ -84,12 +85,10 @@ class WorkflowState:
     user: str | None
     description: str | None
     created_at: float
-    job_id_base: int
-    num_jobs: int
-    file_id_base: int
-    num_files: int
-    user_data_id_base: int
-    num_user_data: int
+    #: the ids of its jobs, files and user data (see torc_net.ids: a growth adds a range)
+    job_ids: IdRanges
+    file_ids: IdRanges
+    user_data_ids: IdRanges
     spec_info: dict[str, Any]
     engine: Engine
     #: per job, compact (see torc_net.columns): a list of a million str costs ~70 MB
@@ -108,6 +107,21 @@ class WorkflowState:
     @property
     def model(self) -> WorkflowModel:
         return self.engine.model
+
+    @property
+    def num_jobs(self) -> int:
+        return len(self.job_ids)
+
+    @property
+    def num_files(self) -> int:
+        return len(self.file_ids)
+
+    @property
+    def num_user_data(self) -> int:
+        return len(self.user_data_ids)
+
+    def job_id(self, index: int) -> int:
+        return self.job_ids.id(index)
 
     def status_object(self) -> dict[str, Any]:
         """The status now (for reads; changes answer with :meth:`status_after`)."""
@@ -134,7 +148,9 @@ class WorkflowState:
             "run_id": e.run_id,
             "is_canceled": e.canceled,
             "is_complete": e.is_complete,
-            "job_id_base": self.job_id_base,
+            "job_id_base": self.job_ids.first,
+            "job_id_ranges": [[first, first + count - 1] for first, count, _
+                              in self.job_ids.ranges() if count],
             "project": self.spec_info.get("settings", {}).get("project"),
             "metadata": self.spec_info.get("settings", {}).get("metadata"),
             "spec_settings": self.spec_info.get("settings", {}),
@@ -144,8 +160,8 @@ class WorkflowState:
         }
 
     def job_index(self, job_id: int, where: str = "") -> int:
-        idx = job_id - self.job_id_base
-        if not 0 <= idx < self.num_jobs:
+        idx = self.job_ids.index(job_id)
+        if idx < 0:
             raise not_found(f"{where}{': ' if where else ''}no job {job_id} in workflow "
                             f"{self.id}")
         return idx
@@ -217,9 +233,10 @@ def new_workflow(ids: NewIds, spec: WorkflowSpec, model: WorkflowModel, cols: Jo
     n = model.num_jobs
     wf = WorkflowState(
         id=ids.workflow, name=spec.name, user=owner, description=spec.description,
-        created_at=now, job_id_base=ids.job_base, num_jobs=n, file_id_base=ids.file_base,
-        num_files=len(spec.files), user_data_id_base=ids.user_data_base,
-        num_user_data=len(spec.user_data), spec_info=_spec_info(spec, model), engine=engine,
+        created_at=now, job_ids=IdRanges(ids.job_base, n),
+        file_ids=IdRanges(ids.file_base, len(spec.files)),
+        user_data_ids=IdRanges(ids.user_data_base, len(spec.user_data)),
+        spec_info=_spec_info(spec, model), engine=engine,
         names=cols.names,  # type: ignore[arg-type]
         commands=cols.commands,  # type: ignore[arg-type]
         invocation_scripts=cols.invocation_scripts,
@@ -248,8 +265,8 @@ def new_workflow(ids: NewIds, spec: WorkflowSpec, model: WorkflowModel, cols: Jo
             model.priority if model.priority is not None else itertools.repeat(0, n),
             cols.stdio, strict=True,
         ),
-        barriers=((node, statuses[node]) for node in range(n, model.num_nodes)),
-        edges=((up, down_idx[k]) for up in range(model.num_nodes)
+        barriers=((node - n, statuses[node]) for node in range(n, model.num_nodes)),
+        edges=((edge_code(up, n), edge_code(down_idx[k], n)) for up in range(model.num_nodes)
                for k in range(down_ptr[up], down_ptr[up + 1])),
         files=[(ids.file_base + k, f.name, f.path) for k, f in enumerate(spec.files)],
         user_data=[(ids.user_data_base + k, u.name, json.dumps(u.data), int(u.is_ephemeral))
@@ -259,6 +276,17 @@ def new_workflow(ids: NewIds, spec: WorkflowSpec, model: WorkflowModel, cols: Jo
                 (now, "initialized", json.dumps({"run_id": engine.run_id}))],
     )
     return wf, rows
+
+
+def edge_code(node: int, num_jobs: int) -> int:
+    """How the database names a node: a job by its index, a barrier by ``-1 - ordinal``
+    (its ordinal, ``node - num_jobs``, never changes when the workflow grows)."""
+    return node if node < num_jobs else num_jobs - 1 - node
+
+
+def edge_node(code: int, num_jobs: int) -> int:
+    """The node a stored code names (the inverse of :func:`edge_code`)."""
+    return code if code >= 0 else num_jobs - 1 - code
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,24 +299,34 @@ def restore_workflow(stored: StoredWorkflow, now: float) \
     (wf_id, name, user, description, created_at, base, n, num_barriers, file_base,
      num_files, ud_base, num_ud, run_id, canceled, spec_json) = stored.header
     info = json.loads(spec_json)
+    grown = {kind: [(f, c, i) for k, f, c, i in stored.ranges if k == kind]
+             for kind in ("job", "file", "user_data")}
+
+    def id_ranges(kind: str, first: int, total: int) -> IdRanges:
+        extra = grown[kind]
+        return IdRanges.from_ranges([(first, total - sum(c for _, c, _ in extra), 0), *extra])
+
+    job_ids = id_ranges("job", base, n)
+    file_ids = id_ranges("file", file_base, num_files)
+    user_data_ids = id_ranges("user_data", ud_base, num_ud)
     jobs = stored.jobs
     if len(jobs) != n:
         raise RuntimeError(f"workflow {wf_id}: {len(jobs)} job rows, expected {n}")
     statuses = bytearray(n + num_barriers)
     for k, j in enumerate(jobs):
         statuses[k] = j[3]
-    for node, st in stored.barriers:
-        statuses[node] = st
+    for ordinal, st in stored.barriers:
+        statuses[n + ordinal] = st
 
-    def links(pairs: list[tuple[int, int]], ref_base: int) -> list[list[int]]:
+    def links(pairs: list[tuple[int, int]], refs: IdRanges) -> list[list[int]]:
         out: list[list[int]] = [[] for _ in range(n)]
         for job_id, ref in pairs:
-            out[job_id - base].append(ref - ref_base)
+            out[job_ids.index(job_id)].append(refs.index(ref))
         return out
 
     model = WorkflowModel.build(
         n,
-        stored.edges,
+        [(edge_node(up, n), edge_node(down, n)) for up, down in stored.edges],
         num_barriers=num_barriers,
         cpus=[j[6] for j in jobs],
         gpus=[j[7] for j in jobs],
@@ -298,8 +336,8 @@ def restore_workflow(stored: StoredWorkflow, now: float) \
         scheduler=[j[12] for j in jobs],
         handler=[j[13] for j in jobs],
         cancel_on_failure=[bool(j[15]) for j in jobs],
-        input_files=links(stored.input_files, file_base),
-        input_user_data=links(stored.input_user_data, ud_base),
+        input_files=links(stored.input_files, file_ids),
+        input_user_data=links(stored.input_user_data, user_data_ids),
         failure_handlers=_failure_handlers(info),
         num_schedulers=int(info.get("num_schedulers", 0)),
         uncompressed_edges=int(info.get("uncompressed_edges", len(stored.edges))),
@@ -318,8 +356,8 @@ def restore_workflow(stored: StoredWorkflow, now: float) \
                             canceled=bool(canceled), now=now, runs=[j[18] for j in jobs])
     wf = WorkflowState(
         id=wf_id, name=name, user=user, description=description, created_at=created_at,
-        job_id_base=base, num_jobs=n, file_id_base=file_base, num_files=num_files,
-        user_data_id_base=ud_base, num_user_data=num_ud, spec_info=info, engine=engine,
+        job_ids=job_ids, file_ids=file_ids, user_data_ids=user_data_ids, spec_info=info,
+        engine=engine,
         names=StrColumn(j[0] for j in jobs),  # type: ignore[arg-type]
         commands=StrColumn(j[1] for j in jobs),  # type: ignore[arg-type]
         invocation_scripts=StrColumn(j[2] for j in jobs),
@@ -327,6 +365,6 @@ def restore_workflow(stored: StoredWorkflow, now: float) \
         stdio=StrColumn(j[17] for j in jobs),
         scheduler_names={s["name"]: k for k, s in enumerate(info.get("slurm_schedulers", ()))},
         file_mtimes=list(stored.file_mtimes),
-        changed_user_data={uid - ud_base for uid in stored.changed_user_data},
+        changed_user_data={user_data_ids.index(uid) for uid in stored.changed_user_data},
     )
     return wf, nodes

@@ -410,8 +410,8 @@ def _print_record(record: dict[str, Any]) -> None:
 async def cmd_jobs_get(ctx: Context) -> int:
     job_id = ctx.args.job_id
     async for wf in ctx.client.iter_workflows():
-        base = wf.get("job_id_base")
-        if base is not None and int(base) <= job_id < int(base) + int(wf["num_jobs"]):
+        ranges = wf.get("job_id_ranges") or []
+        if any(int(lo) <= job_id <= int(hi) for lo, hi in ranges):
             job = await ctx.client.get_job(int(wf["id"]), job_id)
             if ctx.json:
                 print_json(job)

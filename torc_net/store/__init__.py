@@ -1,6 +1,6 @@
 """The SQLite store: everything the server writes or reads on disk (see :mod:`.core`)."""
 
-from .changes import LINK_TABLES, Change, DeletedWorkflow, StoreError
+from .changes import LINK_TABLES, Change, DeletedWorkflow, NewRows, StoreError
 from .core import SYNC_MODES, Store
 from .lock import DatabaseLock
 from .queries import NewWorkflow, StoredWorkflow
@@ -11,6 +11,7 @@ __all__ = [
     "Change",
     "DatabaseLock",
     "DeletedWorkflow",
+    "NewRows",
     "NewWorkflow",
     "Store",
     "StoreError",

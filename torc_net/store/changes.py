@@ -49,12 +49,65 @@ class StoreError(Exception):
 
 @dataclass(slots=True, frozen=True)
 class DeletedWorkflow:
-    """Everything a workflow owns, by id range (its ids are never used again)."""
+    """Everything a workflow owns, by id ranges (its ids are never used again)."""
 
     id: int
-    jobs: tuple[int, int]  # first and last id (last < first: none)
-    files: tuple[int, int]
-    user_data: tuple[int, int]
+    jobs: tuple[tuple[int, int], ...]  # (first, last) id of each range
+    files: tuple[tuple[int, int], ...]
+    user_data: tuple[tuple[int, int], ...]
+
+
+@dataclass(slots=True)
+class NewRows:
+    """Rows of jobs, files and user data added to a workflow (its creation, or a growth),
+    with the edges and barriers among them. Iterables where there is a row per job (see
+    :class:`~torc_net.store.queries.NewWorkflow`)."""
+
+    workflow_id: int
+    #: (id, workflow_id, name, command, invocation_script, status, num_cpus, num_gpus,
+    #: num_nodes, memory_bytes, runtime_s, resource_requirements, scheduler, scheduler_idx,
+    #: failure_handler, handler_idx, supports_termination, cancel_on_blocking_job_failure,
+    #: priority, stdio)
+    jobs: Iterable[tuple[Any, ...]]
+    barriers: Iterable[tuple[int, int]]  # (ordinal, status)
+    edges: Iterable[tuple[int, int]]  # (up, down) as state.edge_code names them
+    files: list[tuple[int, str, str]]  # (id, name, path)
+    user_data: list[tuple[int, str, str, int]]  # (id, name, data_json, is_ephemeral)
+    links: dict[str, Iterable[tuple[int, int]]] = field(default_factory=dict)  # (job, ref)
+    #: a growth: (kind, first id, count, iteration) of each new range, and the workflow's
+    #: new totals (num_jobs, num_barriers, num_files, num_user_data)
+    ranges: list[tuple[str, int, int, int]] = field(default_factory=list)
+    totals: tuple[int, int, int, int] | None = None
+
+
+def insert_rows(db: sqlite3.Connection, r: NewRows) -> None:
+    """Every row of ``r`` (the caller's transaction)."""
+    wf_id = r.workflow_id
+    db.executemany(
+        "INSERT INTO jobs (id, workflow_id, name, command, invocation_script, status, attempt,"
+        " compute_node_id, num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s,"
+        " resource_requirements, scheduler, scheduler_idx, failure_handler, handler_idx,"
+        " supports_termination, cancel_on_blocking_job_failure, priority, stdio)"
+        " VALUES (?,?,?,?,?,?,1,NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.jobs)
+    db.executemany("INSERT INTO barriers (workflow_id, node, status) VALUES (?,?,?)",
+                   ((wf_id, node, status) for node, status in r.barriers))
+    db.executemany("INSERT OR IGNORE INTO edges (workflow_id, up, down) VALUES (?,?,?)",
+                   ((wf_id, up, down) for up, down in r.edges))
+    db.executemany("INSERT INTO files (id, workflow_id, name, path, st_mtime)"
+                   " VALUES (?,?,?,?,NULL)",
+                   [(fid, wf_id, name, path) for fid, name, path in r.files])
+    db.executemany("INSERT INTO user_data (id, workflow_id, name, data, is_ephemeral, changed)"
+                   " VALUES (?,?,?,?,?,0)",
+                   [(uid, wf_id, name, data, eph) for uid, name, data, eph in r.user_data])
+    for table, pairs in r.links.items():
+        if table not in LINK_TABLES:
+            raise ValueError(f"not a link table: {table}")
+        db.executemany(f"INSERT OR IGNORE INTO {table} (job_id, ref_id) VALUES (?,?)", pairs)
+    db.executemany("INSERT INTO id_ranges (workflow_id, kind, first_id, count, iteration)"
+                   " VALUES (?,?,?,?,?)", [(wf_id, *rng) for rng in r.ranges])
+    if r.totals is not None:
+        db.execute("UPDATE workflows SET num_jobs=?, num_barriers=?, num_files=?,"
+                   " num_user_data=? WHERE id=?", (*r.totals, wf_id))
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +149,8 @@ class Change:
     #: allocation id -> state
     allocation_states: dict[int, str] = field(default_factory=dict)
     deleted: list[DeletedWorkflow] = field(default_factory=list)
+    #: rows a growth adds (inserted before any update: Rule 2)
+    grown: list[NewRows] = field(default_factory=list)
     #: published once committed (Rule 3)
     messages: list[Messages] = field(default_factory=list)
     error: BaseException | None = None
@@ -159,6 +214,7 @@ def merge(changes: Iterable[Change]) -> Change:
         m.allocations.extend(c.allocations)
         m.allocation_states.update(c.allocation_states)
         m.deleted.extend(c.deleted)
+        m.grown.extend(c.grown)
     return m
 
 
@@ -169,6 +225,8 @@ LINK_TABLES = ("job_input_files", "job_output_files", "job_input_user_data",
 
 def apply(db: sqlite3.Connection, c: Change) -> None:
     """Write one change's rows, in the caller's transaction: inserts, updates, deletes."""
+    for rows in c.grown:
+        insert_rows(db, rows)
     if c.compute_nodes:
         db.executemany(
             "INSERT INTO compute_nodes (id, workflow_id, hostname, pid, num_cpus, memory_bytes,"
@@ -230,14 +288,16 @@ def apply(db: sqlite3.Connection, c: Change) -> None:
 
 def _delete_workflow(db: sqlite3.Connection, d: DeletedWorkflow) -> None:
     """Every row the workflow owns, by id range or workflow id."""
-    lo, hi = d.jobs
-    db.execute("DELETE FROM jobs WHERE id BETWEEN ? AND ?", (lo, hi))
-    db.execute("DELETE FROM results WHERE job_id BETWEEN ? AND ?", (lo, hi))
-    for table in LINK_TABLES:
-        db.execute(f"DELETE FROM {table} WHERE job_id BETWEEN ? AND ?", (lo, hi))
-    db.execute("DELETE FROM files WHERE id BETWEEN ? AND ?", d.files)
-    db.execute("DELETE FROM user_data WHERE id BETWEEN ? AND ?", d.user_data)
+    for lo, hi in d.jobs:
+        db.execute("DELETE FROM jobs WHERE id BETWEEN ? AND ?", (lo, hi))
+        db.execute("DELETE FROM results WHERE job_id BETWEEN ? AND ?", (lo, hi))
+        for table in LINK_TABLES:
+            db.execute(f"DELETE FROM {table} WHERE job_id BETWEEN ? AND ?", (lo, hi))
+    for lo, hi in d.files:
+        db.execute("DELETE FROM files WHERE id BETWEEN ? AND ?", (lo, hi))
+    for lo, hi in d.user_data:
+        db.execute("DELETE FROM user_data WHERE id BETWEEN ? AND ?", (lo, hi))
     for table in ("barriers", "edges", "events", "compute_nodes", "allocations",
-                  "actions_claimed"):
+                  "actions_claimed", "id_ranges"):
         db.execute(f"DELETE FROM {table} WHERE workflow_id=?", (d.id,))
     db.execute("DELETE FROM workflows WHERE id=?", (d.id,))

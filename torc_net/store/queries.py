@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .changes import LINK_TABLES
+from .changes import LINK_TABLES, NewRows, insert_rows
 from .schema import RESULT_LISTED_NAMES
 
 # ---------------------------------------------------------------------------------------------
@@ -50,26 +50,8 @@ def insert_workflow(conn: sqlite3.Connection, wf: NewWorkflow) -> None:
         "INSERT INTO workflows (id, name, user, description, created_at, job_id_base, num_jobs,"
         " num_barriers, file_id_base, num_files, user_data_id_base, num_user_data, run_id,"
         " is_canceled, spec_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", wf.header)
-    conn.executemany(
-        "INSERT INTO jobs (id, workflow_id, name, command, invocation_script, status, attempt,"
-        " compute_node_id, num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s,"
-        " resource_requirements, scheduler, scheduler_idx, failure_handler, handler_idx,"
-        " supports_termination, cancel_on_blocking_job_failure, priority, stdio)"
-        " VALUES (?,?,?,?,?,?,1,NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", wf.jobs)
-    conn.executemany("INSERT INTO barriers (workflow_id, node, status) VALUES (?,?,?)",
-                     ((wf_id, node, status) for node, status in wf.barriers))
-    conn.executemany("INSERT OR IGNORE INTO edges (workflow_id, up, down) VALUES (?,?,?)",
-                     ((wf_id, up, down) for up, down in wf.edges))
-    conn.executemany("INSERT INTO files (id, workflow_id, name, path, st_mtime)"
-                     " VALUES (?,?,?,?,NULL)",
-                     [(fid, wf_id, name, path) for fid, name, path in wf.files])
-    conn.executemany("INSERT INTO user_data (id, workflow_id, name, data, is_ephemeral, changed)"
-                     " VALUES (?,?,?,?,?,0)",
-                     [(uid, wf_id, name, data, eph) for uid, name, data, eph in wf.user_data])
-    for table, pairs in wf.links.items():
-        if table not in LINK_TABLES:
-            raise ValueError(f"not a link table: {table}")
-        conn.executemany(f"INSERT OR IGNORE INTO {table} (job_id, ref_id) VALUES (?,?)", pairs)
+    insert_rows(conn, NewRows(wf_id, wf.jobs, wf.barriers, wf.edges, wf.files, wf.user_data,
+                              wf.links))
     conn.executemany("INSERT INTO events (workflow_id, ts, kind, data) VALUES (?,?,?,?)",
                      [(wf_id, ts, kind, data) for ts, kind, data in wf.events])
 
@@ -85,8 +67,10 @@ class StoredWorkflow:
     #: num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s, scheduler, scheduler_idx,
     #: handler_idx, supports_termination, cancel_on_blocking_job_failure, priority, stdio)
     jobs: list[tuple[Any, ...]]
-    barriers: list[tuple[int, int]]  # (node, status)
-    edges: list[tuple[int, int]]
+    barriers: list[tuple[int, int]]  # (ordinal, status)
+    edges: list[tuple[int, int]]  # as state.edge_code names the nodes
+    #: (kind, first id, count, iteration) of the ranges growths added, in id order
+    ranges: list[tuple[str, int, int, int]]
     input_files: list[tuple[int, int]]  # (job id, file id)
     input_user_data: list[tuple[int, int]]  # (job id, user_data id)
     compute_nodes: list[tuple[int, float | None, int, str | None]]  # id, deadline, active, slurm
@@ -105,27 +89,35 @@ def read_workflow(conn: sqlite3.Connection, wf_id: int) -> StoredWorkflow | None
         " spec_json FROM workflows WHERE id=?", (wf_id,)).fetchone()
     if header is None:
         return None
+    ranges = conn.execute("SELECT kind, first_id, count, iteration FROM id_ranges"
+                          " WHERE workflow_id=? ORDER BY first_id", (wf_id,)).fetchall()
     base, n = header[5], header[6]
-    lo, hi = base, base + n - 1
-    jobs = conn.execute(
-        "SELECT name, command, invocation_script, status, attempt, compute_node_id,"
-        " num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s, scheduler, scheduler_idx,"
-        " handler_idx, supports_termination, cancel_on_blocking_job_failure, priority, stdio,"
-        " run_id FROM jobs WHERE id BETWEEN ? AND ? ORDER BY id", (lo, hi)).fetchall()
-
-    def links(table: str) -> list[tuple[int, int]]:
-        return conn.execute(f"SELECT job_id, ref_id FROM {table} WHERE job_id BETWEEN ? AND ?",
-                            (lo, hi)).fetchall()
+    spans = [(base, base + n - sum(r[2] for r in ranges if r[0] == "job") - 1)]
+    spans += [(first, first + count - 1) for kind, first, count, _ in ranges if kind == "job"]
+    jobs: list[tuple[Any, ...]] = []
+    links_: dict[str, list[tuple[int, int]]] = {t: [] for t in ("job_input_files",
+                                                                 "job_input_user_data")}
+    for lo, hi in spans:
+        jobs += conn.execute(
+            "SELECT name, command, invocation_script, status, attempt, compute_node_id,"
+            " num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s, scheduler,"
+            " scheduler_idx, handler_idx, supports_termination,"
+            " cancel_on_blocking_job_failure, priority, stdio, run_id"
+            " FROM jobs WHERE id BETWEEN ? AND ? ORDER BY id", (lo, hi)).fetchall()
+        for table, pairs in links_.items():
+            pairs += conn.execute(f"SELECT job_id, ref_id FROM {table}"
+                                  " WHERE job_id BETWEEN ? AND ?", (lo, hi)).fetchall()
 
     return StoredWorkflow(
         header=tuple(header),
         jobs=jobs,
+        ranges=[tuple(r) for r in ranges],
         barriers=conn.execute("SELECT node, status FROM barriers WHERE workflow_id=?",
                               (wf_id,)).fetchall(),
         edges=conn.execute("SELECT up, down FROM edges WHERE workflow_id=?",
                            (wf_id,)).fetchall(),
-        input_files=links("job_input_files"),
-        input_user_data=links("job_input_user_data"),
+        input_files=links_["job_input_files"],
+        input_user_data=links_["job_input_user_data"],
         compute_nodes=conn.execute(
             "SELECT id, lease_deadline, is_active, slurm_job_id FROM compute_nodes"
             " WHERE workflow_id=? ORDER BY id", (wf_id,)).fetchall(),

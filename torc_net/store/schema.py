@@ -22,6 +22,12 @@ Version 5 added a result's ``stdout_tail`` and ``stderr_tail`` (:data:`RESULT_TA
 end of the job's output, sent by its runner, so that no reader ever opens a path a client
 named (the server never does: docs/api.md, job output). Old rows hold null, "not sent".
 
+Version 6 let a workflow grow (dynamic jobs): ``id_ranges`` holds the id ranges each growth
+added beyond the workflow's own (its jobs, files and user data then span several ranges; see
+:mod:`torc_net.ids`), and ``barriers`` and ``edges`` name a barrier by its ordinal (``-1 -
+ordinal`` in ``edges``; jobs by their index), which a growth does not change, where versions
+up to 5 stored its node index (``num_jobs + ordinal``), which every growth would move.
+
 Version 2 added those marks. A version-1 file is migrated when it is opened: the marks start
 from the largest ids in its tables, and rows a version-1 delete left behind (allocations,
 claimed actions of workflows that no longer exist) are removed.
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: What a result carries besides its outcome, stored as the runner sent it (the engine does not
 #: interpret it): where the output went, a note, why it failed, and what it used (Torc's
@@ -183,6 +189,14 @@ CREATE TABLE IF NOT EXISTS allocations (
     state TEXT NOT NULL DEFAULT 'submitted'
 );
 CREATE INDEX IF NOT EXISTS allocations_wf ON allocations (workflow_id);
+CREATE TABLE IF NOT EXISTS id_ranges (
+    workflow_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    first_id INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    iteration INTEGER NOT NULL,
+    PRIMARY KEY (workflow_id, kind, first_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS actions_claimed (
     workflow_id INTEGER NOT NULL,
     action_index INTEGER NOT NULL,
@@ -264,7 +278,33 @@ def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE results ADD COLUMN {name} TEXT")
 
 
-_MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4, 4: _migrate_4_to_5}
+def _migrate_5_to_6(conn: sqlite3.Connection) -> None:
+    """Barriers by ordinal (see the module docstring); ``id_ranges`` is made by SCHEMA.
+    A workflow whose edges already name a barrier by a negative code is in the new form
+    (tables made by this version's SCHEMA, then marked older by a test) and is left alone."""
+    for wf_id, nj in conn.execute("SELECT id, num_jobs FROM workflows").fetchall():
+        if conn.execute("SELECT 1 FROM edges WHERE workflow_id=? AND (up < 0 OR down < 0)"
+                        " LIMIT 1", (wf_id,)).fetchone():
+            continue
+        barriers = conn.execute("SELECT node, status FROM barriers WHERE workflow_id=?",
+                                (wf_id,)).fetchall()
+        conn.execute("DELETE FROM barriers WHERE workflow_id=?", (wf_id,))
+        conn.executemany("INSERT INTO barriers (workflow_id, node, status) VALUES (?,?,?)",
+                         [(wf_id, node - nj, st) for node, st in barriers])
+        edges = conn.execute("SELECT up, down FROM edges WHERE workflow_id=? AND"
+                             " (up >= ? OR down >= ?)", (wf_id, nj, nj)).fetchall()
+        conn.execute("DELETE FROM edges WHERE workflow_id=? AND (up >= ? OR down >= ?)",
+                     (wf_id, nj, nj))
+
+        def code(node: int, nj: int = nj) -> int:
+            return node if node < nj else nj - 1 - node
+
+        conn.executemany("INSERT INTO edges (workflow_id, up, down) VALUES (?,?,?)",
+                         [(wf_id, code(up), code(down)) for up, down in edges])
+
+
+_MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4, 4: _migrate_4_to_5,
+               5: _migrate_5_to_6}
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
