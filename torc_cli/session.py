@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import os
 import socket
 import subprocess
@@ -27,7 +28,8 @@ from .early import API_PATH, ServerChoice
 from .exits import InputError
 from .standalone import StandaloneError, StandaloneOptions, ephemeral_server
 
-#: How long commands without a runner retry an unreachable server.
+#: How long commands without a runner retry an unreachable server (a server restart takes
+#: less), unless TORC_INTERACTIVE_WAIT_SECONDS says otherwise (see :func:`interactive_wait_s`).
 INTERACTIVE_WAIT_S = 30.0
 #: Standalone commands that run jobs: they need a server of their own.
 RUNNING_COMMANDS = frozenset({"run", "exec", "runner", "workflows run"})
@@ -117,6 +119,23 @@ def _waiting(url: str) -> Any:
     return on_retry
 
 
+def interactive_wait_s() -> float:
+    """How long a command without a runner retries an unreachable server:
+    TORC_INTERACTIVE_WAIT_SECONDS if set (a script that would rather fail at once, or a test
+    that checks the failure without waiting 30 s for it), else :data:`INTERACTIVE_WAIT_S`."""
+    raw = os.environ.get("TORC_INTERACTIVE_WAIT_SECONDS")
+    if raw is None:
+        return INTERACTIVE_WAIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise InputError(f"TORC_INTERACTIVE_WAIT_SECONDS={raw!r}: expected a number of "
+                         "seconds, 0 or more")
+    return value
+
+
 @asynccontextmanager
 async def connect(args: argparse.Namespace, choice: ServerChoice,
                   server: subprocess.Popen[bytes] | None = None) -> AsyncIterator[Context]:
@@ -126,7 +145,8 @@ async def connect(args: argparse.Namespace, choice: ServerChoice,
     # Runners ride out long outages (--wait-for-server-minutes); a command someone waits at
     # the terminal for (create, status, ...) retries long enough for a server restart, then
     # says what is wrong instead of hanging for twenty minutes on a mistyped URL.
-    wait_s = float(getattr(args, "wait_for_server_minutes", INTERACTIVE_WAIT_S / 60)) * 60
+    minutes = getattr(args, "wait_for_server_minutes", None)
+    wait_s = float(minutes) * 60 if minutes is not None else interactive_wait_s()
     auth = credentials(args)
     if choice.note:
         print(f"torc-trio: {choice.note}", file=sys.stderr, flush=True)

@@ -138,13 +138,25 @@ def test_exec_reads_stdin_and_value_files(tmp_path: Path) -> None:
 
 def test_an_unreachable_server_is_an_error_not_a_hang(tmp_path: Path) -> None:
     """Commands without a runner retry for 30 s (a server restart), then name the URL and
-    the reason; runners would wait --wait-for-server-minutes (default 20)."""
+    the reason; runners would wait --wait-for-server-minutes (default 20). The 30 s are in
+    what the command says at once; the end is seen after the shorter wait
+    TORC_INTERACTIVE_WAIT_SECONDS sets (the same retry loop), and a bad value is refused."""
     with socket.socket() as s:  # a port with nothing listening
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}/torc-service/v1"
-    proc = torc(tmp_path, "status", "1", env=clean_env(TORC_API_URL=url), timeout=90)
+    with background(tmp_path, "status", "1", env=clean_env(TORC_API_URL=url)) as waiting:
+        assert waiting.stderr is not None
+        line = waiting.stderr.readline()
+        assert f"waiting for the server at {url}" in line and "retrying for 30 s" in line, line
+    proc = torc(tmp_path, "status", "1", timeout=90,
+                env=clean_env(TORC_API_URL=url, TORC_INTERACTIVE_WAIT_SECONDS="2"))
     assert proc.returncode == 3
     assert url in proc.stderr and "cannot connect" in proc.stderr
+    assert "retrying for 2 s" in proc.stderr
+    bad = torc(tmp_path, "status", "1",
+               env=clean_env(TORC_API_URL=url, TORC_INTERACTIVE_WAIT_SECONDS="soon"))
+    assert bad.returncode == 2
+    assert "TORC_INTERACTIVE_WAIT_SECONDS='soon': expected a number of seconds" in bad.stderr
 
 
 def test_standalone_in_memory_keeps_its_database(tmp_path: Path) -> None:
