@@ -7,16 +7,23 @@ Two flavours:
 * ``start_server`` runs ``python -m torc_net.server`` as a subprocess under the test's nursery
   and learns its port from the ``TORC_SERVER_PORT=<port>`` line (for signals, kill -9 and
   restarts). Its stdout lines are collected so tests can wait for ``TORC_SNAPSHOT_DONE=``.
+
+Under pytest-xdist (the README's command runs ``-n``) two hooks keep parallel runs honest:
+the Slurm tests share one cluster and run on one worker, first (see
+:func:`pytest_collection_modifyitems`), and a test marked ``default_port`` runs alone (see
+:func:`_default_port_alone`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,6 +40,52 @@ from torc_net.server import Running, ServerConfig, serve
 pytest.register_assert_rewrite("dash_helpers")
 
 API = "/torc-service/v1"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Slurm tests go first, as one xdist group: they share the one local cluster (its
+    two CPUs and its queue, which some of them read whole), so they run one at a time on one
+    worker; and as the longest unit of work (minutes) they start first instead of being
+    handed out last and running on while the other workers sit idle. Serial runs only see
+    the order change."""
+    slurm = [item for item in items if item.get_closest_marker("slurm")]
+    for item in slurm:
+        item.add_marker(pytest.mark.xdist_group("slurm"))
+    if slurm:
+        chosen = set(map(id, slurm))
+        items[:] = slurm + [item for item in items if id(item) not in chosen]
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@pytest.fixture(autouse=True)
+def _default_port_alone(request: pytest.FixtureRequest,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests marked ``default_port`` hold Torc's default port 8080, which every command
+    without a URL probes for a server (torc_cli.early): while one runs, another worker's
+    `torc-trio run` would use that test's server instead of running standalone. So under
+    xdist they run alone: every test holds a shared lock for its duration, a
+    ``default_port`` test an exclusive one. The gate, held shared only for an instant by the
+    others and exclusively by a waiting ``default_port`` test, stops new tests from starting
+    meanwhile (flock alone would let a stream of shared holders starve it)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    root = tmp_path_factory.getbasetemp().parent  # shared by this run's workers
+    alone = request.node.get_closest_marker("default_port") is not None
+    mode = fcntl.LOCK_EX if alone else fcntl.LOCK_SH
+    with contextlib.ExitStack() as held:
+        with _flock(root / "default-port.gate", mode):
+            held.enter_context(_flock(root / "default-port.lock", mode))
+        yield
 
 
 @dataclass
