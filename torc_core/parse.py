@@ -92,6 +92,7 @@ from .settings import (
     warnings_for,
 )
 from .spec import (
+    DEFAULT_MAX_ITERATIONS,
     EMPTY,
     ActionSpec,
     FileSpec,
@@ -730,6 +731,7 @@ def _parse_spec(doc: Mapping[str, Any], budget: _Budget) -> WorkflowSpec:
         actions=tuple(actions),
         use_pending_failed=top.get_bool("use_pending_failed", False),
         jobs_sort_method=top.one_of("jobs_sort_method", JOBS_SORT_METHODS, None),
+        max_iterations=top.get_int("max_iterations", DEFAULT_MAX_ITERATIONS, minimum=0),
         compute_node_settings=node_settings,
         metadata=metadata,
         execution_config=execution_config,

@@ -48,6 +48,8 @@ FIELDS: tuple[Field, ...] = (
           "failed jobs wait as pending_failed for a decision instead of failing downstream"),
     Field("workflow", "jobs_sort_method", SUPPORTED,
           "gpus_runtime_memory (default), gpus_memory_runtime, none: the claim order"),
+    Field("workflow", "max_iterations", SUPPORTED,
+          "dynamic jobs: how many spawns deep a lineage may go (default 1000)"),
     Field("workflow", "execution_config", SUPPORTED, "see the execution_config section"),
     Field("workflow", "resource_monitor", SUPPORTED,
           "runners sample each job's process tree (see the resource_monitor section)"),

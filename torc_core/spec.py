@@ -22,6 +22,9 @@ DEFAULT_NUM_CPUS = 1
 DEFAULT_MEMORY_BYTES = 1024 * 1024  # "1m"
 DEFAULT_RUNTIME_S = 60  # "P0DT1M"
 
+#: The deepest iteration of dynamic jobs a workflow allows unless it says otherwise.
+DEFAULT_MAX_ITERATIONS = 1000
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResourceRequirements:
@@ -201,6 +204,9 @@ class WorkflowSpec:
     actions: tuple[ActionSpec, ...] = ()
     use_pending_failed: bool = False
     jobs_sort_method: str | None = None
+    #: Dynamic jobs: a job spawned by a job of iteration ``i`` is of iteration ``i + 1`` (the
+    #: spec's own jobs are of iteration 0); no spawn may make one past this.
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
     #: compute_node_* settings, keyed by their full name
     #: (e.g. compute_node_expiration_buffer_seconds)
     compute_node_settings: dict[str, Any] = field(default_factory=dict)

@@ -37,6 +37,7 @@ from torc_core.errors import SpecError, TorcError
 from . import (
     allocations,
     api_dag,
+    api_grow,
     api_import,
     api_output,
     api_reads,
@@ -99,7 +100,7 @@ def _endpoints() -> dict[str, Endpoint]:
 
     found: dict[str, Endpoint] = {"ping": ping, "version": version, "openapi": openapi}
     for module in (api_workflows, api_reads, api_runner, allocations, api_import,
-                   api_resources, api_dag, api_output):
+                   api_resources, api_dag, api_output, api_grow):
         found.update(module.ENDPOINTS)
     missing = {r.name for r in ROUTES if not r.websocket} - set(found)
     if missing:  # pragma: no cover - a route without an endpoint is a bug

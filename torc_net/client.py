@@ -386,6 +386,16 @@ class TorcClient:
             "GET", _path("workflows", workflow_id, "jobs", job_id)
         )
 
+    async def add_jobs(self, workflow_id: int, spec: Mapping[str, Any],
+                       after: int | None = None) -> dict[str, Any]:
+        """Dynamic jobs: add a spec fragment's jobs (and files, user data) to a live workflow,
+        each blocked on job ``after`` when given. Not retried on a lost answer (a retry would
+        add the jobs twice)."""
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", _path("workflows", workflow_id, "jobs"),
+            {"spec": dict(spec), "after": after}, retry=False,
+        )
+
     async def disable_job(self, workflow_id: int, job_id: int) -> dict[str, Any]:
         return await self.call(  # type: ignore[no-any-return]
             "POST", _path("workflows", workflow_id, "jobs", job_id, "disable")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from array import array
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
@@ -211,3 +212,57 @@ def stdio_text(stdio: object) -> str | None:
         return None
     return json.dumps({"mode": stdio.mode,  # type: ignore[attr-defined]
                        "delete_on_success": stdio.delete_on_success})  # type: ignore[attr-defined]
+
+
+class Concat(Sequence[str | None]):
+    """A column that grew (dynamic jobs): the first part, then each growth's, read as one.
+
+    Why not one new :class:`StrColumn`: rebuilding a million names for every ten spawned jobs
+    would make a growth cost a second of the event loop. A small last part is merged with the
+    next one, so the parts stay few (about one per :data:`MERGE_BELOW` values spawned)."""
+
+    __slots__ = ("_parts", "_starts")
+
+    MERGE_BELOW = 4096
+
+    def __init__(self, first: Sequence[str | None]) -> None:
+        self._parts: list[Sequence[str | None]] = [first]
+        self._starts = [0]
+
+    def extend(self, values: Sequence[str | None]) -> None:
+        last = self._parts[-1]
+        if len(self._parts) > 1 and len(last) < self.MERGE_BELOW:
+            self._parts[-1] = StrColumn([*last, *values])
+        else:
+            self._starts.append(self._starts[-1] + len(last))
+            self._parts.append(StrColumn(values))
+
+    def __len__(self) -> int:
+        return self._starts[-1] + len(self._parts[-1])
+
+    @overload
+    def __getitem__(self, i: int) -> str | None: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str | None]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str | None] | None:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("column index out of range")
+        r = bisect_right(self._starts, i) - 1
+        return self._parts[r][i - self._starts[r]]
+
+    def __iter__(self) -> Iterator[str | None]:
+        for part in self._parts:
+            yield from part
+
+
+def grown(column: Sequence[str | None], values: Sequence[str | None]) -> Concat:
+    """``column`` followed by ``values`` (in place when it is already a :class:`Concat`)."""
+    out = column if isinstance(column, Concat) else Concat(column)
+    out.extend(values)
+    return out

@@ -88,6 +88,10 @@ RESULT_ITEM = _obj(
 )
 
 CREATE_BODY = _obj(("spec",), spec=_FREE_OBJECT, dry_run={**_BOOL, "default": False})
+#: Dynamic jobs: a spec fragment (jobs, files, user_data, resource_requirements), every job of
+#: it blocked on ``after`` when given (the job that spawns them).
+ADD_JOBS_BODY = _obj(("spec",), spec=_FREE_OBJECT, after=_int(1, nullable=True, default=None))
+_NAMED = {"type": "array", "items": _obj(("id", "name"), id=_ID, name=_STR)}
 REGISTER_BODY = _obj(
     ("hostname",),
     hostname={"type": "string", "minLength": 1, "maxLength": 1024},
@@ -163,7 +167,7 @@ JOB = _obj(
     num_cpus=_COUNT, num_gpus=_COUNT, num_nodes=_COUNT, memory_bytes=_COUNT, runtime_s=_COUNT,
     resource_requirements=_STR_OR_NULL, scheduler=_STR_OR_NULL, failure_handler=_STR_OR_NULL,
     supports_termination=_BOOL, cancel_on_blocking_job_failure=_BOOL, priority=_int(),
-    stdio={"type": ["object", "null"]}, depends_on=_INTS,
+    stdio={"type": ["object", "null"]}, depends_on=_INTS, iteration=_COUNT,
     input_files=_INTS, output_files=_INTS, input_user_data=_INTS, output_user_data=_INTS,
 )
 FILE = _obj(("id", "name", "path", "st_mtime"), id=_ID, name=_STR, path=_STR,
@@ -316,6 +320,12 @@ ROUTES: list[Route] = [
           response=_page(JOB)),
     Route("GET", "/workflows/<int:workflow_id>/jobs/<int:job_id>", "get_job", "One job",
           response=JOB),
+    Route("POST", "/workflows/<int:workflow_id>/jobs", "add_jobs",
+          "Add jobs to a live workflow (dynamic jobs): a spec fragment, blocked on `after`",
+          body=ADD_JOBS_BODY,
+          response=_obj(("workflow_id", "iteration", "jobs", "status"), workflow_id=_ID,
+                        iteration=_COUNT, after=_int(1, nullable=True), jobs=_NAMED,
+                        files=_NAMED, user_data=_NAMED, status=STATUS)),
     Route("POST", "/workflows/<int:workflow_id>/jobs/resources", "set_job_resources",
           "Rewrite jobs' CPUs, memory and runtime (refused while one of them is pending or "
           "running); ready jobs are claimed by the new values at once",

@@ -226,9 +226,13 @@ class Service:
         return self.store.change(frozenset((wf.id,)))
 
     def drive(self, wf: WorkflowState, event: ev.EngineInput | None, now: float, *,
-              reason: str | None = None) -> tuple[list[ev.Effect], Change, Recorded]:
+              reason: str | None = None,
+              accepted: Callable[[list[ev.Effect]], None] | None = None) \
+            -> tuple[list[ev.Effect], Change, Recorded]:
         """Handle one input (``None``: the lease timer) and record its effects; no awaits.
-        ``reason``: why, kept in the events the effects record."""
+        ``reason``: why, kept in the events the effects record. ``accepted(effects)``: called
+        once the engine took the input, before its effects are recorded (a growth extends the
+        workflow's columns there, which recording its new jobs reads)."""
         self._check_current(wf)
         try:
             effects = (wf.engine.handle(event, now) if event is not None
@@ -237,6 +241,8 @@ class Service:
             short = {404: "not found", 409: "conflict", 422: "unprocessable"}
             raise ApiError(exc.status_hint, short.get(exc.status_hint, "bad request"),
                            exc.naming(lambda j: str(wf.job_id(j)))) from None
+        if accepted is not None:
+            accepted(effects)
         change = self.store.change(frozenset((wf.id,)))
         nodes = self.compute_nodes
         recorded = record(wf, effects, change, now,

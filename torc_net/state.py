@@ -191,6 +191,7 @@ def _spec_info(spec: WorkflowSpec, model: WorkflowModel) -> dict[str, Any]:
         "project": spec.project,
         "use_pending_failed": spec.use_pending_failed,
         "jobs_sort_method": spec.jobs_sort_method,
+        "max_iterations": spec.max_iterations,
         "compute_node_settings": dict(spec.compute_node_settings),
         "resource_monitor": spec.resource_monitor,
         "slurm_defaults": dict(spec.slurm_defaults),
