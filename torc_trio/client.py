@@ -13,6 +13,7 @@ wrong id is a 404) and :class:`torc_net.client.ServerUnreachable`.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -23,12 +24,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._trio import blocking
-from .running import INTERACTIVE_WAIT_S, _auth, iter_user_data, job_output
+from .running import _auth, interactive_wait_s, iter_user_data, job_output
 
 if TYPE_CHECKING:
     from torc_net.client import EventFeed, TorcClient
 
     from .builder import Workflow
+    from .running import RunResult
 
 #: statuses that mean a job may still run
 _UNFINISHED = ("uninitialized", "blocked", "ready", "pending", "running")
@@ -93,12 +95,12 @@ class AsyncClient:
     """
 
     def __init__(self, url: str | None = None, *, auth: tuple[str, str] | None = None,
-                 wait_for_server_s: float = INTERACTIVE_WAIT_S) -> None:
+                 wait_for_server_s: float | None = None) -> None:
         from torc_net.client import TorcClient
 
         self.url = _url(url)
-        self.raw: TorcClient = TorcClient(self.url, auth=auth or _auth(),
-                                          wait_for_server_s=wait_for_server_s)
+        wait = interactive_wait_s() if wait_for_server_s is None else wait_for_server_s
+        self.raw: TorcClient = TorcClient(self.url, auth=auth or _auth(), wait_for_server_s=wait)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -165,6 +167,17 @@ class AsyncClient:
     async def delete(self, workflow_id: int) -> None:
         await self.raw.delete_workflow(workflow_id)
 
+    async def run(self, workflow_id: int, *, jobs: int | None = None,
+                  output_dir: str | os.PathLike[str] = "torc_output",
+                  poll_interval: float = 1.0) -> RunResult:
+        """Run an existing workflow's ready jobs here until it is done (``torc-trio run
+        ID``; after :meth:`reset_status`, what was reset)."""
+        from .running import Session, absolute, run_existing
+
+        session = Session(self.raw, self.url, None)
+        return await run_existing(session, workflow_id, jobs=jobs,
+                                  output_dir=absolute(output_dir), poll_interval=poll_interval)
+
     async def add_jobs(self, workflow_id: int, jobs: Workflow | Mapping[str, Any], *,
                        after: int | None = None) -> SpawnResult:
         """Add jobs (a fragment: a :class:`Workflow` or a mapping of ``jobs``, ``files``,
@@ -229,10 +242,11 @@ class Client:
     :func:`connect` makes one."""
 
     def __init__(self, url: str | None = None, *, auth: tuple[str, str] | None = None,
-                 wait_for_server_s: float = INTERACTIVE_WAIT_S) -> None:
+                 wait_for_server_s: float | None = None) -> None:
         self.url = _url(url)
         self.auth = auth or _auth()
-        self.wait_for_server_s = wait_for_server_s
+        self.wait_for_server_s = (interactive_wait_s() if wait_for_server_s is None
+                                  else wait_for_server_s)
 
     def __enter__(self) -> Client:
         return self
@@ -282,6 +296,12 @@ class Client:
 
     def delete(self, workflow_id: int) -> None:
         self._call("delete", workflow_id)
+
+    def run(self, workflow_id: int, *, jobs: int | None = None,
+            output_dir: str | os.PathLike[str] = "torc_output",
+            poll_interval: float = 1.0) -> RunResult:
+        return self._call(  # type: ignore[no-any-return]
+            "run", workflow_id, jobs=jobs, output_dir=output_dir, poll_interval=poll_interval)
 
     def add_jobs(self, workflow_id: int, jobs: Workflow | Mapping[str, Any], *,
                  after: int | None = None) -> SpawnResult:
@@ -382,6 +402,6 @@ class Watch:
 
 
 def connect(url: str | None = None, *, auth: tuple[str, str] | None = None,
-            wait_for_server_s: float = INTERACTIVE_WAIT_S) -> Client:
+            wait_for_server_s: float | None = None) -> Client:
     """A blocking client of the server at ``url`` (or ``$TORC_API_URL``)."""
     return Client(url, auth=auth, wait_for_server_s=wait_for_server_s)

@@ -33,8 +33,13 @@ from .builder import RESULT_SUFFIX, Workflow
 if TYPE_CHECKING:
     from torc_net.client import TorcClient
 
-#: How long a call at someone's prompt retries an unreachable server (the CLI's).
-INTERACTIVE_WAIT_S = 30.0
+def interactive_wait_s() -> float:
+    """How long a call someone waits for retries an unreachable server: the CLI's 30 s, or
+    ``$TORC_INTERACTIVE_WAIT_SECONDS``."""
+    from torc_cli.session import interactive_wait_s as cli_wait
+
+    return cli_wait()
+
 #: How long a runner keeps retrying (the CLI's --wait-for-server-minutes default).
 RUNNER_WAIT_S = 1200.0
 
@@ -70,11 +75,13 @@ class Session:
 
 @asynccontextmanager
 async def open_session(url: str | None, output_dir: Path, *,
-                       wait_for_server_s: float = INTERACTIVE_WAIT_S) -> AsyncIterator[Session]:
+                       wait_for_server_s: float | None = None) -> AsyncIterator[Session]:
     """A client of the chosen server: ``url``/``$TORC_API_URL``, or a standalone server
     started now on ``<output_dir>/torc.db`` and stopped when the block ends."""
     from torc_net.client import TorcClient
 
+    if wait_for_server_s is None:
+        wait_for_server_s = interactive_wait_s()
     chosen = server_url(url)
     if chosen is not None:
         async with plain_errors(), TorcClient(chosen, auth=_auth(),
@@ -147,7 +154,7 @@ class RunResult:
 
             assert self.url is not None
             async with TorcClient(self.url, auth=_auth(),
-                                  wait_for_server_s=INTERACTIVE_WAIT_S) as client:
+                                  wait_for_server_s=interactive_wait_s()) as client:
                 yield client
             return
         async with open_session(None, Path(self.database).parent) as session:
@@ -344,5 +351,5 @@ async def _server_session(url: str | None, verb: str) -> AsyncIterator[Session]:
     if server_url(url) is None:
         raise ValueError(f"{verb}: no server: pass url=... or set TORC_API_URL (a standalone "
                          "run needs no server: use run())")
-    async with open_session(url, Path("."), wait_for_server_s=INTERACTIVE_WAIT_S) as session:
+    async with open_session(url, Path(".")) as session:
         yield session
