@@ -10,6 +10,7 @@ from . import (
     change,
     completion,
     dash,
+    grow,
     inspect,
     plots,
     reports,
@@ -22,7 +23,7 @@ from . import (
 
 COMMANDS: list[Command] = [
     *run.COMMANDS, *inspect.COMMANDS, *change.COMMANDS, *slurm.COMMANDS, *service.COMMANDS,
-    *completion.COMMANDS, *dash.COMMANDS,
+    *completion.COMMANDS, *dash.COMMANDS, *grow.COMMANDS,
     *transfer.COMMANDS, *reports.COMMANDS, *plots.COMMANDS, *utilization.COMMANDS,
 ]
 
