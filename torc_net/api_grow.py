@@ -168,7 +168,10 @@ async def _grow(s: Service, wf: WorkflowState, spec: WorkflowSpec, part: Workflo
     after_id = None if after is None else wf.job_id(after)
     change.event(wf.id, now, "jobs_added", {"jobs": k, "first_job_id": job_ids[0],
                                             "after": after_id, "iteration": iteration})
-    change.publish(wf.id, wf.user, [workflow_message(wf, "jobs_added", now)])
+    # The new jobs' first statuses came as job_status messages from "uninitialized", which no
+    # count held: the counts after the growth set every listener straight.
+    change.publish(wf.id, wf.user, [workflow_message(wf, "jobs_added", now),
+                                    s.counts_message(wf)])
     status = wf.status_after(rec.progress)
     await change.wait()
     return {

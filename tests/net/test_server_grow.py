@@ -225,6 +225,25 @@ async def test_a_version_5_database_is_migrated_with_its_barriers(
         assert conn.execute("SELECT node FROM barriers").fetchall() == [(0,)]
 
 
+async def test_the_feed_hears_a_growth_and_fresh_counts(server: Running, api: Api) -> None:
+    from torc_net.client import open_event_feed
+
+    wf = (await api.ok("POST", "/workflows", {"spec": {"name": "f", "jobs": [
+        {"name": "root", "command": "true"}]}}, status=201))["id"]
+    async with open_event_feed(api.base_url, wf) as feed:
+        first = await feed.__anext__()
+        assert first["type"] == "counts" and first["counts"]["ready"] == 1
+        await api.ok("POST", f"/workflows/{wf}/jobs", {"spec": {"jobs": [
+            {"name": "x{i}", "command": "true", "parameters": {"i": "1:3"}}]}, "after": None})
+        seen: list[dict[str, Any]] = []
+        with trio.fail_after(10):
+            while not seen or seen[-1]["type"] != "counts":
+                seen.append(await feed.__anext__())
+    assert [m["event"] for m in seen if m["type"] == "workflow"] == ["jobs_added"]
+    assert sum(m["type"] == "job_status" for m in seen) == 3
+    assert seen[-1]["counts"]["ready"] == 4 and seen[-1]["counts"]["uninitialized"] == 0
+
+
 async def test_concurrent_additions_get_distinct_ranges(api: Api) -> None:
     wf = (await api.ok("POST", "/workflows", {"spec": {"name": "c", "jobs": [
         {"name": "root", "command": "true"}]}}, status=201))["id"]
