@@ -77,11 +77,9 @@ class MapError(Exception):
         self.values = values
         self.workflow_id = workflow_id
         calls = [f for f in failures if f.index is not None]
-        head = (f"map({func_name}): {len(calls)} of {total} calls did not complete "
-                f"(workflow {workflow_id})")
-        if len(calls) < len(failures):
-            head += "; the postprocess job did not complete" if not calls else \
-                "; the postprocess job did not run"
+        what = (f"{len(calls)} of {total} calls did not complete" if calls
+                else "the postprocess job did not complete")
+        head = f"map({func_name}): {what} (workflow {workflow_id})"
         lines = [f"  {f.describe()}" for f in failures[:SHOWN_FAILURES]]
         if len(failures) > SHOWN_FAILURES:
             lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more (MapError.failures)")

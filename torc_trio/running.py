@@ -118,7 +118,7 @@ class RunResult:
     url: str | None
     #: the standalone run's database (None on a server)
     database: str | None
-    values: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def value(self, job: object) -> Any:
         """The return value of the function job ``job`` (a handle or a name); KeyError if it

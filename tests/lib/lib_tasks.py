@@ -37,3 +37,7 @@ def orchestrate(values: list[int] | None = None, *, generation: int, last: int) 
                  name=f"orchestrate_{generation + 1}", results_of=evals)
     spawned = torc_trio.current_job().spawn_jobs(nxt)
     return {"generation": generation, "values": values, "spawned": spawned.iteration}
+
+
+def broken_total(values: list[int]) -> int:
+    raise RuntimeError(f"cannot add {len(values)} values")

@@ -83,6 +83,16 @@ def test_a_raising_call_makes_map_raise_naming_it(workdir: Path) -> None:
     assert err.values == [0, 1, 2, None, 4]
 
 
+def test_a_failing_postprocess_is_named_with_the_values_kept(workdir: Path) -> None:
+    with pytest.raises(MapError) as info:
+        torc_trio.map(lib_tasks.square, [{"x": 2}, {"x": 3}], postprocess=lib_tasks.broken_total)
+    assert str(info.value).startswith("map(square): the postprocess job did not complete")
+    [failure] = info.value.failures
+    assert failure.index is None and failure.job_name == "square_postprocess"
+    assert "RuntimeError: cannot add 2 values" in (failure.stderr_tail or "")
+    assert info.value.values == [4, 9]
+
+
 def test_a_value_json_cannot_hold_fails_the_call_with_the_reason(workdir: Path) -> None:
     with pytest.raises(MapError, match="returned set, which is not JSON"):
         torc_trio.map(lib_tasks.not_json, [{"x": 1}])
@@ -149,3 +159,21 @@ def test_watch_yields_the_feed_until_the_workflow_ends(workdir: Path, server_url
     assert [m["type"] for m in client.watch(wid)] == ["counts"]
     with client.watch(wid, until_done=False) as open_feed:
         assert next(iter(open_feed))["type"] == "counts"  # then closed by the with
+
+
+def test_submit_creates_and_starts_the_workflows_runners(workdir: Path, server_url: str) -> None:
+    """submit = create + `torc-trio submit`: here the workflow's own local-runner action
+    (Slurm allocations take the same path: tests/slurm)."""
+    wf = Workflow("submitted")
+    wf.add_action("on_workflow_start", "schedule_nodes", scheduler_type="local",
+                  num_allocations=1, max_parallel_jobs=2)
+    first = wf.add_job("first", "true")
+    wf.add_job("second", "true", depends_on=[first])
+    submitted = wf.submit(server_url)
+    [runner] = submitted.allocations
+    assert runner["kind"] == "local" and (workdir / runner["log"]).exists()
+    client = torc_trio.connect(server_url)
+    for _ in client.watch(submitted.workflow_id):  # ends when the workflow does
+        pass
+    status = client.status(submitted.workflow_id)
+    assert status["is_complete"] and status["counts"]["completed"] == 2
