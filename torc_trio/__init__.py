@@ -13,6 +13,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from torc_cli.exits import InputError
+    from torc_cli.standalone import StandaloneError
     from torc_core.errors import SpecError
     from torc_net.client import ApiError, ServerUnreachable
 
@@ -50,7 +52,8 @@ _EXPORTS = {
 }
 _ELSEWHERE = {
     "SpecError": "torc_core.errors", "ApiError": "torc_net.client",
-    "ServerUnreachable": "torc_net.client",
+    "ServerUnreachable": "torc_net.client", "InputError": "torc_cli.exits",
+    "StandaloneError": "torc_cli.standalone",
 }
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "FileHandle",
     "FunctionNotImportable",
     "Handle",
+    "InputError",
     "JobHandle",
     "MapError",
     "MapResult",
@@ -75,6 +79,7 @@ __all__ = [
     "ServerUnreachable",
     "SpawnResult",
     "SpecError",
+    "StandaloneError",
     "Submitted",
     "TorcWarning",
     "UserDataHandle",

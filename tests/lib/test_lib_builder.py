@@ -120,6 +120,10 @@ def test_from_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
     bad.write_text("name: x\njobs:\n  - {name: a, command: true\n")
     with pytest.raises(SpecError, match=r"bad\.yaml: YAML syntax error at line \d+"):
         Workflow.from_file(bad)
+    with pytest.raises(torc_trio.InputError, match=r"missing\.json: cannot read spec"):
+        Workflow.from_file(tmp_path / "missing.json")
+    with pytest.raises(torc_trio.InputError, match=r"did you mean http://127\.0\.0\.1:9/torc"):
+        torc_trio.connect("http://127.0.0.1:9")
 
 
 def test_a_fragment_holds_jobs_files_user_data_and_resources() -> None:
