@@ -16,6 +16,7 @@ with it and should start quickly); the parser is imported when a spec is checked
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -128,10 +129,13 @@ _HANDLES: dict[str, type[Handle]] = {
 }
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
 def _json_problem(value: object) -> str | None:
     """Why ``value`` cannot travel as JSON (None if it can)."""
     try:
-        json.dumps(value, allow_nan=False)
+        _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         return str(exc)
     return None
@@ -163,6 +167,7 @@ class Workflow:
         self._handles: dict[str, list[Handle]] = {s: [] for s in SECTIONS}
         self._functions: dict[Callable[..., Any], FunctionRef] = {}
         self._job_names: set[str] = set()
+        self._signatures: dict[Callable[..., Any], inspect.Signature | None] = {}
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{len(v)} {k}" for k, v in self._entries.items() if v)
@@ -263,11 +268,14 @@ class Workflow:
                            f"{type(value).__name__}"])
 
     def _checked(self, entry: dict[str, Any], where: str) -> dict[str, Any]:
+        """``entry`` if JSON can carry it, else the located error naming the key."""
+        if _json_problem(entry) is None:  # one encoding for the common case
+            return entry
         for key, value in entry.items():
             problem = _json_problem(value)
             if problem:
                 raise _spec_error([f"{where}: {key}: not JSON: {problem}"])
-        return entry
+        raise _spec_error([f"{where}: not JSON: {_json_problem(entry)}"])
 
     def add_job(
         self,
@@ -413,7 +421,7 @@ class Workflow:
         job_name = name if name is not None else self._free_name(func.__name__)
         where = self._where("jobs", job_name)
         kwargs = dict(params or {})
-        bad = signature_problem(func, kwargs, 0 if results_of is None else 1)
+        bad = signature_problem(self._signature(func), kwargs, 0 if results_of is None else 1)
         if bad:
             raise _spec_error([f"{where}: params {kwargs!r}: {bad}"])
         sources = None if results_of is None else [
@@ -452,6 +460,15 @@ class Workflow:
             ref = self._functions[func] = function_ref(func, caller)
         return ref
 
+    def _signature(self, func: Callable[..., Any]) -> inspect.Signature | None:
+        """``func``'s signature (read once per function; None if it has none to read)."""
+        if func not in self._signatures:
+            try:
+                self._signatures[func] = inspect.signature(func)
+            except (TypeError, ValueError):
+                self._signatures[func] = None
+        return self._signatures[func]
+
     def _free_name(self, base: str) -> str:
         taken = self._job_names
         if base not in taken:
@@ -474,9 +491,12 @@ class Workflow:
     def to_spec(self) -> dict[str, Any]:
         """The spec document (what a spec file holds, as ``torc-trio create`` sends it),
         checked first: raises the located :class:`~torc_core.SpecError` the CLI prints."""
+        return self.checked()[0]
+
+    def checked(self) -> tuple[dict[str, Any], WorkflowSpec]:
+        """The spec document and what the parser made of it (checked once)."""
         doc = self._document(SECTIONS)
-        check_document(doc)
-        return doc
+        return doc, check_document(doc)
 
     def validate(self) -> WorkflowSpec:
         """Check the spec as ``create --dry-run`` does (parser, then the graph compiler:

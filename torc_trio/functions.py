@@ -129,13 +129,11 @@ def call_command(ref: FunctionRef, python: str | None = None) -> str:
     return shlex.join(argv)
 
 
-def signature_problem(func: Callable[..., Any], kwargs: dict[str, Any],
+def signature_problem(sig: inspect.Signature | None, kwargs: dict[str, Any],
                       positional: int = 0) -> str | None:
-    """Why ``func(*positional values, **kwargs)`` would be refused by Python's binding rules
-    (None if it binds, or the signature cannot be read)."""
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):
+    """Why a function of signature ``sig`` would refuse ``(*positional values, **kwargs)``
+    by Python's binding rules (None if they bind, or there is no signature to read)."""
+    if sig is None:
         return None
     try:
         sig.bind(*([None] * positional), **kwargs)

@@ -177,7 +177,8 @@ def build_map(func: Callable[..., Any], items: list[Mapping[str, Any]], *,
               resource_requirements: Mapping[str, Any] | None = None,
               python: str | None = None) -> tuple[Workflow, list[CallHandle], CallHandle | None]:
     """The workflow ``map`` runs: a function job per item (``<name>_<index>``) and, with
-    ``postprocess``, ``<name>_postprocess`` on all their values. Checked in full."""
+    ``postprocess``, ``<name>_postprocess`` on all their values (the spec is checked when it
+    runs, before any server)."""
     base = name or str(getattr(func, "__name__", "map"))
     wf = Workflow(base)
     wf._function(func, "map")  # refuse a function a runner cannot import, first
@@ -196,7 +197,6 @@ def build_map(func: Callable[..., Any], items: list[Mapping[str, Any]], *,
     post = None if postprocess is None else wf.add_call(
         postprocess, name=f"{base}_postprocess", results_of=calls, python=python,
         resource_requirements=rr)
-    wf.validate()
     return wf, calls, post
 
 

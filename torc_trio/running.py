@@ -31,6 +31,7 @@ from ._trio import blocking, plain_errors
 from .builder import RESULT_SUFFIX, Workflow
 
 if TYPE_CHECKING:
+    from torc_core.spec import WorkflowSpec
     from torc_net.client import TorcClient
 
 def interactive_wait_s() -> float:
@@ -179,8 +180,8 @@ async def run_async(
 
     ``after_run(client, workflow_id)`` is awaited once the jobs have run, while the server
     is still there (:func:`torc_trio.map` reads its values so)."""
-    doc = wf.to_spec()
-    _check_inputs(wf)
+    doc, spec = wf.checked()
+    _check_inputs(spec)
     out = Path(output_dir)
     async with open_session(url, out, wait_for_server_s=RUNNER_WAIT_S) as session:
         created = await session.client.create_workflow(doc)
@@ -195,11 +196,12 @@ def run(wf: Workflow, **options: Any) -> RunResult:
     return blocking("run", partial(run_async, wf, **options))
 
 
-def _check_inputs(wf: Workflow) -> None:
+def _check_inputs(spec: WorkflowSpec) -> None:
+    """Input files that no job writes must exist (``torc-trio run`` checks the same)."""
     from torc_cli.specs import missing_input_files
     from torc_core.errors import SpecError
 
-    missing = missing_input_files(wf.validate(), Path.cwd())
+    missing = missing_input_files(spec, Path.cwd())
     if missing:
         raise SpecError(missing)
 
@@ -332,8 +334,8 @@ async def submit_async(wf: Workflow, url: str | None = None, *,
     its ready jobs need (their runners reach the server at ``url``)."""
     from torc_cli import submit as cli_submit
 
-    doc = wf.to_spec()
-    _check_inputs(wf)
+    doc, spec = wf.checked()
+    _check_inputs(spec)
     async with _server_session(url, "submit") as session:
         wid = int((await session.client.create_workflow(doc))["id"])
         allocations = await cli_submit.submit(session.client, wid, session.url,
