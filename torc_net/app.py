@@ -85,15 +85,17 @@ def error_response(exc: ApiError) -> Response:
     return json_response(exc.status, {"error": exc.error, "detail": exc.detail}, exc.headers)
 
 
-def _endpoints() -> dict[str, Endpoint]:
-    """Route name -> endpoint: the service's, plus the few the app answers itself."""
+def _endpoints(about: Mapping[str, Any]) -> dict[str, Endpoint]:
+    """Route name -> endpoint: the service's, plus the few the app answers itself.
+    ``about``: what /version says of where the server is (filled in once it listens)."""
     document = openapi_document(ROUTES)
 
     async def ping(s: Service, c: Call) -> dict[str, Any]:
         return {"status": "ok"}
 
     async def version(s: Service, c: Call) -> dict[str, Any]:
-        return {"version": API_VERSION, "api": "v1"}
+        return {"version": API_VERSION, "api": "v1", "url": about.get("url"),
+                "url_file": about.get("url_file")}
 
     async def openapi(s: Service, c: Call) -> dict[str, Any]:
         return document
@@ -132,15 +134,18 @@ def _check_path(params: Mapping[str, int]) -> None:
 
 
 def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAULT_MAX_DEPTH,
-               body_timeout_s: float = 30.0) -> QuartTrio:
+               body_timeout_s: float = 30.0,
+               about: Mapping[str, Any] | None = None) -> QuartTrio:
     """Build the app (the API and the dashboard's pages). ``service`` and ``auth`` are owned
-    (and started) by the caller."""
+    (and started) by the caller; ``about`` (``url``, ``url_file``: the URL runners should use
+    and the file it is written to) is read on each GET /version, so the caller may fill it in
+    once the server listens (its port is known only then)."""
     app = QuartTrio("torc_net")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = body_timeout_s
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    endpoints = _endpoints()
+    endpoints = _endpoints({} if about is None else about)
     app.extensions["torc_service"] = service
 
     def make_view(route: Route, endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:

@@ -13,10 +13,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torc_core.parse import DEFAULT_MAX_JOBS
 
 from .feed import DEFAULT_QUEUE_SIZE
+from .url_file import UrlFileError, check_server_url, check_url_file_target
 from .validate import DEFAULT_MAX_DEPTH
 
 #: Torc's (`torc-server run` listens on 8080, and clients look for a server there).
@@ -72,6 +74,11 @@ class ServerConfig:
     #: tail (torc_net.api_output). Not a flag: a path in a result is a client's word, so only
     #: `torc-trio dash` on a local database (same user, same machine) sets it.
     read_job_files: bool = False
+    #: The URL runners should use (``--advertise-url``); None: derived from host and port
+    #: (:func:`advertised_url`).
+    advertise_url: str | None = None
+    #: Write the advertised URL here (atomically) whenever the server starts listening.
+    url_file: str | None = None
 
     @property
     def max_concurrent(self) -> int:
@@ -142,6 +149,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="remember a verified password this long, so that a runner's "
                         "requests do not each pay for a bcrypt check (0: check every time; "
                         f"default: {DEFAULT_CREDENTIAL_CACHE_TTL:g})")
+    parser.add_argument("--advertise-url", metavar="URL", default=None,
+                        help="the URL runners on other hosts should use, "
+                        f"http://HOST:PORT{API_PATH}: put into the sbatch scripts of submit "
+                        "and actions, and reported by GET /version (default: from --host and "
+                        "the port; 0.0.0.0 gives this machine's host name)")
+    parser.add_argument("--url-file", metavar="PATH", default=None,
+                        help="write the advertised URL to PATH (whole, by rename) each time "
+                        "the server starts; runners started with TORC_API_URL_FILE=PATH read "
+                        "it again when the server stops answering, so a server restarted on "
+                        "another host is found (put it on a file system the nodes share)")
     parser.add_argument("--pid-file", metavar="PATH", default=None,
                         help="write the server's pid to PATH once it listens, remove it at exit "
                         "(signal it with kill -USR1 $(cat PATH)); refused while PATH names a "
@@ -246,6 +263,21 @@ def api_url(bind_host: str, port: int) -> str:
     return f"http://{client_host(bind_host)}:{port}{API_PATH}"
 
 
+def advertised_url(config: ServerConfig, port: int) -> str:
+    """The URL runners should use: ``--advertise-url``, else the one :func:`api_url` derives
+    from ``--host`` and the port the server bound."""
+    return config.advertise_url or api_url(config.host, port)
+
+
+def _checked_advertise_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    why = check_server_url(url)
+    if why is not None:
+        raise SystemExit(f"--advertise-url {url!r}: {why}")
+    return url.rstrip("/")
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     keep_text = os.environ.get("TORC_SERVER_SNAPSHOT_KEEP", str(DEFAULT_SNAPSHOT_KEEP))
     try:
@@ -275,6 +307,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if not args.credential_cache_ttl_secs >= 0:
         raise SystemExit("--credential-cache-ttl-secs must be >= 0, got "
                          f"{args.credential_cache_ttl_secs}")
+    advertise = _checked_advertise_url(args.advertise_url)
+    url_file = os.path.abspath(args.url_file) if args.url_file else None
+    if url_file is not None:
+        try:
+            check_url_file_target(Path(url_file))
+        except UrlFileError as exc:
+            raise SystemExit(str(exc)) from None
     for line in flags_without_effect(args):
         print(f"torc-trio serve: {line}", file=sys.stderr, flush=True)
     return ServerConfig(
@@ -303,4 +342,6 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         sync=args.sync,
         parent_pid=args.parent_pid,
         pid_file=os.path.abspath(args.pid_file) if args.pid_file else None,
+        advertise_url=advertise,
+        url_file=url_file,
     )

@@ -279,8 +279,11 @@ DAG = {"oneOf": [DAG_GRAPH, DAG_SUMMARY]}
 ROUTES: list[Route] = [
     Route("GET", "/ping", "ping", "Liveness check",
           response=_obj(("status",), status=_STR)),
-    Route("GET", "/version", "version", "Server and API version",
-          response=_obj(("version", "api"), version=_STR, api=_STR)),
+    Route("GET", "/version", "version",
+          "Server and API version, and the URL runners should use (serve --advertise-url) "
+          "and the file it is written to (serve --url-file)",
+          response=_obj(("version", "api", "url", "url_file"), version=_STR, api=_STR,
+                        url=_STR_OR_NULL, url_file=_STR_OR_NULL)),
     Route("GET", "/openapi.json", "openapi", "This OpenAPI document", response=_FREE_OBJECT),
     Route("POST", "/workflows", "create_workflow", "Create and initialize a workflow from a spec",
           body=CREATE_BODY, status=201, other_statuses=(200,),

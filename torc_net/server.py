@@ -7,7 +7,14 @@ one nursery: the group-commit writer, the lease timer, the signal watcher, the s
 and Hypercorn's trio worker serving the Quart-Trio app. Once the socket listens it prints
 ``TORC_SERVER_PORT=<port>`` (flushed) so a parent process started with ``--port 0`` learns it,
 then ``export TORC_API_URL=http://HOST:PORT/torc-service/v1`` with the host a client should use
-(:func:`torc_net.config.client_host`).
+(:func:`torc_net.config.client_host`), or ``--advertise-url``: the URL runners should use,
+which GET /version reports too.
+
+URL file (``--url-file PATH``): once listening, the advertised URL is written to a temporary
+file beside PATH and renamed over it, on every start; runners started with
+``TORC_API_URL_FILE=PATH`` read it again when the server stops answering, so a server restarted
+at another address (another host) is found. It is left in place at exit: it names the last
+server started, which the next start replaces.
 
 Pid file (``--pid-file PATH``): checked before anything else is done — a file naming a running
 torc-trio server refuses the start (naming its pid), one naming a process that is gone or is
@@ -46,11 +53,12 @@ import trio
 from .admission import Admission
 from .app import create_app
 from .auth import Authenticator
-from .config import ServerConfig, add_serve_arguments, api_url, config_from_args
+from .config import ServerConfig, add_serve_arguments, advertised_url, config_from_args
 from .feed import Feed
 from .hangup import hang_up
 from .service import Service
 from .store import Store, StoreError
+from .url_file import UrlFileError, write_url_file
 
 log = logging.getLogger("torc_net.server")
 
@@ -181,8 +189,10 @@ async def serve(
                          cache_ttl=config.credential_cache_ttl_s)
     await service.load()
     log.info("loaded %d workflows from %s", len(service.workflows), config.database)
+    #: what GET /version says of where we are (the port is known once we listen)
+    where: dict[str, str | None] = {"url": None, "url_file": config.url_file}
     app = create_app(service, auth, max_depth=config.max_json_depth,
-                     body_timeout_s=config.body_timeout_s)
+                     body_timeout_s=config.body_timeout_s, about=where)
     admission = Admission(app, config.max_concurrent, max_queued=config.max_queued,
                           max_wait_s=config.max_queue_wait_s)
 
@@ -308,12 +318,16 @@ async def serve(
             store.note_holder(url=f"http://{local}:{port}/torc-service/v1", **about)
             running = Running(port, service, store, shutdown, request_snapshot, admission,
                               stopped)
+            advertised = advertised_url(config, port)
+            where["url"] = advertised
             if pid_file is not None:
                 write_pid_file(pid_file)
+            if config.url_file is not None:
+                write_url_file(Path(config.url_file), advertised)
             if config.print_port:
                 _emit(f"TORC_SERVER_PORT={port}")  # first: parents parse it
-                _emit(f"export TORC_API_URL={api_url(config.host, port)}")
-                _emit(f"dashboard: {api_url(config.host, port).split('/torc-service/')[0]}/")
+                _emit(f"export TORC_API_URL={advertised}")
+                _emit(f"dashboard: {advertised.split('/torc-service/')[0]}/")
             log.info("serving on %s (database %s)", binds[0], config.database)
             task_status.started(running)
             await served.wait()
@@ -372,7 +386,7 @@ def main_run(config: ServerConfig,
         exc = _alone(raised)  # (the nursery beside `dash`'s announcement wraps it in a group)
         if isinstance(exc, KeyboardInterrupt):
             return 0
-        if isinstance(exc, (StoreError, PidFileError)):  # cannot be served: say why, briefly
+        if isinstance(exc, (StoreError, PidFileError, UrlFileError)):  # cannot be served: say why
             print(f"torc-trio serve: error: {exc}", file=sys.stderr, flush=True)
             return 2
         raise

@@ -27,7 +27,9 @@ async def register(api: Api, wf: int) -> int:
 
 async def test_service_routes(api: Api) -> None:
     assert await api.ok("GET", "/ping") == {"status": "ok"}
-    assert await api.ok("GET", "/version") == {"version": "0.1.0", "api": "v1"}
+    assert await api.ok("GET", "/version") == {
+        "version": "0.1.0", "api": "v1", "url": f"http://127.0.0.1:{api.port}/torc-service/v1",
+        "url_file": None}
     doc = await api.ok("GET", "/openapi.json")
     assert doc["openapi"].startswith("3.1")
     reply = await api.get("/no/such/route")
