@@ -9,9 +9,10 @@ Two flavours:
   restarts). Its stdout lines are collected so tests can wait for ``TORC_SNAPSHOT_DONE=``.
 
 Under pytest-xdist (the README's command runs ``-n``) two hooks keep parallel runs honest:
-the Slurm tests share one cluster and run on one worker, first (see
+the Slurm tests share one cluster and run on one worker (see
 :func:`pytest_collection_modifyitems`), and a test marked ``default_port`` runs alone (see
-:func:`_default_port_alone`).
+:func:`_default_port_alone`). A module whose tests share state (tests/net/test_api_fuzz.py)
+is an ``xdist_group`` of its own.
 """
 
 from __future__ import annotations
@@ -43,17 +44,13 @@ API = "/torc-service/v1"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Slurm tests go first, as one xdist group: they share the one local cluster (its
-    two CPUs and its queue, which some of them read whole), so they run one at a time on one
-    worker; and as the longest unit of work (minutes) they start first instead of being
-    handed out last and running on while the other workers sit idle. Serial runs only see
-    the order change."""
-    slurm = [item for item in items if item.get_closest_marker("slurm")]
-    for item in slurm:
-        item.add_marker(pytest.mark.xdist_group("slurm"))
-    if slurm:
-        chosen = set(map(id, slurm))
-        items[:] = slurm + [item for item in items if id(item) not in chosen]
+    """The Slurm tests are one xdist group: they share the one local cluster (its two CPUs,
+    and its queue, which some of them read whole), so under ``-n`` they run one at a time on
+    one worker. (xdist hands out the biggest groups first, so this longest unit of work, a
+    few minutes, starts at once rather than last while the other workers sit idle.)"""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 @contextlib.contextmanager

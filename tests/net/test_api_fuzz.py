@@ -60,6 +60,9 @@ MAX_EXAMPLES = int(os.environ.get("TORC_FUZZ_MAX_EXAMPLES", "25"))
 #: Past this many seconds from the server's start, cases are no longer sent (a safety net for a
 #: slow machine: the run normally takes well under it).
 BUDGET_S = float(os.environ.get("TORC_FUZZ_BUDGET_S", "75"))
+#: The tests share one server and run in file order, the last reading what the fuzz tests
+#: counted (see the module docstring): under xdist, all of them on one worker.
+pytestmark = pytest.mark.xdist_group("api_fuzz")
 
 CHECKS = [
     st_checks.not_a_server_error,
