@@ -4,11 +4,12 @@ uses, and how to start a standalone one.
 Why this is separate: a standalone server takes ~0.8 s to start (a second interpreter importing
 Hypercorn, Quart and the engine) and the CLI ~0.4 s to import itself; started from here, first
 thing, the server boots while the CLI imports and reads and checks the spec, instead of after.
-Only the standard library is imported here.
+Only the standard library is imported here (and :mod:`torc_net.url_file`, which needs no more).
 
 Which server, in one rule (:func:`choose_server`):
 
-1. ``--url`` or ``TORC_API_URL``;
+1. ``--url`` or ``TORC_API_URL``, else the URL in the file ``TORC_API_URL_FILE`` names (written
+   by ``serve --url-file``; read again whenever the server stops answering);
 2. ``-s``/``--standalone``: a server of this command's own on the local database;
 3. a torc server answering at Torc's default address, ``http://localhost:8080/torc-service/v1``
    (a quick probe), so that Torc's quick start (``serve``, then ``run workflow.yaml``) works;
@@ -37,6 +38,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from torc_net.url_file import ENV_VAR, UrlFileError, read_url_file
 
 from . import __version__
 
@@ -254,6 +257,11 @@ def choose_server(args: EarlyArgs, *, probe: bool = True) -> ServerChoice:
     """The rule of the module docstring."""
     command = args.command
     configured = args.get("url") or os.environ.get("TORC_API_URL")
+    if not configured and os.environ.get(ENV_VAR):
+        try:
+            configured = read_url_file(os.environ[ENV_VAR])
+        except UrlFileError as exc:
+            return ServerChoice("none", problem=str(exc))
     database = standalone_database(args)
     if configured:
         return ServerChoice("url", url=configured)

@@ -456,6 +456,7 @@ class JobRunner:
             job_stdio.job_stem(self._out, cfg.workflow_id, jid, run_id, attempt),
             *job_stdio.effective(self._wf_stdio, job.get("stdio")))
         env = self._base_env.copy()
+        env["TORC_API_URL"] = self.client.base_url  # where the server is now (it may move)
         env["TORC_JOB_ID"] = str(jid)
         env["TORC_JOB_NAME"] = str(job.get("name", ""))
         env["TORC_ATTEMPT_ID"] = str(attempt)

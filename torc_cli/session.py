@@ -23,6 +23,7 @@ from typing import Any
 import trio
 
 from torc_net.client import TorcClient
+from torc_net.url_file import env_url_source
 
 from .early import API_PATH, ServerChoice
 from .exits import InputError
@@ -173,7 +174,7 @@ async def connect(args: argparse.Namespace, choice: ServerChoice,
     assert url is not None
     ctx.url = check_url(url)
     async with TorcClient(ctx.url, auth=auth, wait_for_server_s=wait_s,
-                          on_retry=_waiting(ctx.url)) as client:
+                          on_retry=_waiting(ctx.url), url_source=env_url_source()) as client:
         ctx.client = client
         yield ctx
 

@@ -10,6 +10,12 @@ Retry policy of :meth:`TorcClient.call`:
   honoured as a lower bound. Retrying stops once ``wait_for_server_s`` have elapsed since the
   first attempt, and :class:`ServerUnreachable` is raised.
 * any other status >= 400 raises :class:`ApiError` at once.
+* a server that moved: with a ``url_source`` (``TORC_API_URL_FILE``, the file ``serve
+  --url-file`` writes), a connection failure past the first retry asks it for the server's URL
+  now; a new one replaces the client's base URL (and its connections) and is tried at once.
+  The compute node, claims and held jobs are the server's (in its database), so they carry
+  over to a server restarted elsewhere on the same database. A source that fails (the file
+  unreadable or garbage) is logged, once per message, and the old URL kept.
 
 Timeouts are set here, at the call site of the HTTP layer: each attempt runs under
 ``trio.fail_after(attempt_timeout_s)``.
@@ -18,6 +24,7 @@ Timeouts are set here, at the call site of the HTTP layer: each attempt runs und
 from __future__ import annotations
 
 import json as _json
+import logging
 import math
 import os
 import random
@@ -41,6 +48,8 @@ __all__ = [
     "open_event_feed",
     "subscribe_events",
 ]
+
+log = logging.getLogger("torc_net.client")
 
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _BACKOFF_BASE_S = 0.1
@@ -138,8 +147,14 @@ class TorcClient:
         attempt_timeout_s: float = 120.0,
         max_idle: int = 4,
         on_retry: Callable[[str, float], None] | None = None,
+        url_source: Callable[[], str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: where the server is now, asked when it stops answering (module docstring); raises
+        #: when it cannot say
+        self.url_source = url_source
+        self._url_source_problem = ""
+        self._max_idle = max_idle
         #: told (failure, seconds it will keep trying) before each retry: a command at a
         #: terminal says at once that it is waiting, instead of waiting silently
         self.on_retry = on_retry
@@ -158,6 +173,8 @@ class TorcClient:
         self.retries = 0
         #: 503 responses received
         self.status_503 = 0
+        #: times the base URL changed to the one ``url_source`` named
+        self.url_switches = 0
 
     @classmethod
     def from_env(cls, url: str | None = None, **kwargs: Any) -> TorcClient:
@@ -215,10 +232,16 @@ class TorcClient:
                 failure = str(exc)
                 if not retry:
                     raise ServerUnreachable(f"{method} {path}: {failure}") from exc
+                if attempt >= 1 and await self._follow_url_source():
+                    attempt = 0
+                    continue  # the server moved: try its new address at once
             except trio.TooSlowError as exc:
                 failure = f"no response within {self.attempt_timeout_s} s"
                 if not retry:
                     raise ServerUnreachable(f"{method} {path}: {failure}") from exc
+                if attempt >= 1 and await self._follow_url_source():
+                    attempt = 0
+                    continue
             else:
                 status = resp.status
                 if status < 400:
@@ -256,6 +279,30 @@ class TorcClient:
             attempt += 1
             self.retries += 1
             await trio.sleep(min(delay, remaining))
+
+    async def _follow_url_source(self) -> bool:
+        """Ask ``url_source`` where the server is; switch to a new URL (True) or keep ours."""
+        if self.url_source is None:
+            return False
+        try:
+            url = self.url_source().rstrip("/")
+            if url == self.base_url:
+                return False
+            pool = HttpConnectionPool(url, auth=self.auth, max_idle=self._max_idle)
+        except Exception as exc:  # the file unreadable, garbage: keep trying our URL
+            problem = str(exc)
+            if problem != self._url_source_problem:
+                self._url_source_problem = problem
+                log.warning("server at %s not answering, and where it moved is unknown: %s",
+                            self.base_url, problem)
+            return False
+        self._url_source_problem = ""
+        log.warning("server at %s not answering; it is now at %s (URL file): switching",
+                    self.base_url, url)
+        old, self._pool, self.base_url = self._pool, pool, url
+        self.url_switches += 1
+        await old.aclose()  # requests still on it finish; idle connections go now
+        return True
 
     # ------------------------------------------------------------------ service
     async def ping(self) -> dict[str, Any]:

@@ -14,6 +14,8 @@ reads the file before its heavy imports (:mod:`torc_cli.early`).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 API_PATH = "/torc-service/v1"
@@ -92,3 +94,10 @@ def write_url_file(path: Path, url: str) -> None:
         tmp.unlink(missing_ok=True)
         raise UrlFileError(f"--url-file {path}: cannot write it: {exc.strerror or exc}") \
             from None
+
+
+def env_url_source(environ: Mapping[str, str] = os.environ) -> Callable[[], str] | None:
+    """A reader of the URL file ``TORC_API_URL_FILE`` names (a client's ``url_source``), or
+    None when it names none."""
+    path = environ.get(ENV_VAR)
+    return partial(read_url_file, path) if path else None
