@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import shutil
 import signal
@@ -225,6 +226,9 @@ class StepRequest:
     memory_mb: int = 1
     num_gpus: int = 0
     minutes: int = 1
+    #: the node the step must run on (the runner's own, in an allocation of several nodes
+    #: with a runner on each: a step started by node2's runner runs on node2)
+    node: str | None = None
 
 
 def srun_argv(srun: str, slurm_job_id: str, step: StepRequest, execution: Execution,
@@ -232,6 +236,8 @@ def srun_argv(srun: str, slurm_job_id: str, step: StepRequest, execution: Execut
     """The full command line of a step running ``command`` (``["bash", "-c", CMD]``)."""
     argv = [srun, f"--jobid={slurm_job_id}", f"--job-name={step.name}", "--nodes=1",
             "--ntasks=1"]
+    if step.node:
+        argv.append(f"--nodelist={step.node}")
     if execution.limit_resources:
         argv += ["--exact", f"--cpus-per-task={max(1, step.num_cpus)}",
                  f"--mem={step.memory_mb}M"]
@@ -354,6 +360,8 @@ class SrunSteps:
     alloc_memory_bytes: int | None = None
     end_time: float | None = None
     end_buffer_s: float = 0.0
+    #: see StepRequest.node
+    node: str | None = None
     #: job id -> its step's time limit in seconds, while it runs
     _limits: dict[int, float] = field(default_factory=dict)
 
@@ -370,7 +378,7 @@ class SrunSteps:
             memory_mb=step_memory_mb(int(job.get("memory_bytes") or 0), num_cpus,
                                      self.alloc_memory_bytes, self.alloc_cpus),
             num_gpus=int(job.get("num_gpus") or 0),
-            minutes=step_minutes(float(job.get("runtime_s") or 0), remaining))
+            minutes=step_minutes(float(job.get("runtime_s") or 0), remaining), node=self.node)
         self._limits[jid] = step.minutes * 60.0
         for name in _STEP_INPUT_ENV:
             env.pop(name, None)
@@ -385,8 +393,12 @@ class SrunSteps:
 
 def runner_steps(execution: Execution, *, workflow_id: int, slurm_job_id: str | None,
                  cpus: int | None, memory_bytes: int | None, end_time: float | None,
-                 end_buffer_s: float, which: Any = shutil.which) -> SrunSteps | None:
-    """The runner's :class:`SrunSteps` in slurm mode (None in direct mode)."""
+                 end_buffer_s: float, which: Any = shutil.which,
+                 environ: Mapping[str, str] | None = None) -> SrunSteps | None:
+    """The runner's :class:`SrunSteps` in slurm mode (None in direct mode). In an allocation
+    of several nodes the steps run on the runner's own node (``SLURMD_NODENAME``): with a
+    runner on each node (``start_one_worker_per_node``) each starts steps where it is, and a
+    single runner's steps stay beside it rather than wherever Slurm finds room."""
     if execution.mode != "slurm" or not slurm_job_id:
         return None
     srun = which("srun")
@@ -395,6 +407,9 @@ def runner_steps(execution: Execution, *, workflow_id: int, slurm_job_id: str | 
                           f"{execution.requested} inside Slurm allocation {slurm_job_id}, "
                           "but srun is not on PATH (put Slurm's commands on PATH, or use "
                           "mode: direct)")
+    env = os.environ if environ is None else environ
+    several = env.get("SLURM_JOB_NUM_NODES", "1").strip() not in ("", "1")
     return SrunSteps(execution=execution, workflow_id=workflow_id, slurm_job_id=slurm_job_id,
                      srun=srun, alloc_cpus=cpus, alloc_memory_bytes=memory_bytes,
-                     end_time=end_time, end_buffer_s=end_buffer_s)
+                     end_time=end_time, end_buffer_s=end_buffer_s,
+                     node=env.get("SLURMD_NODENAME") if several else None)

@@ -126,6 +126,22 @@ def test_srun_argv_limits_and_names_the_step() -> None:
                     "bash", "-c", "echo hi"]
 
 
+def test_steps_of_a_runner_in_a_multi_node_allocation_stay_on_its_node() -> None:
+    slurm = Execution(mode="slurm", requested="slurm")
+    kw: dict[str, Any] = dict(workflow_id=7, slurm_job_id="42", cpus=2, memory_bytes=None,
+                              end_time=None, end_buffer_s=0.0, which=lambda name: "srun")
+    two = runner_steps(slurm, environ={"SLURM_JOB_NUM_NODES": "2", "SLURMD_NODENAME": "node2"},
+                       **kw)
+    assert two is not None
+    argv, _ = two.wrap({"id": 3, "num_cpus": 1}, 1, 1, ["bash", "-c", "true"], {})
+    assert "--nodelist=node2" in argv
+    one = runner_steps(slurm, environ={"SLURM_JOB_NUM_NODES": "1", "SLURMD_NODENAME": "vm"},
+                       **kw)
+    assert one is not None
+    argv, _ = one.wrap({"id": 3, "num_cpus": 1}, 1, 1, ["bash", "-c", "true"], {})
+    assert not [a for a in argv if a.startswith("--nodelist")]
+
+
 def test_srun_argv_without_limits_passes_no_cpus_or_memory() -> None:
     ex = execution_from_workflow(_workflow({"mode": "slurm", "limit_resources": False}),
                                  IN_SLURM)
