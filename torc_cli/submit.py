@@ -1,7 +1,11 @@
 """Workflows on Slurm: submitting allocations, cancelling them, recovering from lost ones.
 
-An allocation runs ``torc-trio runner`` against the server's URL; the runner takes its
-resources and end time from the ``SLURM_*`` environment. Allocations are recorded on the server
+An allocation runs ``torc-trio runner`` against the URL the server advertises (GET /version:
+``serve --advertise-url``, or derived from ``--host``), with ``TORC_API_URL_FILE`` when the
+server writes one, so that a server moved elsewhere is found; the runner takes its resources
+and end time from the ``SLURM_*`` environment. A server only this host reaches (loopback) is
+refused before anything is submitted when the allocations may start on other nodes
+(:mod:`torc_cli.reach`). Allocations are recorded on the server
 (so ``cancel`` can ``scancel`` them and ``recover`` can find those that vanished); actions that
 schedule nodes are claimed on the server first, so each runs exactly once.
 """
@@ -15,7 +19,8 @@ from typing import Any
 
 from torc_net.client import TorcClient
 
-from . import local_runners, slurm
+from . import local_runners, reach, slurm
+from .reach import ServerAddress
 
 #: Allocation states in which Slurm still has the job.
 LIVE_STATES = ("submitted", "pending", "running")
@@ -76,7 +81,7 @@ def _settings(workflow: dict[str, Any]) -> dict[str, Any]:
     return dict((workflow.get("spec_settings") or {}).get("compute_node_settings") or {})
 
 
-def allocation_script(workflow: dict[str, Any], url: str, output_dir: Path,
+def allocation_script(workflow: dict[str, Any], where: ServerAddress, output_dir: Path,
                       scheduler: dict[str, Any], *, scheduler_filter: str | None,
                       start_one_worker_per_node: bool = False,
                       startup_jitter_s: float = 0.0, max_parallel: int | None = None) -> str:
@@ -90,26 +95,27 @@ def allocation_script(workflow: dict[str, Any], url: str, output_dir: Path,
         job_name=f"torc_wf{wid}_{scheduler['name']}",
         scheduler=scheduler,
         defaults=defaults,
-        runner_argv=runner_argv(url, wid, output_dir, scheduler_filter, end_buffer,
+        runner_argv=runner_argv(where.url, wid, output_dir, scheduler_filter, end_buffer,
                                 float(idle) if idle is not None else 60.0, startup_jitter_s,
                                 max_parallel),
-        env={"TORC_API_URL": url},
+        env=where.env(),
         output_dir=str(output_dir / "slurm"),
         start_one_worker_per_node=start_one_worker_per_node,
     )
 
 
-async def submit_allocation(client: TorcClient, workflow: dict[str, Any], url: str,
+async def check_reach(where: ServerAddress, scripts: list[str]) -> None:
+    """Refuse (:class:`SubmitError`, one line) scripts whose runners may start on hosts that
+    cannot reach the server (it advertises a loopback URL)."""
+    reason = await reach.refusal_for_scripts(where.url, scripts)
+    if reason is not None:
+        raise SubmitError(reason)
+
+
+async def submit_allocation(client: TorcClient, workflow: dict[str, Any], script: str,
                             output_dir: Path, scheduler: dict[str, Any], *,
-                            scheduler_filter: str | None, action_index: int | None = None,
-                            start_one_worker_per_node: bool = False,
-                            startup_jitter_s: float = 0.0,
-                            max_parallel: int | None = None) -> dict[str, Any]:
+                            action_index: int | None = None) -> dict[str, Any]:
     """Write the sbatch script, submit it (sbatch retries with backoff), record it."""
-    script = allocation_script(workflow, url, output_dir, scheduler,
-                               scheduler_filter=scheduler_filter,
-                               start_one_worker_per_node=start_one_worker_per_node,
-                               startup_jitter_s=startup_jitter_s, max_parallel=max_parallel)
     wid = int(workflow["id"])
     directory = output_dir / "slurm"
     directory.mkdir(parents=True, exist_ok=True)
@@ -177,20 +183,23 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
     # ready jobs' schedulers.
     plan = await plan_allocations(client, workflow, by_ready_jobs=not local_starts)
     jitter = startup_jitter_window(sum(_runners(p[0], p[3]) for p in plan))
+    where = await reach.server_address(client, url) if plan else ServerAddress(url)
+    scripts = [allocation_script(workflow, where, output_dir, sched, scheduler_filter=filt,
+                                 start_one_worker_per_node=per_node, startup_jitter_s=jitter,
+                                 max_parallel=limit)
+               for sched, filt, index, per_node, limit in plan]
+    await check_reach(where, scripts)  # before anything is claimed or submitted
     if dry_run:
-        return [{"scheduler": sched["name"], "action_index": index,
-                 "script": allocation_script(workflow, url, output_dir, sched,
-                                             scheduler_filter=filt,
-                                             start_one_worker_per_node=per_node,
-                                             startup_jitter_s=jitter, max_parallel=limit)}
-                for sched, filt, index, per_node, limit in plan]
+        return [{"scheduler": sched["name"], "action_index": index, "script": script}
+                for (sched, _, index, _, _), script in zip(plan, scripts, strict=True)]
+    todo = list(zip(plan, scripts, strict=True))
     if any(p[2] is not None for p in plan) and not rerun:
         # Claim the start actions so that they run once, even if submit runs twice.
         claimed = await client.claim_actions(workflow_id, action_types=["schedule_nodes"],
                                              trigger_types=["on_workflow_start"],
                                              scheduler_types=["slurm"])
         won = {a["index"] for a in claimed["actions"]}
-        plan = [p for p in plan if p[2] in won]
+        todo = [(p, script) for p, script in todo if p[2] in won]
     out = []
     if local_starts and not dry_run and rerun:
         for action in local_starts:
@@ -204,11 +213,9 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
             if action["index"] in won:
                 out.extend(local_runners.start_local_runners(url, workflow_id, output_dir,
                                                              action))
-    for sched, filt, index, per_node, limit in plan:
-        out.append(await submit_allocation(client, workflow, url, output_dir, sched,
-                                           scheduler_filter=filt, action_index=index,
-                                           start_one_worker_per_node=per_node,
-                                           startup_jitter_s=jitter, max_parallel=limit))
+    for (sched, _, index, _, _), script in todo:
+        out.append(await submit_allocation(client, workflow, script, output_dir, sched,
+                                           action_index=index))
     return out
 
 
@@ -223,11 +230,15 @@ async def run_schedule_action(client: TorcClient, workflow_id: int, url: str, ou
     per_node = bool(action.get("start_one_worker_per_node"))
     count = int(action.get("num_allocations") or 1)
     jitter = startup_jitter_window(count * _runners(sched, per_node))
+    where = await reach.server_address(client, url)
+    script = allocation_script(workflow, where, output_dir, sched,
+                               scheduler_filter=sched["name"],
+                               start_one_worker_per_node=per_node, startup_jitter_s=jitter,
+                               max_parallel=action.get("max_parallel_jobs"))
+    await check_reach(where, [script])
     return [
-        await submit_allocation(client, workflow, url, output_dir, sched,
-                                scheduler_filter=sched["name"], action_index=action["index"],
-                                start_one_worker_per_node=per_node, startup_jitter_s=jitter,
-                                max_parallel=action.get("max_parallel_jobs"))
+        await submit_allocation(client, workflow, script, output_dir, sched,
+                                action_index=action["index"])
         for _ in range(count)
     ]
 

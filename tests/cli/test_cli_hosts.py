@@ -8,12 +8,35 @@ SIGKILL (its host lost) and started again on another port with the same database
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
+import subprocess
+import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import pytest
+import trio
 import yaml
-from cli_helpers import ServerProcess, background, clean_env, torc, torc_json, wait_until
+from cli_helpers import (
+    ServerProcess,
+    background,
+    clean_env,
+    free_port,
+    torc,
+    torc_json,
+    wait_until,
+)
+
+from torc_cli.reach import (
+    loopback_refusal,
+    partition_nodes,
+    refusal_for_scripts,
+    sbatch_targets,
+    this_host_names,
+)
 
 API = "/torc-service/v1"
 
@@ -128,3 +151,123 @@ def test_a_url_file_gone_bad_mid_run_keeps_the_old_url(tmp_path: Path) -> None:
                 again.stop()
     finally:
         first.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# submit: the URL runners get, and the refusal of a loopback server for other hosts
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        return json.loads(reply.read())
+
+
+def _far_spec(extra: str) -> dict[str, Any]:
+    return {"name": "far",
+            "slurm_schedulers": [{"name": "far", "account": "torc", "walltime": "00:05:00",
+                                  "extra": extra}],
+            "actions": [{"trigger_type": "on_workflow_start", "action_type": "schedule_nodes",
+                         "scheduler": "far", "scheduler_type": "slurm"}],
+            "jobs": [{"name": "a", "command": "true"}]}
+
+
+def test_submit_refuses_a_loopback_server_for_other_hosts(tmp_path: Path) -> None:
+    """Runners on other hosts could never reach 127.0.0.1: refused before anything is claimed,
+    written or submitted, with the flag that fixes it. (--nodelist names the hosts without
+    asking Slurm; a partition's nodes come from sinfo, tested on a real cluster by
+    tests/slurm/test_slurm_multinode.py.)"""
+    server = ServerProcess(tmp_path / "torc.db", cwd=tmp_path)
+    try:
+        env = clean_env(TORC_API_URL=server.url)
+        (tmp_path / "far.json").write_text(json.dumps(_far_spec("--nodelist=faraway1")))
+        wid = str(torc_json(tmp_path, "create", "far.json", env=env)["id"])
+        for dry in ((), ("--dry-run",)):
+            refused = torc(tmp_path, "submit", wid, *dry, env=env)
+            assert refused.returncode == 4, refused.stdout + refused.stderr
+            assert refused.stdout == ""
+            assert refused.stderr.strip().splitlines() == [
+                f"torc-trio: error: the server's URL {server.url} is loopback: only this host "
+                "reaches it, but --nodelist faraway1 runs on faraway1; start the server with "
+                "`serve --host 0.0.0.0` (or --host ADDRESS the nodes reach), or tell it the "
+                "URL they should use with `serve --advertise-url "
+                "http://HOST:PORT/torc-service/v1`; nothing was submitted"], refused.stderr
+        actions = _get(f"{server.url}/workflows/{wid}/actions")["items"]
+        assert [a["claimed"] for a in actions] == [False]  # a fixed submit may still claim it
+        assert _get(f"{server.url}/workflows/{wid}/allocations")["items"] == []
+        assert not (tmp_path / "torc_output" / "slurm").exists()
+    finally:
+        server.stop()
+
+
+def test_submit_gives_runners_the_advertised_url_and_the_url_file(tmp_path: Path) -> None:
+    """The client talks to 127.0.0.1; the scripts name the URL the server advertises (an
+    address other hosts reach, so nothing is refused) and its URL file."""
+    url_file = tmp_path / "torc.url"
+    port = free_port()
+    advertised = f"http://10.77.0.1:{port}{API}"
+    server = ServerProcess(tmp_path / "torc.db", cwd=tmp_path, flags=[
+        "--database", str(tmp_path / "torc.db"), "--host", "127.0.0.1", "--port", str(port),
+        "--advertise-url", advertised, "--url-file", str(url_file)])
+    try:
+        env = clean_env(TORC_API_URL=server.url)
+        (tmp_path / "far.json").write_text(json.dumps(_far_spec("--nodelist=faraway1")))
+        wid = str(torc_json(tmp_path, "create", "far.json", env=env)["id"])
+        dry = torc_json(tmp_path, "submit", wid, "--dry-run", env=env)
+        [script] = [a["script"] for a in dry["allocations"]]
+        assert f"export TORC_API_URL={advertised}\n" in script
+        assert f"export TORC_API_URL_FILE={url_file}\n" in script
+        assert f" --url {advertised} " in script and server.url not in script
+    finally:
+        server.stop()
+
+
+def test_loopback_refusal_decides_by_url_and_nodes() -> None:
+    here = {"vm"}
+    url = f"http://127.0.0.1:8080{API}"
+    refused = loopback_refusal(url, ["node1", "node2"], target="partition multi", this_host=here)
+    assert refused is not None and refused.startswith(
+        f"the server's URL {url} is loopback: only this host reaches it, but partition multi "
+        "runs on node1, node2; start the server with `serve --host 0.0.0.0`")
+    assert loopback_refusal(url, ["vm"], target="the default partition", this_host=here) is None
+    assert loopback_refusal(url, ["vm.cluster.org"], target="p", this_host=here) is None
+    assert loopback_refusal(url, ["vm", "node1"], target="p", this_host=here) is not None
+    for ok in (f"http://10.77.0.1:8080{API}", f"http://[fd00::2]:8080{API}"):
+        assert loopback_refusal(ok, ["node1"], target="p", this_host=here) is None
+    for local in (f"http://localhost:1{API}", f"http://[::1]:1{API}", f"http://127.1.2.3:1{API}"):
+        assert loopback_refusal(local, ["node1"], target="p", this_host=here) is not None
+    # A name is judged by what it resolves to here: loopback only, routable, or unknown.
+    names = {"vm": ["127.0.0.1"], "torc-head": ["10.77.0.1"], "dual": ["127.0.0.1", "10.0.0.5"]}
+
+    def resolver(host: str) -> list[str]:
+        return names.get(host, [])
+
+    said = loopback_refusal(f"http://vm:1{API}", ["node1"], target="p", this_host=here,
+                            resolver=resolver)
+    assert said is not None and f"http://vm:1{API} names vm, which is 127.0.0.1 here " \
+        "(loopback)" in said
+    for host in ("torc-head", "dual", "unknown-here"):
+        assert loopback_refusal(f"http://{host}:1{API}", ["node1"], target="p",
+                                this_host=here, resolver=resolver) is None
+    many = loopback_refusal(url, [f"n{i}" for i in range(20)], target="p", this_host=here)
+    assert many is not None and "n7 and 12 more;" in many
+
+
+def test_sbatch_targets_reads_the_directives_as_sbatch_does() -> None:
+    script = ("#!/bin/bash\n#SBATCH --job-name=x\n#SBATCH --partition=debug\n"
+              "#SBATCH -p multi\n#SBATCH -w node[1-2]\n\nexport A=1\n#SBATCH -p ignored\n")
+    assert sbatch_targets(script, {}) == ("multi", "node[1-2]")
+    assert sbatch_targets(script, {"SBATCH_PARTITION": "env"}) == ("env", "node[1-2]")
+    assert sbatch_targets("#!/bin/sh\n#SBATCH -pgpu --nodelist n3\n", {}) == ("gpu", "n3")
+    assert sbatch_targets("#!/bin/sh\nexec true\n", {}) == (None, None)
+
+
+def test_partition_nodes_of_the_local_cluster() -> None:
+    """The default partition of this machine's Slurm (scripts/local-slurm.sh) is this host,
+    so a loopback server is fine for it."""
+    if shutil.which("sinfo") is None or subprocess.run(
+            ["sinfo", "-h"], capture_output=True, check=False, timeout=30).returncode != 0:
+        pytest.skip("no Slurm cluster answers here (scripts/local-slurm.sh start)")
+    nodes = trio.run(partition_nodes, None)
+    assert nodes and set(nodes) <= {n.split(".")[0] for n in this_host_names()}, nodes
+    assert trio.run(refusal_for_scripts, f"http://127.0.0.1:1{API}",
+                    ["#!/bin/bash\nexec true\n"]) is None
