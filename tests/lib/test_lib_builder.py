@@ -104,6 +104,7 @@ def test_python_mistakes_are_located_at_once() -> None:
     assert wf.to_spec()["files"] == [{"name": "f", "path": "f.txt"}]  # nothing half-added
 
 
+@pytest.mark.filterwarnings("ignore::torc_trio.TorcWarning")  # kdl_actions: persistent
 @pytest.mark.parametrize("name", ["diamond.yaml", "diamond.json5", "kdl_params.kdl",
                                   "kdl_actions.kdl", "diamond.json"])
 def test_from_file_reads_every_format(name: str, tmp_path: Path) -> None:
@@ -113,6 +114,14 @@ def test_from_file_reads_every_format(name: str, tmp_path: Path) -> None:
     (tmp_path / "again.json").write_text(json.dumps(spec))
     assert dry_run(tmp_path / "again.json") == dry_run(path)
     assert wf.job(spec["jobs"][0]["name"]).name == spec["jobs"][0]["name"]
+
+
+def test_a_field_without_effect_here_warns_as_the_cli_does() -> None:
+    wf = Workflow("w", enable_ro_crate=True)
+    wf.add_job("a", "true")
+    with pytest.warns(torc_trio.TorcWarning, match="enable_ro_crate: accepted but has no "
+                                                   "effect here"):
+        wf.to_spec()
 
 
 def test_from_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
