@@ -177,3 +177,29 @@ def test_submit_creates_and_starts_the_workflows_runners(workdir: Path, server_u
         pass
     status = client.status(submitted.workflow_id)
     assert status["is_complete"] and status["counts"]["completed"] == 2
+
+
+def test_a_function_of_a_package_elsewhere_imports_in_its_jobs(
+        workdir: Path, tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The jobs run in the caller's directory; the function's package is found from its own
+    file (the folder above the package goes first on the job's sys.path)."""
+    root = tmp_path_factory.mktemp("code")
+    (root / "mypkg").mkdir()
+    (root / "mypkg" / "__init__.py").write_text("")
+    (root / "mypkg" / "ops.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(root))
+    from mypkg.ops import double  # type: ignore[import-not-found]
+
+    assert torc_trio.map(double, [{"x": 1}, {"x": 21}]) == [2, 42]
+
+
+def test_the_entry_point_outside_a_job_says_what_it_is(workdir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORC_")}
+    proc = subprocess.run([sys.executable, "-m", "torc_trio.call", "lib_tasks:square"],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "torc_trio.call runs as a torc-trio job" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "torc_trio.call"], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 1 and "usage: python -m torc_trio.call MODULE:QUALNAME" in proc.stderr
