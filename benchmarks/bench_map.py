@@ -10,6 +10,9 @@ twice the CPUs):
   the N values are then read back and checked. Standalone: the child starts its own server
   (file database, synced commits) and stops it. Timed end to end around the ``map`` call:
   server start-up, workflow creation, the calls, reading the values, shutdown.
+* **torc-trio in chunks** (``--chunk-size K``, default 100; 0 skips it) -- the same map with
+  ``chunk_size=K``: each job makes K calls in one process, every value still stored and
+  returned in order. Timed the same way.
 * **HyperQueue** -- the PyPI package ``hyperqueue`` (0.27: ``LocalCluster``, one worker with
   ``P`` cores, so P tasks at a time). One job of N ``Job.function(trivial, kwargs={"i": k})``
   tasks (each a Python process that unpickles the function and calls it; HyperQueue keeps no
@@ -19,15 +22,16 @@ twice the CPUs):
 
 Prints ONE JSON object::
 
-    {"benchmark": "map", "calls", "parallel", "cpus", "torc": {"wall_s", "calls_per_s",
-     "ok", "values_ok"}, "hq": {"wall_s", "calls_per_s", "ok", "startup_s"},
-     "ratio_torc_over_hq", "python_start_ms"}
+    {"benchmark": "map", "calls", "parallel", "cpus", "chunk_size", "torc": {"wall_s",
+     "calls_per_s", "ok", "values_ok"}, "torc_chunk": {...}, "hq": {"wall_s", "calls_per_s",
+     "ok", "startup_s"}, "ratio_torc_over_hq", "ratio_torc_chunk_over_hq", "python_start_ms"}
 
 ``ratio_torc_over_hq`` is of throughputs (> 1: torc-trio is faster). ``python_start_ms`` is
 what an interpreter start costs here (``python -c pass``), the floor of any per-call process.
 Every child has a timeout (``--timeout``); traffic is loopback only.
 
-    python benchmarks/bench_map.py [--calls 10000] [--parallel P] [--skip-hq] [--timeout 3600]
+    python benchmarks/bench_map.py [--calls 10000] [--parallel P] [--chunk-size 100]
+        [--skip-hq] [--skip-torc] [--timeout 3600]
 """
 
 from __future__ import annotations
@@ -50,20 +54,20 @@ def trivial(i: int) -> int:
     return i + 1
 
 
-def _child(kind: str, calls: int, parallel: int, workdir: str) -> None:
+def _child(kind: str, calls: int, parallel: int, workdir: str, chunk_size: int = 1) -> None:
     """Runs in a child process, with this folder on sys.path (``import bench_map``), so that
     ``trivial`` is ``bench_map.trivial`` for both tools."""
     os.chdir(workdir)
-    result = _torc(calls, parallel) if kind == "torc" else _hq(calls, parallel)
+    result = _hq(calls, parallel) if kind == "hq" else _torc(calls, parallel, chunk_size)
     print(json.dumps(result), flush=True)
 
 
-def _torc(calls: int, parallel: int) -> dict[str, Any]:
+def _torc(calls: int, parallel: int, chunk_size: int) -> dict[str, Any]:
     import torc_trio
 
     t0 = time.perf_counter()
     values = torc_trio.map(trivial, [{"i": k} for k in range(calls)], jobs=parallel,
-                           name="trivial")
+                           name="trivial", chunk_size=chunk_size)
     wall = time.perf_counter() - t0
     return {"wall_s": round(wall, 3), "calls_per_s": round(calls / wall, 1), "ok": True,
             "values_ok": values == [k + 1 for k in range(calls)]}
@@ -107,8 +111,10 @@ def _hq(calls: int, parallel: int) -> dict[str, Any]:
 def run_child(kind: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     workdir = root / kind
     workdir.mkdir()
+    chunk = args.chunk_size if kind == "torc_chunk" else 1
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench_map; "
-            f"bench_map._child({kind!r}, {args.calls}, {args.parallel}, {str(workdir)!r})")
+            f"bench_map._child({kind!r}, {args.calls}, {args.parallel}, {str(workdir)!r}, "
+            f"{chunk})")
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=args.timeout, stdin=subprocess.DEVNULL, check=False)
@@ -148,6 +154,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--calls", type=int, default=10000)
     p.add_argument("--parallel", type=int, default=2 * (os.cpu_count() or 1))
+    p.add_argument("--chunk-size", type=int, default=100,
+                   help="also run the map with chunk_size=K (0: do not)")
     p.add_argument("--skip-hq", action="store_true")
     p.add_argument("--skip-torc", action="store_true")
     p.add_argument("--timeout", type=float, default=3600.0, help="per tool, seconds")
@@ -155,18 +163,25 @@ def main() -> None:
     args = p.parse_args()
     if not 0 < args.calls <= 1_000_000 or not 0 < args.parallel <= 1024:
         p.error("--calls must be in 1..1e6 and --parallel in 1..1024")
+    if args.chunk_size < 0:
+        p.error("--chunk-size must be 0 (none) or more")
     compile_modules()
     result: dict[str, Any] = {"benchmark": "map", "calls": args.calls,
                               "parallel": args.parallel, "cpus": os.cpu_count(),
+                              "chunk_size": args.chunk_size,
                               "python_start_ms": python_start_ms()}
+    plan = (("torc", args.skip_torc), ("torc_chunk", args.chunk_size < 2),
+            ("hq", args.skip_hq))
     with tempfile.TemporaryDirectory(prefix="torc-bench-map-", dir=args.workdir) as tmp:
-        for kind, skip in (("torc", args.skip_torc), ("hq", args.skip_hq)):
+        for kind, skip in plan:
             if not skip:
                 result[kind] = run_child(kind, args, Path(tmp))
-    torc, hq = result.get("torc", {}), result.get("hq", {})
-    a, b = torc.get("calls_per_s"), hq.get("calls_per_s")
-    result["ratio_torc_over_hq"] = (round(a / b, 3) if a and b and torc.get("ok")
-                                    and hq.get("ok") else None)
+    hq = result.get("hq", {})
+    for kind in ("torc", "torc_chunk"):
+        mine = result.get(kind, {})
+        a, b = mine.get("calls_per_s"), hq.get("calls_per_s")
+        result[f"ratio_{kind}_over_hq"] = (round(a / b, 3) if a and b and mine.get("ok")
+                                           and hq.get("ok") else None)
     print(json.dumps(result))
 
 

@@ -149,11 +149,12 @@ def test_bench_job_queries_smoke() -> None:
 
 
 def test_bench_map_smoke() -> None:
-    out = run_bench("bench_map.py", "--calls", "6", "--parallel", "2", "--skip-hq",
-                    timeout=300)
+    out = run_bench("bench_map.py", "--calls", "6", "--parallel", "2", "--chunk-size", "4",
+                    "--skip-hq", timeout=300)
     assert out["benchmark"] == "map" and out["calls"] == 6
-    torc = out["torc"]
-    assert isinstance(torc, dict) and torc["ok"] is True and torc["values_ok"] is True
-    for key in ("wall_s", "calls_per_s"):
-        assert key in torc
+    for kind in ("torc", "torc_chunk"):
+        torc = out[kind]
+        assert isinstance(torc, dict) and torc["ok"] is True and torc["values_ok"] is True
+        for key in ("wall_s", "calls_per_s"):
+            assert key in torc
     assert "python_start_ms" in out and out["ratio_torc_over_hq"] is None

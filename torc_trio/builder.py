@@ -415,23 +415,41 @@ class Workflow:
         ``python -m torc_trio.call MODULE:NAME`` with ``python`` (default: this interpreter)
         and the module's directory on ``sys.path``. Other keyword arguments are job keys
         (``resource_requirements``, ``scheduler``, ``priority``, ...)."""
+        job_name = name if name is not None else self._free_name(func.__name__)
+        return self._add_function_job(func, [dict(params or {})], job_name,
+                                      results_of=results_of, depends_on=depends_on,
+                                      python=python, **job_keys)
+
+    def _add_function_job(self, func: Callable[..., Any], calls: list[dict[str, Any]],
+                          job_name: str, *, batch: bool = False,
+                          results_of: Iterable[CallHandle | str] | None = None,
+                          flatten_results: bool = False, depends_on: Refs | None = None,
+                          python: str | None = None, **job_keys: Any) -> CallHandle:
+        """A function job of one call (``kwargs``), or with ``batch`` of several in order
+        (``batch``: its value is ``{"values": [...], "failed": [...]}``; map's chunks).
+        ``flatten_results``: the ``results_of`` jobs are batches, their values joined."""
         from .functions import call_command, signature_problem
 
         ref = self._function(func)
-        job_name = name if name is not None else self._free_name(func.__name__)
         where = self._where("jobs", job_name)
-        kwargs = dict(params or {})
-        bad = signature_problem(self._signature(func), kwargs, 0 if results_of is None else 1)
-        if bad:
-            raise _spec_error([f"{where}: params {kwargs!r}: {bad}"])
-        sources = None if results_of is None else [
-            self._ref(h, "jobs", "results_of", where) for h in results_of]
-        data: dict[str, Any] = {"function": ref.target, "kwargs": kwargs}
-        if sources is not None:
-            data["results_of"] = [s + RESULT_SUFFIX for s in sources]
-        problem = _json_problem(kwargs)
+        sig = self._signature(func)
+        for kwargs in calls:
+            bad = signature_problem(sig, kwargs, 0 if results_of is None else 1)
+            if bad:
+                raise _spec_error([f"{where}: params {kwargs!r}: {bad}"])
+        problem = _json_problem(calls)
         if problem:
             raise _spec_error([f"{where}: params: not JSON: {problem}"])
+        data: dict[str, Any] = {"function": ref.target}
+        if batch:
+            data["batch"] = calls
+        else:
+            data["kwargs"] = calls[0]
+        if results_of is not None:
+            data["results_of"] = [self._ref(h, "jobs", "results_of", where) + RESULT_SUFFIX
+                                  for h in results_of]
+            if flatten_results:
+                data["flatten_results"] = True
         if "parameters" in job_keys:
             raise _spec_error([f"{where}: parameters: a function job is one call; for many, "
                                "add one call per set of params (or use map)"])

@@ -103,34 +103,34 @@ def run_call(argv: list[str]) -> int:
             raise CallFailed(f"job {name!r} has no input user data {name + PARAMS_SUFFIX!r} "
                              "(a function job is made by Workflow.add_call or map)")
         params = inputs[name + PARAMS_SUFFIX][1] or {}
-        kwargs = dict(params.get("kwargs") or {})
         args: list[Any] = []
         if params.get("results_of") is not None:
             missing = [n for n in params["results_of"] if n not in inputs]
             if missing:
                 raise CallFailed(f"results_of: {', '.join(missing)} are not input user data "
                                  f"of job {name!r}")
-            args.append([inputs[n][1] for n in params["results_of"]])
+            values = [inputs[n][1] for n in params["results_of"]]
+            if params.get("flatten_results"):  # the values of batches, joined in order
+                values = [v for batch in values for v in (batch or {}).get("values") or []]
+            args.append(values)
         outputs = [int(i) for i in job.get("output_user_data") or []]
         func = _import(module, qualname, root)
-        try:
-            value = func(*args, **kwargs)
-        except Exception as exc:
-            import traceback
-
-            # the function's own frames only: they are what the stderr tail is for
-            shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-            print(f"torc_trio.call: {module}:{qualname}({'values, ' if args else ''}{shown}) "
-                  f"raised {type(exc).__name__}", file=sys.stderr)
-            traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next
-                                      if exc.__traceback__ else None)
-            return 1
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise CallFailed(f"{module}:{qualname} returned {type(value).__name__}, which is "
-                             f"not JSON: {exc}; return JSON values (dict, list, str, number, "
-                             "bool, None)") from None
+        target = f"{module}:{qualname}"
+        code = 0
+        if "batch" in params:  # several calls, each kept apart: a failure stops none
+            results: list[Any] = []
+            failed: list[dict[str, Any]] = []
+            for k, kwargs in enumerate(params["batch"]):
+                ok, result = _one_call(func, target, args, dict(kwargs), f"call {k}: ")
+                results.append(result if ok else None)
+                if not ok:
+                    failed.append({"index": k, "error": result})
+            value: Any = {"values": results, "failed": failed}
+            code = 1 if failed else 0
+        else:
+            ok, value = _one_call(func, target, args, dict(params.get("kwargs") or {}), "")
+            if not ok:
+                return 1
         out = _user_data(api, wid, outputs) if len(outputs) > 1 else None
         if out is not None:
             result_id = out.get(name + RESULT_SUFFIX, (None, None))[0]
@@ -139,7 +139,32 @@ def run_call(argv: list[str]) -> int:
         if result_id is None:
             raise CallFailed(f"job {name!r} has no output user data {name + RESULT_SUFFIX!r}")
         api.put(path("workflows", wid, "user_data", result_id), {"data": value})
-    return 0
+    return code
+
+
+def _one_call(func: Any, target: str, args: list[Any], kwargs: dict[str, Any],
+              label: str) -> tuple[bool, Any]:
+    """(True, the return value), or (False, the error in one line) with the reason and the
+    function's own frames of the traceback on stderr."""
+    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    try:
+        value = func(*args, **kwargs)
+    except Exception as exc:
+        import traceback
+
+        print(f"torc_trio.call: {label}{target}({'values, ' if args else ''}{shown}) raised "
+              f"{type(exc).__name__}", file=sys.stderr)
+        traceback.print_exception(type(exc), exc,
+                                  exc.__traceback__.tb_next if exc.__traceback__ else None)
+        return False, f"{type(exc).__name__}: {exc}"
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        problem = (f"{target} returned {type(value).__name__}, which is not JSON: {exc}; "
+                   "return JSON values (dict, list, str, number, bool, None)")
+        print(f"torc_trio.call: {label}{problem}", file=sys.stderr)
+        return False, problem
+    return True, value
 
 
 def main(argv: list[str] | None = None) -> int:

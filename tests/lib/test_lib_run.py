@@ -93,6 +93,23 @@ def test_a_failing_postprocess_is_named_with_the_values_kept(workdir: Path) -> N
     assert info.value.values == [4, 9]
 
 
+def test_map_in_chunks_returns_the_same_values_and_names_each_failed_call(
+        workdir: Path) -> None:
+    values, total = torc_trio.map(lib_tasks.square, [{"x": i} for i in range(20)],
+                                  chunk_size=6, postprocess=lib_tasks.total, jobs=2)
+    assert values == [i * i for i in range(20)] and total == sum(values)
+    with pytest.raises(MapError) as info:
+        torc_trio.map(lib_tasks.boom, [{"x": i} for i in range(6)], chunk_size=2,
+                      postprocess=lib_tasks.total)
+    [failure] = info.value.failures  # its chunk's other call completed
+    assert (failure.index, failure.params, failure.job_name) == (3, {"x": 3}, "boom_2-3")
+    assert failure.error == "ValueError: x must not be 3"
+    assert "call 1: lib_tasks:boom(x=3) raised ValueError" in (failure.stderr_tail or "")
+    assert info.value.values == [0, 1, 2, None, 4, 5]
+    with pytest.raises(ValueError, match="chunk_size=0"):
+        torc_trio.map(lib_tasks.square, [{"x": 1}], chunk_size=0)
+
+
 def test_a_value_json_cannot_hold_fails_the_call_with_the_reason(workdir: Path) -> None:
     with pytest.raises(MapError, match="returned set, which is not JSON"):
         torc_trio.map(lib_tasks.not_json, [{"x": 1}])
