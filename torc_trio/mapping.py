@@ -126,25 +126,25 @@ async def map_async(func: Callable[..., Any], params: Iterable[Mapping[str, Any]
         -> list[Any] | MapResult:
     """:func:`map` for Trio code."""
     items = list(params)
-    if not items and postprocess is None:
-        return []
     plan = build_map(func, items, postprocess=postprocess, name=name,
                      resource_requirements=resource_requirements, python=python,
                      chunk_size=chunk_size)
+    if not items and postprocess is None:
+        return []  # nothing to run (the function was checked all the same)
     from .running import run_async
 
     failures: list[CallFailure] = []
-    partial: dict[str, Any] = {}  # what failed chunks stored: their calls that completed
+    kept: dict[str, Any] = {}  # what failed chunks stored: their calls that completed
 
     async def inspect(client: TorcClient, workflow_id: int) -> None:
         found, reports = await _failures(client, workflow_id, items, plan)
         failures.extend(found)
-        partial.update(reports)
+        kept.update(reports)
 
     result: RunResult = await run_async(plan.workflow, jobs=jobs, url=url,
                                         output_dir=output_dir, poll_interval=poll_interval,
                                         after_run=inspect)
-    values = plan.values({**partial, **result.values})
+    values = plan.values({**kept, **result.values})
     if failures:
         raise MapError(func.__name__, failures, values, len(items), result.workflow_id)
     if plan.post is None:
