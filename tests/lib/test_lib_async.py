@@ -89,3 +89,27 @@ async def test_blocking_calls_inside_trio_name_the_async_form(workdir: Path) -> 
         Workflow("x").run()
     with pytest.raises(RuntimeError, match=r"await map_async"):
         torc_trio.map(lib_tasks.square, [{"x": 1}])
+
+
+async def test_add_jobs_to_a_live_workflow(server: Running, workdir: Path) -> None:
+    url = url_of(server)
+    wf = Workflow("grows")
+    wf.add_job("seed", "true")
+    async with AsyncClient(url) as client:
+        wid = await wf.create_async(url)
+        [seed] = await client.jobs(wid)
+        more = Workflow("more")
+        a = more.add_job("a", "true")
+        more.add_job("b", "true", depends_on=[a])
+        added = await client.add_jobs(wid, more)  # no after: ready at once
+        assert added.iteration == 1 and set(added.jobs) == {"a", "b"}
+        status = {j["name"]: j["status"] for j in await client.jobs(wid)}
+        assert status == {"seed": "ready", "a": "ready", "b": "blocked"}
+        after = await client.add_jobs(wid, {"jobs": [{"name": "c", "command": "true"}]},
+                                      after=seed["id"])
+        assert after.jobs.keys() == {"c"}
+        assert (await client.workflow(wid))["num_jobs"] == 4
+        with pytest.raises(torc_trio.SpecError, match="fragment: 'actions'"):
+            await client.add_jobs(wid, {"jobs": [], "actions": []})
+        result = await client.run(wid, jobs=2, poll_interval=0.2)
+        assert result.ok and result.total == 4
