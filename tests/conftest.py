@@ -43,6 +43,7 @@ pytest.register_assert_rewrite("dash_helpers")
 API = "/torc-service/v1"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The Slurm tests are one xdist group: they share the one local cluster (its two CPUs,
     and its queue, which some of them read whole), so under ``-n`` they run one at a time on
