@@ -118,8 +118,10 @@ def run_child(kind: str, args: argparse.Namespace, root: Path) -> dict[str, Any]
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=args.timeout, stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {args.timeout} s"}
+    except subprocess.TimeoutExpired as exc:
+        said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else \
+            (exc.stderr or "")
+        return {"error": f"timed out after {args.timeout} s; stderr: {said[-1500:]}"}
     try:
         return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
     except (ValueError, IndexError):

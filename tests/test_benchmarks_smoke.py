@@ -150,11 +150,12 @@ def test_bench_job_queries_smoke() -> None:
 
 def test_bench_map_smoke() -> None:
     out = run_bench("bench_map.py", "--calls", "6", "--parallel", "2", "--chunk-size", "4",
-                    "--skip-hq", timeout=300)
+                    "--skip-hq", "--timeout", "120", timeout=280)
     assert out["benchmark"] == "map" and out["calls"] == 6
     for kind in ("torc", "torc_chunk"):
         torc = out[kind]
-        assert isinstance(torc, dict) and torc["ok"] is True and torc["values_ok"] is True
+        assert isinstance(torc, dict), out
+        assert torc.get("ok") is True and torc["values_ok"] is True, torc
         for key in ("wall_s", "calls_per_s"):
             assert key in torc
     assert "python_start_ms" in out and out["ratio_torc_over_hq"] is None

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._trio import blocking
-from .running import _auth, interactive_wait_s, iter_user_data, job_output
+from .running import _auth, client_for, interactive_wait_s, iter_user_data, job_output
 
 if TYPE_CHECKING:
     from torc_net.client import EventFeed, TorcClient
@@ -96,11 +96,10 @@ class AsyncClient:
 
     def __init__(self, url: str | None = None, *, auth: tuple[str, str] | None = None,
                  wait_for_server_s: float | None = None) -> None:
-        from torc_net.client import TorcClient
 
         self.url = _url(url)
         wait = interactive_wait_s() if wait_for_server_s is None else wait_for_server_s
-        self.raw: TorcClient = TorcClient(self.url, auth=auth or _auth(), wait_for_server_s=wait)
+        self.raw: TorcClient = client_for(self.url, wait, auth)
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -17,6 +17,7 @@ and input files that no job makes must exist, as for ``torc-trio run``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
@@ -56,6 +57,32 @@ def absolute(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(path))
 
 
+def waiting_notice(url: str) -> Callable[[str, float], None]:
+    """Said once, as a logging warning (printed when logging is not set up): a call that
+    waits for an unreachable server never waits silently (the CLI says the same)."""
+    said = False
+
+    def on_retry(failure: str, remaining_s: float) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            logging.getLogger("torc_trio").warning(
+                "waiting for the server at %s (%s), retrying for %.0f s", url, failure,
+                remaining_s)
+
+    return on_retry
+
+
+def client_for(url: str, wait_for_server_s: float,
+               auth: tuple[str, str] | None = None) -> TorcClient:
+    """A client of ``url`` (credentials from the environment unless given) that says when
+    it starts waiting for the server."""
+    from torc_net.client import TorcClient
+
+    return TorcClient(url, auth=auth or _auth(), wait_for_server_s=wait_for_server_s,
+                      on_retry=waiting_notice(url))
+
+
 def server_url(url: str | None) -> str | None:
     """``url``, else ``$TORC_API_URL``, checked as the CLI checks it (None: standalone)."""
     chosen = url or os.environ.get("TORC_API_URL")
@@ -79,14 +106,12 @@ async def open_session(url: str | None, output_dir: Path, *,
                        wait_for_server_s: float | None = None) -> AsyncIterator[Session]:
     """A client of the chosen server: ``url``/``$TORC_API_URL``, or a standalone server
     started now on ``<output_dir>/torc.db`` and stopped when the block ends."""
-    from torc_net.client import TorcClient
 
     if wait_for_server_s is None:
         wait_for_server_s = interactive_wait_s()
     chosen = server_url(url)
     if chosen is not None:
-        async with plain_errors(), TorcClient(chosen, auth=_auth(),
-                                              wait_for_server_s=wait_for_server_s) as c:
+        async with plain_errors(), client_for(chosen, wait_for_server_s) as c:
             yield Session(c, chosen, None)
         return
     from torc_cli.early import standalone_holder
@@ -99,7 +124,7 @@ async def open_session(url: str | None, output_dir: Path, *,
         raise StandaloneError(f"{database} is in use by another torc-trio ({who}); wait for "
                               "it to end, or give this run an output_dir of its own")
     async with plain_errors(), ephemeral_server(StandaloneOptions(database=database)) as local, \
-            TorcClient(local, auth=_auth(), wait_for_server_s=wait_for_server_s) as client:
+            client_for(local, wait_for_server_s) as client:
         yield Session(client, local, database)
 
 
@@ -151,11 +176,9 @@ class RunResult:
     @asynccontextmanager
     async def _reopen(self) -> AsyncIterator[TorcClient]:
         if self.database is None:
-            from torc_net.client import TorcClient
 
             assert self.url is not None
-            async with TorcClient(self.url, auth=_auth(),
-                                  wait_for_server_s=interactive_wait_s()) as client:
+            async with client_for(self.url, interactive_wait_s()) as client:
                 yield client
             return
         async with open_session(None, Path(self.database).parent) as session:

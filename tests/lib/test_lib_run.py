@@ -129,11 +129,12 @@ def test_function_jobs_in_a_built_workflow(workdir: Path) -> None:
         result.value("after")
 
 
-def test_run_and_map_on_a_server(workdir: Path, server_url: str) -> None:
+def test_run_and_map_on_a_server(workdir: Path, server_url: str,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
     result = two_jobs().run(url=server_url, jobs=2)
     assert result.ok and result.url == server_url and result.database is None
     assert len(result.results()) == 2
-    os.environ["TORC_API_URL"] = server_url  # workdir's monkeypatch restores it
+    monkeypatch.setenv("TORC_API_URL", server_url)
     assert torc_trio.map(lib_tasks.square, [{"x": 2}, {"x": 5}]) == [4, 25]
     client = torc_trio.connect()
     names = [w["name"] for w in client.workflows()]
@@ -220,3 +221,17 @@ def test_the_entry_point_outside_a_job_says_what_it_is(workdir: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "torc_trio.call"], capture_output=True,
                           text=True, env=env, timeout=60, check=False)
     assert proc.returncode == 1 and "usage: python -m torc_trio.call MODULE:QUALNAME" in proc.stderr
+
+
+def test_an_unreachable_server_is_said_then_given_up_on(
+        workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = torc_trio.connect(f"http://127.0.0.1:{port}/torc-service/v1",
+                               wait_for_server_s=1.0)
+    with pytest.raises(torc_trio.ServerUnreachable, match="gave up after"):
+        client.workflows()
+    assert "waiting for the server at http://127.0.0.1" in caplog.text
