@@ -116,8 +116,13 @@ def run_child(kind: str, args: argparse.Namespace, root: Path) -> dict[str, Any]
             f"bench_map._child({kind!r}, {args.calls}, {args.parallel}, {str(workdir)!r}, "
             f"{chunk})")
     try:
+        # standalone, as documented: never a server named by the caller's environment
+        env = {k: v for k, v in os.environ.items() if k not in ("TORC_API_URL",
+                                                                "TORC_USERNAME",
+                                                                "TORC_PASSWORD")}
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=args.timeout, stdin=subprocess.DEVNULL, check=False)
+                              timeout=args.timeout, stdin=subprocess.DEVNULL, check=False,
+                              env=env)
     except subprocess.TimeoutExpired as exc:
         said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else \
             (exc.stderr or "")
