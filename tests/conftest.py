@@ -10,9 +10,9 @@ Two flavours:
 
 Under pytest-xdist (the README's command runs ``-n``) two hooks keep parallel runs honest:
 the Slurm tests share one cluster and run on one worker (see
-:func:`pytest_collection_modifyitems`), and a test marked ``default_port`` runs alone (see
-:func:`_default_port_alone`). A module whose tests share state (tests/net/test_api_fuzz.py)
-is an ``xdist_group`` of its own.
+:func:`pytest_collection_modifyitems`), and a test or module marked ``alone`` runs with no
+other test beside it (see :func:`_alone`). A module whose tests share state
+(tests/net/test_api_fuzz.py) is an ``xdist_group`` of its own.
 """
 
 from __future__ import annotations
@@ -86,25 +86,63 @@ def _flock(path: Path, mode: int) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-@pytest.fixture(autouse=True)
-def _default_port_alone(request: pytest.FixtureRequest,
-                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Tests marked ``default_port`` hold Torc's default port 8080, which every command
-    without a URL probes for a server (torc_cli.early): while one runs, another worker's
-    `torc-trio run` would use that test's server instead of running standalone. So under
-    xdist they run alone: every test holds a shared lock for its duration, a
-    ``default_port`` test an exclusive one. The gate, held shared only for an instant by the
-    others and exclusively by a waiting ``default_port`` test, stops new tests from starting
-    meanwhile (flock alone would let a stream of shared holders starve it)."""
+class _Turn:
+    """Whether this worker holds the exclusive turn for a whole module now."""
+
+    module_alone = False
+
+
+def _turns(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """Where this run's workers keep their turn's lock files (None: no xdist, no turns)."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
-        yield
-        return
-    root = tmp_path_factory.getbasetemp().parent  # shared by this run's workers
-    alone = request.node.get_closest_marker("default_port") is not None
+        return None
+    return tmp_path_factory.getbasetemp().parent  # shared by this run's workers
+
+
+@contextlib.contextmanager
+def _turn(root: Path, alone: bool) -> Iterator[None]:
+    """Hold the run's shared turn, or with ``alone`` its exclusive one. The gate, held shared
+    only for an instant by the others and exclusively by a test waiting to run alone, stops
+    new tests from starting meanwhile (flock alone would let a stream of shared holders
+    starve it)."""
     mode = fcntl.LOCK_EX if alone else fcntl.LOCK_SH
     with contextlib.ExitStack() as held:
-        with _flock(root / "default-port.gate", mode):
-            held.enter_context(_flock(root / "default-port.lock", mode))
+        with _flock(root / "alone.gate", mode):
+            held.enter_context(_flock(root / "alone.lock", mode))
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_alone(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A module marked ``alone`` (its ``pytestmark``) holds the exclusive turn from before its
+    module-scoped fixtures start until they end: tests/net/test_api_fuzz.py's time budget
+    starts with its server, and it shares its CPUs with no other test."""
+    root = _turns(tmp_path_factory)
+    if root is None or request.node.get_closest_marker("alone") is None:
+        yield
+        return
+    with _turn(root, alone=True):
+        _Turn.module_alone = True
+        try:
+            yield
+        finally:
+            _Turn.module_alone = False
+
+
+@pytest.fixture(autouse=True)
+def _alone(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under xdist a test marked ``alone`` runs with no other test at the same time: every
+    test holds a shared turn for its duration, an ``alone`` one the exclusive turn. For a
+    machine-wide resource, such as Torc's default port 8080, which every command without a
+    URL probes for a server (torc_cli.early): while a test's server holds it, another
+    worker's `torc-trio run` would use that server instead of running standalone."""
+    root = _turns(tmp_path_factory)
+    if root is None or _Turn.module_alone:
+        yield
+        return
+    with _turn(root, alone=request.node.get_closest_marker("alone") is not None):
         yield
 
 

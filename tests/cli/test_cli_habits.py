@@ -56,7 +56,7 @@ def test_after_a_plain_run_status_needs_no_flags(tmp_path: Path) -> None:
     assert list(empty.iterdir()) == []
 
 
-@pytest.mark.default_port
+@pytest.mark.alone  # holds port 8080 (see tests/conftest.py)
 def test_torc_quick_start_with_a_server_at_the_default_port(tmp_path: Path) -> None:
     """Torc's quick start: `torc-server run`, then `torc workflows list`, `torc run
     workflow.yaml --poll-interval 1`, `torc results list`, with no URL set anywhere."""

@@ -144,7 +144,7 @@ def test_serve_help_shows_torcs_flags_and_port(tmp_path: Path) -> None:
     assert "export TORC_API_URL=http://HOST:PORT/torc-service/v1" in out
 
 
-@pytest.mark.default_port
+@pytest.mark.alone  # holds port 8080 (see tests/conftest.py)
 def test_default_port_is_torcs_8080(tmp_path: Path, serves: list[Serve]) -> None:
     if not port_free(8080):
         pytest.skip("port 8080 is in use here: serve without --port needs it free")

@@ -61,8 +61,9 @@ MAX_EXAMPLES = int(os.environ.get("TORC_FUZZ_MAX_EXAMPLES", "25"))
 #: slow machine: the run normally takes well under it).
 BUDGET_S = float(os.environ.get("TORC_FUZZ_BUDGET_S", "75"))
 #: The tests share one server and run in file order, the last reading what the fuzz tests
-#: counted (see the module docstring): under xdist, all of them on one worker.
-pytestmark = pytest.mark.xdist_group("api_fuzz")
+#: counted (see the module docstring): under xdist, all of them on one worker, and alone, so
+#: that the cases fit in BUDGET_S on a machine the other tests keep busy.
+pytestmark = [pytest.mark.xdist_group("api_fuzz"), pytest.mark.alone]
 
 CHECKS = [
     st_checks.not_a_server_error,
