@@ -42,6 +42,19 @@ from torc_net.server import Running, ServerConfig, serve
 # asserts although the test module imports it first.
 pytest.register_assert_rewrite("dash_helpers")
 
+#: This module: test modules ``from conftest import Api`` (see :func:`pytest_collectstart`).
+_THIS = sys.modules[__name__]
+
+
+def pytest_collectstart(collector: pytest.Collector) -> None:
+    """A test module's ``from conftest import ...`` means this file. A conftest.py further
+    down (tests/lib, tests/slurm) is imported under the same name, and pytest drops this
+    module from sys.modules first: every module collected after it failed to import (all of
+    tests/net behind tests/lib). So before a test module is imported, the name points here
+    again; pytest itself finds its conftest plugins by path, not by that name."""
+    if isinstance(collector, pytest.Module):
+        sys.modules["conftest"] = _THIS
+
 API = "/torc-service/v1"
 
 
