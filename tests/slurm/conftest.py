@@ -18,9 +18,16 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "local-slurm.sh"
 
 
+#: The extra namespaced nodes .ci/run starts (tests/slurm/test_slurm_multinode.py uses them);
+#: a start from here keeps them, so that no module restarts the cluster for another.
+EXTRA_NODES = "4"
+
+
 def _run(action: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    extra = ["--nodes", EXTRA_NODES] if action == "start" else []
     return subprocess.run(
-        [str(SCRIPT), action], capture_output=True, text=True, timeout=timeout, check=False
+        [str(SCRIPT), action, *extra], capture_output=True, text=True, timeout=timeout,
+        check=False,
     )
 
 
@@ -41,7 +48,7 @@ def slurm_cluster() -> Iterator[str]:
             )
         if not (shutil.which("slurmctld") or Path("/usr/sbin/slurmctld").exists()):
             pytest.skip("slurmctld/slurmd not installed (scripts/ci-install-slurm.sh)")
-        start = _run("start", 120)
+        start = _run("start", 300)
         if start.returncode != 0:
             pytest.skip("could not start the local Slurm cluster:\n" + start.stdout + start.stderr)
     node = subprocess.run(

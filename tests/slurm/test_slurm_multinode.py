@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
 from cli_helpers import ServerProcess, clean_env, torc  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "local-slurm.sh"
-NODES = 4
+NODES = 4  # as many as tests/slurm/conftest.py's EXTRA_NODES (and .ci/run) start
 
 
 def _status() -> dict[str, str]:
