@@ -524,8 +524,6 @@ cmd_start() {
     start_slurmd
     if ((NODES > 0)); then
         nodes_net_up "$NODES"
-        mkdir -p "$(dirname "$NODES_STATE")"
-        echo "$NODES" >"$NODES_STATE"
         local i
         for ((i = 1; i <= NODES; i++)); do node_start_slurmd "$i"; done
     fi

@@ -15,7 +15,7 @@
 # slurmd enters the network namespace with nsenter, not `ip netns exec`: the latter remounts
 # /sys for the namespace, which hides /sys/fs/cgroup, and slurmd then refuses to start.
 
-NODES_STATE=/var/lib/torc-local-slurm/nodes
+NODES_STATE=/var/lib/torc-local-slurm/nodes # written by earlier versions; removed by stop
 BRIDGE=torcbr0
 NET_PREFIX=10.77.0
 HEAD_ADDR=$NET_PREFIX.1
@@ -28,9 +28,10 @@ node_ns() { echo "torc-node$1"; }
 node_addr() { echo "$NET_PREFIX.$((10 + $1))"; }
 node_pidfile() { echo "/run/slurmd-node$1.pid"; }
 
-# The number of extra nodes the cluster was started with (0: none).
+# The number of extra nodes in the cluster's configuration (0: none). Read from slurm.conf
+# itself: another checkout's older script may have rewritten it.
 nodes_configured() {
-    if [[ -r "$NODES_STATE" ]]; then tr -dc '0-9' <"$NODES_STATE"; else echo 0; fi
+    if [[ -r "$CONF" ]]; then grep -c '^NodeName=node[0-9]' "$CONF" || true; else echo 0; fi
 }
 
 # slurm.conf lines for N extra nodes and their partition "multi".

@@ -265,6 +265,13 @@ def api_schema(fuzz_server: FuzzServer) -> schemathesis.BaseSchema:
         "resize": {"value": {"jobs": [{"job_id": after, "memory_bytes": 123_456_789}],
                              "reason": "fuzz example"}},
     }
+    # Dynamic jobs: a generated fragment is refused by the parser (422); an explicit example
+    # adds a job to the seeded workflow.
+    grow = document["paths"][f"{API}/workflows/{{workflow_id}}/jobs"]["post"]
+    grow["requestBody"]["content"]["application/json"]["examples"] = {
+        "add": {"value": {"spec": {"jobs": [{"name": "fuzz_added", "command": "true"}]},
+                          "after": None}},
+    }
     return schemathesis.openapi.from_dict(document, config=config)
 
 
