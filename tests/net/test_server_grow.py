@@ -51,9 +51,7 @@ def _fan_spec() -> dict[str, Any]:
 
 
 async def test_a_running_job_adds_jobs_blocked_on_itself(api: Api) -> None:
-    wf = (await api.ok("POST", "/workflows", {"spec": _fan_spec()}, status=201))["id"]
-    cn = await _register(api, wf)
-    claimed = await _claim(api, wf, cn)
+    wf, cn, claimed = await _claimed_fan(api)
     assert {j["name"] for j in claimed} == {f"p{i}" for i in range(1, 9)} | {"orch"}
     orch = next(j for j in claimed if j["name"] == "orch")
     added = await api.ok("POST", f"/workflows/{wf}/jobs", {"after": orch["id"], "spec": {
@@ -92,13 +90,18 @@ async def test_a_running_job_adds_jobs_blocked_on_itself(api: Api) -> None:
     assert any(e["kind"] == "jobs_added" for e in events["items"])
 
 
+async def _claimed_fan(api: Api) -> tuple[int, int, list[dict[str, Any]]]:
+    """The fan workflow, a runner, and what it claimed (p1..p8 and orch)."""
+    wf = (await api.ok("POST", "/workflows", {"spec": _fan_spec()}, status=201))["id"]
+    cn = await _register(api, wf)
+    return wf, cn, await _claim(api, wf, cn)
+
+
 async def test_growth_survives_a_restart_and_barriers_keep_their_place(
         start_inprocess: StartFn, tmp_path: Path) -> None:
     running = await start_inprocess()
     api = Api(running.port)
-    wf = (await api.ok("POST", "/workflows", {"spec": _fan_spec()}, status=201))["id"]
-    cn = await _register(api, wf)
-    claimed = await _claim(api, wf, cn)
+    wf, cn, claimed = await _claimed_fan(api)
     orch = next(j for j in claimed if j["name"] == "orch")
     await api.ok("POST", f"/workflows/{wf}/jobs", {"after": orch["id"], "spec": {"jobs": [
         {"name": "a{i}", "command": "true", "parameters": {"i": "1:8"}},
@@ -188,9 +191,7 @@ async def test_a_version_5_database_is_migrated_with_its_barriers(
     """Version 5 stored a barrier by its node index (num_jobs + ordinal)."""
     running = await start_inprocess()
     api = Api(running.port)
-    wf = (await api.ok("POST", "/workflows", {"spec": _fan_spec()}, status=201))["id"]
-    cn = await _register(api, wf)
-    claimed = await _claim(api, wf, cn)
+    wf, cn, claimed = await _claimed_fan(api)
     await _complete(api, wf, cn, [j for j in claimed if j["name"].startswith("p")])
     before = await _statuses(api, wf)
     await api.aclose()
