@@ -188,9 +188,12 @@ async def test_what_a_job_starts_with(tmp_path: Path) -> None:
     given."""
     table = ProcessTable()
     outcomes: dict[str, ProcessOutcome] = {}
+    # The shell's open files are listed into a file, not a pipe: with `ls ... | wc -l` the
+    # shell may still hold the pipe when ls looks (seen under load: 4 instead of 3).
+    fds = tmp_path / "fds.txt"
     script = ("grep SigIgn /proc/$$/status; yes | head -1; "
               "echo sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$; readlink /proc/$$/fd/0; "
-              "echo \"v=$TORC_TEST_VALUE\"; ls /proc/$$/fd | wc -l")
+              f"echo \"v=$TORC_TEST_VALUE\"; ls /proc/$$/fd > {fds}; wc -l < {fds}")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(table.run)
         table.spawn(["bash", "-c", script], executable=BASH,

@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ pytestmark = pytest.mark.slurm
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
 from cli_helpers import ServerProcess, clean_env, torc  # noqa: E402
+from slurm_helpers import api, cancel_allocations, create, get, status, wait_for  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "local-slurm.sh"
 NODES = 4  # as many as tests/slurm/conftest.py's EXTRA_NODES (and .ci/run) start
@@ -67,47 +67,8 @@ def server(tmp_path: Path, cluster: dict[str, str]) -> Iterator[ServerProcess]:
     try:
         yield proc
     finally:
-        # This test's allocations only (another test's may share the cluster).
-        mine: set[str] = set()
-        for wid in range(1, 5):
-            try:
-                page = get(proc, f"/workflows/{wid}/allocations")
-                mine |= {str(a["slurm_job_id"]) for a in page["items"]}
-            except OSError:
-                break
-        if mine:
-            subprocess.run(["scancel", *sorted(mine)], capture_output=True, check=False)
+        cancel_allocations(proc)
         proc.stop()
-
-
-def api(tmp_path: Path, server: ServerProcess, *args: str, timeout: float = 120) -> Any:
-    proc = torc(tmp_path, "-f", "json", *args, env=clean_env(TORC_API_URL=server.url),
-                timeout=timeout)
-    assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout)
-
-
-def get(server: ServerProcess, path: str) -> Any:
-    with urllib.request.urlopen(server.url + path, timeout=30) as reply:
-        return json.loads(reply.read())
-
-
-def create(tmp_path: Path, server: ServerProcess, spec: dict[str, Any]) -> int:
-    (tmp_path / "wf.json").write_text(json.dumps(spec))
-    return int(api(tmp_path, server, "create", "wf.json")["id"])
-
-
-def status(tmp_path: Path, server: ServerProcess, wid: int) -> dict[str, Any]:
-    return dict(api(tmp_path, server, "status", str(wid)))
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def scheduler(name: str, nodes: int) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ pytestmark = pytest.mark.slurm
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
 from cli_helpers import ServerProcess, clean_env, torc  # noqa: E402
+from slurm_helpers import api, cancel_allocations, create, status, wait_for  # noqa: E402
 
 from torc_cli.submit import startup_jitter_window  # noqa: E402
 
@@ -36,40 +36,8 @@ def server(tmp_path: Path, slurm_cluster: Any) -> Iterator[ServerProcess]:
     try:
         yield proc
     finally:
-        # Allocations left behind by a failed test must not hold the node for the next one.
-        for job_id in subprocess.run(
-            ["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=False
-        ).stdout.splitlines():
-            number, _, name = job_id.partition(" ")
-            if name.startswith("torc_wf"):
-                subprocess.run(["scancel", number], capture_output=True, check=False)
+        cancel_allocations(proc)
         proc.stop()
-
-
-def api(tmp_path: Path, server: ServerProcess, *args: str, timeout: float = 120) -> Any:
-    proc = torc(
-        tmp_path, "-f", "json", *args, env=clean_env(TORC_API_URL=server.url), timeout=timeout
-    )
-    assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout)
-
-
-def create(tmp_path: Path, server: ServerProcess, spec: dict[str, Any]) -> int:
-    (tmp_path / "wf.json").write_text(json.dumps(spec))
-    return int(api(tmp_path, server, "create", "wf.json")["id"])
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def status(tmp_path: Path, server: ServerProcess, wid: int) -> dict[str, Any]:
-    return dict(api(tmp_path, server, "status", str(wid)))
 
 
 SCHEDULERS = [
