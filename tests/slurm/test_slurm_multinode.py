@@ -137,13 +137,18 @@ def test_a_two_node_job_gets_both_nodes(tmp_path: Path, server: ServerProcess) -
     completed_once(tmp_path, server, wid, 1)
 
 
-def _our_allocations() -> dict[str, str]:
-    """Slurm job id -> its node list, of the running or pending allocations of torc."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i %j %N"], capture_output=True, text=True,
+def _our_allocations(server: ServerProcess) -> dict[str, str]:
+    """Slurm job id -> node list of the allocations this test's server recorded that are
+    still pending or running (another test's may share the cluster)."""
+    mine: set[str] = set()
+    for wf in get(server, "/workflows")["items"]:
+        page = get(server, f"/workflows/{wf['id']}/allocations")
+        mine |= {str(a["slurm_job_id"]) for a in page["items"]}
+    out = subprocess.run(["squeue", "-h", "-o", "%i %N"], capture_output=True, text=True,
                          check=False).stdout
-    return {fields[0]: (fields[2] if len(fields) > 2 else "")
+    return {fields[0]: (fields[1] if len(fields) > 1 else "")
             for fields in (line.split() for line in out.splitlines())
-            if len(fields) > 1 and fields[1].startswith("torc_wf")}
+            if fields and fields[0] in mine}
 
 
 def _hostnames(nodelist: str) -> list[str]:
@@ -167,7 +172,7 @@ def test_losing_a_node_loses_no_job(tmp_path: Path, server: ServerProcess) -> No
         return len({j["compute_node_id"] for j in running}) >= 2
 
     wait_for(both_busy, 180, "both nodes running jobs")
-    allocations = _our_allocations()
+    allocations = _our_allocations(server)
     assert len(allocations) == 1, allocations
     victim = _hostnames(next(iter(allocations.values())))[-1]  # not the batch script's node
     on_victim = {n["id"] for n in get(server, f"/workflows/{wid}/compute_nodes")["items"]
@@ -181,7 +186,7 @@ def test_losing_a_node_loses_no_job(tmp_path: Path, server: ServerProcess) -> No
         deadline = time.monotonic() + 300
         while not status(tmp_path, server, wid)["is_complete"]:
             assert time.monotonic() < deadline, "the workflow did not finish after the loss"
-            if not _our_allocations() and not recovered:
+            if not _our_allocations(server) and not recovered:
                 # Slurm ended the allocation with its node: recover submits a new one.
                 api(tmp_path, server, "recover", str(wid), timeout=180)
                 recovered = True
@@ -208,7 +213,7 @@ def test_ten_one_node_allocations_at_once(tmp_path: Path, server: ServerProcess)
         "jobs": [{"name": "t{i}", "command": "true", "parameters": {"i": "1:2000"}}]})
     api(tmp_path, server, "submit", str(wid))
     wait_for(lambda: status(tmp_path, server, wid)["is_complete"], 420, "2,000 jobs")
-    wait_for(lambda: not _our_allocations(), 180, "every allocation to end")
+    wait_for(lambda: not _our_allocations(server), 180, "every allocation to end")
     results = completed_once(tmp_path, server, wid, 2000)
     submitted = {str(a["slurm_job_id"]): a["submitted_at"]
                  for a in get(server, f"/workflows/{wid}/allocations")["items"]}
@@ -240,11 +245,11 @@ def test_submit_refuses_a_loopback_server_for_other_hosts(tmp_path: Path,
             "jobs": [{"name": "a", "command": "true"}]}))
         env = clean_env(TORC_API_URL=local.url)
         assert torc(tmp_path, "create", "wf.json", env=env).returncode == 0
-        before = set(_our_allocations())
+        before = set(_our_allocations(local))
         proc = torc(tmp_path, "submit", "1", env=env)
         assert proc.returncode == 4, proc.stdout + proc.stderr
         assert "loopback" in proc.stderr and "--host" in proc.stderr, proc.stderr
-        assert set(_our_allocations()) == before
+        assert set(_our_allocations(local)) == before
         actions = get(local, "/workflows/1/actions")["items"]
         assert not any(a["claimed"] for a in actions)
     finally:
