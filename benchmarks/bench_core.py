@@ -24,7 +24,6 @@ from torc_core import events as ev
 from torc_core.graph import compile_workflow
 from torc_core.parse import parse_spec
 
-
 #: jobs added while the workflow is live (they run in the drain too)
 GROWN = 10
 
