@@ -14,6 +14,8 @@ import trio
 
 from torc_core import SpecError
 from torc_net.client import ApiError, ServerUnreachable
+from torc_net.credentials import CredentialsError
+from torc_net.tls import TlsError
 
 from .command import Command
 from .early import OWN_SHORT_OPTIONS, ServerChoice, add_global_options
@@ -146,9 +148,12 @@ def run_cli(argv: list[str], choice: ServerChoice | None,
         else:
             _error(f"{exc.error} ({exc.status}){': ' + str(detail) if detail else ''}")
         return EXIT_USAGE if exc.status in (400, 401, 403, 404, 409, 422) else EXIT_SERVER
-    except (ServerUnreachable, StandaloneError) as exc:
+    except (ServerUnreachable, StandaloneError, TlsError) as exc:
         _error(str(exc))
         return EXIT_SERVER
+    except CredentialsError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED

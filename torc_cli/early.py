@@ -98,6 +98,15 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption(("--password",), {"help": "password for HTTP Basic auth (default: "
                                            "$TORC_PASSWORD; asked for in a terminal when a "
                                            "username is given without one)"}),
+    GlobalOption(("--tls-ca-cert", "--ca-file"), {
+        "metavar": "PEM",
+        "help": "trust the CA certificate(s) in PEM for https:// servers instead of the "
+                "system's (default: $TORC_CA_FILE, or Torc's $TORC_TLS_CA_CERT); runners "
+                "started by submit inherit it"}),
+    GlobalOption(("--tls-insecure",), {
+        "action": "store_true",
+        "help": "do not verify an https:// server's certificate (testing only: anyone on the "
+                "way can read the password; default: $TORC_TLS_INSECURE)"}),
     GlobalOption(("--log-level",), {"choices": ("debug", "info", "warning", "error",
                                                 "critical"),
                                     "help": "the client's log level (default: warning)"}),
@@ -105,7 +114,8 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
 GLOBAL_DEFAULTS: dict[str, Any] = {
     "url": None, "standalone": False, "db": None, "in_memory": False,
     "snapshot_interval_seconds": None, "output_dir": "torc_output", "format": "table",
-    "username": None, "password": None, "log_level": "warning",
+    "username": None, "password": None, "ca_file": None, "tls_insecure": False,
+    "log_level": "warning",
 }
 
 

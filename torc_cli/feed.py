@@ -27,7 +27,8 @@ async def follow_workflow_feed(ctx: Context, wid: int, on_message: FeedHandler, 
     from torc_net.client import open_event_feed
 
     counts: dict[str, int] = {}
-    async with open_event_feed(ctx.url, wid, auth=ctx.client.auth) as feed:
+    async with open_event_feed(ctx.url, wid, auth=ctx.client.auth,
+                               tls=ctx.client.tls) as feed:
         async for message in feed:
             kind = message.get("type")
             if kind == "overflow":

@@ -31,15 +31,16 @@ def runner_argv(url: str, workflow_id: int, output_dir: Path, *, max_parallel: i
 
 
 def start_local_runners(url: str, workflow_id: int, output_dir: Path,
-                        action: dict[str, Any], *, idle_timeout_s: float = DEFAULT_IDLE_S) \
-        -> list[dict[str, Any]]:
-    """Start ``num_allocations`` runners for ``action``; what was started, one dict each."""
+                        action: dict[str, Any], *, idle_timeout_s: float = DEFAULT_IDLE_S,
+                        env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Start ``num_allocations`` runners for ``action``; what was started, one dict each.
+    ``env``: more environment for them (torc_cli.reach.access_env: TLS trust, credentials)."""
     logs = output_dir / "local_runners"
     logs.mkdir(parents=True, exist_ok=True)
     argv = runner_argv(url, workflow_id, output_dir,
                        max_parallel=action.get("max_parallel_jobs"),
                        idle_timeout_s=idle_timeout_s)
-    env = {**os.environ, "TORC_API_URL": url}
+    env = {**os.environ, **(env or {}), "TORC_API_URL": url}
     started = []
     for k in range(int(action.get("num_allocations") or 1)):
         log = logs / f"runner_wf{workflow_id}_a{action.get('index')}_{k + 1}.log"

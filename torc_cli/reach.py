@@ -19,16 +19,24 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import shlex
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
 
 from torc_net.client import ApiError, TorcClient
+from torc_net.credentials import (
+    CREDENTIALS_FILE_ENV,
+    CredentialsError,
+    read_credentials_file,
+    write_credentials_file,
+)
 from torc_net.url_file import check_server_url
 
 log = logging.getLogger("torc_cli.reach")
@@ -46,23 +54,59 @@ Resolver = Callable[[str], list[str]]
 
 @dataclass(frozen=True, slots=True)
 class ServerAddress:
-    """What an allocation's runners are told: the server's URL and the file it writes that URL
-    to (``serve --url-file``; None without one)."""
+    """What an allocation's runners are told: the server's URL, the file it writes that URL
+    to (``serve --url-file``; None without one), and how to talk to it (``access``: the TLS
+    trust and the credentials file of :func:`access_env`)."""
 
     url: str
     url_file: str | None = None
+    access: tuple[tuple[str, str], ...] = ()
 
     def env(self) -> dict[str, str]:
         """The sbatch script's environment for its runners (and their jobs)."""
         env = {"TORC_API_URL": self.url}
         if self.url_file:
             env["TORC_API_URL_FILE"] = self.url_file
+        env.update(self.access)
         return env
 
 
-async def server_address(client: TorcClient, fallback_url: str) -> ServerAddress:
+def credentials_path(output_dir: Path, user: str) -> Path:
+    """Where :func:`access_env` keeps ``user``'s credentials for the runners it starts."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", user)[:64]
+    return output_dir.resolve() / "slurm" / f".credentials-{safe}"
+
+
+def access_env(client: TorcClient, output_dir: Path, *, write: bool = True) \
+        -> tuple[tuple[str, str], ...]:
+    """What runners started by this process need to talk to the server as it does: its TLS
+    trust (``TORC_CA_FILE``) and, when it sends credentials, a credentials file
+    (``TORC_CREDENTIALS_FILE``, mode 0600, in the output directory the nodes share; the one
+    this process was given when it holds the same credentials). Never the password itself:
+    it would be written into the sbatch script. ``write=False`` (a dry run): name the file,
+    write nothing."""
+    env = client.tls.env()
+    if client.auth is not None:
+        given = os.environ.get(CREDENTIALS_FILE_ENV)
+        try:
+            same = given is not None and read_credentials_file(given) == client.auth
+        except CredentialsError:
+            same = False
+        if given is not None and same:
+            env[CREDENTIALS_FILE_ENV] = given
+        else:
+            path = credentials_path(output_dir, client.auth[0])
+            if write:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_credentials_file(path, *client.auth)
+            env[CREDENTIALS_FILE_ENV] = str(path)
+    return tuple(sorted(env.items()))
+
+
+async def server_address(client: TorcClient, fallback_url: str,
+                         access: tuple[tuple[str, str], ...] = ()) -> ServerAddress:
     """The server's advertised URL and URL file (GET /version); an older server that says
-    neither gets ``fallback_url`` (the one this client uses)."""
+    neither gets ``fallback_url`` (the one this client uses). ``access``: :func:`access_env`."""
     try:
         about: Any = await client.version()
     except ApiError as exc:
@@ -74,7 +118,8 @@ async def server_address(client: TorcClient, fallback_url: str) -> ServerAddress
     if not isinstance(url, str) or check_server_url(url) is not None:
         url = fallback_url
     url_file = about.get("url_file")
-    return ServerAddress(url.rstrip("/"), url_file if isinstance(url_file, str) else None)
+    return ServerAddress(url.rstrip("/"), url_file if isinstance(url_file, str) else None,
+                         access)
 
 
 def resolve(host: str) -> list[str]:

@@ -61,6 +61,7 @@ import trio
 from torc_core.settings import MONITOR_OFF, ResourceMonitor
 from torc_core.spec import FailureHandler
 from torc_net.client import ServerUnreachable, TorcClient
+from torc_net.tls import TlsError
 
 from . import monitor as job_monitor
 from . import recovery, srun
@@ -275,7 +276,7 @@ class JobRunner:
                     nursery.start_soon(self._walltime_watch, self.state.terminate_at)
                 await self._main_loop()
                 nursery.cancel_scope.cancel()
-        except* ServerUnreachable:  # a nursery's error comes in a group
+        except* (ServerUnreachable, TlsError):  # a nursery's error comes in a group
             self._save_unreported()
             raise
         finally:

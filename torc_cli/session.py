@@ -23,6 +23,8 @@ from typing import Any
 import trio
 
 from torc_net.client import TorcClient
+from torc_net.credentials import CREDENTIALS_FILE_ENV, CredentialsError, read_credentials_file
+from torc_net.tls import TlsError, TlsSettings
 from torc_net.url_file import env_url_source
 
 from .early import API_PATH, ServerChoice
@@ -93,17 +95,41 @@ def check_url(url: str) -> str:
 
 
 def credentials(args: argparse.Namespace) -> tuple[str, str] | None:
-    """``--username``/``--password``, else ``TORC_USERNAME``/``TORC_PASSWORD``; a username
-    without a password asks for it in a terminal."""
+    """``--username``/``--password``, else ``TORC_USERNAME``/``TORC_PASSWORD``, else the file
+    ``TORC_CREDENTIALS_FILE`` names (:mod:`torc_net.credentials`: how runners on compute nodes
+    get them); a username without a password asks for it in a terminal."""
     user = args.username or os.environ.get("TORC_USERNAME")
+    password = args.password or os.environ.get("TORC_PASSWORD")
+    path = os.environ.get(CREDENTIALS_FILE_ENV)
+    if path and password is None:
+        try:
+            found = read_credentials_file(path)
+        except CredentialsError as exc:
+            raise InputError(f"{CREDENTIALS_FILE_ENV}: {exc}") from None
+        if user is None or found[0] == user:
+            return found
     if not user:
         return None
-    password = args.password or os.environ.get("TORC_PASSWORD")
     if password is None:
         if not sys.stdin.isatty():
             raise InputError(f"a password for {user!r} is needed: --password or TORC_PASSWORD")
         password = getpass.getpass(f"Password for {user}: ")
     return user, password
+
+
+def tls_settings(args: argparse.Namespace) -> TlsSettings:
+    """What https:// servers are trusted with (``--ca-file``, ``--tls-insecure``, else the
+    environment), checked now, and put into the environment so that the processes this
+    command starts (runners, jobs, sbatch scripts) trust the same."""
+    tls = TlsSettings.from_env(ca_file=getattr(args, "ca_file", None),
+                               insecure=bool(getattr(args, "tls_insecure", False)))
+    if tls.ca_file is not None:
+        try:
+            tls.context()
+        except TlsError as exc:
+            raise InputError(str(exc)) from None
+    os.environ.update(tls.env())
+    return tls
 
 
 def _waiting(url: str) -> Any:
@@ -149,6 +175,7 @@ async def connect(args: argparse.Namespace, choice: ServerChoice,
     minutes = getattr(args, "wait_for_server_minutes", None)
     wait_s = float(minutes) * 60 if minutes is not None else interactive_wait_s()
     auth = credentials(args)
+    tls = tls_settings(args)
     if choice.note:
         print(f"torc-trio: {choice.note}", file=sys.stderr, flush=True)
     if choice.kind == "none":
@@ -166,7 +193,7 @@ async def connect(args: argparse.Namespace, choice: ServerChoice,
                 ctx.url = local
                 ctx.standalone = True
                 async with TorcClient(local, auth=auth, wait_for_server_s=wait_s,
-                                      on_retry=_waiting(local)) as client:
+                                      on_retry=_waiting(local), tls=tls) as client:
                     ctx.client = client
                     yield ctx
             return
@@ -174,7 +201,8 @@ async def connect(args: argparse.Namespace, choice: ServerChoice,
     assert url is not None
     ctx.url = check_url(url)
     async with TorcClient(ctx.url, auth=auth, wait_for_server_s=wait_s,
-                          on_retry=_waiting(ctx.url), url_source=env_url_source()) as client:
+                          on_retry=_waiting(ctx.url), url_source=env_url_source(),
+                          tls=tls) as client:
         ctx.client = client
         yield ctx
 

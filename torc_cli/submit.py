@@ -183,7 +183,9 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
     # ready jobs' schedulers.
     plan = await plan_allocations(client, workflow, by_ready_jobs=not local_starts)
     jitter = startup_jitter_window(sum(_runners(p[0], p[3]) for p in plan))
-    where = await reach.server_address(client, url) if plan else ServerAddress(url)
+    access = reach.access_env(client, output_dir, write=not dry_run)
+    where = (await reach.server_address(client, url, access) if plan
+             else ServerAddress(url, access=access))
     scripts = [allocation_script(workflow, where, output_dir, sched, scheduler_filter=filt,
                                  start_one_worker_per_node=per_node, startup_jitter_s=jitter,
                                  max_parallel=limit)
@@ -203,7 +205,8 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
     out = []
     if local_starts and not dry_run and rerun:
         for action in local_starts:
-            out.extend(local_runners.start_local_runners(url, workflow_id, output_dir, action))
+            out.extend(local_runners.start_local_runners(url, workflow_id, output_dir, action,
+                                                         env=where.env()))
     elif local_starts and not dry_run:
         claimed = await client.claim_actions(workflow_id, action_types=["schedule_nodes"],
                                              trigger_types=["on_workflow_start"],
@@ -212,7 +215,7 @@ async def submit(client: TorcClient, workflow_id: int, url: str, output_dir: Pat
         for action in local_starts:
             if action["index"] in won:
                 out.extend(local_runners.start_local_runners(url, workflow_id, output_dir,
-                                                             action))
+                                                             action, env=where.env()))
     for (sched, _, index, _, _), script in todo:
         out.append(await submit_allocation(client, workflow, script, output_dir, sched,
                                            action_index=index))
@@ -223,14 +226,16 @@ async def run_schedule_action(client: TorcClient, workflow_id: int, url: str, ou
                               action: dict[str, Any]) -> list[dict[str, Any]]:
     """Carry out a claimed schedule_nodes action (from a runner): Slurm allocations, or with
     ``scheduler_type: local`` runners on this machine."""
+    access = reach.access_env(client, output_dir)
     if action.get("scheduler_type") == "local":
-        return local_runners.start_local_runners(url, workflow_id, output_dir, action)
+        return local_runners.start_local_runners(url, workflow_id, output_dir, action,
+                                                 env=dict(access))
     workflow = await client.get_workflow(workflow_id)
     sched = _scheduler_by_name(workflow, action.get("scheduler"))
     per_node = bool(action.get("start_one_worker_per_node"))
     count = int(action.get("num_allocations") or 1)
     jitter = startup_jitter_window(count * _runners(sched, per_node))
-    where = await reach.server_address(client, url)
+    where = await reach.server_address(client, url, access)
     script = allocation_script(workflow, where, output_dir, sched,
                                scheduler_filter=sched["name"],
                                start_one_worker_per_node=per_node, startup_jitter_s=jitter,

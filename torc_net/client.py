@@ -36,8 +36,10 @@ from urllib.parse import quote, urlencode
 import trio
 import trio_websocket
 
+from .credentials import env_credentials
 from .http import ConnectionFailed, HttpConnectionPool, HttpResponse, basic_auth_header
 from .http import parse_base_url as _parse_base_url
+from .tls import TlsError, TlsSettings, default_settings, describe_ssl_error
 
 __all__ = [
     "ApiError",
@@ -148,8 +150,11 @@ class TorcClient:
         max_idle: int = 4,
         on_retry: Callable[[str, float], None] | None = None,
         url_source: Callable[[], str] | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: what https:// URLs trust (torc_net.tls; default: the environment's)
+        self.tls = tls if tls is not None else default_settings()
         #: where the server is now, asked when it stops answering (module docstring); raises
         #: when it cannot say
         self.url_source = url_source
@@ -163,7 +168,8 @@ class TorcClient:
         self.max_backoff_s = max_backoff_s
         self.attempt_timeout_s = attempt_timeout_s
         self._rng = rng if rng is not None else random.Random()
-        self._pool = HttpConnectionPool(self.base_url, auth=auth, max_idle=max_idle)
+        self._pool = HttpConnectionPool(self.base_url, auth=auth, max_idle=max_idle,
+                                        tls=self.tls)
         #: trio.current_time() of the last successful answer (a runner's heartbeat is due
         #: only when nothing else has reached the server for a while).
         self.last_answer_at = -math.inf
@@ -178,14 +184,14 @@ class TorcClient:
 
     @classmethod
     def from_env(cls, url: str | None = None, **kwargs: Any) -> TorcClient:
-        """``url`` or ``$TORC_API_URL``; Basic auth from ``$TORC_USERNAME``/``$TORC_PASSWORD``."""
+        """``url`` or ``$TORC_API_URL``; Basic auth from ``$TORC_USERNAME``/``$TORC_PASSWORD``
+        or ``$TORC_CREDENTIALS_FILE`` (:func:`torc_net.credentials.env_credentials`); TLS trust
+        from ``$TORC_CA_FILE`` (:mod:`torc_net.tls`)."""
         url = url or os.environ.get("TORC_API_URL")
         if not url:
             raise ValueError("no server URL: pass one or set TORC_API_URL")
         if "auth" not in kwargs:
-            user = os.environ.get("TORC_USERNAME")
-            if user:
-                kwargs["auth"] = (user, os.environ.get("TORC_PASSWORD", ""))
+            kwargs["auth"] = env_credentials()
         return cls(url, **kwargs)
 
     @property
@@ -288,7 +294,8 @@ class TorcClient:
             url = self.url_source().rstrip("/")
             if url == self.base_url:
                 return False
-            pool = HttpConnectionPool(url, auth=self.auth, max_idle=self._max_idle)
+            pool = HttpConnectionPool(url, auth=self.auth, max_idle=self._max_idle,
+                                      tls=self.tls)
         except Exception as exc:  # the file unreadable, garbage: keep trying our URL
             problem = str(exc)
             if problem != self._url_source_problem:
@@ -667,11 +674,11 @@ class TorcClient:
 
 
 def events_ws_url(base_url: str, workflow_id: int | None) -> str:
-    """``ws://host:port/<base>/workflows/{id}/events/ws`` (or ``/events/ws`` for all)."""
+    """``ws://host:port/<base>/workflows/{id}/events/ws`` (or ``/events/ws`` for all);
+    ``wss://`` for an ``https://`` server."""
     base = _parse_base_url(base_url)
-    host = f"[{base.host}]" if ":" in base.host else base.host
     tail = "/events/ws" if workflow_id is None else f"/workflows/{int(workflow_id)}/events/ws"
-    return f"ws://{host}:{base.port}{base.path}{tail}"
+    return f"{'wss' if base.tls else 'ws'}://{base.where}{base.path}{tail}"
 
 
 class EventFeed:
@@ -701,16 +708,29 @@ async def open_event_feed(
     *,
     auth: tuple[str, str] | None = None,
     max_message_size: int = 16 * 1024 * 1024,
+    tls: TlsSettings | None = None,
 ) -> AsyncIterator[EventFeed]:
     """Open the websocket event feed; the preferred, structured form of
-    :func:`subscribe_events` (the websocket's background task lives in this context)."""
+    :func:`subscribe_events` (the websocket's background task lives in this context).
+    ``tls``: what a ``wss://`` feed trusts (default: the environment's)."""
     headers: list[tuple[bytes, bytes]] = []
     if auth is not None:
         headers.append((b"Authorization", basic_auth_header(*auth)))
     url = events_ws_url(base_url, workflow_id)
+    context = None
+    if url.startswith("wss:"):
+        context = (tls if tls is not None else default_settings()).context()
     async with trio.open_nursery() as nursery:
-        ws = await trio_websocket.connect_websocket_url(
-            nursery, url, extra_headers=headers, max_message_size=max_message_size)
+        try:
+            ws = await trio_websocket.connect_websocket_url(
+                nursery, url, extra_headers=headers, max_message_size=max_message_size,
+                ssl_context=context)
+        except (trio_websocket.HandshakeError, trio.BrokenResourceError, OSError) as exc:
+            problem = describe_ssl_error(exc, _parse_base_url(base_url).where,
+                                         tls if tls is not None else default_settings())
+            if problem is not None:
+                raise TlsError(problem) from exc
+            raise
         try:
             yield EventFeed(ws)
         finally:

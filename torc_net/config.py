@@ -7,6 +7,7 @@ standalone server without importing Hypercorn and Quart (a third of a second per
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import socket
 import sys
@@ -79,6 +80,13 @@ class ServerConfig:
     advertise_url: str | None = None
     #: Write the advertised URL here (atomically) whenever the server starts listening.
     url_file: str | None = None
+    #: PEM certificate (chain) and private key: serve HTTPS (Hypercorn's TLS) instead of HTTP
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     @property
     def max_concurrent(self) -> int:
@@ -97,14 +105,11 @@ TORC_FLAGS_WITHOUT_EFFECT: dict[str, tuple[str, str]] = {
     "completion_check_interval_secs": (
         "--completion-check-interval-secs",
         "not needed: dependents are released the moment a job completes"),
-    "https": (
-        "--https",
-        "not supported: this server speaks plain HTTP; for HTTPS put a TLS-terminating proxy "
-        "in front of it"),
     "enforce_access_control": (
         "--enforce-access-control",
-        "always on with --auth-file: a user sees their own workflows (and owner-less ones, "
-        "unless --require-auth), an --admin-user sees all; there are no access groups"),
+        "always on with --auth-file: a user sees their own workflows and those shared with "
+        "their access groups (and owner-less ones, unless --require-auth), an --admin-user "
+        "sees all"),
     "log_dir": (
         "--log-dir",
         "not supported: the server logs to stderr; redirect it (2>>DIR/torc-server.log)"),
@@ -159,6 +164,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         "the server starts; runners started with TORC_API_URL_FILE=PATH read "
                         "it again when the server stops answering, so a server restarted on "
                         "another host is found (put it on a file system the nodes share)")
+    parser.add_argument("--tls-cert", metavar="PEM", default=None,
+                        help="serve HTTPS with this certificate (chain), PEM; needs --tls-key. "
+                        "Clients trust it through the system's CAs or --ca-file / TORC_CA_FILE")
+    parser.add_argument("--tls-key", metavar="PEM", default=None,
+                        help="the private key of --tls-cert, PEM (keep it mode 0600)")
+    parser.add_argument("--https", action="store_true",
+                        help="Torc's flag: serve HTTPS; here it needs --tls-cert and --tls-key "
+                        "(which imply it)")
     parser.add_argument("--pid-file", metavar="PATH", default=None,
                         help="write the server's pid to PATH once it listens, remove it at exit "
                         "(signal it with kill -USR1 $(cat PATH)); refused while PATH names a "
@@ -222,7 +235,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
     unused.add_argument("-c", "--completion-check-interval-secs", type=float, default=None,
                         metavar="S", help=explained("completion_check_interval_secs"))
-    unused.add_argument("--https", action="store_true", help=explained("https"))
     unused.add_argument("--enforce-access-control", action="store_true",
                         help=explained("enforce_access_control"))
     unused.add_argument("--log-dir", default=None, metavar="DIR", help=explained("log_dir"))
@@ -258,15 +270,62 @@ def client_host(bind_host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def api_url(bind_host: str, port: int) -> str:
+def api_url(bind_host: str, port: int, scheme: str = "http") -> str:
     """The TORC_API_URL for a server bound to ``bind_host:port``."""
-    return f"http://{client_host(bind_host)}:{port}{API_PATH}"
+    return f"{scheme}://{client_host(bind_host)}:{port}{API_PATH}"
 
 
 def advertised_url(config: ServerConfig, port: int) -> str:
     """The URL runners should use: ``--advertise-url``, else the one :func:`api_url` derives
-    from ``--host`` and the port the server bound."""
-    return config.advertise_url or api_url(config.host, port)
+    from ``--host``, the port the server bound and whether it speaks TLS."""
+    return config.advertise_url or api_url(config.host, port, config.scheme)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding ``host`` keeps the server to this machine."""
+    bare = host.strip().strip("[]")
+    if bare.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http_warning(config: ServerConfig) -> str | None:
+    """The risk of serving passwords in clear text beyond this machine, or None."""
+    if config.tls_cert or not config.require_auth or is_loopback_host(config.host):
+        return None
+    if (config.advertise_url or "").startswith("https://"):
+        return None  # a TLS-terminating proxy in front of it
+    return (f"serving plain HTTP on {config.host} with --require-auth: passwords cross the "
+            "network in clear text (HTTP Basic); anyone on the way can read them. Give "
+            "--tls-cert and --tls-key to serve HTTPS (fine as it is on a private network "
+            "only trusted hosts reach)")
+
+
+def _checked_tls(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """--tls-cert and --tls-key (absolute), both or neither, readable and a matching pair."""
+    cert, key = args.tls_cert, args.tls_key
+    if cert is None and key is None:
+        if args.https:
+            raise SystemExit("--https needs --tls-cert PEM and --tls-key PEM (this server "
+                             "serves HTTPS with the certificate you give it)")
+        return None, None
+    if cert is None or key is None:
+        raise SystemExit("--tls-cert and --tls-key go together: give both")
+    cert, key = os.path.abspath(cert), os.path.abspath(key)
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"--tls-cert/--tls-key: {exc.filename}: no such file") from None
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise SystemExit(f"--tls-cert {cert} / --tls-key {key}: cannot use them ({reason}): "
+                         "expected a PEM certificate and its PEM private key") from None
+    return cert, key
 
 
 def _checked_advertise_url(url: str | None) -> str | None:
@@ -314,9 +373,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             check_url_file_target(Path(url_file))
         except UrlFileError as exc:
             raise SystemExit(str(exc)) from None
+    tls_cert, tls_key = _checked_tls(args)
     for line in flags_without_effect(args):
         print(f"torc-trio serve: {line}", file=sys.stderr, flush=True)
-    return ServerConfig(
+    config = ServerConfig(
         database=args.database,
         host=args.host,
         port=args.port,
@@ -344,4 +404,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         pid_file=os.path.abspath(args.pid_file) if args.pid_file else None,
         advertise_url=advertise,
         url_file=url_file,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
+    warning = plain_http_warning(config)
+    if warning is not None:
+        print(f"torc-trio serve: warning: {warning}", file=sys.stderr, flush=True)
+    return config

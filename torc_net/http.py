@@ -2,7 +2,10 @@
 
 Theory of operation
 -------------------
-An :class:`HttpConnectionPool` is bound to one base URL (``http://host:port/base``). Each
+An :class:`HttpConnectionPool` is bound to one base URL (``http://host:port/base``, or
+``https://``: TLS with the trust of :mod:`torc_net.tls`, the handshake done when the connection
+opens, so that a certificate that cannot be verified is a :class:`~torc_net.tls.TlsError` at
+once, never a retried "connection failed"). Each
 request takes an idle connection from the pool (or opens a new one), writes the whole request
 in one ``send_all``, reads until h11 reports ``EndOfMessage`` and, when both sides of the h11
 state machine are ``DONE``, puts the connection back with ``start_next_cycle()``. Anything
@@ -19,12 +22,18 @@ Rule 2: no timeouts here. Callers put ``trio.fail_after`` / ``move_on_after`` ar
 
 Rule 3: bounded. At most ``max_connections`` connections are open at once (further requests
 wait) and at most ``max_idle`` are kept for reuse.
+
+Rule 4: a plain ``http://`` request that a fresh connection cannot complete may have reached a
+TLS port (the server drops it without a word). The pool then tries a TLS handshake there; if one
+succeeds, the answer is a :class:`~torc_net.tls.TlsError` saying to use ``https://``, instead of
+retries that could never succeed.
 """
 
 from __future__ import annotations
 
 import base64
 import json as _json
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +41,8 @@ from urllib.parse import urlsplit
 
 import h11
 import trio
+
+from .tls import TlsError, TlsSettings, default_settings, describe_ssl_error
 
 __all__ = [
     "ConnectionFailed",
@@ -84,29 +95,45 @@ class HttpResponse:
         return self.body.decode("utf-8", errors="replace")
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: How long the Rule 4 probe may take (it runs only after a failure).
+_PROBE_TIMEOUT_S = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class BaseUrl:
     host: str
     port: int
     path: str  # no trailing slash; "" for the root
+    scheme: str = "http"
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
 
     @property
     def host_header(self) -> bytes:
-        default = self.port == 80
+        default = self.port == _DEFAULT_PORTS[self.scheme]
         host = f"[{self.host}]" if ":" in self.host else self.host
         return (host if default else f"{host}:{self.port}").encode("ascii")
 
+    @property
+    def where(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
 
 def parse_base_url(url: str) -> BaseUrl:
-    """Split ``http://host[:port][/base]`` into host, port and base path (``http`` only)."""
+    """Split ``http[s]://host[:port][/base]`` into host, port, base path and scheme."""
     parts = urlsplit(url)
-    if parts.scheme != "http":
-        raise ValueError(f"only http:// URLs are supported, got {url!r}")
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"only http:// and https:// URLs are supported, got {url!r}")
     if not parts.hostname:
         raise ValueError(f"URL has no host: {url!r}")
     if parts.query or parts.fragment:
         raise ValueError(f"base URL must not carry a query or fragment: {url!r}")
-    return BaseUrl(parts.hostname, parts.port or 80, parts.path.rstrip("/"))
+    return BaseUrl(parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme],
+                   parts.path.rstrip("/"), parts.scheme)
 
 
 def basic_auth_header(user: str, password: str) -> bytes:
@@ -125,7 +152,7 @@ def _decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 @dataclass(eq=False, slots=True)
 class _Connection:
-    stream: trio.SocketStream
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     h11: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
     #: set when the request could not be fully written: never reuse, whatever h11 says
     broken: bool = False
@@ -213,11 +240,17 @@ class _Connection:
 
     def close_now(self) -> None:
         """Close without awaiting (safe in cleanup paths, including cancellation)."""
-        self.stream.socket.close()
+        stream = self.stream
+        if isinstance(stream, trio.SSLStream):
+            stream.transport_stream.socket.close()
+        else:
+            stream.socket.close()
 
 
 class HttpConnectionPool:
-    """Keep-alive HTTP/1.1 client for one ``http://host:port/base`` URL."""
+    """Keep-alive HTTP/1.1 client for one ``http[s]://host:port/base`` URL. ``tls``: what an
+    ``https://`` URL trusts (default: the environment's, :func:`torc_net.tls.default_settings`);
+    a CA file that cannot be read is a :class:`~torc_net.tls.TlsError` here, at once."""
 
     def __init__(
         self,
@@ -226,11 +259,14 @@ class HttpConnectionPool:
         auth: tuple[str, str] | None = None,
         max_idle: int = 4,
         max_connections: int = 64,
+        tls: TlsSettings | None = None,
     ) -> None:
         if max_idle < 0 or max_connections < 1:
             raise ValueError("max_idle must be >= 0 and max_connections >= 1")
         self.base_url = base_url
         self._base = parse_base_url(base_url)
+        self.tls = tls if tls is not None else default_settings()
+        self._ssl_context = self.tls.context() if self._base.tls else None
         self._base_path = self._base.path.encode("ascii")
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
@@ -271,7 +307,49 @@ class HttpConnectionPool:
                 f"cannot connect to {self._base.host}:{self._base.port}: {exc}"
             ) from exc
         self.connections_opened += 1
-        return _Connection(stream)
+        if self._ssl_context is None:
+            return _Connection(stream)
+        tls = trio.SSLStream(stream, self._ssl_context, server_hostname=self._base.host,
+                             https_compatible=True)
+        try:
+            await tls.do_handshake()
+        except (trio.BrokenResourceError, OSError) as exc:
+            stream.socket.close()
+            problem = describe_ssl_error(exc, self._base.where, self.tls)
+            if problem is not None:
+                raise TlsError(problem) from exc
+            raise ConnectionFailed(f"TLS handshake with {self._base.where}: connection "
+                                   f"lost: {exc!r}") from exc
+        except BaseException:
+            stream.socket.close()
+            raise
+        return _Connection(tls)
+
+    async def _speaks_tls(self) -> bool:
+        """Rule 4: whether a TLS server answers at our (plain HTTP) address."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with trio.move_on_after(_PROBE_TIMEOUT_S):
+            try:
+                stream = await trio.open_tcp_stream(self._base.host, self._base.port)
+            except OSError:
+                return False
+            try:
+                await trio.SSLStream(stream, context).do_handshake()
+                return True
+            except (trio.BrokenResourceError, OSError):
+                return False
+            finally:
+                stream.socket.close()
+        return False
+
+    async def _plain_to_tls(self, exc: ConnectionFailed) -> None:
+        """Raise the Rule 4 error if ``exc`` came from a TLS port."""
+        if not self._base.tls and await self._speaks_tls():
+            raise TlsError(
+                f"the server at {self._base.where} speaks HTTPS (TLS) and refused this plain "
+                f"HTTP request: use https://{self._base.where}{self._base.path}") from exc
 
     async def request(
         self,
@@ -314,6 +392,8 @@ class HttpConnectionPool:
                 try:
                     resp = await conn.roundtrip(verb, target, hdrs, payload)
                 except ConnectionFailed as exc:
+                    if not reused:
+                        await self._plain_to_tls(exc)
                     if not reused or exc.response_started:
                         raise
                     # Rule 1: stale idle connection; retry once on a fresh one.

@@ -206,6 +206,13 @@ async def serve(
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.h11_max_incomplete_size = 64 * 1024
     hc.websocket_ping_interval = 20
+    if config.tls_cert:
+        # Hypercorn's own TLS. HTTP/1.1 only (every client here speaks it, the websocket
+        # feed included); a browser offered h2 would take it.
+        hc.certfile = config.tls_cert
+        hc.keyfile = config.tls_key
+        hc.alpn_protocols = ["http/1.1"]
+        hc.ssl_handshake_timeout = 10
 
     shutdown = trio.Event()
     stopped = trio.Event()
@@ -315,7 +322,8 @@ async def serve(
             port = port_of(binds)
             local = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else host
             about = {"command_pid": config.parent_pid} if config.parent_pid else {}
-            store.note_holder(url=f"http://{local}:{port}/torc-service/v1", **about)
+            store.note_holder(url=f"{config.scheme}://{local}:{port}/torc-service/v1",
+                              **about)
             running = Running(port, service, store, shutdown, request_snapshot, admission,
                               stopped)
             advertised = advertised_url(config, port)

@@ -205,7 +205,8 @@ class AsyncClient:
         from torc_net.client import open_event_feed
 
         try:
-            async with open_event_feed(self.url, workflow_id, auth=self.raw.auth) as feed:
+            async with open_event_feed(self.url, workflow_id, auth=self.raw.auth,
+                                       tls=self.raw.tls) as feed:
                 yield _follow(feed, until_done)
         except BaseExceptionGroup as group:
             # the feed's nursery wraps what the block raised (WatchLost, the caller's own

@@ -6,9 +6,11 @@ machine (``python -X importtime``): Trio and the async client take 0.25 s of CPU
 ``http.client`` 0.045 s (it brings in the ``email`` parser and ``ssl``), and a plain socket
 speaking HTTP/1.1 next to nothing; the interpreter itself starts in about 0.03 s. Over ten
 thousand calls that is the difference between the calls' own work and forty minutes of
-imports. So this is HTTP/1.1 over a socket, ``http://`` only like the rest of torc-trio
-(:func:`torc_net.http.parse_base_url`), one kept-alive connection, JSON bodies with a
-``Content-Length`` (chunked answers are read too).
+imports. So this is HTTP/1.1 over a socket, one kept-alive connection, JSON bodies with a
+``Content-Length`` (chunked answers are read too). An ``https://`` server is spoken to through
+:mod:`ssl` (imported only then) with the trust every client has (:mod:`torc_net.tls`:
+``TORC_CA_FILE``, verification on, host name checked); a certificate that cannot be verified
+is a :class:`torc_net.tls.TlsError` at once, not retried.
 
 The retry policy is TorcClient's: connection failures, per-attempt timeouts and
 ``429``/``502``/``503``/``504`` answers are retried with exponential backoff and full jitter
@@ -58,9 +60,23 @@ class _Answer:
 class _Connection:
     """One HTTP/1.1 connection: send a request, read its answer."""
 
-    def __init__(self, host: str, port: int, timeout_s: float) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout_s)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, host: str, port: int, timeout_s: float, tls: Any = None) -> None:
+        sock = socket.create_connection((host, port), timeout=timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:  # (TlsSettings, its ssl.SSLContext)
+            settings, context = tls
+            try:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            except OSError as exc:
+                sock.close()
+                from torc_net.tls import TlsError, describe_ssl_error
+
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                problem = describe_ssl_error(exc, where, settings)
+                if problem is None:
+                    raise
+                raise TlsError(problem) from exc
+        self.sock = sock
         self.buffer = b""
 
     def close(self) -> None:
@@ -126,11 +142,17 @@ class JobApi:
                  wait_for_server_s: float = 1200.0, attempt_timeout_s: float = 120.0,
                  max_backoff_s: float = 30.0) -> None:
         parts = urlsplit(base_url.rstrip("/"))
-        if parts.scheme != "http" or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"server URL {base_url!r}: expected http://HOST:PORT/torc-service/v1")
         self.base_url = base_url.rstrip("/")
         self._host = parts.hostname
-        self._port = parts.port or 80
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._tls: Any = None
+        if parts.scheme == "https":
+            from torc_net.tls import default_settings
+
+            settings = default_settings()
+            self._tls = (settings, settings.context())
         self._prefix = parts.path
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._fixed_headers = (f"Host: {host}:{self._port}\r\nAccept: application/json\r\n"
@@ -150,9 +172,9 @@ class JobApi:
         url = url or os.environ.get("TORC_API_URL")
         if not url:
             raise ValueError("no server URL: pass one or set TORC_API_URL")
-        user = os.environ.get("TORC_USERNAME")
-        auth = (user, os.environ.get("TORC_PASSWORD", "")) if user else None
-        return cls(url, auth=auth)
+        from torc_net.credentials import env_credentials
+
+        return cls(url, auth=env_credentials())
 
     def close(self) -> None:
         if self._conn is not None:
@@ -194,7 +216,8 @@ class JobApi:
             connected = self._conn is not None
             try:
                 if self._conn is None:
-                    self._conn = _Connection(self._host, self._port, self.attempt_timeout_s)
+                    self._conn = _Connection(self._host, self._port, self.attempt_timeout_s,
+                                             self._tls)
                 connected = True
                 answer = self._conn.exchange(raw_head, payload)
             except (OSError, _Broken, ValueError) as exc:

@@ -47,8 +47,9 @@ RUNNER_WAIT_S = 1200.0
 
 
 def _auth() -> tuple[str, str] | None:
-    user = os.environ.get("TORC_USERNAME")
-    return (user, os.environ.get("TORC_PASSWORD", "")) if user else None
+    from torc_net.credentials import env_credentials
+
+    return env_credentials()
 
 
 def absolute(path: str | os.PathLike[str]) -> Path:
