@@ -50,6 +50,26 @@ def start_server(
     return proc, int(line.strip().split("=", 1)[1])
 
 
+def tls_setup(directory: str) -> list[str]:
+    """``--tls``: a throwaway CA (trustme) and a certificate for 127.0.0.1 in ``directory``;
+    ``TORC_CA_FILE`` is set here so that this process's clients and its children trust it.
+    Returns the server's flags."""
+    import os
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_path, cert_path, key_path = (os.path.join(directory, name)
+                                    for name in ("ca.pem", "server.pem", "server.key"))
+    ca.cert_pem.write_to_path(ca_path)
+    cert.private_key_pem.write_to_path(key_path)
+    for i, blob in enumerate(cert.cert_chain_pems):
+        blob.write_to_path(cert_path, append=i > 0)
+    os.environ["TORC_CA_FILE"] = ca_path
+    return ["--tls-cert", cert_path, "--tls-key", key_path]
+
+
 def stop_server(proc: subprocess.Popen[str], timeout: float = 30) -> None:
     """SIGTERM (the server drains and commits), SIGKILL if it does not go in time."""
     if proc.poll() is None:

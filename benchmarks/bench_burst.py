@@ -38,7 +38,7 @@ from typing import Any
 
 import psutil
 import trio
-from _common import percentile, start_server, stop_server
+from _common import percentile, start_server, stop_server, tls_setup
 
 from torc_net.client import TorcClient
 
@@ -187,9 +187,10 @@ def child_main(args: argparse.Namespace) -> int:
 # Parent: server, workflow, child
 
 
-def start_burst_server(db: str, tmp: str, threads: int, max_concurrent: int | None) \
-        -> tuple[subprocess.Popen[str], int]:
+def start_burst_server(db: str, tmp: str, threads: int, max_concurrent: int | None,
+                       tls: list[str]) -> tuple[subprocess.Popen[str], int]:
     extra = ["--max-concurrent-requests", str(max_concurrent)] if max_concurrent else []
+    extra += tls
     env = dict(os.environ, TORC_SERVER_SNAPSHOT_PATH=os.path.join(tmp, "snap", "torc.db"))
     return start_server(db, threads=threads, extra_args=extra, env=env, preexec_fn=raise_nofile)
 
@@ -207,10 +208,11 @@ def parent_main(args: argparse.Namespace) -> int:
     nofile = raise_nofile()
     with tempfile.TemporaryDirectory(prefix="torc-burst-") as tmp:
         db = ":memory:" if args.in_memory else os.path.join(tmp, "torc.db")
-        server, port = start_burst_server(db, tmp, args.threads, args.max_concurrent)
+        tls = tls_setup(tmp) if args.tls else []
+        server, port = start_burst_server(db, tmp, args.threads, args.max_concurrent, tls)
         ps = psutil.Process(server.pid)
         try:
-            url = f"http://127.0.0.1:{port}/torc-service/v1"
+            url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/torc-service/v1"
             wf, create_s = trio.run(create_workflow, url, args.jobs)
             child_argv = [
                 sys.executable, os.path.abspath(__file__), "--child", "--url", url,
@@ -236,6 +238,7 @@ def parent_main(args: argparse.Namespace) -> int:
         "allocations": args.allocations,
         "jobs": args.jobs,
         "database": "memory" if args.in_memory else "file",
+        "tls": args.tls,
         "create_s": round(create_s, 3),
         **{k: v for k, v in report.items() if k != "allocations"},
         "jobs_per_s": round(report["completions_acknowledged"] / drain, 1) if drain > 0 else 0.0,
@@ -271,6 +274,9 @@ def main() -> int:
                         help="a request that has not succeeded after this many seconds, "
                         "retries included, counts as failed")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tls", action="store_true",
+                        help="serve HTTPS (a throwaway CA made with trustme): every allocation "
+                        "does a TLS handshake in the burst")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--workflow", type=int, help=argparse.SUPPRESS)

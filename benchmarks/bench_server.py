@@ -11,7 +11,7 @@ connections. Prints ONE JSON object::
 
 Latencies are of one claim+complete round trip. Bounded in job count and time.
 
-    python benchmarks/bench_server.py [--jobs 20000] [--batch1-jobs 2000] [--runners 4]
+    python benchmarks/bench_server.py [--jobs 20000] [--batch1-jobs 2000] [--runners 4] [--tls]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 import trio
-from _common import percentile, start_server, stop_server
+from _common import percentile, start_server, stop_server, tls_setup
 
 from torc_net.http import HttpConnectionPool
 
@@ -98,16 +98,18 @@ def run_with_server(args: argparse.Namespace) -> dict[str, Any]:
     """Start a server subprocess on a temporary file database and benchmark it."""
     with tempfile.TemporaryDirectory(prefix="torc-bench-") as tmp:
         db = os.path.join(tmp, "torc.db")
-        proc, port = start_server(db, threads=args.threads)
+        tls = tls_setup(tmp) if args.tls else []
+        proc, port = start_server(db, threads=args.threads, extra_args=tls)
         try:
-            base_url = f"http://127.0.0.1:{port}/torc-service/v1"
+            base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/torc-service/v1"
             results = trio.run(run_all, base_url, args)
             return {
                 "results": results,
                 "best_jobs_per_s": max(r["jobs_per_s"] for r in results),
                 "server": {"database": "file (WAL, synchronous="
                                        f"{os.environ.get('TORC_SERVER_SYNC', 'full').upper()})",
-                           "threads": args.threads, "cpus": os.cpu_count()},
+                           "threads": args.threads, "cpus": os.cpu_count(),
+                           "tls": bool(tls)},
             }
         finally:
             stop_server(proc)
@@ -121,6 +123,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--url", help="benchmark a running server instead of starting one")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
+    parser.add_argument("--tls", action="store_true",
+                        help="serve HTTPS (a throwaway CA made with trustme)")
     args = parser.parse_args()
     if args.url:  # an already running server (e.g. under a profiler)
         results = trio.run(run_all, args.url, args)
