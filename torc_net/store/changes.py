@@ -298,6 +298,6 @@ def _delete_workflow(db: sqlite3.Connection, d: DeletedWorkflow) -> None:
     for lo, hi in d.user_data:
         db.execute("DELETE FROM user_data WHERE id BETWEEN ? AND ?", (lo, hi))
     for table in ("barriers", "edges", "events", "compute_nodes", "allocations",
-                  "actions_claimed", "id_ranges"):
+                  "actions_claimed", "id_ranges", "workflow_access_group"):
         db.execute(f"DELETE FROM {table} WHERE workflow_id=?", (d.id,))
     db.execute("DELETE FROM workflows WHERE id=?", (d.id,))

@@ -28,6 +28,11 @@ added beyond the workflow's own (its jobs, files and user data then span several
 ordinal`` in ``edges``; jobs by their index), which a growth does not change, where versions
 up to 5 stored its node index (``num_jobs + ordinal``), which every growth would move.
 
+Version 7 added access groups (:mod:`.access`): ``access_groups`` (ids by SQLite's
+AUTOINCREMENT, so a deleted group's id is never handed out again), ``user_group_membership``
+and ``workflow_access_group``. The tables are made by :data:`SCHEMA`; an older file has none,
+which is no group at all.
+
 Version 2 added those marks. A version-1 file is migrated when it is opened: the marks start
 from the largest ids in its tables, and rows a version-1 delete left behind (allocations,
 claimed actions of workflows that no longer exist) are removed.
@@ -37,7 +42,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: What a result carries besides its outcome, stored as the runner sent it (the engine does not
 #: interpret it): where the output went, a note, why it failed, and what it used (Torc's
@@ -204,6 +209,26 @@ CREATE TABLE IF NOT EXISTS actions_claimed (
     compute_node_id INTEGER,
     PRIMARY KEY (workflow_id, action_index)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS access_groups (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_group_membership (
+    group_id INTEGER NOT NULL,
+    user_name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (group_id, user_name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workflow_access_group (
+    workflow_id INTEGER NOT NULL,
+    group_id INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (workflow_id, group_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS workflow_access_group_g ON workflow_access_group (group_id);
 """
 
 
@@ -303,8 +328,13 @@ def _migrate_5_to_6(conn: sqlite3.Connection) -> None:
                          [(wf_id, code(up), code(down)) for up, down in edges])
 
 
+def _migrate_6_to_7(conn: sqlite3.Connection) -> None:
+    """Access groups: their tables are made by SCHEMA (empty: no group yet); no row of an
+    older version changes."""
+
+
 _MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4, 4: _migrate_4_to_5,
-               5: _migrate_5_to_6}
+               5: _migrate_5_to_6, 6: _migrate_6_to_7}
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
