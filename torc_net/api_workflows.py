@@ -143,6 +143,7 @@ async def delete_workflow(s: Service, c: Call) -> dict[str, Any]:
         user_data=tuple(wf.user_data_ids.spans())))
     change.publish(wf_id, wf.user, [workflow_message(wf, "deleted", s.clock())])
     await change.wait()
+    s.access.forget_workflow(wf_id)  # its links went with it (store.changes): now memory's
     s.feed.close_workflow(wf_id)
     return {"id": wf_id, "deleted": True}
 

@@ -9,6 +9,12 @@ is full is marked *overflowed* and its channel closed; its websocket task notice
 ``{"type": "overflow"}`` (best effort) and closes the connection. Memory is bounded by
 ``queue_size`` messages per subscriber.
 
+Who hears what. Every subscriber carries ``visible(workflow_id, owner)`` (the service's
+access rule, :meth:`torc_net.access.AccessGroups.may_see`), asked on every publish, for the
+subscribers of one workflow too: it may change while they listen (a member removed from a
+group), and then they hear nothing more of it. :meth:`Feed.drop_unseen` ends such per-workflow
+feeds after a group change.
+
 Messages are published once the change that carries them is committed (nobody hears of what
 is not on disk), in the order of the changes, which is the engine's order. A subscriber is
 registered together with a read of the current counts (no await in between) and the store's
@@ -45,6 +51,10 @@ MAX_BATCH = 1000
 SEND_TIMEOUT_S = 10.0
 
 
+#: Whether a subscriber may hear of a workflow: ``visible(workflow_id, owner)``.
+Visible = Callable[[int, str | None], bool]
+
+
 class Subscriber:
     """One websocket's queue. ``workflow_id is None`` means every visible workflow."""
 
@@ -54,7 +64,7 @@ class Subscriber:
     def __init__(
         self,
         workflow_id: int | None,
-        visible: Callable[[str | None], bool],
+        visible: Visible,
         queue_size: int,
         since: int = 0,
         batched: bool = False,
@@ -107,7 +117,7 @@ class Feed:
         return bool(self._global) or bool(self._by_workflow.get(workflow_id))
 
     def subscribe(
-        self, workflow_id: int | None, visible: Callable[[str | None], bool], since: int = 0,
+        self, workflow_id: int | None, visible: Visible, since: int = 0,
         batched: bool = False,
     ) -> Subscriber:
         sub = Subscriber(workflow_id, visible, self.queue_size, since, batched)
@@ -135,11 +145,12 @@ class Feed:
         """Offer ``messages`` of the change numbered ``seq`` to everyone who listens to the
         workflow, may see it, and subscribed before that change was made (``seq`` None: to
         everyone who listens and may see it)."""
-        def fresh(sub: Subscriber) -> bool:
-            return not sub.overflowed and (seq is None or sub.since < seq)
+        def hears(sub: Subscriber) -> bool:
+            return (not sub.overflowed and (seq is None or sub.since < seq)
+                    and sub.visible(workflow_id, owner))
 
-        targets = [s for s in self._by_workflow.get(workflow_id, ()) if fresh(s)]
-        targets.extend(s for s in self._global if fresh(s) and s.visible(owner))
+        targets = [s for s in self._by_workflow.get(workflow_id, ()) if hears(s)]
+        targets.extend(s for s in self._global if hears(s))
         if not targets:
             return
         # Each message is encoded once, and each batch once, whoever hears them.
@@ -163,6 +174,19 @@ class Feed:
         """End the per-workflow feeds of a deleted workflow."""
         for sub in list(self._by_workflow.pop(workflow_id, ())):
             sub.send.close()
+
+    def drop_unseen(self, owner: Callable[[int], str | None]) -> int:
+        """End the per-workflow feeds whose subscriber may no longer see their workflow
+        (``owner(workflow_id)`` says whose it is): after a group change took someone's access
+        away. How many were ended."""
+        dropped = 0
+        for workflow_id, subs in self._by_workflow.items():
+            who_owns = owner(workflow_id)
+            for sub in subs:
+                if not sub.visible(workflow_id, who_owns):
+                    sub.send.close()
+                    dropped += 1
+        return dropped
 
     def close_all(self) -> None:
         """Shutdown: end every feed so websocket tasks finish promptly."""

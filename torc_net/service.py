@@ -22,7 +22,12 @@ it and every later change to its workflows; the service then marks those workflo
 database (:meth:`Service.run_reloads`): the results, claims and leases that were refused are
 as if they never happened, and nothing unstored is ever reported as a duplicate.
 
-Rule 4: the clock is the wall clock (``time.time()``): lease deadlines are stored and must mean
+Rule 4: who may see (and change) a workflow is one rule, :meth:`Service.may_see`: the owner
+rule of :class:`~torc_net.state.Principal` plus access groups (:mod:`torc_net.access`). Every
+workflow route (:meth:`Service.workflow`), every list (:meth:`Service.visible`) and the feed
+(:meth:`Service.subscribe`) ask it; nothing else decides.
+
+Rule 5: the clock is the wall clock (``time.time()``): lease deadlines are stored and must mean
 the same thing after a restart.
 """
 
@@ -34,6 +39,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -43,11 +49,13 @@ from torc_core.errors import EngineError
 from torc_core.parse import DEFAULT_MAX_JOBS
 from torc_core.status import JobStatus
 
+from .access import AccessGroups
 from .effects import Recorded, record
 from .feed import Feed
 from .state import ComputeNode, Principal, WorkflowState, counts_object, restore_workflow
 from .store import Change, Store, StoredWorkflow, StoreError
 from .store import queries as q
+from .store.access import read_access
 from .validate import ApiError, not_found
 
 log = logging.getLogger("torc_net.service")
@@ -65,12 +73,13 @@ T = TypeVar("T")
 @dataclass(slots=True, frozen=True)
 class Call:
     """One request, validated: who, the body (checked against the route's schema, defaults
-    filled in), the query string and the path's integer parameters."""
+    filled in), the query string and the path's parameters (checked against their converter's
+    schema, :data:`torc_net.openapi.PATH_SCHEMAS`: an ``int`` for ids, a ``str`` for names)."""
 
     who: Principal
     body: Any = None
     args: Mapping[str, str] = field(default_factory=dict)
-    path: Mapping[str, int] = field(default_factory=dict)
+    path: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True, frozen=True)
@@ -150,6 +159,8 @@ class Service:
         self.max_jobs = max_jobs
         self.workflows: dict[int, WorkflowState] = {}
         self.compute_nodes: dict[int, ComputeNode] = {}
+        #: access groups (Rule 4)
+        self.access = AccessGroups()
         #: workflows whose memory is being rebuilt from the database (Rule 3)
         self.reloading: dict[int, trio.Event] = {}
         self._reload_wake = trio.Event()
@@ -162,6 +173,7 @@ class Service:
 
     async def load(self) -> None:
         now = self.clock()
+        self.access.load(await self.store.read(read_access))
         for wf_id in await self.store.read(q.workflow_ids):
             loaded = await self.store.read(_load_one, wf_id, now)
             if loaded is not None:
@@ -185,7 +197,11 @@ class Service:
                                              abandon_on_cancel=True)
 
     # -----------------------------------------------------------------------------------------
-    # Lookups
+    # Lookups (Rule 4)
+
+    def may_see(self, who: Principal, wf: WorkflowState) -> bool:
+        """Whether ``who`` may see and change ``wf``: the rule of :mod:`torc_net.access`."""
+        return self.access.may_see(who, wf.id, wf.user)
 
     def workflow(self, wf_id: int, who: Principal) -> WorkflowState:
         wf = self.workflows.get(wf_id)
@@ -193,12 +209,13 @@ class Service:
             raise self._reloading_error(wf_id)
         if wf is None:
             raise not_found(f"no workflow {wf_id}")
-        if not who.may_see(wf.user):
+        if not self.access.may_see(who, wf_id, wf.user):
             if not who.authenticated:
                 raise ApiError(401, "unauthorized",
                                f"workflow {wf_id} belongs to a user: send credentials",
                                {"WWW-Authenticate": 'Basic realm="torc"'})
-            raise ApiError(403, "forbidden", f"workflow {wf_id} belongs to another user")
+            raise ApiError(403, "forbidden", f"workflow {wf_id} belongs to another user and "
+                           f"is not shared with a group {who.name} is a member of")
         return wf
 
     def compute_node(self, wf: WorkflowState, cn_id: int) -> ComputeNode:
@@ -208,7 +225,8 @@ class Service:
         return cn
 
     def visible(self, who: Principal) -> list[WorkflowState]:
-        return sorted((wf for wf in self.workflows.values() if who.may_see(wf.user)),
+        may_see = self.access.may_see
+        return sorted((wf for wf in self.workflows.values() if may_see(who, wf.id, wf.user)),
                       key=lambda wf: wf.id)
 
     @staticmethod
@@ -316,6 +334,12 @@ class Service:
             wfs = [self.workflow(wf_id, who)]
         else:
             wfs = self.visible(who)
-        sub = self.feed.subscribe(wf_id, who.may_see, since=self.store.sequence,
-                                  batched=batched)
+        sub = self.feed.subscribe(wf_id, partial(self.access.may_see, who),
+                                  since=self.store.sequence, batched=batched)
         return sub, [self.counts_message(wf) for wf in wfs]
+
+    def access_changed(self) -> None:
+        """A group change may have taken someone's access away: end their per-workflow feeds
+        (the feed of all workflows just stops telling them of it)."""
+        workflows = self.workflows
+        self.feed.drop_unseen(lambda wf_id: wf.user if (wf := workflows.get(wf_id)) else None)

@@ -42,7 +42,9 @@ class Principal:
     * ``required`` — ``--require-auth``: every request is named, and owner-less workflows
       (created before auth was turned on) are the admins' only.
 
-    Admins see everything in every mode.
+    Admins see everything in every mode. This is the rule of ownership; access groups add the
+    members of the groups a workflow is shared with (:mod:`torc_net.access`, whose
+    ``may_see`` is the one every check asks).
     """
 
     name: str | None = None

@@ -133,8 +133,8 @@ def test_a_change_bigger_than_a_frame_is_split() -> None:
     from torc_net.feed import MAX_BATCH, Feed
 
     feed = Feed(queue_size=5 * MAX_BATCH)
-    sub = feed.subscribe(7, lambda owner: True, batched=True)
-    plain = feed.subscribe(7, lambda owner: True)
+    sub = feed.subscribe(7, lambda wf, owner: True, batched=True)
+    plain = feed.subscribe(7, lambda wf, owner: True)
     messages = [{"type": "job_status", "job_id": i} for i in range(MAX_BATCH + 5)]
     feed.publish_many(7, None, messages)
     frames = []
