@@ -36,6 +36,7 @@ from torc_core.errors import SpecError, TorcError
 
 from . import (
     allocations,
+    api_access,
     api_dag,
     api_grow,
     api_import,
@@ -102,7 +103,7 @@ def _endpoints(about: Mapping[str, Any]) -> dict[str, Endpoint]:
 
     found: dict[str, Endpoint] = {"ping": ping, "version": version, "openapi": openapi}
     for module in (api_workflows, api_reads, api_runner, allocations, api_import,
-                   api_resources, api_dag, api_output, api_grow):
+                   api_resources, api_dag, api_output, api_grow, api_access):
         found.update(module.ENDPOINTS)
     missing = {r.name for r in ROUTES if not r.websocket} - set(found)
     if missing:  # pragma: no cover - a route without an endpoint is a bug
@@ -126,11 +127,25 @@ async def _drain_body() -> None:
         pass
 
 
-def _check_path(params: Mapping[str, int]) -> None:
-    """Path ids beyond what the store holds exist nowhere (and must not reach SQLite)."""
-    for name, value in params.items():
-        if value > INT64_MAX:
-            raise not_found(f"no {name.removesuffix('_id').replace('_', ' ')} {value}")
+PathCheck = Callable[[Mapping[str, Any]], None]
+
+
+def _path_check(route: Route, max_depth: int) -> PathCheck:
+    """The check of a route's path parameters, against their converter's schema
+    (:data:`torc_net.openapi.PATH_SCHEMAS`). Ids beyond what the store holds exist nowhere (a
+    404; they must not reach SQLite); a name that breaks its schema is a 400 naming it."""
+    checks = {name: compile_schema(schema, max_depth)
+              for name, schema in route.path_schemas.items() if schema["type"] != "integer"}
+
+    def check(params: Mapping[str, Any]) -> None:
+        for name, value in params.items():
+            if isinstance(value, int):
+                if value > INT64_MAX:
+                    raise not_found(f"no {name.removesuffix('_id').replace('_', ' ')} {value}")
+            else:
+                checks[name](value, f"path parameter {name}", 0)
+
+    return check
 
 
 def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAULT_MAX_DEPTH,
@@ -147,14 +162,16 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     endpoints = _endpoints({} if about is None else about)
     app.extensions["torc_service"] = service
+    service.access.admins = auth.admins  # access_check of another user asks whether they are
 
     def make_view(route: Route, endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
         check = None if route.body is None else compile_schema(route.body, max_depth)
+        check_path = _path_check(route, max_depth)
 
-        async def view(**params: int) -> Response:
+        async def view(**params: Any) -> Response:
             read = False
             try:
-                _check_path(params)
+                check_path(params)
                 who = await auth.authenticate(request.headers.get("Authorization"),
                                               request.remote_addr)
                 raw = await request.get_data(cache=False)  # also where none is expected
@@ -188,9 +205,11 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
         return view
 
     def make_feed(route: Route) -> Callable[..., Awaitable[Response | None]]:
-        async def feed_view(**params: int) -> Response | None:
+        check_path = _path_check(route, max_depth)
+
+        async def feed_view(**params: Any) -> Response | None:
             try:
-                _check_path(params)
+                check_path(params)
                 who = await auth.authenticate(websocket.headers.get("Authorization"),
                                               websocket.remote_addr)
                 batched = websocket.args.get("batch") in ("1", "true")

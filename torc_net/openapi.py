@@ -47,6 +47,27 @@ class Route:
     def path_params(self) -> list[str]:
         return [m.group(2) for m in _PARAM.finditer(self.path)]
 
+    @property
+    def path_schemas(self) -> dict[str, dict[str, Any]]:
+        """Each path parameter's schema, by its converter (:data:`PATH_SCHEMAS`)."""
+        return {m.group(2): PATH_SCHEMAS[m.group(1) or "string"]
+                for m in _PARAM.finditer(self.path)}
+
+
+#: What a name may be (a user's, a group's): no control characters (they would break the
+#: one-line messages and tables that show it) and, a user's, no ':' (HTTP Basic and htpasswd
+#: files end a user name there).
+NAME_PATTERN = "^[^\\x00-\\x1f\\x7f]*$"
+USER_NAME_PATTERN = "^[^\\x00-\\x1f\\x7f:]*$"
+#: A path parameter's schema, by its Quart converter: ``<int:...>`` an id, ``<string:...>``
+#: (or none) a user name. The app checks each parameter against it (an id beyond 64 bits is a
+#: 404: it exists nowhere; a bad name a 400 naming the parameter).
+PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "int": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+    "string": {"type": "string", "minLength": 1, "maxLength": 128,
+               "pattern": USER_NAME_PATTERN},
+}
+
 
 #: GET .../jobs: the orders a job table can be sorted in (Torc's ``sort_by``; ties by id) and
 #: the longest ``name_contains`` text.
@@ -90,9 +111,8 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
             "operationId": r.name,
             "summary": r.summary,
             "parameters": [
-                {"name": p, "in": "path", "required": True,
-                 "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX}}
-                for p in r.path_params
+                {"name": p, "in": "path", "required": True, "schema": schema}
+                for p, schema in r.path_schemas.items()
             ]
             + [{"name": q, "in": "query", "required": False, "schema": QUERY_SCHEMAS[q]}
                for q in r.query],

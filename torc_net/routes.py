@@ -13,7 +13,7 @@ from typing import Any
 from torc_core.checks import INT64_MAX, INT64_MIN
 from torc_core.status import JobStatus
 
-from .openapi import Route
+from .openapi import NAME_PATTERN, PATH_SCHEMAS, Route
 from .store.schema import MAX_TAIL_CHARS, RESULT_INFO_NAMES, RESULT_LISTED_NAMES
 
 ALLOCATION_STATES = ("submitted", "pending", "running", "completed", "gone", "canceled")
@@ -276,6 +276,65 @@ DAG_SUMMARY = _obj(
 )
 DAG = {"oneOf": [DAG_GRAPH, DAG_SUMMARY]}
 
+# Access groups (torc_net.access, torc_net.api_access)
+_ROLE = {"type": "string", "enum": ["member", "admin"]}
+_USER_NAME = PATH_SCHEMAS["string"]
+ACCESS_GROUP_BODY = _obj(
+    ("name",),
+    name={"type": "string", "minLength": 1, "maxLength": 128, "pattern": NAME_PATTERN},
+    description={**_STR_OR_NULL, "maxLength": 4096, "default": None},
+)
+ACCESS_GROUP = _obj(("id", "name", "description", "created_at"), id=_ID, name=_STR,
+                    description=_STR_OR_NULL, created_at=_NUM)
+#: A group as one of a user's: with their role in it.
+USER_GROUP = {**ACCESS_GROUP, "required": [*ACCESS_GROUP["required"], "role"],
+              "properties": {**ACCESS_GROUP["properties"], "role": _ROLE}}
+MEMBER_BODY = _obj(("user_name",), user_name=_USER_NAME, role={**_ROLE, "default": "member"})
+MEMBERSHIP = _obj(("group_id", "user_name", "role", "created_at"), group_id=_ID,
+                  user_name=_STR, role=_ROLE, created_at=_NUM)
+WORKFLOW_GROUP_LINK = _obj(("workflow_id", "group_id", "created_at"), workflow_id=_ID,
+                           group_id=_ID, created_at=_NUM)
+_GROUP_PATH = "/access_groups/<int:group_id>"
+_SHARE_PATH = "/workflows/<int:workflow_id>/access_groups/<int:group_id>"
+ACCESS_ROUTES: list[Route] = [
+    Route("POST", "/access_groups", "create_access_group",
+          "Create an access group (server admins only)", body=ACCESS_GROUP_BODY, status=201,
+          response=ACCESS_GROUP),
+    Route("GET", "/access_groups", "list_access_groups",
+          "List access groups: all of them to server admins, the caller's to others",
+          query=_PAGED, response=_page(ACCESS_GROUP)),
+    Route("GET", _GROUP_PATH, "get_access_group",
+          "One access group (its members and server admins)", response=ACCESS_GROUP),
+    Route("DELETE", _GROUP_PATH, "delete_access_group",
+          "Delete an access group, its memberships and its workflow links (server admins "
+          "only)", response=_obj(("id", "deleted"), id=_ID, deleted=_BOOL)),
+    Route("POST", f"{_GROUP_PATH}/members", "add_user_to_group",
+          "Add a user to a group, or set their role (the group's admins and server admins)",
+          body=MEMBER_BODY, status=201, other_statuses=(200,), response=MEMBERSHIP),
+    Route("GET", f"{_GROUP_PATH}/members", "list_group_members",
+          "A group's members (its members and server admins)", query=_PAGED,
+          response=_page(MEMBERSHIP)),
+    Route("DELETE", f"{_GROUP_PATH}/members/<string:user_name>", "remove_user_from_group",
+          "Remove a user from a group (the group's admins and server admins)",
+          response=MEMBERSHIP),
+    Route("GET", "/users/<string:user_name>/groups", "list_user_groups",
+          "The groups a user is a member of, with their role (the user and server admins)",
+          query=_PAGED, response=_page(USER_GROUP)),
+    Route("GET", "/workflows/<int:workflow_id>/access_groups", "list_workflow_groups",
+          "The groups a workflow is shared with (whoever may see it)", query=_PAGED,
+          response=_page(ACCESS_GROUP)),
+    Route("POST", _SHARE_PATH, "add_workflow_to_group",
+          "Share a workflow with a group (its owner and server admins)", body=_NO_BODY,
+          status=201, other_statuses=(200,), response=WORKFLOW_GROUP_LINK),
+    Route("DELETE", _SHARE_PATH, "remove_workflow_from_group",
+          "Stop sharing a workflow with a group (its owner and server admins)",
+          response=WORKFLOW_GROUP_LINK),
+    Route("GET", "/access_check/<int:workflow_id>/<string:user_name>", "check_workflow_access",
+          "Whether a user may see and change a workflow (server admins, and the user)",
+          response=_obj(("workflow_id", "user_name", "has_access"), workflow_id=_ID,
+                        user_name=_STR, has_access=_BOOL)),
+]
+
 ROUTES: list[Route] = [
     Route("GET", "/ping", "ping", "Liveness check",
           response=_obj(("status",), status=_STR)),
@@ -429,4 +488,5 @@ ROUTES: list[Route] = [
           "Websocket feed of one workflow", websocket=True),
     Route("GET", "/events/ws", "feed", "Websocket feed of all visible workflows",
           websocket=True),
+    *ACCESS_ROUTES,
 ]
