@@ -37,6 +37,7 @@ import trio
 import trio_websocket
 
 from .credentials import env_credentials
+from .client_access import AccessGroupsClient
 from .http import ConnectionFailed, HttpConnectionPool, HttpResponse, basic_auth_header
 from .http import parse_base_url as _parse_base_url
 from .tls import TlsError, TlsSettings, default_settings, describe_ssl_error
@@ -135,7 +136,7 @@ def _mtimes(mtimes: Mapping[Any, float | None]) -> dict[str, float | None]:
     return {str(k): v for k, v in mtimes.items()}
 
 
-class TorcClient:
+class TorcClient(AccessGroupsClient):
     """Async client of one Torc server. Use as ``async with TorcClient(url) as c: ...``."""
 
     def __init__(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..command import Command
 from . import (
+    access,
     change,
     completion,
     dash,
@@ -25,6 +26,7 @@ COMMANDS: list[Command] = [
     *run.COMMANDS, *inspect.COMMANDS, *change.COMMANDS, *slurm.COMMANDS, *service.COMMANDS,
     *completion.COMMANDS, *dash.COMMANDS, *grow.COMMANDS,
     *transfer.COMMANDS, *reports.COMMANDS, *plots.COMMANDS, *utilization.COMMANDS,
+    *access.COMMANDS,
 ]
 
 #: Descriptions of the command groups (``torc-trio jobs --help``).
@@ -36,4 +38,6 @@ GROUPS = {
     "reports": "reports on a workflow",
     "logs": "jobs' output",
     "slurm": "Slurm's view of a workflow (sacct of its job steps)",
+    "access-groups": "share workflows with teams: groups, members, shared workflows (Torc's "
+                     "names)",
 }
