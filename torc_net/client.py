@@ -36,8 +36,8 @@ from urllib.parse import quote, urlencode
 import trio
 import trio_websocket
 
-from .credentials import env_credentials
 from .client_access import AccessGroupsClient
+from .credentials import env_credentials
 from .http import ConnectionFailed, HttpConnectionPool, HttpResponse, basic_auth_header
 from .http import parse_base_url as _parse_base_url
 from .tls import TlsError, TlsSettings, default_settings, describe_ssl_error
