@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
 from typing import Any
 
 import trio
@@ -31,7 +30,6 @@ from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from torc_core.checks import INT64_MAX
 from torc_core.errors import SpecError, TorcError
 
 from . import (
@@ -48,38 +46,27 @@ from . import (
 )
 from .auth import Authenticator
 from .dash import register_dashboard
+from .dispatch import Endpoint, Handler, Headers, failure_parts, json_bytes, path_check
 from .openapi import API_PREFIX, API_VERSION, Route, openapi_document
 from .routes import ROUTES
-from .service import OFFLOAD_ITEMS, Answer, Call, Service
+from .service import Call, Service
 from .store import StoreError
-from .validate import (
-    DEFAULT_MAX_DEPTH,
-    MAX_BODY_BYTES,
-    ApiError,
-    Check,
-    compile_schema,
-    decode_body,
-    not_found,
-)
+from .validate import DEFAULT_MAX_DEPTH, MAX_BODY_BYTES, ApiError
 
 log = logging.getLogger("torc_net.app")
 
-#: Bodies larger than this are decoded and checked off the trio thread.
-_THREAD_DECODE_BYTES = 1 << 20
-
-Endpoint = Callable[[Service, Call], Awaitable[Any]]
-
-#: Responses are plain trees of dicts/lists we built: skip the circular-reference bookkeeping.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return _ENCODER.encode(obj).encode()
-
 
 def json_response(status: int, obj: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(_json_bytes(obj), status=status, content_type="application/json",
+    return Response(json_bytes(obj), status=status, content_type="application/json",
                     headers=dict(headers or {}))
+
+
+def parts_response(parts: tuple[int, bytes, Headers]) -> Response:
+    """A :class:`~torc_net.dispatch.Handler`'s answer as a Quart response."""
+    status, data, headers = parts
+    extra = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
+             if k != b"content-type"}
+    return Response(data, status=status, content_type="application/json", headers=extra)
 
 
 def error_response(exc: ApiError) -> Response:
@@ -111,10 +98,6 @@ def _endpoints(about: Mapping[str, Any]) -> dict[str, Endpoint]:
     return found
 
 
-def _decode_and_check(raw: bytes, check: Check, max_depth: int) -> Any:
-    return check(decode_body(raw, max_depth), "", 0)
-
-
 async def _drain_body() -> None:
     """Read (and drop) a request body the answer did not need. A body left unread on a
     keep-alive connection that arrives after the answer kept the connection's next request
@@ -125,27 +108,6 @@ async def _drain_body() -> None:
         await request.get_data(cache=False)
     except HTTPException:  # too large or too slow: the connection is closed anyway
         pass
-
-
-PathCheck = Callable[[Mapping[str, Any]], None]
-
-
-def _path_check(route: Route, max_depth: int) -> PathCheck:
-    """The check of a route's path parameters, against their converter's schema
-    (:data:`torc_net.openapi.PATH_SCHEMAS`). Ids beyond what the store holds exist nowhere (a
-    404; they must not reach SQLite); a name that breaks its schema is a 400 naming it."""
-    checks = {name: compile_schema(schema, max_depth)
-              for name, schema in route.path_schemas.items() if schema["type"] != "integer"}
-
-    def check(params: Mapping[str, Any]) -> None:
-        for name, value in params.items():
-            if isinstance(value, int):
-                if value > INT64_MAX:
-                    raise not_found(f"no {name.removesuffix('_id').replace('_', ' ')} {value}")
-            else:
-                checks[name](value, f"path parameter {name}", 0)
-
-    return check
 
 
 def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAULT_MAX_DEPTH,
@@ -165,47 +127,24 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
     service.access.admins = auth.admins  # access_check of another user asks whether they are
 
     def make_view(route: Route, endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
-        check = None if route.body is None else compile_schema(route.body, max_depth)
-        check_path = _path_check(route, max_depth)
+        handler = Handler.of(route, endpoint, max_depth)
 
         async def view(**params: Any) -> Response:
-            read = False
             try:
-                check_path(params)
-                who = await auth.authenticate(request.headers.get("Authorization"),
-                                              request.remote_addr)
-                raw = await request.get_data(cache=False)  # also where none is expected
-                read = True
-                assert isinstance(raw, bytes)
-                body = None
-                if check is not None:
-                    if len(raw) > _THREAD_DECODE_BYTES:
-                        body = await trio.to_thread.run_sync(
-                            partial(_decode_and_check, raw, check, max_depth),
-                            limiter=service.parse_limiter, abandon_on_cancel=True)
-                    else:
-                        body = _decode_and_check(raw, check, max_depth)
-                result = await endpoint(service, Call(who, body, request.args, params))
+                who = await handler.who(auth, request.headers.get("Authorization"),
+                                        request.remote_addr, params)
             except ApiError as exc:
-                if not read:
-                    await _drain_body()
+                await _drain_body()
                 return error_response(exc)
-            status = route.status
-            if isinstance(result, Answer):
-                status, result = result.status, result.body
-            if isinstance(result, dict) and len(result.get("items") or ()) > OFFLOAD_ITEMS:
-                # A big page: encoding 100,000 items would hold the event loop for a second.
-                data = await trio.to_thread.run_sync(_json_bytes, result,
-                                                     limiter=service.parse_limiter,
-                                                     abandon_on_cancel=True)
-                return Response(data, status=status, content_type="application/json")
-            return json_response(status, result)
+            raw = await request.get_data(cache=False)  # also where none is expected
+            assert isinstance(raw, bytes)
+            return parts_response(await handler.answer(service, who, raw, request.args, params))
 
         view.__name__ = route.name
         return view
 
     def make_feed(route: Route) -> Callable[..., Awaitable[Response | None]]:
-        check_path = _path_check(route, max_depth)
+        check_path = path_check(route, max_depth)
 
         async def feed_view(**params: Any) -> Response | None:
             try:
@@ -264,29 +203,13 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
 
     register_dashboard(app, service, auth)
 
+    # Errors raised outside an endpoint's answer (the dashboard's pages): the same bodies.
     @app.errorhandler(ApiError)
-    async def _api_error(exc: ApiError) -> Response:
-        return error_response(exc)
-
     @app.errorhandler(SpecError)
-    async def _spec_error(exc: SpecError) -> Response:
-        return json_response(422, {"error": "invalid spec", "detail": list(exc.errors)})
-
     @app.errorhandler(TorcError)
-    async def _torc_error(exc: TorcError) -> Response:
-        short = {404: "not found", 409: "conflict", 422: "unprocessable"}.get(
-            exc.status_hint, "bad request"
-        )
-        return json_response(exc.status_hint, {"error": short, "detail": str(exc)})
-
     @app.errorhandler(StoreError)
-    async def _store_error(exc: StoreError) -> Response:
-        if exc.transient:
-            return json_response(503, {"error": "storage unavailable", "detail": str(exc)},
-                                 {"Retry-After": "5"})
-        log.error("a change could not be stored: %s", exc)
-        return json_response(500, {"error": "internal error",
-                                   "detail": f"could not store this request: {exc}"})
+    async def _known_error(exc: Exception) -> Response:
+        return parts_response(failure_parts(exc))
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:
@@ -308,7 +231,6 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
 
     @app.errorhandler(Exception)
     async def _bug(exc: Exception) -> Response:
-        log.error("internal error", exc_info=exc)
-        return json_response(500, {"error": "internal error", "detail": type(exc).__name__})
+        return parts_response(failure_parts(exc))
 
     return app

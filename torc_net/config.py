@@ -83,6 +83,8 @@ class ServerConfig:
     #: PEM certificate (chain) and private key: serve HTTPS (Hypercorn's TLS) instead of HTTP
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: answer the runner protocol without Quart (torc_net.fastpath); off only to measure it
+    fast_path: bool = True
 
     @property
     def scheme(self) -> str:
@@ -172,6 +174,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--https", action="store_true",
                         help="Torc's flag: serve HTTPS; here it needs --tls-cert and --tls-key "
                         "(which imply it)")
+    parser.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                        help="serve the runner protocol through the general (Quart) path too; "
+                        "for measuring the fast path only (answers are the same)")
     parser.add_argument("--pid-file", metavar="PATH", default=None,
                         help="write the server's pid to PATH once it listens, remove it at exit "
                         "(signal it with kill -USR1 $(cat PATH)); refused while PATH names a "
@@ -406,6 +411,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         url_file=url_file,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        fast_path=args.fast_path,
     )
     warning = plain_http_warning(config)
     if warning is not None:

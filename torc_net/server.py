@@ -50,12 +50,15 @@ import hypercorn.trio
 import psutil
 import trio
 
+from . import api_runner
 from .admission import Admission
 from .app import create_app
 from .auth import Authenticator
 from .config import ServerConfig, add_serve_arguments, advertised_url, config_from_args
+from .fastpath import FastPath
 from .feed import Feed
 from .hangup import hang_up
+from .routes import ROUTES
 from .service import Service
 from .store import Store, StoreError
 from .url_file import UrlFileError, write_url_file
@@ -193,7 +196,10 @@ async def serve(
     where: dict[str, str | None] = {"url": None, "url_file": config.url_file}
     app = create_app(service, auth, max_depth=config.max_json_depth,
                      body_timeout_s=config.body_timeout_s, about=where)
-    admission = Admission(app, config.max_concurrent, max_queued=config.max_queued,
+    front = app if not config.fast_path else FastPath(
+        app, service, auth, ROUTES, api_runner.ENDPOINTS, max_depth=config.max_json_depth,
+        body_timeout_s=config.body_timeout_s)
+    admission = Admission(front, config.max_concurrent, max_queued=config.max_queued,
                           max_wait_s=config.max_queue_wait_s)
 
     hc = hypercorn.config.Config()

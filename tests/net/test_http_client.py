@@ -211,8 +211,10 @@ def test_parse_base_url() -> None:
     b = parse_base_url("http://127.0.0.1:8085/torc-service/v1/")
     assert (b.host, b.port, b.path) == ("127.0.0.1", 8085, "/torc-service/v1")
     assert parse_base_url("http://127.0.0.1").port == 80
-    with pytest.raises(ValueError, match="only http"):
-        parse_base_url("https://127.0.0.1/x")
+    secure = parse_base_url("https://127.0.0.1/x")
+    assert (secure.port, secure.tls, secure.host_header) == (443, True, b"127.0.0.1")
+    with pytest.raises(ValueError, match="only http:// and https://"):
+        parse_base_url("ftp://127.0.0.1/x")
 
 
 async def test_keep_alive_reuses_one_connection(server: ScriptServer) -> None:

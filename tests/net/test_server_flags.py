@@ -47,10 +47,18 @@ def test_torc_default_port() -> None:
 
 def test_every_flag_of_torc_server_run_is_accepted(capsys: pytest.CaptureFixture[str],
                                                    tmp_path: Path) -> None:
-    """Torc's `torc-server run` flags, by their short forms where Torc has them."""
+    """Torc's `torc-server run` flags, by their short forms where Torc has them (--https
+    with the certificate pair it needs here)."""
+    import trustme
+
     auth = tmp_path / "users.htpasswd"
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
     cfg = _config(
-        "-l", "debug", "--https", "-H", "0.0.0.0", "-p", "9000", "-t", "2",
+        "-l", "debug", "--https", "--tls-cert", str(cert), "--tls-key", str(key),
+        "-H", "0.0.0.0", "-p", "9000", "-t", "2",
         "-d", str(tmp_path / "t.db"), "--auth-file", str(auth), "--require-auth",
         "--credential-cache-ttl-secs", "5", "--enforce-access-control",
         "--log-dir", str(tmp_path), "--json-logs", "--daemon",
@@ -62,6 +70,7 @@ def test_every_flag_of_torc_server_run_is_accepted(capsys: pytest.CaptureFixture
     assert cfg.credential_cache_ttl_s == 5
     assert cfg.admin_users == ["root"]
     assert cfg.pid_file == str(tmp_path / "torc.pid")
+    assert (cfg.tls_cert, cfg.tls_key, cfg.scheme) == (str(cert), str(key), "https")
     # Each flag that changes nothing here says so, once, on stderr: never silently ignored.
     err = capsys.readouterr().err.splitlines()
     assert len(err) == len(TORC_FLAGS_WITHOUT_EFFECT)
