@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from torc_core import events as ev
@@ -17,6 +18,7 @@ from torc_core import events as ev
 from .api_workflows import Endpoint
 from .service import Call, Service
 from .state import ComputeNode, WorkflowState, counts_object
+from .store import Change
 from .store import queries as q
 from .store.schema import RESULT_INFO_NAMES
 from .validate import ApiError, not_found, page_args
@@ -62,8 +64,11 @@ def _job_indices(wf: WorkflowState, ids: Sequence[int], where: str) -> list[int]
 
 
 async def register_compute_node(s: Service, c: Call) -> dict[str, Any]:
+    """Register; with ``claim``, claim the first jobs in the same round trip (checked in
+    full before anything is registered)."""
     wf = s.workflow(c.path["workflow_id"], c.who)
     b = c.body
+    claim = None if b["claim"] is None else _claim_input(s, wf, 0, b["claim"])
     now = s.clock()
     cn_id = s.store.allocate("compute_node")
     s.compute_nodes[cn_id] = ComputeNode(cn_id, wf.id, True, b["slurm_job_id"])
@@ -74,8 +79,12 @@ async def register_compute_node(s: Service, c: Call) -> dict[str, Any]:
     change.event(wf.id, now, "compute_node_registered",
                  {"compute_node_id": cn_id, "hostname": b["hostname"],
                   "slurm_job_id": b["slurm_job_id"]})
+    answer: dict[str, Any] = {"id": cn_id, "lease_s": s.lease_s}
+    if claim is not None:
+        claimed, change = _claim(s, wf, replace(claim, runner_id=cn_id), now)
+        answer["claim"] = claimed  # its change comes after the registration's: both stored
     await change.wait()
-    return {"id": cn_id, "lease_s": s.lease_s}
+    return answer
 
 
 async def list_compute_nodes(s: Service, c: Call) -> dict[str, Any]:
@@ -105,9 +114,9 @@ async def heartbeat(s: Service, c: Call) -> dict[str, Any]:
     return {"is_complete": p.is_complete, "is_canceled": p.canceled, "active": True}
 
 
-async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
-    wf, cn = _runner(s, c)
-    b = c.body
+def _claim_input(s: Service, wf: WorkflowState, cn_id: int,
+                 b: dict[str, Any]) -> ev.ClaimJobs:
+    """A claim body (schema-checked) as the engine's input, its names and ids checked."""
     sched_name = b["scheduler"]
     sched: int | None = None
     if sched_name is not None:
@@ -118,6 +127,16 @@ async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
     results = _results(wf, b["results"])
     held_ids = b["held_job_ids"]
     held = None if held_ids is None else frozenset(_job_indices(wf, held_ids, "held_job_ids"))
+    return ev.ClaimJobs(
+        runner_id=cn_id, limit=b["limit"], lease_s=s.lease_s, cpus=b["cpus"],
+        memory=b["memory_bytes"], gpus=b["gpus"], nodes=b["nodes"], walltime_s=b["walltime_s"],
+        scheduler=sched, results=results, held=held)
+
+
+async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
+    wf, cn = _runner(s, c)
+    b = c.body
+    claim = _claim_input(s, wf, cn.id, b)
     seq = b["claim_seq"]
     if seq is not None and cn.last_claim is not None and cn.last_claim[0] == seq:
         _, replay, replay_change = cn.last_claim
@@ -125,14 +144,23 @@ async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
         return replay
     now = s.clock()
     if not cn.active:
-        if results:  # late results still count; the claim itself cannot be served
-            _, change, _ = s.drive(wf, ev.CompleteJobs(runner_id=cn.id, results=results), now)
+        if claim.results:  # late results still count; the claim itself cannot be served
+            _, change, _ = s.drive(wf, ev.CompleteJobs(runner_id=cn.id, results=claim.results),
+                                   now)
             await change.wait()
         raise ApiError(409, "conflict", f"compute node {cn.id} was deactivated")
-    effects, change, rec = s.drive(wf, ev.ClaimJobs(
-        runner_id=cn.id, limit=b["limit"], lease_s=s.lease_s, cpus=b["cpus"],
-        memory=b["memory_bytes"], gpus=b["gpus"], nodes=b["nodes"], walltime_s=b["walltime_s"],
-        scheduler=sched, results=results, held=held), now)
+    response, change = _claim(s, wf, claim, now)
+    if seq is not None:
+        cn.last_claim = (seq, response, change)
+    await change.wait()
+    return response
+
+
+def _claim(s: Service, wf: WorkflowState, claim: ev.ClaimJobs, now: float) \
+        -> tuple[dict[str, Any], Change]:
+    """Drive ``claim`` and build its answer (no awaits: the caller waits for the change)."""
+    effects, change, rec = s.drive(wf, claim, now)
+    results = claim.results
     model, job_id = wf.model, wf.job_ids.id
     names, commands, scripts, term, stdio = (wf.names, wf.commands, wf.invocation_scripts,
                                              wf.supports_termination, wf.stdio)
@@ -158,10 +186,7 @@ async def claim_jobs(s: Service, c: Call) -> dict[str, Any]:
     p = rec.progress
     response = {"jobs": out, "is_complete": p.is_complete, "is_canceled": p.canceled,
                 "counts": counts_object(p.counts), **reported}
-    if seq is not None:
-        cn.last_claim = (seq, response, change)
-    await change.wait()
-    return response
+    return response, change
 
 
 async def start_jobs(s: Service, c: Call) -> dict[str, Any]:

@@ -92,16 +92,6 @@ CREATE_BODY = _obj(("spec",), spec=_FREE_OBJECT, dry_run={**_BOOL, "default": Fa
 #: it blocked on ``after`` when given (the job that spawns them).
 ADD_JOBS_BODY = _obj(("spec",), spec=_FREE_OBJECT, after=_int(1, nullable=True, default=None))
 _NAMED = {"type": "array", "items": _obj(("id", "name"), id=_ID, name=_STR)}
-REGISTER_BODY = _obj(
-    ("hostname",),
-    hostname={"type": "string", "minLength": 1, "maxLength": 1024},
-    pid=_int(0, nullable=True, default=None),
-    num_cpus=_int(0, nullable=True, default=None),
-    memory_bytes=_int(0, nullable=True, default=None),
-    num_gpus=_int(0, nullable=True, default=None),
-    num_nodes=_int(0, nullable=True, default=None),
-    slurm_job_id={"type": ["string", "null"], "maxLength": 256, "default": None},
-)
 CLAIM_BODY = _obj(
     (),
     limit=_int(0, default=32),
@@ -114,6 +104,19 @@ CLAIM_BODY = _obj(
     claim_seq=_int(0, nullable=True, default=None),
     held_job_ids={**_INTS, "default": None},
     results={"type": "array", "items": RESULT_ITEM, "default": []},
+)
+REGISTER_BODY = _obj(
+    ("hostname",),
+    hostname={"type": "string", "minLength": 1, "maxLength": 1024},
+    pid=_int(0, nullable=True, default=None),
+    num_cpus=_int(0, nullable=True, default=None),
+    memory_bytes=_int(0, nullable=True, default=None),
+    num_gpus=_int(0, nullable=True, default=None),
+    num_nodes=_int(0, nullable=True, default=None),
+    slurm_job_id={"type": ["string", "null"], "maxLength": 256, "default": None},
+    # A runner's first contact in one round trip: register, and claim as a claim body says
+    # (the answer's ``claim`` is that claim's answer).
+    claim={**CLAIM_BODY, "type": ["object", "null"], "default": None},
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -335,6 +338,10 @@ ACCESS_ROUTES: list[Route] = [
                         user_name=_STR, has_access=_BOOL)),
 ]
 
+CLAIM_RESPONSE = _obj(("jobs", "is_complete", "is_canceled", "counts"),
+                      jobs={"type": "array", "items": CLAIMED_JOB}, counts=_COUNTS,
+                      **_LIVE, **_RESULT_COUNTS)
+
 ROUTES: list[Route] = [
     Route("GET", "/ping", "ping", "Liveness check",
           response=_obj(("status",), status=_STR)),
@@ -427,8 +434,9 @@ ROUTES: list[Route] = [
           "max_nodes jobs (default 3000, at most 5000) a summary by name pattern",
           query=("max_nodes",), response=DAG),
     Route("POST", "/workflows/<int:workflow_id>/compute_nodes", "register_compute_node",
-          "Register a compute node (runner)", body=REGISTER_BODY, status=201,
-          response=_obj(("id", "lease_s"), id=_ID, lease_s=_NUM)),
+          "Register a compute node (runner); with ``claim``, also claim its first jobs",
+          body=REGISTER_BODY, status=201,
+          response=_obj(("id", "lease_s"), id=_ID, lease_s=_NUM, claim=CLAIM_RESPONSE)),
     Route("GET", "/workflows/<int:workflow_id>/compute_nodes", "list_compute_nodes",
           "List compute nodes", query=_PAGED, response=_page(COMPUTE_NODE)),
     Route("POST", "/workflows/<int:workflow_id>/compute_nodes/<int:compute_node_id>/heartbeat",
@@ -436,10 +444,7 @@ ROUTES: list[Route] = [
           response=_obj(("is_complete", "is_canceled", "active"), active=_BOOL, **_LIVE)),
     Route("POST", "/workflows/<int:workflow_id>/compute_nodes/<int:compute_node_id>/claim",
           "claim_jobs", "Claim ready jobs (and report results, say which jobs are held)",
-          body=CLAIM_BODY,
-          response=_obj(("jobs", "is_complete", "is_canceled", "counts"),
-                        jobs={"type": "array", "items": CLAIMED_JOB}, counts=_COUNTS,
-                        **_LIVE, **_RESULT_COUNTS)),
+          body=CLAIM_BODY, response=CLAIM_RESPONSE),
     Route("POST", "/workflows/<int:workflow_id>/compute_nodes/<int:compute_node_id>/start",
           "start_jobs", "Report jobs started", body=_obj(("job_ids",), job_ids=_INTS),
           response=_obj(("started",), started=_COUNT)),

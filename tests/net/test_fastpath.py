@@ -140,3 +140,26 @@ async def test_the_fast_path_bounds_bodies(server: Running, api: Api) -> None:
     assert (await api.post(f"{CN}/1/claim", {"limit": 1})).status == 200
     served = server.admission.app
     assert isinstance(served, FastPath) and served.served >= 3
+
+
+async def test_first_contact_registers_and_claims_in_one_round_trip(server: Running,
+                                                                    api: Api) -> None:
+    await api.ok("POST", "/workflows", {"spec": simple_spec(3)}, 201)
+    # A claim that cannot be served as asked registers nothing either.
+    bad = await api.request("POST", CN, {"hostname": "h", "claim": {"scheduler": "nope"}})
+    assert bad.status == 422 and "scheduler" in bad.body["detail"], bad
+    bad = await api.request("POST", CN, {"hostname": "h", "claim": {"limit": -1}})
+    assert bad.status == 400 and "claim.limit" in bad.body["detail"], bad
+    assert (await api.ok("GET", CN))["total"] == 0
+    first = await api.ok("POST", CN, {"hostname": "h", "claim": {"limit": 2}}, 201)
+    assert len(first["claim"]["jobs"]) == 2
+    assert first["claim"]["counts"]["pending"] == 2
+    # Registered and holding the jobs: the next claim reports them and takes the last one.
+    done = [{"job_id": j["id"], "attempt": j["attempt"], "run_id": j["run_id"],
+             "return_code": 0} for j in first["claim"]["jobs"]]
+    more = await api.ok("POST", f"{CN}/{first['id']}/claim", {"limit": 2, "results": done})
+    assert more["accepted"] == 2 and len(more["jobs"]) == 1
+    nodes = (await api.ok("GET", CN))["items"]
+    assert [n["id"] for n in nodes] == [first["id"]]
+    # Without ``claim``: no ``claim`` in the answer (older runners see what they saw).
+    assert "claim" not in await api.ok("POST", CN, {"hostname": "h2"}, 201)
