@@ -65,7 +65,8 @@ def _job_indices(wf: WorkflowState, ids: Sequence[int], where: str) -> list[int]
 
 async def register_compute_node(s: Service, c: Call) -> dict[str, Any]:
     """Register; with ``claim``, claim the first jobs in the same round trip (checked in
-    full before anything is registered)."""
+    full before anything is registered), and with ``workflow``, answer the workflow too: a
+    runner's first contact is then one request."""
     wf = s.workflow(c.path["workflow_id"], c.who)
     b = c.body
     claim = None if b["claim"] is None else _claim_input(s, wf, 0, b["claim"])
@@ -80,6 +81,8 @@ async def register_compute_node(s: Service, c: Call) -> dict[str, Any]:
                  {"compute_node_id": cn_id, "hostname": b["hostname"],
                   "slurm_job_id": b["slurm_job_id"]})
     answer: dict[str, Any] = {"id": cn_id, "lease_s": s.lease_s}
+    if b["workflow"]:
+        answer["workflow"] = wf.to_json()
     if claim is not None:
         claimed, change = _claim(s, wf, replace(claim, runner_id=cn_id), now)
         answer["claim"] = claimed  # its change comes after the registration's: both stored

@@ -117,6 +117,8 @@ REGISTER_BODY = _obj(
     # A runner's first contact in one round trip: register, and claim as a claim body says
     # (the answer's ``claim`` is that claim's answer).
     claim={**CLAIM_BODY, "type": ["object", "null"], "default": None},
+    # ... and the workflow as GET /workflows/{id} gives it (what a runner reads first)
+    workflow={**_BOOL, "default": False},
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -436,7 +438,8 @@ ROUTES: list[Route] = [
     Route("POST", "/workflows/<int:workflow_id>/compute_nodes", "register_compute_node",
           "Register a compute node (runner); with ``claim``, also claim its first jobs",
           body=REGISTER_BODY, status=201,
-          response=_obj(("id", "lease_s"), id=_ID, lease_s=_NUM, claim=CLAIM_RESPONSE)),
+          response=_obj(("id", "lease_s"), id=_ID, lease_s=_NUM, claim=CLAIM_RESPONSE,
+                        workflow=WORKFLOW)),
     Route("GET", "/workflows/<int:workflow_id>/compute_nodes", "list_compute_nodes",
           "List compute nodes", query=_PAGED, response=_page(COMPUTE_NODE)),
     Route("POST", "/workflows/<int:workflow_id>/compute_nodes/<int:compute_node_id>/heartbeat",

@@ -163,3 +163,6 @@ async def test_first_contact_registers_and_claims_in_one_round_trip(server: Runn
     assert [n["id"] for n in nodes] == [first["id"]]
     # Without ``claim``: no ``claim`` in the answer (older runners see what they saw).
     assert "claim" not in await api.ok("POST", CN, {"hostname": "h2"}, 201)
+    both = await api.ok("POST", CN, {"hostname": "h3", "workflow": True, "claim": {}}, 201)
+    assert both["workflow"] == await api.ok("GET", "/workflows/1")
+    assert both["claim"]["jobs"] == [] and both["claim"]["counts"]["completed"] == 2
