@@ -166,3 +166,41 @@ async def test_first_contact_registers_and_claims_in_one_round_trip(server: Runn
     both = await api.ok("POST", CN, {"hostname": "h3", "workflow": True, "claim": {}}, 201)
     assert both["workflow"] == await api.ok("GET", "/workflows/1")
     assert both["claim"]["jobs"] == [] and both["claim"]["counts"]["completed"] == 2
+
+
+def test_bodies_decode_alike_and_deep_ones_never_reach_orjson() -> None:
+    """orjson decodes small bodies (faster); it must give what json gives, and never see a body
+    deep enough to overflow its stack (orjson 3.8 has no depth limit: 300,000 levels crash the
+    process), which json refuses as a located 400 instead."""
+    import math
+
+    import pytest
+
+    from torc_net.validate import ApiError, decode_body
+
+    def stdlib(raw: bytes) -> object:
+        def refuse(name: str) -> object:
+            raise ValueError(name)
+        try:
+            return json.loads(raw, parse_constant=refuse)
+        except (ValueError, RecursionError):
+            return ApiError
+
+    def ours(raw: bytes) -> object:
+        try:
+            return decode_body(raw, 64)
+        except ApiError:
+            return ApiError
+
+    sample = {"limit": 3, "results": [{"job_id": 2**63 - 1, "attempt": 1, "run_id": 1,
+                                       "return_code": -9, "exec_time_s": 0.1 + 0.2,
+                                       "note": 'é \u2603 "q"'}], "held_job_ids": []}
+    cases = [json.dumps(sample).encode(), b'{"a": NaN}', b'{"a": -Infinity}',
+             b'{"a": 18446744073709551616}', b"{'a': 1}", b'{"a": "\\ud800"}', b"\xff",
+             b'{"a": 1, "a": 2}', b"[" * 600 + b"]" * 600, b"[" * 2000 + b"]" * 2000]
+    for raw in cases:
+        assert ours(raw) == stdlib(raw), raw[:40]
+    assert ours(cases[0]) == sample
+    assert math.isinf(ours(b'{"a": 1e999}')["a"])  # type: ignore[index]
+    with pytest.raises(ApiError, match="nested deeper than 64"):
+        decode_body(b"[" * 400_000 + b"]" * 400_000, 64)
