@@ -7,6 +7,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import ServerProcess, clean_env, torc
@@ -43,7 +44,7 @@ def _ok(server: ServerProcess, tmp_path: Path, user: str, *args: str) -> str:
     return proc.stdout
 
 
-def _json(server: ServerProcess, tmp_path: Path, user: str, *args: str) -> object:
+def _json(server: ServerProcess, tmp_path: Path, user: str, *args: str) -> Any:
     return json.loads(_ok(server, tmp_path, user, "-f", "json", *args))
 
 
@@ -60,7 +61,7 @@ def test_share_a_workflow_with_a_team(tmp_path: Path, server: ServerProcess) -> 
     # root (a server admin) creates the team's group; -f json gives the server's object.
     group = _json(server, tmp_path, "root", "access-groups", "create", "ml-team",
                   "--description", "Machine learning team")
-    assert isinstance(group, dict) and set(group) >= {"id", "name", "description"}
+    assert set(group) >= {"id", "name", "description", "created_at"}
     gid = group["id"]
     out = _ok(server, tmp_path, "root", "access-groups", "create", "analytics")
     assert out.startswith("Successfully created access group:\n  ID: ")
@@ -102,7 +103,7 @@ def test_share_a_workflow_with_a_team(tmp_path: Path, server: ServerProcess) -> 
     # alice's workflow, shared with the team: bob sees it, carol does not.
     (tmp_path / "wf.json").write_text(json.dumps({"name": "training", "jobs": [
         {"name": "train", "command": "true"}]}))
-    wf = _json(server, tmp_path, "alice", "create", "wf.json")["id"]  # type: ignore[index]
+    wf = _json(server, tmp_path, "alice", "create", "wf.json")["id"]
     assert "403" in _refused(server, tmp_path, "bob", "workflows", "get", str(wf))
     out = _ok(server, tmp_path, "alice", "access-groups", "add-workflow", str(wf), str(gid))
     assert f"Successfully added workflow {wf} to access group {gid}" in out
@@ -110,7 +111,7 @@ def test_share_a_workflow_with_a_team(tmp_path: Path, server: ServerProcess) -> 
                     str(other))
     assert "403" in line and "owner (alice)" in line
     assert [w["id"] for w in _json(server, tmp_path, "bob", "workflows", "list")] == [wf]
-    assert _json(server, tmp_path, "bob", "workflows", "get", str(wf))["user"] == "alice"  # type: ignore[index]
+    assert _json(server, tmp_path, "bob", "workflows", "get", str(wf))["user"] == "alice"
     assert _json(server, tmp_path, "carol", "workflows", "list") == []
     line = _refused(server, tmp_path, "carol", "workflows", "get", str(wf))
     assert "403" in line and str(wf) in line
