@@ -18,7 +18,7 @@ import trio_websocket
 from conftest import Api, simple_spec
 
 from torc_net.htpasswd_cli import add_user
-from torc_net.http import basic_auth_header
+from torc_net.http import HttpConnectionPool, basic_auth_header
 from torc_net.routes import ROUTES
 from torc_net.server import Running
 from torc_net.store import access as sql
@@ -211,6 +211,16 @@ async def _claim_and_complete(api: Api, wf: int) -> int:
     return len(jobs)
 
 
+async def _dashboard_page(port: int, user: str, wf: int) -> int:
+    """The status of the dashboard's page of workflow ``wf`` (torc_net.dash) for ``user``."""
+    pool = HttpConnectionPool(f"http://127.0.0.1:{port}", auth=(user, f"{user}-pw"))
+    try:
+        with trio.fail_after(30):
+            return (await pool.request("GET", f"/workflows/{wf}")).status
+    finally:
+        await pool.aclose()
+
+
 async def test_members_see_change_and_hear_a_shared_workflow(start_inprocess: StartFn,
                                                              tmp_path: Path) -> None:
     async with team(start_inprocess, tmp_path) as t:
@@ -233,6 +243,8 @@ async def test_members_see_change_and_hear_a_shared_workflow(start_inprocess: St
         assert (await t.bob.ok("GET", f"/access_check/{wf}/bob"))["has_access"] is True
         assert (await t.root.ok("GET", f"/access_check/{wf}/carol"))["has_access"] is False
         assert _ids(await t.bob.ok("GET", f"/workflows/{wf}/access_groups")) == [gid]
+        assert await _dashboard_page(port, "bob", wf) == 200
+        assert await _dashboard_page(port, "carol", wf) == 403
         carols = await _workflow(t.carol, 1, name="carols")
         bobs = await _workflow(t.bob, 1, name="bobs")
         assert _ids(await t.carol.ok("GET", "/workflows")) == [carols]
@@ -273,6 +285,7 @@ async def test_members_see_change_and_hear_a_shared_workflow(start_inprocess: St
         assert (await t.bob.get(f"/workflows/{wf}")).status == 403
         assert (await t.bob.post(f"/workflows/{wf}/cancel")).status == 403
         assert await _feed_rejected(port, wf, "bob") == 403
+        assert await _dashboard_page(port, "bob", wf) == 403
         assert (await t.bob.ok("GET", f"/access_check/{wf}/bob"))["has_access"] is False
 
 
