@@ -33,13 +33,16 @@ def start_server(
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     preexec_fn: Callable[[], object] | None = None,
+    cwd: str | None = None,
 ) -> tuple[subprocess.Popen[str], int]:
     """Start ``torc_net.server`` on a free port of 127.0.0.1; return the process and port.
-    Its stdout stays open for the caller (e.g. to watch for TORC_SNAPSHOT_DONE=)."""
+    Its stdout stays open for the caller (e.g. to watch for TORC_SNAPSHOT_DONE=). ``cwd``:
+    where it runs (``python -m`` imports from there first: a checkout's directory wins over
+    PYTHONPATH)."""
     argv = [sys.executable, "-m", "torc_net.server", "--database", database, "--port", "0",
             "--host", "127.0.0.1", "--threads", str(threads), "--log-level", "warning",
             *extra_args]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=cwd,
                             env=dict(env) if env is not None else None, preexec_fn=preexec_fn)
     assert proc.stdout is not None
     line = proc.stdout.readline()

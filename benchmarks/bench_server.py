@@ -97,6 +97,9 @@ async def run_batch(base_url: str, batch: int, num_jobs: int, runners: int,
             # least, where throughput swings by tens of percent between rounds
             "server_cpu_ms_per_request": (round(cpu_s * 1000 / len(latencies), 3)
                                           if cpu_s is not None else None),
+            # connections the runners opened (a server that closes kept-alive connections
+            # after N requests makes them reconnect: a TLS handshake each time over https)
+            "connections_opened": pool.connections_opened,
         }
 
 
@@ -118,7 +121,7 @@ def run_with_server(args: argparse.Namespace) -> dict[str, Any]:
         if args.server_path:
             env = dict(os.environ, PYTHONPATH=os.path.abspath(args.server_path))
         proc, port = start_server(db, threads=args.threads, extra_args=[*tls, *args.server_arg],
-                                  env=env)
+                                  env=env, cwd=tmp)
         try:
             base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/torc-service/v1"
             results = trio.run(run_all, base_url, args, proc.pid)

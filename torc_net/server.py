@@ -207,6 +207,10 @@ async def serve(
     hc.bind = [f"{host}:{config.port}"]
     hc.graceful_timeout = config.shutdown_grace_s
     hc.keep_alive_timeout = 120
+    # A runner keeps one connection for its life. Hypercorn's default closes a connection
+    # after 1,000 requests: a busy runner reconnected every 1,000 claims (bench_server --tls:
+    # 6,000 claims by 2 runners opened 7-8 connections, each a TLS handshake).
+    hc.keep_alive_max_requests = 1_000_000_000
     hc.backlog = 1024
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
