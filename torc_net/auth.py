@@ -5,7 +5,9 @@ Theory of operation
 Modes: no file -> open (credentials, if sent, are ignored; everyone sees everything). A file ->
 credentials are checked whenever they are sent (bad ones are a 401); requests without any
 are anonymous unless ``require_auth`` is set, in which case every request needs them. What an
-anonymous or a named principal may see in each mode is :meth:`Principal.may_see`'s.
+anonymous or a named principal may see in each mode is :meth:`Principal.may_see`'s, to which
+the access groups a workflow is shared with add their members (:meth:`Service.may_see
+<torc_net.service.Service.may_see>`, :mod:`torc_net.access`).
 
 Cost. bcrypt is deliberately slow (about 0.25 s of CPU at the default cost 12) and runners send
 credentials on every request, so:

@@ -51,8 +51,13 @@ def hang_up(port: int, peers: Iterable[Address] | None = None) -> int:
     done = 0
     for fd in _descriptors():
         try:
-            sock = socket.socket(fileno=os.dup(fd))
-        except OSError:  # not a socket (or already gone)
+            copy = os.dup(fd)
+        except OSError:  # already gone
+            continue
+        try:
+            sock = socket.socket(fileno=copy)
+        except OSError:  # not a socket: close our copy (it kept e.g. the database's lock
+            os.close(copy)  # file open, and a later server in this process was refused)
             continue
         try:
             if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET,

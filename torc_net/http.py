@@ -209,7 +209,7 @@ class _Connection:
                     ) from (send_error or exc)
                 if data:
                     started = True
-                conn.receive_data(data)
+                conn.receive_data(data if isinstance(data, bytes) else bytes(data))
                 continue
             if isinstance(event, h11.Response):
                 if event.status_code == 100:  # pragma: no cover - we never send Expect

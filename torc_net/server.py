@@ -197,8 +197,8 @@ async def serve(
     app = create_app(service, auth, max_depth=config.max_json_depth,
                      body_timeout_s=config.body_timeout_s, about=where)
     front = app if not config.fast_path else FastPath(
-        app, service, auth, ROUTES, api_runner.ENDPOINTS, max_depth=config.max_json_depth,
-        body_timeout_s=config.body_timeout_s)
+        app, service, auth, ROUTES, api_runner.ENDPOINTS,  # type: ignore[arg-type]
+        max_depth=config.max_json_depth, body_timeout_s=config.body_timeout_s)
     admission = Admission(front, config.max_concurrent, max_queued=config.max_queued,
                           max_wait_s=config.max_queue_wait_s)
 

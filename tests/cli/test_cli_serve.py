@@ -116,7 +116,7 @@ def test_serve_prints_its_port_then_the_line_to_export(tmp_path: Path,
 def test_torcs_flags_that_change_nothing_say_why_and_the_server_runs(
         tmp_path: Path, serves: list[Serve]) -> None:
     s = _serve(serves, tmp_path, "-d", ":memory:", "-H", "127.0.0.1", "-p", "0", "-t", "2",
-               "-l", "warn", "-c", "5", "--https", "--enforce-access-control",
+               "-l", "warn", "-c", "5", "--enforce-access-control",
                "--log-dir", str(tmp_path / "logs"), "--json-logs", "--daemon",
                "--credential-cache-ttl-secs", "0",
                env=clean_env(TORC_SERVER_SNAPSHOT_PATH=str(tmp_path / "snap.db")))
@@ -128,6 +128,10 @@ def test_torcs_flags_that_change_nothing_say_why_and_the_server_runs(
     assert notes == [f"torc-trio serve: {flag}: {why}"
                      for flag, why in TORC_FLAGS_WITHOUT_EFFECT.values()]
     assert not (tmp_path / "logs").exists()
+    # Torc's --https does something here: HTTPS, with the certificate it needs.
+    refused = torc(tmp_path, "serve", "-p", "0", "--https")
+    assert refused.returncode != 0
+    assert "--https needs --tls-cert PEM and --tls-key PEM" in refused.stderr
 
 
 def test_serve_help_shows_torcs_flags_and_port(tmp_path: Path) -> None:
