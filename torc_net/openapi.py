@@ -65,7 +65,8 @@ USER_NAME_PATTERN = "^[^\\x00-\\x1f\\x7f:]*$"
 PATH_SCHEMAS: dict[str, dict[str, Any]] = {
     "int": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
     "string": {"type": "string", "minLength": 1, "maxLength": 128,
-               "pattern": USER_NAME_PATTERN},
+               "pattern": USER_NAME_PATTERN,
+               "description": "a user name: no ':' and no control characters"},
 }
 
 

@@ -376,6 +376,8 @@ def _string(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) ->
     # Our own patterns (the schema's, never a client's), searched as JSON Schema says; a final
     # '$' is the end of the text there, while Python's also matches before a last newline.
     pattern = schema.get("pattern")
+    #: what the pattern means, said instead of the pattern itself (JSON Schema's description)
+    means = schema.get("description")
     search = None
     if pattern is not None:
         ending = pattern.endswith("$") and not pattern.endswith("\\$")
@@ -396,7 +398,8 @@ def _string(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) ->
         if problem:
             raise bad_request(f"{path}: {problem}")
         if search is not None and search(value) is None:
-            raise bad_request(f"{path}: must match {pattern}, got {shown(value)}")
+            rule = f"must be {means}" if means else f"must match {pattern}"
+            raise bad_request(f"{path}: {rule}, got {shown(value)}")
         return value
 
     return check
