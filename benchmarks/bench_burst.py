@@ -93,7 +93,47 @@ async def run_allocations(args: argparse.Namespace) -> dict[str, Any]:
         clients.append(client)
         await trio.sleep_until(burst_start + delay)
         got_any = False
+
+        def claimed(jobs: list[dict[str, Any]]) -> None:
+            nonlocal got_any, double_claims
+            if jobs and not got_any:
+                got_any = True
+                first_claim.append(trio.current_time() - burst_start)
+            for j in jobs:
+                other = claimed_by.get(j["id"])
+                if other is not None and other != k:
+                    double_claims += 1
+                claimed_by[j["id"]] = k
+
+        def results_of(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{"job_id": j["id"], "attempt": j["attempt"], "run_id": j["run_id"],
+                     "return_code": 0, "status": "completed", "exec_time_s": 0.01}
+                    for j in jobs]
+
         try:
+            if args.protocol == "runner":
+                # As `torc-trio runner` does: the first contact registers, reads the workflow
+                # and claims in one request; then each claim carries the last results.
+                first = await timed(client.register_compute_node(
+                    wf, hostname=f"alloc{k}", pid=100000 + k, num_cpus=4, workflow=True,
+                    claim={"limit": r.randint(args.claim_min, args.claim_max)}))
+                cn, reply, seq = first["id"], first["claim"], 0
+                while True:
+                    jobs = reply["jobs"]
+                    claimed(jobs)
+                    if not jobs:
+                        break
+                    await trio.sleep(r.uniform(0, args.run_ms / 1000))
+                    results = results_of(jobs)
+                    seq += 1
+                    reply = await timed(client.claim_jobs(
+                        wf, cn, limit=r.randint(args.claim_min, args.claim_max), claim_seq=seq,
+                        results=results))
+                    if reply.get("accepted", 0) + reply.get("duplicates", 0) == len(results):
+                        acknowledged.update(j["id"] for j in jobs)
+                if not got_any:
+                    found_nothing += 1
+                return
             cn = (await timed(client.register_compute_node(
                 wf, hostname=f"alloc{k}", pid=100000 + k, num_cpus=4)))["id"]
             seq = 0
@@ -104,18 +144,9 @@ async def run_allocations(args: argparse.Namespace) -> dict[str, Any]:
                 jobs = reply["jobs"]
                 if not jobs:
                     break
-                if not got_any:
-                    got_any = True
-                    first_claim.append(trio.current_time() - burst_start)
-                for j in jobs:
-                    other = claimed_by.get(j["id"])
-                    if other is not None and other != k:
-                        double_claims += 1
-                    claimed_by[j["id"]] = k
+                claimed(jobs)
                 await trio.sleep(r.uniform(0, args.run_ms / 1000))
-                results = [{"job_id": j["id"], "attempt": j["attempt"], "run_id": j["run_id"],
-                            "return_code": 0, "status": "completed", "exec_time_s": 0.01}
-                           for j in jobs]
+                results = results_of(jobs)
                 done = await timed(client.complete_jobs(wf, cn, results))
                 if done["accepted"] + done["duplicates"] == len(results):
                     acknowledged.update(j["id"] for j in jobs)
@@ -188,11 +219,15 @@ def child_main(args: argparse.Namespace) -> int:
 
 
 def start_burst_server(db: str, tmp: str, threads: int, max_concurrent: int | None,
-                       tls: list[str]) -> tuple[subprocess.Popen[str], int]:
+                       tls: list[str], server_path: str | None = None) \
+        -> tuple[subprocess.Popen[str], int]:
     extra = ["--max-concurrent-requests", str(max_concurrent)] if max_concurrent else []
     extra += tls
     env = dict(os.environ, TORC_SERVER_SNAPSHOT_PATH=os.path.join(tmp, "snap", "torc.db"))
-    return start_server(db, threads=threads, extra_args=extra, env=env, preexec_fn=raise_nofile)
+    if server_path:  # the previous code's server (run from tmp: python -m imports cwd first)
+        env["PYTHONPATH"] = os.path.abspath(server_path)
+    return start_server(db, threads=threads, extra_args=extra, env=env, preexec_fn=raise_nofile,
+                        cwd=tmp)
 
 
 async def create_workflow(url: str, jobs: int) -> tuple[int, float]:
@@ -209,7 +244,8 @@ def parent_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="torc-burst-") as tmp:
         db = ":memory:" if args.in_memory else os.path.join(tmp, "torc.db")
         tls = tls_setup(tmp) if args.tls else []
-        server, port = start_burst_server(db, tmp, args.threads, args.max_concurrent, tls)
+        server, port = start_burst_server(db, tmp, args.threads, args.max_concurrent, tls,
+                                          args.server_path)
         ps = psutil.Process(server.pid)
         try:
             url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/torc-service/v1"
@@ -220,6 +256,7 @@ def parent_main(args: argparse.Namespace) -> int:
                 "--claim-min", str(args.claim_min), "--claim-max", str(args.claim_max),
                 "--run-ms", str(args.run_ms), "--timeout", str(args.timeout),
                 "--request-timeout", str(args.request_timeout), "--seed", str(args.seed),
+                "--protocol", args.protocol,
             ]
             child = subprocess.run(child_argv, capture_output=True, text=True,
                                    timeout=args.timeout + 300, stdin=subprocess.DEVNULL)
@@ -239,6 +276,7 @@ def parent_main(args: argparse.Namespace) -> int:
         "jobs": args.jobs,
         "database": "memory" if args.in_memory else "file",
         "tls": args.tls,
+        "protocol": args.protocol,
         "create_s": round(create_s, 3),
         **{k: v for k, v in report.items() if k != "allocations"},
         "jobs_per_s": round(report["completions_acknowledged"] / drain, 1) if drain > 0 else 0.0,
@@ -274,6 +312,12 @@ def main() -> int:
                         help="a request that has not succeeded after this many seconds, "
                         "retries included, counts as failed")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--server-path", metavar="DIR",
+                        help="run the server from the checkout in DIR (the previous code)")
+    parser.add_argument("--protocol", choices=["runner", "separate"], default="runner",
+                        help="runner (default): first contact = register + workflow + claim in "
+                        "one request, results ride on the next claim; separate: register, then "
+                        "claim and complete as two requests (the protocol before issue 17)")
     parser.add_argument("--tls", action="store_true",
                         help="serve HTTPS (a throwaway CA made with trustme): every allocation "
                         "does a TLS handshake in the burst")
