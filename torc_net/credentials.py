@@ -17,6 +17,8 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from .url_file import write_whole
+
 CREDENTIALS_FILE_ENV = "TORC_CREDENTIALS_FILE"
 
 
@@ -58,14 +60,7 @@ def write_credentials_file(path: str | os.PathLike[str], user: str, password: st
         raise CredentialsError(f"user {user!r}: a credentials file cannot hold a user name "
                                "with ':' or a line break")
     target = Path(path)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, f"{user}:{password}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, target)
+    write_whole(target, f"{user}:{password}\n", 0o600)
     return target
 
 

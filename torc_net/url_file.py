@@ -77,21 +77,32 @@ def check_url_file_target(path: Path) -> None:
         raise UrlFileError(f"--url-file {path}: cannot write in {folder}")
 
 
-def write_url_file(path: Path, url: str) -> None:
-    """``url`` into ``path``, whole or not at all: written to a temporary file in the same
-    folder, synced, and renamed over ``path`` (a rename within a folder is atomic, also on
-    NFS, so a runner reading it meanwhile sees the old URL or the new one)."""
+def write_whole(path: Path, text: str, mode: int = 0o644) -> None:
+    """``text`` into ``path``, whole or not at all: written to a new temporary file in the
+    same folder (created with ``mode``, never an older file's), synced, and renamed over
+    ``path`` (a rename within a folder is atomic, also on NFS, so a reader meanwhile sees the
+    old text or the new one). Raises OSError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        tmp.unlink(missing_ok=True)  # a crashed writer's: its mode may be another
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
-            os.write(fd, f"{url}\n".encode())
+            os.write(fd, text.encode())
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except OSError as exc:
+    except OSError:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_url_file(path: Path, url: str) -> None:
+    """``url`` into ``path``, whole or not at all (:func:`write_whole`): a runner reading it
+    meanwhile sees the old URL or the new one."""
+    try:
+        write_whole(path, f"{url}\n")
+    except OSError as exc:
         raise UrlFileError(f"--url-file {path}: cannot write it: {exc.strerror or exc}") \
             from None
 
