@@ -194,6 +194,8 @@ class JobRunner:
         self._wake = trio.Event()
         self._cn = 0
         self._claim_seq = 0
+        #: the answer of the claim the registration made, until the main loop takes it
+        self._first_reply: dict[str, Any] | None = None
         self._actions_pending = False
         self._stdio = config.output_dir / job_stdio.STDIO_DIR
         self._shards = job_stdio.ShardDirs()
@@ -231,14 +233,18 @@ class JobRunner:
         if cfg.startup_jitter_s > 0:
             await trio.sleep(random.uniform(0, cfg.startup_jitter_s))  # spread a burst of runners
         res = cfg.resources
+        # The first contact is one request: register, read the workflow and claim the first
+        # jobs (a server that does not know `workflow` and `claim` answers neither: they
+        # are then asked for as before).
         node = await self.client.register_compute_node(
             cfg.workflow_id, hostname=socket.gethostname(), pid=os.getpid(), num_cpus=res.cpus,
             memory_bytes=res.memory_bytes, num_gpus=res.gpus, num_nodes=res.nodes,
-            slurm_job_id=res.slurm_job_id,
+            slurm_job_id=res.slurm_job_id, workflow=True, claim=self._first_claim(),
         )
         self._cn = self.summary.compute_node_id = int(node["id"])
         lease_s = float(node.get("lease_s", 1800))
-        workflow = await self.client.get_workflow(cfg.workflow_id)
+        self._first_reply = node.get("claim")
+        workflow = node.get("workflow") or await self.client.get_workflow(cfg.workflow_id)
         execution = (workflow.get("spec_settings") or {}).get("execution_config") or {}
         self._wf_stdio = execution.get("stdio")
         self._output_tails = str(execution.get("output_tails") or "failed")
@@ -394,7 +400,26 @@ class JobRunner:
         while (job := self.state.next_to_start()) is not None:
             self._launch(job)
 
+    def _first_claim(self) -> dict[str, Any]:
+        """The claim the registration makes (:meth:`_claim`'s body before the runner has
+        started: no results, nothing held)."""
+        cfg, state = self.cfg, self.state
+        self._claim_seq += 1
+        end = cfg.resources.end_time
+        body: dict[str, Any] = {
+            "limit": max(0, state.claim_size(trio.current_time(), update=False)),
+            "walltime_s": None if end is None else max(0.0, end - time.time()
+                                                       - cfg.end_buffer_s),
+            "scheduler": cfg.scheduler, "claim_seq": self._claim_seq}
+        resources = state.claim_resources()
+        if resources:
+            body.update(resources, nodes=cfg.resources.nodes)
+        return body
+
     async def _claim(self, free: int) -> dict[str, Any]:
+        if self._first_reply is not None:  # the registration's claim, made already
+            reply, self._first_reply = self._first_reply, None
+            return reply
         cfg = self.cfg
         state = self.state
         self._claim_seq += 1
