@@ -45,7 +45,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import hypercorn.config
 import hypercorn.trio
 import psutil
 import trio
@@ -61,6 +60,7 @@ from .hangup import hang_up
 from .routes import ROUTES
 from .service import Service
 from .store import Store, StoreError
+from .tls_server import TlsConfig
 from .url_file import UrlFileError, write_url_file
 
 log = logging.getLogger("torc_net.server")
@@ -202,7 +202,7 @@ async def serve(
     admission = Admission(front, config.max_concurrent, max_queued=config.max_queued,
                           max_wait_s=config.max_queue_wait_s)
 
-    hc = hypercorn.config.Config()
+    hc = TlsConfig()  # Hypercorn's, answering plain HTTP on a TLS port (torc_net.tls_server)
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]
     hc.graceful_timeout = config.shutdown_grace_s

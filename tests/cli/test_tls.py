@@ -8,9 +8,13 @@ minutes of retries.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,6 +50,40 @@ def server(tmp_path: Path, pki: Pki) -> Iterator[ServerProcess]:
         yield srv
     finally:
         srv.stop()
+
+
+@contextmanager
+def _silent_tls_server(pki: Pki) -> Iterator[int]:
+    """A TLS port on 127.0.0.1 that completes handshakes and closes every connection on
+    anything else, without a word."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.cert, pki.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                try:
+                    conn.settimeout(5)
+                    with context.wrap_socket(conn, server_side=True) as tls:
+                        tls.recv(1)  # the client's probe closes; nothing is ever answered
+                except (OSError, ssl.SSLError):
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()
 
 
 def env_for(srv: ServerProcess, pki: Pki, **extra: str) -> dict[str, str]:
@@ -124,12 +162,22 @@ def test_plain_http_to_the_tls_port_and_https_to_a_plain_one(tmp_path: Path,
                                                               pki: Pki) -> None:
     url = f"http://127.0.0.1:{server.port}/torc-service/v1"
     proc = torc(tmp_path, "workflows", "list", env=env_for(server, pki, TORC_API_URL=url))
-    one_line_error(proc, f"the server at 127.0.0.1:{server.port} speaks HTTPS",
-                   f"use https://127.0.0.1:{server.port}/torc-service/v1")
-    # What any other plain-HTTP client gets: the connection is closed without an answer.
+    one_line_error(proc, "this server speaks HTTPS (TLS): use an https:// URL")
+    # Any plain-HTTP client (a browser, curl) gets that answer in plain HTTP, and the close.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET /torc-service/v1/ping HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert not sock.recv(1024).startswith(b"HTTP/")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"Connection: close" in head, answer
+    assert json.loads(body)["detail"] == "this server speaks HTTPS (TLS): use an https:// URL"
+    # A TLS server that just drops the request (a proxy's, say): the client finds out itself.
+    with _silent_tls_server(pki) as port:
+        url = f"http://127.0.0.1:{port}/torc-service/v1"
+        proc = torc(tmp_path, "workflows", "list", env=env_for(server, pki, TORC_API_URL=url))
+        one_line_error(proc, f"the server at 127.0.0.1:{port} speaks HTTPS",
+                       f"use https://127.0.0.1:{port}/torc-service/v1")
     plain = ServerProcess(tmp_path / "plain.db")
     try:
         url = f"https://127.0.0.1:{plain.port}/torc-service/v1"
