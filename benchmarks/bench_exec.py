@@ -31,9 +31,15 @@ Prints ONE JSON object::
 Ratios are of throughputs (jobs/s); > 1 means torc-trio is faster. Every subprocess has a
 timeout (``--timeout``); traffic is loopback only.
 
+``--torc-root [LABEL=]DIR`` (repeatable) adds the torc-trio of another checkout (its
+``torc_core``/``torc_net``/``torc_cli`` first on ``PYTHONPATH``, same console script and
+interpreter) as one more tool of every round, ``torc@LABEL``, so that the previous code and this
+one take turns with xargs in one invocation: each gets ``ratio_torc@LABEL_over_xargs`` (median
+of its rounds' ratios) and the default torc-trio gets ``ratio_torc_over_torc@LABEL``.
+
     python benchmarks/bench_exec.py [--jobs 10000] [--parallel 32] [--skip-hq] [--skip-gnu]
         [--skip-xargs] [--skip-torc] [--command true] [--hq-cores N] [--timeout 900]
-        [--repeat N] [--workdir DIR] [--keep]
+        [--repeat N] [--workdir DIR] [--keep] [--torc-root [LABEL=]DIR ...]
 """
 
 from __future__ import annotations
@@ -102,15 +108,16 @@ def write_spec(d: Path, n: int, command: str, stdio_mode: str) -> Path:
     return path
 
 
-def bench_torc(d: Path, args: argparse.Namespace, stdio_mode: str | None = None) \
-        -> dict[str, Any]:
+def bench_torc(d: Path, args: argparse.Namespace, stdio_mode: str | None = None,
+               root: Path | None = None) -> dict[str, Any]:
     """torc-trio run of commands.txt, or (``stdio_mode``) of the same commands as a spec
-    with that stdio mode."""
+    with that stdio mode; ``root``: the torc-trio of that checkout."""
     target = (write_commands(d, args.jobs, args.command) if stdio_mode is None
               else write_spec(d, args.jobs, args.command, stdio_mode))
     argv = torc_argv()
+    env = torc_env(root)
     wall, code, out, err = _timed([*argv, "-f", "json", "run", "-j", str(args.parallel),
-                                   target.name], d, timeout=args.timeout)
+                                   target.name], d, timeout=args.timeout, env=env)
     res = _result(args.jobs, wall, code)
     try:
         report = json.loads(out.read_text())
@@ -121,7 +128,7 @@ def bench_torc(d: Path, args: argparse.Namespace, stdio_mode: str | None = None)
         res["error"] = f"no JSON report; stderr: {_tail(err)}"
         return res
     # Count what the database holds, through a fresh standalone server on the same database.
-    proc = subprocess.run([*argv, "-s", "-f", "json", "status", str(wid)], cwd=d,
+    proc = subprocess.run([*argv, "-s", "-f", "json", "status", str(wid)], cwd=d, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     try:
         status = json.loads(proc.stdout)
@@ -147,17 +154,47 @@ def torc_argv() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "torc_cli.main"]
 
 
-def compile_package() -> None:
-    """Byte-compile torc-trio's modules once, as a regular (non-editable) install does; with an
-    editable install and PYTHONDONTWRITEBYTECODE, every process would compile them again
-    (~0.3 s per process here)."""
-    import torc_cli
-    import torc_core
-    import torc_net
+def torc_env(root: Path | None) -> dict[str, str] | None:
+    """The environment of a torc-trio run: ours (None), or with the checkout ``root`` first on
+    PYTHONPATH (the console script, the server child and the spawner then all import it)."""
+    if root is None:
+        return None
+    old = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(root) + (os.pathsep + old if old else "")}
 
-    dirs = [str(Path(m.__file__).parent) for m in (torc_core, torc_net, torc_cli)]
+
+def compile_package(root: Path | None = None) -> None:
+    """Byte-compile torc-trio's modules once (ours, or those of the checkout ``root``), as a
+    regular (non-editable) install does; with an editable install and
+    PYTHONDONTWRITEBYTECODE, every process would compile them again (~0.3 s per process
+    here)."""
+    if root is None:
+        import torc_cli
+        import torc_core
+        import torc_net
+
+        dirs = [str(Path(m.__file__).parent) for m in (torc_core, torc_net, torc_cli)]
+    else:
+        dirs = [str(root / name) for name in ("torc_core", "torc_net", "torc_cli")]
     subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], check=False,
                    capture_output=True, timeout=300)
+
+
+def parse_roots(values: list[str], p: argparse.ArgumentParser) -> list[tuple[str, Path]]:
+    """``[LABEL=]DIR`` values of --torc-root as (label, absolute dir); the label defaults to
+    the directory's name."""
+    roots: list[tuple[str, Path]] = []
+    for value in values:
+        label, sep, path = value.partition("=")
+        root = Path(path if sep else value).resolve()
+        if not (root / "torc_cli" / "main.py").is_file():
+            p.error(f"--torc-root {value}: {root} is not a torc-trio checkout (no "
+                    "torc_cli/main.py)")
+        label = label if sep else root.name
+        if any(label == other for other, _ in roots):
+            p.error(f"--torc-root {value}: the label {label!r} is given twice")
+        roots.append((label, root))
+    return roots
 
 
 def bench_xargs(d: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -243,6 +280,17 @@ def hq_child(d: str, cmds_path: str, cores: int) -> None:
         cluster.stop()
 
 
+def median_ratio(nums: list[dict[str, Any]], dens: list[dict[str, Any]]) \
+        -> tuple[float, list[float]] | None:
+    """The median of the rounds' throughput ratios (rounds where both succeeded), and them."""
+    per = [n["jobs_per_s"] / d["jobs_per_s"] for n, d in zip(nums, dens, strict=True)
+           if n.get("ok") and d.get("ok", True) and "error" not in n and "error" not in d
+           and n.get("jobs_per_s") and d.get("jobs_per_s")]
+    if not per:
+        return None
+    return round(sorted(per)[(len(per) - 1) // 2], 3), [round(x, 3) for x in per]
+
+
 def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The round with the median throughput (failed rounds count as the slowest)."""
     ranked = sorted(runs, key=lambda r: (r.get("ok", "error" not in r) and "error" not in r,
@@ -274,6 +322,9 @@ def main() -> None:
     p.add_argument("--workdir", default=None,
                    help="where the temporary directories go (default: the system's, /tmp)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    p.add_argument("--torc-root", action="append", default=[], metavar="[LABEL=]DIR",
+                   help="also run the torc-trio of the checkout DIR (first on PYTHONPATH) in "
+                        "every round, as torc@LABEL (default label: DIR's name); repeatable")
     p.add_argument("--stdio", default=None, metavar="MODE[,MODE...]",
                    help="instead of one torc-trio run of commands.txt, one per stdio mode "
                         "(separate, combined, no_stdout, no_stderr, none), each a spec with "
@@ -284,8 +335,11 @@ def main() -> None:
     if not 1 <= args.repeat <= 20:
         p.error("--repeat must be in 1..20")
 
+    roots = parse_roots(args.torc_root, p)
     if not args.skip_torc:
         compile_package()
+    for _, root in roots:
+        compile_package(root)
     # Every directory is removed only at the end: deleting one tool's 20,000 files would slow
     # the next tool's file creation (ext4 without a journal skips recently freed inodes).
     root = Path(tempfile.mkdtemp(prefix="torc-bench-exec-", dir=args.workdir))
@@ -296,6 +350,10 @@ def main() -> None:
     torc_plan: list[tuple[str, bool, Any]] = (
         [(f"torc_{m}", args.skip_torc, lambda d, a, m=m: bench_torc(d, a, m)) for m in modes]
         if modes else [("torc", args.skip_torc, bench_torc)])
+    # Other checkouts' torc-trio: the main plan's torc run (first stdio mode) with their code.
+    other_mode = modes[0] if modes else None
+    torc_plan += [(f"torc@{label}", False,
+                   lambda d, a, r=root: bench_torc(d, a, other_mode, r)) for label, root in roots]
     plan = [*torc_plan, ("xargs", args.skip_xargs, bench_xargs),
             ("parallel_gnu", args.skip_gnu, bench_gnu_parallel),
             ("hq", args.skip_hq, bench_hq)]
@@ -333,6 +391,15 @@ def main() -> None:
     torc = result.get("torc", {})
     result["torc_jobs_recorded"] = torc.get("recorded_completed")
     result["all_torc_jobs_recorded"] = torc.get("recorded_completed") == args.jobs
+    for label, _ in roots:
+        name = f"torc@{label}"
+        result[f"{name}_jobs_recorded"] = result[name].get("recorded_completed")
+        for num, den in ((name, "xargs"), ("torc", name)):
+            if num in rounds and den in rounds:
+                ratio = median_ratio(rounds[num], rounds[den])
+                if ratio is not None:
+                    result[f"ratio_{num}_over_{den}"], result[f"ratio_{num}_over_{den}_rounds"] \
+                        = ratio
     for peer in ("hq", "xargs", "parallel_gnu"):
         a, b = torc.get("jobs_per_s"), result.get(peer, {}).get("jobs_per_s")
         key = ("ratio_torc_over_gnu_parallel" if peer == "parallel_gnu"
