@@ -209,9 +209,15 @@ class RunnerState:
         self.queue.extend(jobs)
 
     def batch_was_full(self, asked: int, got: int, now: float) -> bool:
-        """The claim filled every slot asked for and slots are free again: more may be
-        ready, ask again at once."""
-        return got >= asked and self.claim_size(now) > 0
+        """The claim filled every slot asked for and there is room again: more may be ready,
+        ask again at once. In queue mode, only once the queue is as low as makes a cycle due
+        (:meth:`cycle_due`): the jobs that ended during the round trip were refilled from the
+        queue, and claiming again for just those made a round trip per handful of jobs
+        (measured: 10,000 ``true`` jobs took 109-425 claims, most of them for 4-30 jobs,
+        each a transaction and a sync on the server)."""
+        if got < asked or self.claim_size(now) <= 0:
+            return False
+        return self.max_parallel is None or len(self.queue) <= self.target_queue // 2
 
     # -- running ------------------------------------------------------------------------------
 

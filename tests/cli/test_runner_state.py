@@ -121,6 +121,31 @@ def test_cycle_due_when_the_queue_is_half_drained_or_a_batch_is_full() -> None:
     assert state.report_batch() == [result(100), result(101), result(102)]
 
 
+def test_a_full_claim_is_followed_at_once_only_when_the_queue_is_low() -> None:
+    """Jobs that ended during the round trip were refilled from the queue: claiming again
+    for just those would be a round trip per handful of jobs."""
+    state = queue_mode()
+    state.target_queue = 8
+    state.claimed([job(i) for i in range(12)])
+    for _ in range(4):
+        j = state.next_to_start()
+        assert j is not None
+        state.launch(j, 0.0)
+    state.ended(0, result(0))  # one ended during the round trip: its slot takes a queued job
+    j = state.next_to_start()
+    assert j is not None
+    state.launch(j, 0.0)
+    assert state.claim_size(0.0) == 1
+    assert not state.batch_was_full(12, 12, 0.0)  # 7 queued > 8 // 2
+    for _ in range(3):
+        state.queue.popleft()
+    assert state.batch_was_full(12, 12, 0.0)  # 4 queued: as low as makes a cycle due
+    assert not state.batch_was_full(12, 11, 0.0)  # the server had no more
+    resources = RunnerState(cpus=4, memory_bytes=2**30)
+    resources.start(0.0)
+    assert resources.batch_was_full(4, 4, 0.0)  # no queue: free CPUs are reason enough
+
+
 def test_next_wakeup_waits_for_results_starts_or_the_poll() -> None:
     state = RunnerState(cpus=4, memory_bytes=2**30, max_report_delay_s=0.25,
                         start_report_delay_s=0.5, poll_interval_s=2.0)
