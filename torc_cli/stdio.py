@@ -75,11 +75,14 @@ class ShardDirs:
         self._made: set[str] = set()
 
     def ensure(self, p: StdioPlan) -> None:
-        for path in p.paths():
-            parent = os.path.dirname(path)
-            if parent not in self._made:
-                os.makedirs(parent, exist_ok=True)
-                self._made.add(parent)
+        """The directory of ``p``'s files (one: both come from one stem, :func:`plan`)."""
+        path = p.stdout if p.stdout is not None else p.stderr
+        if path is None:
+            return
+        parent = os.path.dirname(path)
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
 
 
 def remove(p: StdioPlan) -> None:
