@@ -222,6 +222,8 @@ class JobRunner:
         self._base_env["TORC_API_URL"] = config.api_url
         self._base_env["TORC_WORKFLOW_ID"] = str(config.workflow_id)
         self._base_env["TORC_OUTPUT_DIR"] = str(config.output_dir)
+        #: the spawner's copy of _base_env (sent in run(), before any job)
+        self._env_id = 0
         # Resolved once: the spawn then needs no PATH search per job.
         self._bash = shutil.which("bash", path=self._base_env.get("PATH"))
 
@@ -230,6 +232,7 @@ class JobRunner:
     async def run(self) -> RunnerSummary:
         cfg = self.cfg
         self._stdio.mkdir(parents=True, exist_ok=True)
+        self._env_id = self._procs.base_environment(self._base_env)
         if cfg.startup_jitter_s > 0:
             await trio.sleep(random.uniform(0, cfg.startup_jitter_s))  # spread a burst of runners
         res = cfg.resources
@@ -481,12 +484,12 @@ class JobRunner:
         stdio = job_stdio.plan(
             job_stdio.job_stem(self._out, cfg.workflow_id, jid, run_id, attempt),
             *job_stdio.effective(self._wf_stdio, job.get("stdio")))
-        env = self._base_env.copy()
-        env["TORC_API_URL"] = self.client.base_url  # where the server is now (it may move)
-        env["TORC_JOB_ID"] = str(jid)
-        env["TORC_JOB_NAME"] = str(job.get("name", ""))
-        env["TORC_ATTEMPT_ID"] = str(attempt)
-        env["TORC_RUN_ID"] = str(run_id)
+        # The job's own variables; the rest of its environment is the runner's (_base_env,
+        # which the spawner holds once).
+        env: dict[str, str] = {
+            "TORC_API_URL": self.client.base_url,  # where the server is now (it may move)
+            "TORC_JOB_ID": str(jid), "TORC_JOB_NAME": str(job.get("name", "")),
+            "TORC_ATTEMPT_ID": str(attempt), "TORC_RUN_ID": str(run_id)}
         command = str(job["command"])
         if job.get("invocation_script"):
             command = f"{job['invocation_script']} {command}"
@@ -514,10 +517,11 @@ class JobRunner:
             on_exit(ProcessOutcome(127, False, 0.0, problem or FileNotFoundError(
                 "bash not found on PATH")))
             return
-        argv, executable = ["bash", "-c", command], self._bash
+        argv, executable, base = ["bash", "-c", command], self._bash, self._env_id
         if self._steps is not None:  # slurm mode: the job runs as a step of the allocation
+            env, base = {**self._base_env, **env}, 0  # a whole one, which wrap() trims
             argv, executable = self._steps.wrap(job, run_id, attempt, argv, env)
-        token = self._procs.spawn(argv, executable=executable, env=env,
+        token = self._procs.spawn(argv, executable=executable, env=env, base_env=base,
                                   stdout_path=stdio.stdout, stderr_path=stdio.stderr,
                                   on_exit=on_exit, want_pid=self._monitor.want_pid(job))
         self._running[jid] = _Running(job=job, token=token, stdio=stdio)
@@ -602,18 +606,17 @@ class JobRunner:
         cfg = self.cfg
         log = job_stdio.job_stem(self._out, cfg.workflow_id, jid, run_id, attempt) + \
             ".recovery.log"
-        env = self._base_env.copy()
-        env.update(TORC_JOB_ID=str(jid), TORC_JOB_NAME=str(running.job.get("name", "")),
-                   TORC_ATTEMPT_ID=str(attempt), TORC_RUN_ID=str(run_id),
-                   TORC_RETURN_CODE=str(return_code))
+        env = {"TORC_JOB_ID": str(jid), "TORC_JOB_NAME": str(running.job.get("name", "")),
+               "TORC_ATTEMPT_ID": str(attempt), "TORC_RUN_ID": str(run_id),
+               "TORC_RETURN_CODE": str(return_code)}
 
         def on_exit(outcome: ProcessOutcome) -> None:
             self._job_done(jid, attempt, run_id, return_code, False, exec_time_s,
                            recovery.verdict(outcome, log))
 
         running.token = self._procs.spawn(["bash", "-c", script], executable=self._bash,
-                                          env=env, stdout_path=log, stderr_path=log,
-                                          on_exit=on_exit)
+                                          env=env, base_env=self._env_id, stdout_path=log,
+                                          stderr_path=log, on_exit=on_exit)
         return True
 
     # ------------------------------------------------------------------------------------------

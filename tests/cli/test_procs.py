@@ -217,6 +217,37 @@ async def test_what_a_job_starts_with(tmp_path: Path) -> None:
     assert outcomes["sig"].return_code == 0
 
 
+async def test_a_base_environment_with_each_jobs_changes(tmp_path: Path) -> None:
+    """The runner sends its environment once; each job gives only its own variables (None
+    removes one). Two jobs on one base see their own values, never the other's; a job whose
+    change cannot be a variable (a NUL) fails alone, and a base whole jobs may still use."""
+    table = ProcessTable()
+    outcomes: dict[str, ProcessOutcome] = {}
+    script = 'echo "$SHARED|${GONE-unset}|$OWN|${OTHER-unset}"'
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(table.run)
+        base = table.base_environment({"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                       "SHARED": "s é", "GONE": "g"})
+        for name, env in (("a", {"OWN": "a", "GONE": None}),
+                          ("b", {"OWN": "b=1", "OTHER": "o"}),
+                          ("bad", {"OWN": "nul\0byte"})):
+            table.spawn(["bash", "-c", script], executable=BASH, env=env, base_env=base,
+                        stdout_path=str(tmp_path / f"{name}.o"),
+                        stderr_path=str(tmp_path / f"{name}.e"),
+                        on_exit=lambda o, name=name: outcomes.update({name: o}))
+        table.spawn(["bash", "-c", script], executable=BASH, env={"OWN": "whole"},
+                    stdout_path=str(tmp_path / "whole.o"), stderr_path=str(tmp_path / "whole.e"),
+                    on_exit=lambda o: outcomes.update(whole=o))
+        await _until(lambda: len(outcomes) == 4, 10)
+        nursery.cancel_scope.cancel()
+    table.close()
+    assert (tmp_path / "a.o").read_text() == "s é|unset|a|unset\n"
+    assert (tmp_path / "b.o").read_text() == "s é|g|b=1|o\n"
+    assert (tmp_path / "whole.o").read_text() == "|unset|whole|unset\n"  # no base: only env
+    assert outcomes["bad"].return_code == 127 and "null" in str(outcomes["bad"].error)
+    assert all(outcomes[k].return_code == 0 for k in ("a", "b", "whole"))
+
+
 def test_jobs_do_not_outlive_a_killed_runner(tmp_path: Path) -> None:
     """kill -9 of the runner: its spawner sees the socket close and kills every job's group."""
     pid_file = tmp_path / "job.pid"
