@@ -91,10 +91,57 @@ class SpawnerFailed(RuntimeError):
     leases put its jobs back in time."""
 
 
+class SpawnerProcess:
+    """A started spawner process and our end of its socket.
+
+    Started by :class:`ProcessTable` when it runs, or earlier by whoever will run it
+    (:meth:`start`, then ``ProcessTable(spawner=...)``): `run` and `exec` start it before they
+    create the workflow, so that its interpreter's start-up (~50-100 ms on busy cores) is
+    not between the first claim and the first job. Closing is idempotent; a spawner whose
+    socket closes exits, killing whatever it still runs."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.proc = proc
+        self.sock = sock
+
+    @classmethod
+    def start(cls) -> SpawnerProcess:
+        ours, theirs = socket.socketpair()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-S", SPAWNER, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return cls(proc, ours)
+
+    def close(self) -> None:
+        """Close our end and wait for the spawner to exit (blocking: it exits at once unless
+        it still has jobs to kill and reap)."""
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> SpawnerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class ProcessTable:
     """The running processes of one runner (use from the Trio thread only)."""
 
-    def __init__(self, *, grace_s: float = 5.0) -> None:
+    def __init__(self, *, grace_s: float = 5.0, spawner: SpawnerProcess | None = None) -> None:
         self.grace_s = grace_s
         self._live: dict[int, _Child] = {}  # token -> child, until its outcome is delivered
         self._next_token = 1
@@ -105,8 +152,8 @@ class ProcessTable:
         self._pending = bytearray()  # replies not yet decoded (a partial frame)
         self._wrote = trio.Event()  # set when _out gains data, for the writer task
         self._wait: trio.CancelScope | None = None  # run()'s wait for replies
-        self._sock: socket.socket | None = None
-        self._helper: subprocess.Popen[bytes] | None = None
+        #: the helper process (given, or started by run()), until close()
+        self._spawner = spawner
         self._eof = False
         #: token -> pid of the jobs spawned with ``want_pid``, once started, until reaped
         self._pids: dict[int, int] = {}
@@ -199,16 +246,9 @@ class ProcessTable:
     def close(self) -> None:
         """Stop the spawner (after :meth:`run` has returned): it exits once its socket closes,
         killing anything still running."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._helper is not None:
-            try:
-                self._helper.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._helper.kill()
-                self._helper.wait()
-            self._helper = None
+        if self._spawner is not None:
+            self._spawner.close()
+            self._spawner = None
 
     async def wait(self, argv: list[str], *, executable: str, env: Mapping[str, str],
                    stdout_path: str | None, stderr_path: str | None) -> ProcessOutcome:
@@ -237,19 +277,10 @@ class ProcessTable:
     # ------------------------------------------------------------------------------------------
 
     def _start(self) -> socket.socket:
-        """Start the spawner, connected by a socket pair."""
-        ours, theirs = socket.socketpair()
-        try:
-            self._helper = subprocess.Popen(
-                [sys.executable, "-S", SPAWNER, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-            )
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        return ours
+        """The spawner's socket (the spawner is started now unless it was given)."""
+        if self._spawner is None:
+            self._spawner = SpawnerProcess.start()
+        return self._spawner.sock
 
     def _send(self, request: tuple[Any, ...]) -> None:
         self._out += frame(request)

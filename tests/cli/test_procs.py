@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from torc_cli.procs import ProcessOutcome, ProcessTable, SpawnerFailed
+from torc_cli.procs import ProcessOutcome, ProcessTable, SpawnerFailed, SpawnerProcess
 
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -248,6 +248,26 @@ async def test_a_base_environment_with_each_jobs_changes(tmp_path: Path) -> None
     assert all(outcomes[k].return_code == 0 for k in ("a", "b", "whole"))
 
 
+async def test_a_spawner_started_before_the_table(tmp_path: Path) -> None:
+    """`run` and `exec` start the spawner while the workflow is created: the table runs its
+    jobs on that one and closes it; one never used stops when closed."""
+    spawner = SpawnerProcess.start()
+    table = ProcessTable(spawner=spawner)
+    outcomes: dict[str, ProcessOutcome] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(table.run)
+        _spawn(table, tmp_path, "a", "echo hi", outcomes)
+        await _until(lambda: "a" in outcomes, 10)
+        nursery.cancel_scope.cancel()
+    table.close()
+    assert spawner.proc.returncode == 0  # it exited once its socket closed
+    assert (tmp_path / "a.o").read_text() == "hi\n"
+    unused = SpawnerProcess.start()
+    unused.close()
+    unused.close()  # closing again does nothing
+    assert unused.proc.returncode == 0
+
+
 def test_jobs_do_not_outlive_a_killed_runner(tmp_path: Path) -> None:
     """kill -9 of the runner: its spawner sees the socket close and kills every job's group."""
     pid_file = tmp_path / "job.pid"
@@ -295,9 +315,9 @@ async def test_a_dead_spawner_stops_the_table(tmp_path: Path) -> None:
                        outcomes)
                 await _until(lambda: _pid_in(pid_file) is not None, 10)
                 job = _pid_in(pid_file) or 0
-                helper = table._helper
+                helper = table._spawner
                 assert helper is not None
-                helper.kill()
+                helper.proc.kill()
                 with trio.fail_after(10):
                     await trio.sleep_forever()
     finally:
@@ -314,9 +334,9 @@ async def test_a_dead_spawner_stops_an_idle_table() -> None:
         with pytest.raises(BaseExceptionGroup) as excinfo:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(table.run)
-                await _until(lambda: table._helper is not None, 10)
-                assert table._helper is not None
-                table._helper.kill()
+                await _until(lambda: table._spawner is not None, 10)
+                assert table._spawner is not None
+                table._spawner.proc.kill()
                 with trio.fail_after(10):
                     await trio.sleep_forever()
     finally:

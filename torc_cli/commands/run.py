@@ -18,7 +18,7 @@ from ..exec_watch import ExecWatch, Halt, JobLog, joblog_path, parse_halt
 from ..exits import EXIT_FAILED_JOBS, EXIT_OK, EXIT_PIPE, InputError, signal_exit
 from ..output import ProgressView, err_console, print_counts, print_json
 from ..parallel import has_sources, parallel_spec, split_sources
-from ..procs import describe_exit
+from ..procs import SpawnerProcess, describe_exit
 from ..resources import Resources, detect_allocation_resources, with_gpu_count
 from ..runner import JobRunner, RunnerConfig
 from ..session import Context
@@ -157,8 +157,9 @@ async def cmd_run(ctx: Context) -> int:
         workflow_id = await ctx.workflow_id()
         await ctx.client.get_workflow(workflow_id)
         return await run_workflow(ctx, workflow_id)
-    created = await ctx.client.create_workflow(doc)
-    return await run_workflow(ctx, int(created["id"]))
+    with SpawnerProcess.start() as spawner:  # starts while the workflow is created
+        created = await ctx.client.create_workflow(doc)
+        return await run_workflow(ctx, int(created["id"]), spawner=spawner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,15 +253,17 @@ async def cmd_exec(ctx: Context) -> int:
     if ctx.args.dry_run:  # prepare_exec printed the commands; no server was needed
         return EXIT_OK
     plan: ExecPlan = ctx.args.prepared
-    created = await ctx.client.create_workflow(plan.doc)
-    workflow_id = int(created["id"])
-    watch = None
-    if plan.halt is not None or plan.joblog is not None or plan.keep_order:
-        joblog = None if plan.joblog is None else JobLog(plan.joblog[0], append=plan.joblog[1])
-        watch = ExecWatch(output_dir=ctx.output_dir.resolve(), workflow_id=workflow_id,
-                          total_jobs=plan.total_jobs, retries=plan.retries, halt=plan.halt,
-                          joblog=joblog, keep_order=plan.keep_order)
-    return await run_workflow(ctx, workflow_id, watch=watch)
+    with SpawnerProcess.start() as spawner:  # starts while the workflow is created
+        created = await ctx.client.create_workflow(plan.doc)
+        workflow_id = int(created["id"])
+        watch = None
+        if plan.halt is not None or plan.joblog is not None or plan.keep_order:
+            joblog = None if plan.joblog is None else JobLog(plan.joblog[0],
+                                                              append=plan.joblog[1])
+            watch = ExecWatch(output_dir=ctx.output_dir.resolve(), workflow_id=workflow_id,
+                              total_jobs=plan.total_jobs, retries=plan.retries,
+                              halt=plan.halt, joblog=joblog, keep_order=plan.keep_order)
+        return await run_workflow(ctx, workflow_id, watch=watch, spawner=spawner)
 
 
 def _resources(args: argparse.Namespace, detected: Resources) -> Resources:
@@ -277,9 +280,11 @@ def _resources(args: argparse.Namespace, detected: Resources) -> Resources:
     return res if args.num_gpus is None else with_gpu_count(res, args.num_gpus)
 
 
-async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | None = None) -> int:
+async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | None = None,
+                       spawner: SpawnerProcess | None = None) -> int:
     """Run the workflow here and report. ``watch``: `exec`'s --joblog, --halt and -k (with
-    -k the jobs' output has standard output to itself; the report goes to stderr)."""
+    -k the jobs' output has standard output to itself; the report goes to stderr);
+    ``spawner``: the runner's job spawner, started already."""
     args = ctx.args
     cfg = RunnerConfig(
         workflow_id=workflow_id, api_url=ctx.url, output_dir=ctx.output_dir.resolve(),
@@ -304,7 +309,7 @@ async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | Non
         err_console.print(f"Running workflow {workflow_id} (output in {ctx.output_dir}/)")
     with ProgressView(f"workflow {workflow_id}", enabled=not ctx.json and not own_stdout) \
             as view:
-        runner = JobRunner(ctx.client, cfg, on_progress=view.update)
+        runner = JobRunner(ctx.client, cfg, on_progress=view.update, spawner=spawner)
         summary = await (runner.run() if watch is None else watch.run(runner))
         if ctx.standalone:  # the server ends with this command: so do the runners it started
             await _stop_local(started)
