@@ -5,18 +5,27 @@ own), with stdin from /dev/null and stdout/stderr in files. Terminating a job si
 *whole group*: SIGTERM first, SIGKILL after a grace period, and SIGKILL once more once it has
 exited, for anything it left behind in its group. No orphans survive a terminated job.
 
-The processes are started and reaped by the runner's spawner, a small helper process
+The processes are started and reaped by the runner's spawners, small helper processes
 (:mod:`torc_cli.spawner`; why: a vfork-style spawn blocks its caller until the child has
-exec'd, ~1 ms per job when the cores are busy, and that must not stall the runner). The table
-is the runner's side of it: :meth:`ProcessTable.spawn` writes a request and returns a handle
-at once, and one task (:meth:`ProcessTable.run`) reads the outcomes and calls each job's
-callback; it also sends the SIGKILLs whose grace period ran out. No task, cancel scope, pidfd
-or Trio registration per job. A spawn that fails (an output file that cannot be created) is
-delivered like an exit, with :attr:`ProcessOutcome.error` set.
+exec'd, and that must not stall the runner). There are :data:`SPAWNERS` of them, and each
+job goes to the one with the fewest jobs: while one spawner waits for its child to exec
+(milliseconds when the cores are busy: the child waits for a CPU like every other process),
+another can start the next job. With one, that wait capped the rate of a whole runner
+(measured on a 2-core host with other work on it, 4,000 ``true`` jobs 32 at a time, the
+spawners driven directly: one spawner 325-375 jobs/s, two 737-845, four 850-892, xargs -P 32
+302-413 in the same minutes; with the whole test in one cpu cgroup, where the jobs' sessions
+get no scheduler autogroup of their own and so no larger share than xargs's jobs: one
+515-727, two 966-1077, xargs 857-927).
+
+The table is the runner's side of it: :meth:`ProcessTable.spawn` writes a request and returns
+a handle at once, and :meth:`ProcessTable.run` reads the outcomes (a task per spawner) and
+calls each job's callback; one more task sends the SIGKILLs whose grace period ran out. No
+task, cancel scope, pidfd or Trio registration per job. A spawn that fails (an output file
+that cannot be created) is delivered like an exit, with :attr:`ProcessOutcome.error` set.
 
 When :meth:`ProcessTable.run` is cancelled (the runner is stopping, or failed), every process
 still running is terminated as above before it returns: structured concurrency holds for the
-jobs too. If the runner dies without that, the spawner sees its socket close and kills every
+jobs too. If the runner dies without that, each spawner sees its socket close and kills every
 job's group.
 """
 
@@ -82,23 +91,23 @@ ExitCallback = Callable[[ProcessOutcome], None]
 @dataclass(slots=True)
 class _Child:
     on_exit: ExitCallback
+    link: _Link  # its spawner
     terminated: bool = False
 
 
 class SpawnerFailed(RuntimeError):
-    """The spawner process died (someone killed it): the outcomes of the jobs it was running
+    """A spawner process died (someone killed it): the outcomes of the jobs it was running
     are unknown, and those jobs may still run, orphaned. The runner stops; the server's
     leases put its jobs back in time."""
 
 
-class SpawnerProcess:
-    """A started spawner process and our end of its socket.
+#: Spawner processes per runner (the module docstring says why more than one).
+SPAWNERS = 2
 
-    Started by :class:`ProcessTable` when it runs, or earlier by whoever will run it
-    (:meth:`start`, then ``ProcessTable(spawner=...)``): `run` and `exec` start it before they
-    create the workflow, so that its interpreter's start-up (~50-100 ms on busy cores) is
-    not between the first claim and the first job. Closing is idempotent; a spawner whose
-    socket closes exits, killing whatever it still runs."""
+
+class SpawnerProcess:
+    """A started spawner process and our end of its socket. Closing is idempotent; a
+    spawner whose socket closes exits, killing whatever it still runs."""
 
     def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
         self.proc = proc
@@ -131,29 +140,69 @@ class SpawnerProcess:
             self.proc.kill()
             self.proc.wait()
 
-    def __enter__(self) -> SpawnerProcess:
+
+
+class Spawners:
+    """A runner's spawner processes. Started by :class:`ProcessTable` when it runs, or
+    earlier by whoever will run it (:meth:`start`, then ``ProcessTable(spawners=...)``):
+    `run` and `exec` start them before they create the workflow, so that their interpreters'
+    start-up (~50-100 ms on busy cores) is not between the first claim and the first job."""
+
+    def __init__(self, members: list[SpawnerProcess]) -> None:
+        self.members = members
+
+    @classmethod
+    def start(cls, count: int = SPAWNERS) -> Spawners:
+        members: list[SpawnerProcess] = []
+        try:
+            for _ in range(count):
+                members.append(SpawnerProcess.start())
+        except BaseException:
+            cls(members).close()
+            raise
+        return cls(members)
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+
+    def __enter__(self) -> Spawners:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
+class _Link:
+    """Our side of one spawner: requests not yet written, replies not yet decoded, and how
+    many of its jobs have not reported (a new job goes to the spawner with fewest)."""
+
+    __slots__ = ("jobs", "out", "pending", "sock", "wrote")
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None  # once started
+        self.out = bytearray()
+        self.pending = bytearray()
+        self.wrote = trio.Event()  # set when out gains data, for its writer task
+        self.jobs = 0
+
+
 class ProcessTable:
     """The running processes of one runner (use from the Trio thread only)."""
 
-    def __init__(self, *, grace_s: float = 5.0, spawner: SpawnerProcess | None = None) -> None:
+    def __init__(self, *, grace_s: float = 5.0, spawners: Spawners | None = None,
+                 count: int = SPAWNERS) -> None:
+        """``spawners``: started already (else :meth:`run` starts ``count``)."""
         self.grace_s = grace_s
         self._live: dict[int, _Child] = {}  # token -> child, until its outcome is delivered
         self._next_token = 1
-        self._next_env = 1  # 0: the spawner's empty base environment
+        self._next_env = 1  # 0: the spawners' empty base environment
         #: Terminated children still running: when (Trio clock) their group gets SIGKILL.
         self._kill_at: dict[int, float] = {}
-        self._out = bytearray()  # requests not yet written to the spawner
-        self._pending = bytearray()  # replies not yet decoded (a partial frame)
-        self._wrote = trio.Event()  # set when _out gains data, for the writer task
-        self._wait: trio.CancelScope | None = None  # run()'s wait for replies
-        #: the helper process (given, or started by run()), until close()
-        self._spawner = spawner
+        self._wait: trio.CancelScope | None = None  # the SIGKILL task's wait
+        #: the helper processes (given, or started by run()), until close()
+        self._spawners = spawners
+        self._links = [_Link() for _ in (spawners.members if spawners else range(count))]
         self._eof = False
         #: token -> pid of the jobs spawned with ``want_pid``, once started, until reaped
         self._pids: dict[int, int] = {}
@@ -168,7 +217,8 @@ class ProcessTable:
         CPU (it keeps the base encoded)."""
         env_id = self._next_env
         self._next_env += 1
-        self._send(("env", env_id, dict(env)))
+        for link in self._links:
+            self._send(link, ("env", env_id, dict(env)))
         return env_id
 
     def spawn(self, argv: list[str], *, executable: str, env: Mapping[str, str | None],
@@ -182,9 +232,11 @@ class ProcessTable:
         monitor; off, no reply costs a job anything."""
         token = self._next_token
         self._next_token += 1
-        self._live[token] = _Child(on_exit)
-        self._send(("spawn", token, executable, list(argv), base_env, dict(env), stdout_path,
-                    stderr_path, want_pid))
+        link = min(self._links, key=_jobs)
+        link.jobs += 1
+        self._live[token] = _Child(on_exit, link)
+        self._send(link, ("spawn", token, executable, list(argv), base_env, dict(env),
+                          stdout_path, stderr_path, want_pid))
         return token
 
     def pid_of(self, token: int) -> int | None:
@@ -206,7 +258,7 @@ class ProcessTable:
                 return
         else:
             child.terminated = True
-            self._send(("signal", token, int(signum)))
+            self._send(child.link, ("signal", token, int(signum)))
         self._kill_at[token] = kill_at
         if self._wait is not None:
             self._wait.deadline = min(self._wait.deadline, kill_at)
@@ -218,19 +270,19 @@ class ProcessTable:
     async def run(self) -> None:
         """Deliver outcomes until cancelled; then terminate whatever is still running and
         deliver those outcomes too (shielded, bounded by the grace period)."""
-        sock = self._start()
-        # The writer outlives a cancellation of run(): the terminations must go out.
-        writer = trio.CancelScope(shield=True)
+        self._start()
+        # The writers outlive a cancellation of run(): the terminations must go out.
+        writers = [trio.CancelScope(shield=True) for _ in self._links]
 
-        async def write() -> None:
-            with writer:
-                await self._write_requests(sock)
+        async def write(link: _Link, scope: trio.CancelScope) -> None:
+            with scope:
+                await self._write_requests(link)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(write)
+            for link, scope in zip(self._links, writers, strict=True):
+                nursery.start_soon(write, link, scope)
             try:
-                while True:
-                    await self._read_outcomes(sock)
+                await self._serve(until_done=False)
             finally:
                 try:
                     if self._live and not self._eof:
@@ -238,17 +290,17 @@ class ProcessTable:
                         with trio.CancelScope(shield=True) as scope:
                             scope.deadline = trio.current_time() + self.grace_s + 10
                             self.terminate_all()
-                            while self._live:
-                                await self._read_outcomes(sock)
+                            await self._serve(until_done=True)
                 finally:
-                    writer.cancel()
+                    for scope in writers:
+                        scope.cancel()
 
     def close(self) -> None:
-        """Stop the spawner (after :meth:`run` has returned): it exits once its socket closes,
-        killing anything still running."""
-        if self._spawner is not None:
-            self._spawner.close()
-            self._spawner = None
+        """Stop the spawners (after :meth:`run` has returned): each exits once its socket
+        closes, killing anything still running."""
+        if self._spawners is not None:
+            self._spawners.close()
+            self._spawners = None
 
     async def wait(self, argv: list[str], *, executable: str, env: Mapping[str, str],
                    stdout_path: str | None, stderr_path: str | None) -> ProcessOutcome:
@@ -276,56 +328,81 @@ class ProcessTable:
 
     # ------------------------------------------------------------------------------------------
 
-    def _start(self) -> socket.socket:
-        """The spawner's socket (the spawner is started now unless it was given)."""
-        if self._spawner is None:
-            self._spawner = SpawnerProcess.start()
-        return self._spawner.sock
+    def _start(self) -> None:
+        """Connect each link to its spawner (started now unless they were given)."""
+        if self._spawners is None:
+            self._spawners = Spawners.start(len(self._links))
+        for link, member in zip(self._links, self._spawners.members, strict=True):
+            link.sock = member.sock
 
-    def _send(self, request: tuple[Any, ...]) -> None:
-        self._out += frame(request)
-        self._wrote.set()
+    def _send(self, link: _Link, request: tuple[Any, ...]) -> None:
+        link.out += frame(request)
+        link.wrote.set()
 
-    async def _write_requests(self, sock: socket.socket) -> None:
+    async def _write_requests(self, link: _Link) -> None:
+        assert link.sock is not None
         while True:
-            if not self._out:
-                self._wrote = trio.Event()
-                await self._wrote.wait()
+            if not link.out:
+                link.wrote = trio.Event()
+                await link.wrote.wait()
             try:
-                sent = sock.send(self._out)
+                sent = link.sock.send(link.out)
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
+                await trio.lowlevel.wait_writable(link.sock)
                 continue
             except OSError:  # the spawner is gone: the reader reports it
                 return
-            del self._out[:sent]
+            del link.out[:sent]
 
-    async def _read_outcomes(self, sock: socket.socket) -> None:
-        with trio.CancelScope(deadline=min(self._kill_at.values(), default=math.inf)) as wait:
-            self._wait = wait
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            finally:
-                self._wait = None
-        self._receive(sock)
-        now = trio.current_time()
-        for token, kill_at in list(self._kill_at.items()):
-            if kill_at <= now:
-                del self._kill_at[token]
-                self._send(("signal", token, int(signal.SIGKILL)))
+    async def _serve(self, *, until_done: bool) -> None:
+        """Read every spawner's outcomes and send the SIGKILLs that come due, until cancelled
+        (``until_done``: until no job is left)."""
+        if until_done and not self._live:
+            return
+        async with trio.open_nursery() as nursery:
+            for link in self._links:
+                nursery.start_soon(self._read_outcomes, link, nursery.cancel_scope, until_done)
+            nursery.start_soon(self._kill_when_due)
 
-    def _receive(self, sock: socket.socket) -> None:
+    async def _read_outcomes(self, link: _Link, scope: trio.CancelScope,
+                             until_done: bool) -> None:
+        assert link.sock is not None
+        while True:
+            await trio.lowlevel.wait_readable(link.sock)
+            self._receive(link)
+            if until_done and not self._live:
+                scope.cancel()
+
+    async def _kill_when_due(self) -> None:
+        """SIGKILL to each terminated job whose grace period ran out (:meth:`terminate`
+        brings this task's wait forward)."""
+        while True:
+            with trio.CancelScope(deadline=min(self._kill_at.values(),
+                                               default=math.inf)) as wait:
+                self._wait = wait
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._wait = None
+            now = trio.current_time()
+            for token, kill_at in list(self._kill_at.items()):
+                if kill_at <= now:
+                    del self._kill_at[token]
+                    self._send(self._live[token].link, ("signal", token, int(signal.SIGKILL)))
+
+    def _receive(self, link: _Link) -> None:
+        assert link.sock is not None
         while True:
             try:
-                data = sock.recv(1 << 16)
+                data = link.sock.recv(1 << 16)
             except BlockingIOError:
                 break
             if not data:  # only close() closes the socket: the spawner died
                 self._eof = True
-                raise SpawnerFailed(f"the job spawner exited unexpectedly; {len(self._live)} "
-                                    "job(s) had not reported")
-            self._pending += data
-        for replies in unframe(self._pending):
+                raise SpawnerFailed(f"a job spawner exited unexpectedly; {link.jobs} job(s) "
+                                    "had not reported")
+            link.pending += data
+        for replies in unframe(link.pending):
             for reply in replies:  # type: ignore[attr-defined]
                 self._deliver(reply)
 
@@ -336,6 +413,7 @@ class ProcessTable:
             return
         self._pids.pop(token, None)
         child = self._live.pop(token)
+        child.link.jobs -= 1
         self._kill_at.pop(token, None)
         if kind == "exited":
             code, signum = exit_code(reply[2])
@@ -347,3 +425,5 @@ class ProcessTable:
         child.on_exit(outcome)
 
 
+def _jobs(link: _Link) -> int:
+    return link.jobs

@@ -68,7 +68,7 @@ from . import recovery, srun
 from . import stdio as job_stdio
 from .gpus import gpu_env
 from .limits import TERMINATION_SIGNALS
-from .procs import ProcessOutcome, ProcessTable, SpawnerProcess
+from .procs import ProcessOutcome, ProcessTable, Spawners
 from .resources import Resources, device_ids
 from .runner_state import RunnerState
 
@@ -175,9 +175,9 @@ MAX_PENDING_TAIL_CHARS = 4 * 1024 * 1024
 class JobRunner:
     def __init__(self, client: TorcClient, config: RunnerConfig, *,
                  on_progress: ProgressFn | None = None,
-                 spawner: SpawnerProcess | None = None) -> None:
-        """``spawner``: the job spawner, started already (else run() starts one); the
-        runner closes it when it is done."""
+                 spawners: Spawners | None = None) -> None:
+        """``spawners``: the job spawners, started already (else run() starts them); the
+        runner closes them when it is done."""
         self.client = client
         self.cfg = config
         self.on_progress = on_progress
@@ -212,7 +212,7 @@ class JobRunner:
         self._pending_tail_chars = 0
         self._ignore_completion = False
         self._handlers: dict[str, FailureHandler] = {}
-        self._procs = ProcessTable(grace_s=config.grace_s, spawner=spawner)
+        self._procs = ProcessTable(grace_s=config.grace_s, spawners=spawners)
         #: samples jobs, enforces direct mode's limits (set up from the workflow in run())
         self._monitor = job_monitor.JobMonitor(self._procs, MONITOR_OFF, enforce_limits=False,
                                                db_path=None)

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from torc_cli.procs import ProcessOutcome, ProcessTable, SpawnerFailed, SpawnerProcess
+from torc_cli.procs import (
+    ProcessOutcome,
+    ProcessTable,
+    SpawnerFailed,
+    SpawnerProcess,
+    Spawners,
+)
 
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -248,24 +254,33 @@ async def test_a_base_environment_with_each_jobs_changes(tmp_path: Path) -> None
     assert all(outcomes[k].return_code == 0 for k in ("a", "b", "whole"))
 
 
-async def test_a_spawner_started_before_the_table(tmp_path: Path) -> None:
-    """`run` and `exec` start the spawner while the workflow is created: the table runs its
-    jobs on that one and closes it; one never used stops when closed."""
-    spawner = SpawnerProcess.start()
-    table = ProcessTable(spawner=spawner)
+async def test_spawners_started_before_the_table_share_its_jobs(tmp_path: Path) -> None:
+    """`run` and `exec` start the spawners while the workflow is created: the table runs its
+    jobs on those, each new job on the one with the fewest (the job's parent is its
+    spawner), and closes them; a spawner never used stops when closed."""
+    spawners = Spawners.start(2)
+    table = ProcessTable(spawners=spawners)
     outcomes: dict[str, ProcessOutcome] = {}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(table.run)
-        _spawn(table, tmp_path, "a", "echo hi", outcomes)
-        await _until(lambda: "a" in outcomes, 10)
+        for k in range(4):
+            _spawn(table, tmp_path, f"j{k}", "echo $PPID", outcomes)
+        await _until(lambda: len(outcomes) == 4, 10)
         nursery.cancel_scope.cancel()
     table.close()
-    assert spawner.proc.returncode == 0  # it exited once its socket closed
-    assert (tmp_path / "a.o").read_text() == "hi\n"
+    parents = [int((tmp_path / f"j{k}.o").read_text()) for k in range(4)]
+    assert sorted(parents) == sorted(2 * [m.proc.pid for m in spawners.members])
+    assert all(m.proc.returncode == 0 for m in spawners.members)  # exited once closed
     unused = SpawnerProcess.start()
     unused.close()
     unused.close()  # closing again does nothing
     assert unused.proc.returncode == 0
+
+
+def _spawner_of(table: ProcessTable, token: int) -> SpawnerProcess:
+    """The spawner running job ``token``."""
+    assert table._spawners is not None
+    return table._spawners.members[table._links.index(table._live[token].link)]
 
 
 def test_jobs_do_not_outlive_a_killed_runner(tmp_path: Path) -> None:
@@ -302,7 +317,7 @@ def test_jobs_do_not_outlive_a_killed_runner(tmp_path: Path) -> None:
 
 
 async def test_a_dead_spawner_stops_the_table(tmp_path: Path) -> None:
-    """Someone kills the spawner: run() raises instead of waiting forever (or spinning)."""
+    """Someone kills a spawner: run() raises instead of waiting forever (or spinning)."""
     table = ProcessTable()
     outcomes: dict[str, ProcessOutcome] = {}
     pid_file = tmp_path / "job.pid"
@@ -311,13 +326,11 @@ async def test_a_dead_spawner_stops_the_table(tmp_path: Path) -> None:
         with pytest.raises(BaseExceptionGroup) as excinfo:  # from the nursery
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(table.run)
-                _spawn(table, tmp_path, "orphan", f"echo $$ > {pid_file}; exec sleep 300",
-                       outcomes)
+                token = _spawn(table, tmp_path, "orphan",
+                               f"echo $$ > {pid_file}; exec sleep 300", outcomes)
                 await _until(lambda: _pid_in(pid_file) is not None, 10)
                 job = _pid_in(pid_file) or 0
-                helper = table._spawner
-                assert helper is not None
-                helper.proc.kill()
+                _spawner_of(table, token).proc.kill()
                 with trio.fail_after(10):
                     await trio.sleep_forever()
     finally:
@@ -334,9 +347,9 @@ async def test_a_dead_spawner_stops_an_idle_table() -> None:
         with pytest.raises(BaseExceptionGroup) as excinfo:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(table.run)
-                await _until(lambda: table._spawner is not None, 10)
-                assert table._spawner is not None
-                table._spawner.proc.kill()
+                await _until(lambda: table._spawners is not None, 10)
+                assert table._spawners is not None
+                table._spawners.members[0].proc.kill()
                 with trio.fail_after(10):
                     await trio.sleep_forever()
     finally:

@@ -18,7 +18,7 @@ from ..exec_watch import ExecWatch, Halt, JobLog, joblog_path, parse_halt
 from ..exits import EXIT_FAILED_JOBS, EXIT_OK, EXIT_PIPE, InputError, signal_exit
 from ..output import ProgressView, err_console, print_counts, print_json
 from ..parallel import has_sources, parallel_spec, split_sources
-from ..procs import SpawnerProcess, describe_exit
+from ..procs import Spawners, describe_exit
 from ..resources import Resources, detect_allocation_resources, with_gpu_count
 from ..runner import JobRunner, RunnerConfig
 from ..session import Context
@@ -157,9 +157,9 @@ async def cmd_run(ctx: Context) -> int:
         workflow_id = await ctx.workflow_id()
         await ctx.client.get_workflow(workflow_id)
         return await run_workflow(ctx, workflow_id)
-    with SpawnerProcess.start() as spawner:  # starts while the workflow is created
+    with Spawners.start() as spawners:  # they start while the workflow is created
         created = await ctx.client.create_workflow(doc)
-        return await run_workflow(ctx, int(created["id"]), spawner=spawner)
+        return await run_workflow(ctx, int(created["id"]), spawners=spawners)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +253,7 @@ async def cmd_exec(ctx: Context) -> int:
     if ctx.args.dry_run:  # prepare_exec printed the commands; no server was needed
         return EXIT_OK
     plan: ExecPlan = ctx.args.prepared
-    with SpawnerProcess.start() as spawner:  # starts while the workflow is created
+    with Spawners.start() as spawners:  # they start while the workflow is created
         created = await ctx.client.create_workflow(plan.doc)
         workflow_id = int(created["id"])
         watch = None
@@ -263,7 +263,7 @@ async def cmd_exec(ctx: Context) -> int:
             watch = ExecWatch(output_dir=ctx.output_dir.resolve(), workflow_id=workflow_id,
                               total_jobs=plan.total_jobs, retries=plan.retries,
                               halt=plan.halt, joblog=joblog, keep_order=plan.keep_order)
-        return await run_workflow(ctx, workflow_id, watch=watch, spawner=spawner)
+        return await run_workflow(ctx, workflow_id, watch=watch, spawners=spawners)
 
 
 def _resources(args: argparse.Namespace, detected: Resources) -> Resources:
@@ -281,10 +281,10 @@ def _resources(args: argparse.Namespace, detected: Resources) -> Resources:
 
 
 async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | None = None,
-                       spawner: SpawnerProcess | None = None) -> int:
+                       spawners: Spawners | None = None) -> int:
     """Run the workflow here and report. ``watch``: `exec`'s --joblog, --halt and -k (with
     -k the jobs' output has standard output to itself; the report goes to stderr);
-    ``spawner``: the runner's job spawner, started already."""
+    ``spawners``: the runner's job spawners, started already."""
     args = ctx.args
     cfg = RunnerConfig(
         workflow_id=workflow_id, api_url=ctx.url, output_dir=ctx.output_dir.resolve(),
@@ -309,7 +309,7 @@ async def run_workflow(ctx: Context, workflow_id: int, *, watch: ExecWatch | Non
         err_console.print(f"Running workflow {workflow_id} (output in {ctx.output_dir}/)")
     with ProgressView(f"workflow {workflow_id}", enabled=not ctx.json and not own_stdout) \
             as view:
-        runner = JobRunner(ctx.client, cfg, on_progress=view.update, spawner=spawner)
+        runner = JobRunner(ctx.client, cfg, on_progress=view.update, spawners=spawners)
         summary = await (runner.run() if watch is None else watch.run(runner))
         if ctx.standalone:  # the server ends with this command: so do the runners it started
             await _stop_local(started)
