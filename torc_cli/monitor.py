@@ -45,6 +45,7 @@ import trio
 from torc_core.settings import ResourceMonitor, resource_monitor_of
 from torc_net.job_files import METRICS_DIR
 
+from .alarm import Alarm
 from .limits import OOM_EXIT_CODE, JobLimits, failure_cause, job_limits
 from .procs import ProcessOutcome, ProcessTable
 
@@ -322,7 +323,7 @@ class JobMonitor:
         self._jobs: dict[int, _Tracked] = {}
         self._deadlines = 0  # tracked jobs with a runtime limit
         self._clock = clock
-        self._wait: trio.CancelScope | None = None
+        self._alarm = Alarm()
         self.node = Stats()
         self.errors = 0
 
@@ -347,8 +348,7 @@ class JobMonitor:
         if limits.runtime_s is not None:
             deadline = trio.current_time() + limits.runtime_s
             self._deadlines += 1
-            if self._wait is not None:
-                self._wait.deadline = min(self._wait.deadline, deadline)
+            self._alarm.bring_forward(deadline)
         self._jobs[jid] = _Tracked(token, str(job.get("name", "")), self._clock(), limits,
                                    deadline)
 
@@ -380,12 +380,7 @@ class JobMonitor:
         next_tick = trio.current_time() + interval
         try:
             while True:
-                with trio.CancelScope(deadline=min(next_tick, self._next_deadline())) as wait:
-                    self._wait = wait
-                    try:
-                        await trio.sleep_forever()
-                    finally:
-                        self._wait = None
+                await self._alarm.sleep_until(min(next_tick, self._next_deadline()))
                 now = trio.current_time()
                 self._enforce_runtimes(now)
                 if now >= next_tick:

@@ -44,6 +44,7 @@ from typing import Any
 
 import trio
 
+from .alarm import Alarm
 from .spawner import frame, unframe
 
 SPAWNER = str(Path(__file__).with_name("spawner.py"))
@@ -199,7 +200,7 @@ class ProcessTable:
         self._next_env = 1  # 0: the spawners' empty base environment
         #: Terminated children still running: when (Trio clock) their group gets SIGKILL.
         self._kill_at: dict[int, float] = {}
-        self._wait: trio.CancelScope | None = None  # the SIGKILL task's wait
+        self._alarm = Alarm()  # the SIGKILL task's sleep
         #: the helper processes (given, or started by run()), until close()
         self._spawners = spawners
         self._links = [_Link() for _ in (spawners.members if spawners else range(count))]
@@ -260,8 +261,7 @@ class ProcessTable:
             child.terminated = True
             self._send(child.link, ("signal", token, int(signum)))
         self._kill_at[token] = kill_at
-        if self._wait is not None:
-            self._wait.deadline = min(self._wait.deadline, kill_at)
+        self._alarm.bring_forward(kill_at)
 
     def terminate_all(self, *, grace_s: float | None = None) -> None:
         for token in list(self._live):
@@ -377,13 +377,7 @@ class ProcessTable:
         """SIGKILL to each terminated job whose grace period ran out (:meth:`terminate`
         brings this task's wait forward)."""
         while True:
-            with trio.CancelScope(deadline=min(self._kill_at.values(),
-                                               default=math.inf)) as wait:
-                self._wait = wait
-                try:
-                    await trio.sleep_forever()
-                finally:
-                    self._wait = None
+            await self._alarm.sleep_until(min(self._kill_at.values(), default=math.inf))
             now = trio.current_time()
             for token, kill_at in list(self._kill_at.items()):
                 if kill_at <= now:
