@@ -57,18 +57,12 @@ class Admission:
             {"error": "server busy", "detail": "too many concurrent requests; retry later"}
         ).encode()
 
-    async def _refuse(self, send: Send) -> None:
-        self.refused += 1
-        await send({
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(self._body)).encode()),
-                (b"retry-after", str(self.retry_after_s).encode()),
-            ],
-        })
-        await send({"type": "http.response.body", "body": self._body})
+    def refusal(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """The answer to a request :meth:`enter` refused: status, body, headers."""
+        return 503, self._body, [
+            (b"content-type", b"application/json"),
+            (b"retry-after", str(self.retry_after_s).encode()),
+        ]
 
     async def _wait_for_slot(self) -> bool:
         """Queue up; True once a finishing request handed us its slot (``in_flight`` already
@@ -83,27 +77,43 @@ class Admission:
         finally:
             self.queued -= 1
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def enter(self) -> bool:
+        """Take a slot, waiting in the queue if need be; False: refused (answer
+        :meth:`refusal`). Every True is matched by one :meth:`leave`."""
         if self.in_flight >= self.max_concurrent:
             if self.queued >= self.max_queued or not await self._wait_for_slot():
-                await self._refuse(send)
-                return
+                self.refused += 1
+                return False
         else:
             if self.in_flight == 0:
                 self._idle = trio.Event()
             self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        """A request that :meth:`enter` admitted is done: its slot goes to the oldest waiter
+        (``in_flight`` unchanged), or is freed."""
+        if self._lot:
+            self._lot.unpark()
+        else:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not await self.enter():
+            status, body, headers = self.refusal()
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
         try:
             await self.app(scope, receive, send)
         finally:
-            if self._lot:
-                self._lot.unpark()  # our slot goes to the oldest waiter; in_flight unchanged
-            else:
-                self.in_flight -= 1
-                if self.in_flight == 0:
-                    self._idle.set()
+            self.leave()
 
     async def wait_idle(self) -> None:
         """Return once no HTTP request is being worked on (graceful shutdown)."""

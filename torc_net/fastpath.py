@@ -2,14 +2,16 @@
 
 Theory of operation
 -------------------
-Hypercorn calls :class:`FastPath` (inside :class:`~torc_net.admission.Admission`, so the
-concurrency bound and the 503 queue still apply). A POST to one of the runner protocol's routes
-(:data:`FAST_ROUTES`: register, heartbeat, claim, start, complete, deactivate) is matched by one
-regular expression, its body read straight from the ASGI ``receive`` (bounded in size and time
-as Quart bounds it: 413, 408), and answered through the same
+:meth:`FastPath.respond` answers one request to a route of the runner protocol
+(:data:`FAST_ROUTES`: register, heartbeat, claim, start, complete, deactivate) from its raw
+parts (the path's integers, the ``Authorization`` header, the client's address, a way to read
+the body, bounded in size and time as Quart bounds it: 413, 408) through the same
 :class:`~torc_net.dispatch.Handler` the Quart views use — same auth, same schema check, same
-endpoint, same error bodies. Everything else (other routes, other methods on these paths,
-websockets, the dashboard, OpenAPI) goes to Quart unchanged.
+endpoint, same error bodies. Two carriers call it: the server's connection loop
+(:mod:`torc_net.wire`, the usual way in) and :class:`FastPath` as an ASGI app in front of Quart
+(inside :class:`~torc_net.admission.Admission`), for connections Hypercorn serves. Everything
+else (other routes, other methods on these paths, websockets, the dashboard, OpenAPI) goes to
+Quart unchanged.
 
 Why: measured on this machine, a bare ASGI handler under Hypercorn answered 2,013 requests/s
 where the same handler in Quart-Trio answered 1,259; a runner's claim is most of the server's
@@ -52,12 +54,18 @@ def _pattern(route: Route) -> str:
     return "".join(out)
 
 
-class _BodyError(Exception):
+class BodyError(Exception):
     """The body could not be read: the answer says why (413, 408) or the client left."""
 
     def __init__(self, parts: tuple[int, bytes, Headers] | None) -> None:
         super().__init__()
         self.parts = parts
+
+
+def too_large() -> BodyError:
+    """A body over :data:`MAX_BODY_BYTES`: 413."""
+    return BodyError(error_parts(413, "body too large",
+                                 f"request body larger than {MAX_BODY_BYTES} bytes"))
 
 
 class FastPath:
@@ -84,82 +92,103 @@ class FastPath:
         #: requests answered here (tests and diagnostics)
         self.served = 0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
+    def route(self, method: str, path: str) -> tuple[Handler, dict[str, int]] | None:
+        """The handler of a fast route and the path's integers, or None (not ours)."""
+        if method == "POST":
             for match, handler in self._routes:
                 m = match(path)
                 if m is not None:
-                    await self._serve(handler, m, scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+                    return handler, {name: int(value) for name, value in m.groupdict().items()}
+        return None
 
-    async def _serve(self, handler: Handler, m: re.Match[str], scope: Scope, receive: Receive,
-                     send: Send) -> None:
-        self.served += 1
-        params = {name: int(value) for name, value in m.groupdict().items()}
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.route(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
         header = None
         length = None
         for key, value in scope["headers"]:
             if key == b"authorization" and header is None:  # the first, as Quart reads it
                 header = value.decode("latin-1")
-            elif key == b"content-length":
-                length = value
+            elif key == b"content-length" and value.isdigit():
+                length = int(value)
         client = scope.get("client")
         address = str(client[0]) if client else None
-        close = False
-        try:
-            who = await handler.who(self.auth, header, address, params)
-        except ApiError as exc:
-            parts = error_parts(exc.status, exc.error, exc.detail, exc.headers)
-            close = not await self._drain(receive, length)
-        else:
-            try:
-                raw = await self._body(receive, length)
-            except _BodyError as exc:
-                if exc.parts is None:
-                    return  # the client went away: nobody to answer
-                parts, close = exc.parts, True
-            else:
-                parts = await handler.answer(self.service, who, raw, {}, params)
-        status, data, headers = parts
+
+        async def read() -> bytes:
+            return await self._receive_body(receive)
+
+        answer = await self.respond(*found, header, address, length, read)
+        if answer is None:
+            return  # the client went away: nobody to answer
+        status, data, headers, close = answer
         headers = [*headers, (b"content-length", str(len(data)).encode())]
         if close:  # the unread body is still on the wire: this connection cannot be reused
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
-    async def _body(self, receive: Receive, length: bytes | None) -> bytes:
-        """The whole body, at most MAX_BODY_BYTES, within the body timeout."""
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise _BodyError(error_parts(413, "body too large",
-                                         f"request body larger than {MAX_BODY_BYTES} bytes"))
-        chunks: list[bytes] = []
-        size = 0
+    async def respond(self, handler: Handler, params: dict[str, int], header: str | None,
+                      address: str | None, length: int | None,
+                      read: Callable[[], Awaitable[bytes]]
+                      ) -> tuple[int, bytes, Headers, bool] | None:
+        """The answer to one fast request, whatever carried it (this ASGI app, or
+        :mod:`torc_net.wire`): status, body, headers, and whether the connection must close
+        (a body left unread); None if the client went away. ``read`` returns the whole body,
+        within the body timeout, or raises :class:`BodyError`."""
+        self.served += 1
+        close = False
+        try:
+            who = await handler.who(self.auth, header, address, params)
+        except ApiError as exc:
+            parts = error_parts(exc.status, exc.error, exc.detail, exc.headers)
+            close = not await self.drain(read, length)
+        else:
+            try:
+                raw = await self.bounded(read, length)
+            except BodyError as exc:
+                if exc.parts is None:
+                    return None
+                parts, close = exc.parts, True
+            else:
+                parts = await handler.answer(self.service, who, raw, {}, params)
+        return (*parts, close)
+
+    async def bounded(self, read: Callable[[], Awaitable[bytes]], length: int | None) -> bytes:
+        """``read()``, refused from its Content-Length when that is over the limit, and
+        within the body timeout."""
+        if length is not None and length > MAX_BODY_BYTES:
+            raise too_large()
         with trio.move_on_after(self.body_timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    raise _BodyError(None)
-                chunk = message.get("body", b"")
-                if chunk:
-                    size += len(chunk)
-                    if size > MAX_BODY_BYTES:
-                        raise _BodyError(error_parts(
-                            413, "body too large",
-                            f"request body larger than {MAX_BODY_BYTES} bytes"))
-                    chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        raise _BodyError(error_parts(
+            return await read()
+        raise BodyError(error_parts(
             408, "request timeout",
             f"request body not received within {self.body_timeout_s:g} s"))
 
-    async def _drain(self, receive: Receive, length: bytes | None) -> bool:
+    async def drain(self, read: Callable[[], Awaitable[bytes]], length: int | None) -> bool:
         """Read and drop the body of a refused request (a body left unread on a keep-alive
         connection kept its next request from being answered); False if it could not be."""
         try:
-            await self._body(receive, length)
-        except _BodyError:
+            await self.bounded(read, length)
+        except BodyError:
             return False
         return True
+
+    @staticmethod
+    async def _receive_body(receive: Receive) -> bytes:
+        """The whole body from ASGI messages, at most MAX_BODY_BYTES."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise BodyError(None)
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise too_large()
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)

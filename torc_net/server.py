@@ -45,11 +45,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import hypercorn.trio
 import psutil
 import trio
 
-from . import api_runner
+from . import api_runner, wire
 from .admission import Admission
 from .app import create_app
 from .auth import Authenticator
@@ -62,6 +61,7 @@ from .service import Service
 from .store import Store, StoreError
 from .tls_server import TlsConfig
 from .url_file import UrlFileError, write_url_file
+from .wire import Wire
 
 log = logging.getLogger("torc_net.server")
 
@@ -168,6 +168,8 @@ class Running:
     admission: Admission
     #: set once the server has stopped and closed its database
     stopped: trio.Event
+    #: the connection loop (torc_net.wire): what it served itself, what it handed over
+    wire: Wire
 
 
 async def serve(
@@ -271,7 +273,7 @@ async def serve(
                     log.info("signal %s: shutting down", signal.Signals(signum).name)
                     shutdown.set()
 
-    async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
+    async def run_http(*, task_status: trio.TaskStatus[tuple[list[str], Wire]]) -> None:
         # Hypercorn stops accepting at once on shutdown but keeps idle keep-alive connections
         # (every runner has one) until its grace period ends. We stop serving as soon as no
         # request is in flight, bounded by the same grace period.
@@ -292,20 +294,17 @@ async def serve(
                         await trio.sleep(0.5)
                         hang_up(port)
 
-                async def hypercorn_serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
-                    await hypercorn.trio.serve(
-                        admission,  # type: ignore[arg-type]
-                        hc,
-                        shutdown_trigger=shutdown.wait,
-                        task_status=task_status,
-                    )
+                async def http_serve(*, task_status: trio.TaskStatus[tuple[list[str], Wire]]
+                                     ) -> None:
+                    await wire.serve(admission, front if isinstance(front, FastPath) else None,
+                                     hc, shutdown_trigger=shutdown.wait, task_status=task_status)
                     http_nursery.cancel_scope.cancel()
 
-                binds = await http_nursery.start(hypercorn_serve)
+                binds, wire_loop = await http_nursery.start(http_serve)
                 port = port_of(binds)
                 http_nursery.start_soon(stop_when_drained, port)
                 http_nursery.start_soon(feed.run_watchdog, port)
-                task_status.started(binds)
+                task_status.started((binds, wire_loop))
         finally:
             served.set()
 
@@ -328,14 +327,14 @@ async def serve(
                 config.snapshot_interval_s
             ):
                 nursery.start_soon(snapshot_timer, config.snapshot_interval_s)
-            binds = await nursery.start(run_http)
+            binds, wire_loop = await nursery.start(run_http)
             port = port_of(binds)
             local = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else host
             about = {"command_pid": config.parent_pid} if config.parent_pid else {}
             store.note_holder(url=f"{config.scheme}://{local}:{port}/torc-service/v1",
                               **about)
             running = Running(port, service, store, shutdown, request_snapshot, admission,
-                              stopped)
+                              stopped, wire_loop)
             advertised = advertised_url(config, port)
             where["url"] = advertised
             if pid_file is not None:
