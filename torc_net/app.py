@@ -32,24 +32,13 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from torc_core.errors import SpecError, TorcError
 
-from . import (
-    allocations,
-    api_access,
-    api_dag,
-    api_grow,
-    api_import,
-    api_output,
-    api_reads,
-    api_resources,
-    api_runner,
-    api_workflows,
-)
 from .auth import Authenticator
 from .dash import register_dashboard
 from .dispatch import Endpoint, Handler, Headers, failure_parts, json_bytes, path_check
-from .openapi import API_PREFIX, API_VERSION, Route, openapi_document
+from .endpoints import all_endpoints
+from .openapi import API_PREFIX, Route
 from .routes import ROUTES
-from .service import Call, Service
+from .service import Service
 from .store import StoreError
 from .validate import DEFAULT_MAX_DEPTH, MAX_BODY_BYTES, ApiError
 
@@ -71,31 +60,6 @@ def parts_response(parts: tuple[int, bytes, Headers]) -> Response:
 
 def error_response(exc: ApiError) -> Response:
     return json_response(exc.status, {"error": exc.error, "detail": exc.detail}, exc.headers)
-
-
-def _endpoints(about: Mapping[str, Any]) -> dict[str, Endpoint]:
-    """Route name -> endpoint: the service's, plus the few the app answers itself.
-    ``about``: what /version says of where the server is (filled in once it listens)."""
-    document = openapi_document(ROUTES)
-
-    async def ping(s: Service, c: Call) -> dict[str, Any]:
-        return {"status": "ok"}
-
-    async def version(s: Service, c: Call) -> dict[str, Any]:
-        return {"version": API_VERSION, "api": "v1", "url": about.get("url"),
-                "url_file": about.get("url_file")}
-
-    async def openapi(s: Service, c: Call) -> dict[str, Any]:
-        return document
-
-    found: dict[str, Endpoint] = {"ping": ping, "version": version, "openapi": openapi}
-    for module in (api_workflows, api_reads, api_runner, allocations, api_import,
-                   api_resources, api_dag, api_output, api_grow, api_access):
-        found.update(module.ENDPOINTS)
-    missing = {r.name for r in ROUTES if not r.websocket} - set(found)
-    if missing:  # pragma: no cover - a route without an endpoint is a bug
-        raise RuntimeError(f"routes without an endpoint: {sorted(missing)}")
-    return found
 
 
 async def _drain_body() -> None:
@@ -122,7 +86,7 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
     app.config["BODY_TIMEOUT"] = body_timeout_s
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    endpoints = _endpoints({} if about is None else about)
+    endpoints = all_endpoints({} if about is None else about)
     app.extensions["torc_service"] = service
     service.access.admins = auth.admins  # access_check of another user asks whether they are
 

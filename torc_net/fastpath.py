@@ -1,22 +1,23 @@
-"""The runner protocol at the speed of the wire: a raw-ASGI front door for the hot routes.
+"""The API at the speed of the wire: every HTTP route answered without Quart.
 
 Theory of operation
 -------------------
-:meth:`FastPath.respond` answers one request to a route of the runner protocol
-(:data:`FAST_ROUTES`: register, heartbeat, claim, start, complete, deactivate) from its raw
-parts (the path's integers, the ``Authorization`` header, the client's address, a way to read
-the body, bounded in size and time as Quart bounds it: 413, 408) through the same
+:meth:`FastPath.route` finds a request's route in the route table (:data:`torc_net.routes.
+ROUTES`, every route but the websocket feeds) by method and path, and
+:meth:`FastPath.respond` answers it from its raw parts (the path's parameters, the query
+string, the ``Authorization`` header, the client's address, a way to read the body, bounded
+in size and time as Quart bounds it: 413, 408) through the same
 :class:`~torc_net.dispatch.Handler` the Quart views use — same auth, same schema check, same
 endpoint, same error bodies. Two carriers call it: the server's connection loop
 (:mod:`torc_net.wire`, the usual way in) and :class:`FastPath` as an ASGI app in front of Quart
 (inside :class:`~torc_net.admission.Admission`), for connections Hypercorn serves. Everything
-else (other routes, other methods on these paths, websockets, the dashboard, OpenAPI) goes to
-Quart unchanged.
+else (websockets, the dashboard, unknown routes, other methods on the API's paths) goes to
+Quart, whose views answer the API only under ``serve --no-fast-path``.
 
 Why: measured on this machine, a bare ASGI handler under Hypercorn answered 2,013 requests/s
-where the same handler in Quart-Trio answered 1,259; a runner's claim is most of the server's
-traffic, and Quart's request context, Werkzeug routing and Response object were a third of its
-cost before any work was done.
+where the same handler in Quart-Trio answered 1,259: Quart's request context, Werkzeug routing
+and Response object were a third of a request's cost before any work was done. And without
+them a server that is only asked for the API never imports Quart at all.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import trio
 
@@ -38,20 +40,17 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: The routes a runner calls in its loop: served here, without Quart.
-FAST_ROUTES = frozenset({"register_compute_node", "heartbeat", "claim_jobs", "start_jobs",
-                         "complete_jobs", "deactivate_compute_node"})
-
-_PARAM = re.compile(r"<int:(\w+)>")
-
-
-def _pattern(route: Route) -> str:
-    """The route's path as a regular expression with named integer groups."""
-    parts = _PARAM.split(route.path)
-    out = []
-    for k, part in enumerate(parts):
-        out.append(f"(?P<{part}>[0-9]+)" if k % 2 else re.escape(part))
-    return "".join(out)
+def query_args(query: bytes) -> dict[str, str]:
+    """The query string as the endpoints read it: each name's first value, ``+`` and escapes
+    decoded (UTF-8, undecodable bytes replaced), blank values kept — as Werkzeug's
+    ``request.args.get`` gives them."""
+    if not query:
+        return {}
+    args: dict[str, str] = {}
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True,
+                                 errors="replace"):
+        args.setdefault(name, value)
+    return args
 
 
 class BodyError(Exception):
@@ -69,7 +68,8 @@ def too_large() -> BodyError:
 
 
 class FastPath:
-    """ASGI app: :data:`FAST_ROUTES` served here, the rest by ``app`` (module docstring)."""
+    """ASGI app: every HTTP route of the API answered here, the rest by ``app`` (module
+    docstring)."""
 
     def __init__(self, app: App, service: Service, auth: Authenticator,
                  routes: list[Route], endpoints: Mapping[str, Endpoint], *,
@@ -78,27 +78,29 @@ class FastPath:
         self.service = service
         self.auth = auth
         self.body_timeout_s = body_timeout_s
-        fast = [r for r in routes if r.name in FAST_ROUTES and not r.websocket]
-        missing = FAST_ROUTES - {r.name for r in fast}
-        if missing:  # pragma: no cover - a renamed route must be renamed here too
-            raise RuntimeError(f"fast routes missing from the route table: {sorted(missing)}")
-        #: (its path's matcher, its handler), longest paths first
-        self._routes = [(re.compile(re.escape(API_PREFIX) + _pattern(r) + "\\Z").match,
-                         Handler.of(r, endpoints[r.name], max_depth))
-                        for r in sorted(fast, key=lambda r: -len(r.path))]
-        for r in fast:
-            if r.method != "POST":  # pragma: no cover - the dispatcher only knows POST
-                raise RuntimeError(f"fast route {r.name} is not a POST")
+        #: (method, the path's number of '/') -> [(its matcher, its handler, the names of its
+        #: integer parameters)], paths with fewer parameters first (a fixed segment wins over
+        #: a parameter, as in Werkzeug)
+        self._routes: dict[tuple[str, int], list[tuple[Callable[[str], re.Match[str] | None],
+                                                       Handler, frozenset[str]]]] = {}
+        for r in sorted((r for r in routes if not r.websocket), key=lambda r: len(r.path_params)):
+            ints = frozenset(name for name, schema in r.path_schemas.items()
+                             if schema["type"] == "integer")
+            key = (r.method, (API_PREFIX + r.path).count("/"))
+            self._routes.setdefault(key, []).append(
+                (re.compile(r.path_regex).match, Handler.of(r, endpoints[r.name], max_depth),
+                 ints))
         #: requests answered here (tests and diagnostics)
         self.served = 0
 
-    def route(self, method: str, path: str) -> tuple[Handler, dict[str, int]] | None:
-        """The handler of a fast route and the path's integers, or None (not ours)."""
-        if method == "POST":
-            for match, handler in self._routes:
-                m = match(path)
-                if m is not None:
-                    return handler, {name: int(value) for name, value in m.groupdict().items()}
+    def route(self, method: str, path: str) -> tuple[Handler, dict[str, Any]] | None:
+        """The handler of the API route ``method path`` and the path's parameters, or None
+        (not an API route: Quart's)."""
+        for match, handler, ints in self._routes.get((method, path.count("/")), ()):
+            m = match(path)
+            if m is not None:
+                return handler, {name: int(value) if name in ints else value
+                                 for name, value in m.groupdict().items()}
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,7 +121,8 @@ class FastPath:
         async def read() -> bytes:
             return await self._receive_body(receive)
 
-        answer = await self.respond(*found, header, address, length, read)
+        answer = await self.respond(*found, header, address, length, read,
+                                    scope.get("query_string", b""))
         if answer is None:
             return  # the client went away: nobody to answer
         status, data, headers, close = answer
@@ -129,9 +132,9 @@ class FastPath:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
-    async def respond(self, handler: Handler, params: dict[str, int], header: str | None,
+    async def respond(self, handler: Handler, params: dict[str, Any], header: str | None,
                       address: str | None, length: int | None,
-                      read: Callable[[], Awaitable[bytes]]
+                      read: Callable[[], Awaitable[bytes]], query: bytes = b""
                       ) -> tuple[int, bytes, Headers, bool] | None:
         """The answer to one fast request, whatever carried it (this ASGI app, or
         :mod:`torc_net.wire`): status, body, headers, and whether the connection must close
@@ -152,7 +155,8 @@ class FastPath:
                     return None
                 parts, close = exc.parts, True
             else:
-                parts = await handler.answer(self.service, who, raw, {}, params)
+                parts = await handler.answer(self.service, who, raw, query_args(query),
+                                             params)
         return (*parts, close)
 
     async def bounded(self, read: Callable[[], Awaitable[bytes]], length: int | None) -> bytes:

@@ -48,6 +48,21 @@ class Route:
         return [m.group(2) for m in _PARAM.finditer(self.path)]
 
     @property
+    def path_regex(self) -> str:
+        """The whole path (API prefix included) as a regular expression, one named group per
+        parameter, matching as its converter does: ``int`` ASCII digits, ``string`` anything
+        but ``/``."""
+        out = [re.escape(API_PREFIX)]
+        pos = 0
+        for m in _PARAM.finditer(self.path):
+            out.append(re.escape(self.path[pos:m.start()]))
+            value = "[0-9]+" if m.group(1) == "int" else "[^/]+"
+            out.append(f"(?P<{m.group(2)}>{value})")
+            pos = m.end()
+        out.append(re.escape(self.path[pos:]))
+        return "".join(out) + "\\Z"
+
+    @property
     def path_schemas(self) -> dict[str, dict[str, Any]]:
         """Each path parameter's schema, by its converter (:data:`PATH_SCHEMAS`)."""
         return {m.group(2): PATH_SCHEMAS[m.group(1) or "string"]

@@ -44,18 +44,20 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import trio
 
-from . import api_runner, wire
+from . import wire
 from .admission import Admission
-from .app import create_app
 from .auth import Authenticator
 from .config import ServerConfig, add_serve_arguments, advertised_url, config_from_args
+from .endpoints import all_endpoints
 from .fastpath import FastPath
 from .feed import Feed
 from .hangup import hang_up
+from .lazy import LazyApp
 from .routes import ROUTES
 from .service import Service
 from .store import Store, StoreError
@@ -196,10 +198,17 @@ async def serve(
     log.info("loaded %d workflows from %s", len(service.workflows), config.database)
     #: what GET /version says of where we are (the port is known once we listen)
     where: dict[str, str | None] = {"url": None, "url_file": config.url_file}
-    app = create_app(service, auth, max_depth=config.max_json_depth,
-                     body_timeout_s=config.body_timeout_s, about=where)
+
+    def build_app() -> Any:
+        # Quart is imported only when something needs it (torc_net.lazy).
+        from .app import create_app
+
+        return create_app(service, auth, max_depth=config.max_json_depth,
+                          body_timeout_s=config.body_timeout_s, about=where)
+
+    app = LazyApp(build_app)
     front = app if not config.fast_path else FastPath(
-        app, service, auth, ROUTES, api_runner.ENDPOINTS,  # type: ignore[arg-type]
+        app, service, auth, ROUTES, all_endpoints(where),  # type: ignore[arg-type]
         max_depth=config.max_json_depth, body_timeout_s=config.body_timeout_s)
     admission = Admission(front, config.max_concurrent, max_queued=config.max_queued,
                           max_wait_s=config.max_queue_wait_s)

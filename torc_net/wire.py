@@ -10,17 +10,18 @@ plain loop: read a request's head; if it is in the narrow shape every client of 
 ``Expect`` or ``Upgrade``, an origin-form target, every header line well formed, the head
 within Hypercorn's size limit), answer it and read the next:
 
-- a POST to a route of the runner protocol through
+- a request to a route of the API (every route but the websocket feeds) through
   :meth:`torc_net.fastpath.FastPath.respond` (the same auth, checks, endpoint and error bodies
   as every other way in), under an :class:`~torc_net.admission.Admission` slot, head and body
   written in one ``send_all``;
-- any other request with a body of at most :data:`INLINE_BODY_BYTES`: its body read here
-  (within the body timeout), then the ASGI app (admission, fast path, Quart) called with a
-  minimal HTTP scope, its answer written as it comes (``Content-Length`` when the app gives one
-  or sends its body in one piece, else chunked).
+- any other request (the dashboard's pages, an unknown route's 404, a ``HEAD``): the ASGI
+  app (admission, then Quart, built on first use: :mod:`torc_net.lazy`) called with a minimal
+  HTTP scope, the body read from the connection as the app asks for it, the answer written as
+  it comes (``Content-Length`` when the app gives one or sends its body in one piece, else
+  chunked); a body the app left unread closes the connection after the answer.
 
 The first request in any other shape (a websocket, chunked or ``Expect`` bodies, HTTP/1.0, a
-bigger body, a malformed or oversized head) hands the connection, with the bytes already read,
+malformed or oversized head) hands the connection, with the bytes already read,
 to Hypercorn's own connection handler for the rest of its life: Hypercorn stays the judge of
 general HTTP, and the loop here only accepts what it fully understands. ``serve
 --no-fast-path`` hands over every connection at once.
@@ -62,9 +63,6 @@ from .fastpath import BodyError, FastPath
 log = logging.getLogger("torc_net.wire")
 
 MAX_RECV = 1 << 16
-#: A body larger than this (a big spec, an import) is not read here: Hypercorn streams it into
-#: Quart, which decodes big bodies off the event loop.
-INLINE_BODY_BYTES = 1 << 20
 
 #: The request line: a method, an origin-form target, HTTP/1.1 (anything else: Hypercorn's).
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (/[\x21-\x7e]*) HTTP/1\.1\Z")
@@ -197,16 +195,20 @@ def _suppress_body(method: str, status: int) -> bool:
 
 
 class _Exchange:
-    """One general request served through the ASGI app: its ``receive`` (the body, read
-    beforehand, then nothing until the answer is out) and ``send`` (the answer written as it
-    comes: with ``Content-Length`` when the app gave one or sent the body in one piece, else
-    chunked)."""
+    """One request served through the ASGI app: its ``receive`` (the body, read from the
+    connection as the app asks for it, then nothing until the answer is out) and ``send`` (the
+    answer written as it comes: with ``Content-Length`` when the app gave one or sent its body
+    in one piece, else chunked)."""
 
-    def __init__(self, stream: trio.abc.Stream, request: Request, body: bytes,
-                 date: bytes) -> None:
+    def __init__(self, stream: trio.abc.Stream, request: Request, buf: bytearray,
+                 start: int, date: bytes) -> None:
         self.stream = stream
         self.request = request
-        self.body: bytes | None = body
+        #: the connection's bytes: the body is ``buf[start:end]``, read into it as asked for
+        self.buf = buf
+        self.pos = start
+        self.end = start + request.length
+        self.asked = False  # the app asked for the body (an empty one is one message)
         self.date = date
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -217,10 +219,26 @@ class _Exchange:
         self.done = trio.Event()  # the exchange is over (receive's disconnect)
         self.close = request.close
 
+    @property
+    def body_read(self) -> bool:
+        return self.pos >= self.end
+
     async def receive(self) -> dict[str, Any]:
-        if self.body is not None:
-            body, self.body = self.body, None
-            return {"type": "http.request", "body": body, "more_body": False}
+        if not self.asked or not self.body_read:
+            self.asked = True
+            if self.pos >= len(self.buf) and not self.body_read:
+                try:
+                    data = await self.stream.receive_some(MAX_RECV)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:  # the client left mid-body
+                    self.close = True
+                    return {"type": "http.disconnect"}
+                self.buf.extend(data)
+            stop = min(self.end, len(self.buf))
+            chunk = bytes(self.buf[self.pos:stop])
+            self.pos = stop
+            return {"type": "http.request", "body": chunk, "more_body": not self.body_read}
         await self.done.wait()
         return {"type": "http.disconnect"}
 
@@ -365,7 +383,7 @@ class Wire:
         async def read() -> bytes:
             """The request's body, read into ``buf``."""
             while len(buf) < need:
-                data = await stream.receive_some(max(MAX_RECV, need - len(buf)))
+                data = await stream.receive_some(max(MAX_RECV, min(need - len(buf), 1 << 20)))
                 if not data:
                     raise BodyError(None)
                 buf.extend(data)
@@ -379,19 +397,17 @@ class Wire:
                 end = buf.find(b"\r\n\r\n")
                 if end < 0:  # a head too large, or lines ending in a bare LF: not ours
                     return bytes(buf)
-            found = None
             parsed = parse_head(bytes(buf[:end])) if end <= self.max_head else None
             if parsed is None:
                 return bytes(buf)
             request = parsed
             need = end + 4 + request.length
-            if request.method == "POST":
-                found = fast.route("POST", request.path)
+            found = fast.route(request.method, request.path)
             if found is not None:
                 if await self.admission.enter():
                     try:
                         answer = await fast.respond(*found, request.authorization, address,
-                                                    request.length, read)
+                                                    request.length, read, request.query)
                         if answer is None:
                             return None
                         status, body, headers, close = answer
@@ -406,26 +422,16 @@ class Wire:
                     await stream.send_all(response_bytes(status, body, headers, self.date(),
                                                          close))
             else:
-                if request.length > INLINE_BODY_BYTES:
-                    return bytes(buf)
-                try:
-                    body = await fast.bounded(read, request.length)
-                except BodyError as exc:
-                    if exc.parts is None:
-                        return None
-                    status, body, headers = exc.parts
-                    await stream.send_all(response_bytes(status, body, headers, self.date(),
-                                                         True))
-                    return None
-                close = await self._asgi(stream, request, body, scheme, client, server)
+                close = await self._asgi(stream, request, buf, end + 4, scheme, client, server)
             if close:
                 return None
             del buf[:need]
 
-    async def _asgi(self, stream: trio.abc.Stream, request: Request, body: bytes, scheme: str,
-                    client: Any, server: Any) -> bool:
-        """One general request through the ASGI app (admission, then Quart); True when the
-        connection must close after it."""
+    async def _asgi(self, stream: trio.abc.Stream, request: Request, buf: bytearray,
+                    start: int, scheme: str, client: Any, server: Any) -> bool:
+        """One request through the ASGI app (admission, then Quart), its body from
+        ``buf[start:]`` on; True when the connection must close after it (the app asked it,
+        or left some of the body unread, or did not finish its answer)."""
         self.served += 1
         scope = {
             "type": "http", "http_version": "1.1",
@@ -436,7 +442,7 @@ class Wire:
             "headers": request.headers, "client": client, "server": server,
             "state": self.state.copy(), "extensions": {},
         }
-        exchange = _Exchange(stream, request, body, self.date())
+        exchange = _Exchange(stream, request, buf, start, self.date())
         try:
             await self.admission(scope, exchange.receive, exchange.send)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -454,7 +460,7 @@ class Wire:
             if not exchange.written:
                 await stream.send_all(response_bytes(500, b"", [], self.date(), True))
             return True
-        return exchange.close
+        return exchange.close or not exchange.body_read
 
     async def _next_head(self, stream: trio.abc.Stream, buf: bytearray) -> bool:
         """Read until ``buf`` holds a whole head (or more than a head may be, or a bare-LF
