@@ -88,7 +88,6 @@ def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAUL
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     endpoints = all_endpoints({} if about is None else about)
     app.extensions["torc_service"] = service
-    service.access.admins = auth.admins  # access_check of another user asks whether they are
 
     def make_view(route: Route, endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
         handler = Handler.of(route, endpoint, max_depth)

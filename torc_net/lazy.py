@@ -56,10 +56,11 @@ class LazyApp:
         if scope["type"] == "lifespan":
             await self._server_lifespan(receive, send)
             return
-        app = self.app if self.app is not None else await self._get()
+        app = self.app if self.app is not None else await self.get()
         await app(scope, receive, send)
 
-    async def _get(self) -> App:
+    async def get(self) -> App:
+        """The app, built now if it was not yet."""
         async with self._lock:
             if self.app is None:
                 app = await trio.to_thread.run_sync(self._build)

@@ -194,6 +194,7 @@ async def serve(
     auth = Authenticator(config.auth_file, require_auth=config.require_auth,
                          admin_users=config.admin_users, limiter=trio.CapacityLimiter(1),
                          cache_ttl=config.credential_cache_ttl_s)
+    service.access.admins = auth.admins  # access_check of another user asks whether they are
     await service.load()
     log.info("loaded %d workflows from %s", len(service.workflows), config.database)
     #: what GET /version says of where we are (the port is known once we listen)

@@ -21,7 +21,8 @@ async def test_openapi_matches_url_map(server: Running, api: Api) -> None:
         for method in ops
     }
     front = server.admission.app
-    app = getattr(front, "app", front)  # the Quart app behind the fast path
+    lazy = getattr(front, "app", front)  # behind the fast path: the Quart app, built on need
+    app = await lazy.get()
     served = set()
     pages = set()
     for rule in app.url_map.iter_rules():  # type: ignore[attr-defined]
