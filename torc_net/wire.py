@@ -353,6 +353,8 @@ class Wire:
             rest = await self._serve(stream, self.fast)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+        except Exception:  # a bug must cost this connection, never the server
+            log.exception("connection failed")
         finally:
             if rest is None:
                 await trio.aclose_forcefully(stream)

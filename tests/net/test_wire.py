@@ -14,6 +14,7 @@ import trio
 from conftest import Api, simple_spec
 from trio_websocket import open_websocket_url
 
+from torc_net import wire
 from torc_net.fastpath import FastPath
 from torc_net.server import Running
 from torc_net.wire import not_a_head, parse_head
@@ -280,3 +281,22 @@ async def test_tls_sent_to_the_plain_port_is_answered_at_once(server: Running,
         status, _, _ = await conn.response()
     assert status == 400
     assert server.wire.handed_over == 1
+
+
+async def test_a_connection_that_fails_costs_only_itself(
+        server: Running, conn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = wire.parse_head
+
+    def broken(head: bytes) -> Any:
+        if b"/boom" in head:
+            raise RuntimeError("a bug in the loop")
+        return real(head)
+
+    monkeypatch.setattr(wire, "parse_head", broken)
+    await conn.stream.send_all(request("GET", "/boom"))
+    assert await conn.closed()
+    other = Api(server.port)
+    try:
+        assert (await other.get("/ping")).status == 200
+    finally:
+        await other.aclose()
