@@ -34,8 +34,9 @@ from torc_core.errors import SpecError, TorcError
 
 from .auth import Authenticator
 from .dash import register_dashboard
-from .dispatch import Endpoint, Handler, Headers, failure_parts, json_bytes, path_check
+from .dispatch import Endpoint, Handler, Headers, failure_parts, path_check
 from .endpoints import all_endpoints
+from .jsonbytes import json_bytes
 from .openapi import API_PREFIX, Route
 from .routes import ROUTES
 from .service import Service

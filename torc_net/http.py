@@ -1,4 +1,4 @@
-"""A minimal async HTTP/1.1 client on trio + h11, with a keep-alive connection pool.
+"""A minimal async HTTP/1.1 client on trio, with a keep-alive connection pool.
 
 Theory of operation
 -------------------
@@ -7,10 +7,15 @@ An :class:`HttpConnectionPool` is bound to one base URL (``http://host:port/base
 opens, so that a certificate that cannot be verified is a :class:`~torc_net.tls.TlsError` at
 once, never a retried "connection failed"). Each
 request takes an idle connection from the pool (or opens a new one), writes the whole request
-in one ``send_all``, reads until h11 reports ``EndOfMessage`` and, when both sides of the h11
-state machine are ``DONE``, puts the connection back with ``start_next_cycle()``. Anything
-else (``Connection: close``, an error, a cancellation mid-flight) closes the connection: a
-connection in an unknown state is never reused.
+in one ``send_all``, reads the response as RFC 9112 frames it (``Content-Length``, chunked, or
+until the connection closes; none after ``HEAD``, 204 and 304; 1xx skipped) and puts the
+connection back when the response ended where its framing said and allowed reuse. Anything
+else (``Connection: close``, HTTP/1.0, bytes after the response, an error, a cancellation
+mid-flight) closes the connection: a connection in an unknown state is never reused.
+
+Why not h11 (as before): h11's general state machine was about a quarter of a runner's CPU per
+request (py-spy, ``bench_server.py`` batch 1); the client only ever talks to servers that
+answer well-formed HTTP/1.1, and every way a response can be framed is handled here.
 
 Rule 1: a *reused* connection that fails before a single response byte arrived was, almost
 surely, closed by the server while idle. The request is retried once, transparently, on a fresh
@@ -32,16 +37,16 @@ retries that could never succeed.
 from __future__ import annotations
 
 import base64
-import json as _json
+import re
 import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import h11
 import trio
 
+from .jsonbytes import json_bytes, json_loads
 from .tls import TlsError, TlsSettings, default_settings, describe_ssl_error
 
 __all__ = [
@@ -54,6 +59,9 @@ __all__ = [
 ]
 
 _RECEIVE_SIZE = 256 * 1024
+#: Answers with at most this many ``[`` and ``{`` are decoded by orjson (torc_net.jsonbytes):
+#: far below the depth that overflows its stack, far above a claim's.
+_MAX_OPENERS = 10_000
 _USER_AGENT = b"torc-trio/0.1"
 
 
@@ -88,7 +96,7 @@ class HttpResponse:
         """The body decoded as JSON (``None`` for an empty body)."""
         if not self.body:
             return None
-        return _json.loads(self.body)
+        return json_loads(self.body, max_openers=_MAX_OPENERS)
 
     @property
     def text(self) -> str:
@@ -144,99 +152,177 @@ def basic_auth_header(user: str, password: str) -> bytes:
 def _decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in raw:
-        key = name.decode("latin-1")  # h11 already lower-cases names
+        key = name.decode("latin-1")  # already lower-cased
         val = value.decode("latin-1")
         out[key] = f"{out[key]}, {val}" if key in out else val
     return out
 
 
+#: A header name (RFC 9110 token) and what a header value or request target must not hold.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?\Z")
+#: The most a response's head (or a chunk's size line) may take.
+_MAX_HEAD = 64 * 1024
+
+
+def _protocol_error(what: str, cause: BaseException | None) -> ConnectionFailed:
+    error = ConnectionFailed(f"protocol error: {what}", response_started=True)
+    error.__cause__ = cause
+    return error
+
+
 @dataclass(eq=False, slots=True)
 class _Connection:
+    """One kept-alive connection: a request written in one ``send_all``, its response read
+    with Content-Length, chunked or until-close framing (RFC 9112 section 6.3)."""
+
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-    h11: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
-    #: set when the request could not be fully written: never reuse, whatever h11 says
+    #: bytes received and not yet consumed
+    buf: bytearray = field(default_factory=bytearray)
+    #: set when the request could not be fully written, or the last response's end was the
+    #: connection's: never reuse
     broken: bool = False
+    #: the last response allows another request on this connection
+    keep_alive: bool = True
 
     async def roundtrip(
         self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> HttpResponse:
         """One request/response. Raises :class:`ConnectionFailed`; leaves reuse to the pool."""
-        conn = self.h11
-        try:
-            data = conn.send(h11.Request(method=method, target=target, headers=headers))
-            assert data is not None
-            chunks = [data]
-            if body:
-                more = conn.send(h11.Data(data=body))
-                assert more is not None
-                chunks.append(more)
-            end = conn.send(h11.EndOfMessage())
-            assert end is not None
-            chunks.append(end)
-        except h11.LocalProtocolError as exc:  # our bug or bad caller headers
-            raise HttpError(f"cannot encode request: {exc}") from exc
-        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if _BAD_TARGET.search(target):
+            raise HttpError(f"cannot encode request: invalid target {target[:80]!r}")
+        head = [b"%s %s HTTP/1.1\r\n" % (method, target)]
+        for name, value in headers:
+            if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+                raise HttpError(f"cannot encode request: invalid header {name[:80]!r}")
+            head.append(b"%s: %s\r\n" % (name, value.strip(b" \t")))
+        head.append(b"\r\n")
+        head.append(body)
         send_error: BaseException | None = None
         try:
-            await self.stream.send_all(payload)
+            await self.stream.send_all(b"".join(head))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             # The server may have answered (e.g. 413) and closed before reading everything:
             # try to read that answer before giving up.
             send_error = exc
             self.broken = True
-        return await self._read_response(send_error)
+        return await self._read_response(send_error, method == b"HEAD")
 
-    async def _read_response(self, send_error: BaseException | None) -> HttpResponse:
-        conn = self.h11
-        started = False
-        status = 0
-        reason = ""
-        raw_headers: list[tuple[bytes, bytes]] = []
-        body_parts: list[bytes] = []
+    async def _more(self, started: bool, send_error: BaseException | None) -> None:
+        """Receive more bytes into ``buf``; the connection's end is a failure here."""
+        try:
+            data = await self.stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionFailed(f"connection lost: {exc!r}",
+                                   response_started=started) from (send_error or exc)
+        if not data:
+            raise ConnectionFailed("connection closed before a complete response",
+                                   response_started=started) from send_error
+        self.buf.extend(data)
+
+    async def _line(self, send_error: BaseException | None) -> bytes:
+        """The next CRLF-ended line of the body's framing (chunk sizes, trailers)."""
+        end = self.buf.find(b"\r\n")
+        while end < 0:
+            if len(self.buf) > _MAX_HEAD:
+                raise _protocol_error("chunk line too long", send_error)
+            await self._more(True, send_error)
+            end = self.buf.find(b"\r\n")
+        line = bytes(self.buf[:end])
+        del self.buf[:end + 2]
+        return line
+
+    async def _exactly(self, n: int, send_error: BaseException | None) -> bytes:
+        while len(self.buf) < n:
+            await self._more(True, send_error)
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    async def _read_response(self, send_error: BaseException | None,
+                             head_only: bool) -> HttpResponse:
+        started = bool(self.buf)
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            while end < 0:
+                if len(self.buf) > _MAX_HEAD:
+                    raise _protocol_error("response head too large", send_error)
+                await self._more(started, send_error)
+                started = True
+                end = self.buf.find(b"\r\n\r\n")
+            lines = bytes(self.buf[:end]).split(b"\r\n")
+            del self.buf[:end + 4]
+            status_line = _STATUS_LINE.match(lines[0])
+            if status_line is None:
+                raise _protocol_error(f"bad status line {lines[0][:80]!r}", send_error)
+            raw_headers = []
+            for line in lines[1:]:
+                name, colon, value = line.partition(b":")
+                if not colon or not _TOKEN.match(name):
+                    raise _protocol_error(f"bad header line {line[:80]!r}", send_error)
+                raw_headers.append((name.lower(), value.strip(b" \t")))
+            status = int(status_line.group(2))
+            if status >= 200:
+                break
+            # 1xx: informational, the real answer follows
+        headers = _decode_headers(raw_headers)
+        reason = (status_line.group(3) or b"").decode("latin-1")
+        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        self.keep_alive = status_line.group(1) == b"1" and "close" not in tokens
+        framing = headers.get("transfer-encoding", "").lower()
+        length = headers.get("content-length")
+        if head_only or status in (204, 304):
+            body = b""
+        elif framing:
+            if framing.rsplit(",", 1)[-1].strip() != "chunked":
+                body = await self._until_close()
+            else:
+                body = await self._chunked(send_error)
+        elif length is not None:
+            values = {v.strip() for v in length.split(",")}
+            if len(values) != 1 or not next(iter(values)).isdigit():
+                raise _protocol_error(f"bad Content-Length {length[:80]!r}", send_error)
+            body = await self._exactly(int(next(iter(values))), send_error)
+        else:
+            body = await self._until_close()
+        return HttpResponse(status, headers, body, reason)
+
+    async def _chunked(self, send_error: BaseException | None) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            line = await self._line(send_error)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _protocol_error(f"bad chunk size {line[:80]!r}", send_error) from None
+            if size == 0:
+                while await self._line(send_error):  # trailers, up to the blank line
+                    pass
+                return b"".join(parts)
+            chunk = await self._exactly(size + 2, send_error)
+            if chunk[-2:] != b"\r\n":
+                raise _protocol_error("chunk without its CRLF", send_error)
+            parts.append(chunk[:-2])
+
+    async def _until_close(self) -> bytes:
+        """A body whose end is the connection's (no length given)."""
+        self.keep_alive = False
         while True:
             try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise ConnectionFailed(f"protocol error: {exc}", response_started=started) from (
-                    send_error or exc
-                )
-            if event is h11.NEED_DATA:
-                try:
-                    data = await self.stream.receive_some(_RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    raise ConnectionFailed(
-                        f"connection lost: {exc!r}", response_started=started
-                    ) from (send_error or exc)
-                if data:
-                    started = True
-                conn.receive_data(data if isinstance(data, bytes) else bytes(data))
-                continue
-            if isinstance(event, h11.Response):
-                if event.status_code == 100:  # pragma: no cover - we never send Expect
-                    continue
-                started = True
-                status = event.status_code
-                reason = event.reason.decode("latin-1")
-                raw_headers = list(event.headers)
-            elif isinstance(event, h11.InformationalResponse):
-                started = True
-            elif isinstance(event, h11.Data):
-                body_parts.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
-                return HttpResponse(status, _decode_headers(raw_headers), body, reason)
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionFailed(
-                    "connection closed before a complete response", response_started=started
-                ) from send_error
-            else:  # pragma: no cover - PAUSED cannot happen for a client awaiting a response
-                raise ConnectionFailed(f"unexpected h11 event {event!r}", response_started=True)
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            if not data:
+                body = bytes(self.buf)
+                self.buf.clear()
+                return body
+            self.buf.extend(data)
 
     @property
     def reusable(self) -> bool:
-        return (
-            not self.broken and self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
-        )
+        return not self.broken and self.keep_alive and not self.buf
 
     def close_now(self) -> None:
         """Close without awaiting (safe in cleanup paths, including cancellation)."""
@@ -374,7 +460,7 @@ class HttpConnectionPool:
         if json_body is not None:
             if body is not None:
                 raise ValueError("pass json_body or body, not both")
-            body = _json.dumps(json_body, separators=(",", ":")).encode()
+            body = json_bytes(json_body)
             hdrs.append((b"Content-Type", b"application/json"))
         payload = body or b""
         if payload or method in ("POST", "PUT", "PATCH"):
@@ -404,7 +490,6 @@ class HttpConnectionPool:
                 conn.close_now()
                 raise
             if conn.reusable and not self._closed and len(self._idle) < self._max_idle:
-                conn.h11.start_next_cycle()
                 self._idle.append(conn)
             else:
                 conn.close_now()

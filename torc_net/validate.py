@@ -28,9 +28,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
-
 from torc_core.checks import INT64_MAX, INT64_MIN, int_text, shown, text_problem
+
+from .jsonbytes import json_loads
 
 MAX_PAGE = 100_000
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -79,29 +79,19 @@ def _join(path: str, key: str) -> str:
 # Decoding
 
 
-#: Bodies with at most this many ``[`` and ``{`` are decoded by orjson (:func:`decode_body`).
+#: Bodies with at most this many ``[`` and ``{`` are decoded by orjson (:func:`decode_body`):
+#: below it orjson and :mod:`json` (which refuses past about 1,000 levels) parse alike.
 _ORJSON_MAX_OPENERS = 500
 
 
 def decode_body(raw: bytes, max_depth: int) -> Any:
-    """JSON text to a value, or a located 400. An empty body is an empty object.
-
-    orjson decodes (3.6-6.8 times faster than :mod:`json` on claim bodies: BENCHMARKS.md) a
-    body that cannot nest deeper than :data:`_ORJSON_MAX_OPENERS` (it has no more brackets
-    than that): orjson 3.8 has no depth limit and overflows its stack on some 300,000 levels,
-    and :mod:`json` refuses past about 1,000 (a RecursionError, the 400 below), so below that
-    bound both parse alike. What orjson refuses is decoded again by :mod:`json`, whose answer (a
-    value, or the error it names) is the one given: orjson only ever speeds up what both
-    accept alike."""
+    """JSON text to a value, or a located 400. An empty body is an empty object. Decoded by
+    :func:`torc_net.jsonbytes.json_loads` (orjson 3.6-6.8 times faster than :mod:`json` on
+    claim bodies: BENCHMARKS.md), so that orjson only ever speeds up what both accept alike."""
     if not raw or not raw.strip():
         return {}
-    if raw.count(b"[") + raw.count(b"{") <= _ORJSON_MAX_OPENERS:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
     try:
-        return json.loads(raw, parse_constant=_not_json)
+        return json_loads(raw, max_openers=_ORJSON_MAX_OPENERS, parse_constant=_not_json)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"malformed JSON: {exc}") from None
     except RecursionError:
