@@ -35,7 +35,6 @@ from torc_core.errors import SpecError, TorcError
 from .auth import Authenticator
 from .dash import register_dashboard
 from .dispatch import Endpoint, Handler, Headers, failure_parts, path_check
-from .endpoints import all_endpoints
 from .jsonbytes import json_bytes
 from .openapi import API_PREFIX, Route
 from .routes import ROUTES
@@ -75,19 +74,16 @@ async def _drain_body() -> None:
         pass
 
 
-def create_app(service: Service, auth: Authenticator, *, max_depth: int = DEFAULT_MAX_DEPTH,
-               body_timeout_s: float = 30.0,
-               about: Mapping[str, Any] | None = None) -> QuartTrio:
+def create_app(service: Service, auth: Authenticator, endpoints: Mapping[str, Endpoint], *,
+               max_depth: int = DEFAULT_MAX_DEPTH, body_timeout_s: float = 30.0) -> QuartTrio:
     """Build the app (the API and the dashboard's pages). ``service`` and ``auth`` are owned
-    (and started) by the caller; ``about`` (``url``, ``url_file``: the URL runners should use
-    and the file it is written to) is read on each GET /version, so the caller may fill it in
-    once the server listens (its port is known only then)."""
+    (and started) by the caller; ``endpoints`` is the route table's
+    (:func:`torc_net.endpoints.all_endpoints`, the one the fast path answers with)."""
     app = QuartTrio("torc_net")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = body_timeout_s
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    endpoints = all_endpoints({} if about is None else about)
     app.extensions["torc_service"] = service
 
     def make_view(route: Route, endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:

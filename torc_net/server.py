@@ -200,18 +200,20 @@ async def serve(
     #: what GET /version says of where we are (the port is known once we listen)
     where: dict[str, str | None] = {"url": None, "url_file": config.url_file}
 
+    endpoints = all_endpoints(where)
+
     def build_app() -> Any:
         # Quart is imported only when something needs it (torc_net.lazy).
         from .app import create_app
 
-        return create_app(service, auth, max_depth=config.max_json_depth,
-                          body_timeout_s=config.body_timeout_s, about=where)
+        return create_app(service, auth, endpoints, max_depth=config.max_json_depth,
+                          body_timeout_s=config.body_timeout_s)
 
     app = LazyApp(build_app)
-    front = app if not config.fast_path else FastPath(
-        app, service, auth, ROUTES, all_endpoints(where),  # type: ignore[arg-type]
+    fast = None if not config.fast_path else FastPath(
+        app, service, auth, ROUTES, endpoints,  # type: ignore[arg-type]
         max_depth=config.max_json_depth, body_timeout_s=config.body_timeout_s)
-    admission = Admission(front, config.max_concurrent, max_queued=config.max_queued,
+    admission = Admission(fast or app, config.max_concurrent, max_queued=config.max_queued,
                           max_wait_s=config.max_queue_wait_s)
 
     hc = TlsConfig()  # Hypercorn's, answering plain HTTP on a TLS port (torc_net.tls_server)
@@ -306,8 +308,8 @@ async def serve(
 
                 async def http_serve(*, task_status: trio.TaskStatus[tuple[list[str], Wire]]
                                      ) -> None:
-                    await wire.serve(admission, front if isinstance(front, FastPath) else None,
-                                     hc, shutdown_trigger=shutdown.wait, task_status=task_status)
+                    await wire.serve(admission, fast, hc, shutdown_trigger=shutdown.wait,
+                                     task_status=task_status)
                     http_nursery.cancel_scope.cancel()
 
                 binds, wire_loop = await http_nursery.start(http_serve)

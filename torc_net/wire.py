@@ -59,19 +59,20 @@ from hypercorn.utils import parse_socket_addr, repr_socket_addr
 
 from .admission import Admission
 from .fastpath import BodyError, FastPath
+from .http import TCHAR
 
 log = logging.getLogger("torc_net.wire")
 
 MAX_RECV = 1 << 16
 
 #: The request line: a method, an origin-form target, HTTP/1.1 (anything else: Hypercorn's).
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (/[\x21-\x7e]*) HTTP/1\.1\Z")
+_REQUEST_LINE = re.compile(rb"(" + TCHAR + rb"+) (/[\x21-\x7e]*) HTTP/1\.1\Z")
 #: The start of a request line while it is still arriving: a method so far.
-_METHOD_SO_FAR = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?: |\Z)")
+_METHOD_SO_FAR = re.compile(TCHAR + rb"*(?: |\Z)")
 #: One header line as RFC 9110 allows it (h11's own rule): a token, a colon, a value of visible
 #: characters with inner spaces and tabs; optional whitespace around the value.
 _HEADER = re.compile(
-    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
+    rb"(" + TCHAR + rb"+):[ \t]*"
     rb"((?:[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?)?)[ \t]*\Z")
 #: Headers that ask for more than the loop here does: Hypercorn answers them.
 _NOT_HERE = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
@@ -445,20 +446,19 @@ class Wire:
             "state": self.state.copy(), "extensions": {},
         }
         exchange = _Exchange(stream, request, buf, start, self.date())
+        failed = False
         try:
             await self.admission(scope, exchange.receive, exchange.send)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise
         except Exception:
             log.exception("error answering %s %s", request.method, request.path)
-            if not exchange.written:
-                await stream.send_all(response_bytes(500, b"", [], self.date(), True))
-            return True
+            failed = True
         finally:
             exchange.done.set()
-        if not exchange.complete:
-            # The app returned without finishing its answer: nothing on the wire can be
-            # trusted to end where the client expects.
+        if failed or not exchange.complete:
+            # The app failed, or returned without finishing its answer: nothing on the wire
+            # can be trusted to end where the client expects.
             if not exchange.written:
                 await stream.send_all(response_bytes(500, b"", [], self.date(), True))
             return True
