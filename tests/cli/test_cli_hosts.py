@@ -9,6 +9,7 @@ SIGKILL (its host lost) and started again on another port with the same database
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -136,7 +137,10 @@ def test_a_url_file_gone_bad_mid_run_keeps_the_old_url(tmp_path: Path) -> None:
             wait_until(lambda: done.exists() and len(done.read_text().split()) >= 2)
             first.proc.send_signal(signal.SIGKILL)
             first.proc.wait(timeout=30)
-            url_file.write_text("not a url at all\n")
+            # replaced whole, as the server writes it: a truncate-then-write would let the
+            # runner read it empty in between, which is another (true) warning
+            (tmp_path / "torc.url.new").write_text("not a url at all\n")
+            os.replace(tmp_path / "torc.url.new", url_file)
             again = ServerProcess(tmp_path / "torc.db", cwd=tmp_path, flags=[
                 "--database", str(tmp_path / "torc.db"), "--host", "127.0.0.1",
                 "--port", str(port)])
