@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from operator import is_, itemgetter
 from typing import Any
 
 import trio
@@ -80,15 +82,101 @@ class NewRows:
     totals: tuple[int, int, int, int] | None = None
 
 
+_is_none = partial(is_, None)
+
+
+_Getter = Callable[[tuple[Any, ...]], tuple[Any, ...]]
+
+
+def _values(indices: Sequence[int]) -> _Getter:
+    """The values of a row at ``indices``, always as a tuple (``itemgetter`` of one index
+    returns the bare value)."""
+    if len(indices) > 1:
+        return itemgetter(*indices)
+    return lambda row: tuple(row[i] for i in indices)
+
+
+class SparseInsert:
+    """An INSERT that leaves out the columns a row has no value for, so they take their
+    default (NULL: ``nullable`` names only columns whose default is NULL).
+
+    Why: Python's sqlite3 binds ``None`` through its adapter lookup, about 0.9 µs a value
+    (measured on 3.11: a 19-column row with 10 NULLs inserts in 12.7 µs, the same row with
+    the 10 columns left out in 4.3 µs). A result row has ten optional columns, mostly empty;
+    a job row five. Consecutive rows with the same columns go in one ``executemany``, so the
+    rows keep their order (and their ids, the order of listings)."""
+
+    def __init__(self, verb: str, table: str, columns: Sequence[str],
+                 nullable: Iterable[str], literals: str = "") -> None:
+        """``columns`` in the order of the rows' values; ``literals``: more ``name=SQL``
+        pairs, comma-separated, given the same value in every row."""
+        self.table = table
+        self.columns = tuple(columns)
+        self.nullable = frozenset(nullable)
+        self._head = f"{verb} INTO {table} ("
+        self._literals = [pair.split("=", 1) for pair in literals.split(",") if pair]
+        self._optional = tuple(i for i, name in enumerate(self.columns) if name in nullable)
+        if len(self._optional) != len(self.nullable):
+            raise ValueError(f"{table}: nullable columns not among the columns")
+        self._optional_values = _values(self._optional)
+        #: per pattern of missing values: the INSERT, and what of a row it takes (None: all)
+        self._plans: dict[tuple[bool, ...], tuple[str, _Getter | None]] = {}
+
+    def _plan(self, missing: tuple[bool, ...]) -> tuple[str, _Getter | None]:
+        left_out = {i for i, gone in zip(self._optional, missing, strict=True) if gone}
+        keep = [i for i in range(len(self.columns)) if i not in left_out]
+        names = [self.columns[i] for i in keep] + [name for name, _ in self._literals]
+        values = ["?"] * len(keep) + [value for _, value in self._literals]
+        sql = f"{self._head}{', '.join(names)}) VALUES ({', '.join(values)})"
+        if len(keep) == len(self.columns):
+            return sql, None
+        return sql, _values(keep)
+
+    def run(self, db: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` (the caller's transaction), in order."""
+        optional_values = self._optional_values
+        run: list[tuple[Any, ...]] = []  # consecutive rows missing the same values
+        last: tuple[bool, ...] = ()
+        for row in rows:
+            missing = tuple(map(_is_none, optional_values(row)))
+            if missing != last:
+                if run:
+                    self._flush(db, last, run)
+                    run = []
+                last = missing
+            run.append(row)
+        if run:
+            self._flush(db, last, run)
+
+    def _flush(self, db: sqlite3.Connection, missing: tuple[bool, ...],
+               rows: list[tuple[Any, ...]]) -> None:
+        plan = self._plans.get(missing)
+        if plan is None:
+            plan = self._plans[missing] = self._plan(missing)
+        sql, project = plan
+        db.executemany(sql, rows if project is None else map(project, rows))
+
+
+INSERT_JOBS = SparseInsert(
+    "INSERT", "jobs",
+    ("id", "workflow_id", "name", "command", "invocation_script", "status", "num_cpus",
+     "num_gpus", "num_nodes", "memory_bytes", "runtime_s", "resource_requirements",
+     "scheduler", "scheduler_idx", "failure_handler", "handler_idx", "supports_termination",
+     "cancel_on_blocking_job_failure", "priority", "stdio"),
+    nullable=("invocation_script", "resource_requirements", "scheduler", "failure_handler",
+              "stdio"),
+    literals="attempt=1")
+INSERT_RESULTS = SparseInsert(
+    "INSERT OR IGNORE", "results",
+    ("workflow_id", "job_id", "run_id", "attempt", "return_code", "status", "exec_time_s",
+     "completed_at", "compute_node_id", *RESULT_INFO_NAMES),
+    nullable=("compute_node_id", *RESULT_INFO_NAMES))
+
+
 def insert_rows(db: sqlite3.Connection, r: NewRows) -> None:
     """Every row of ``r`` (the caller's transaction)."""
     wf_id = r.workflow_id
-    db.executemany(
-        "INSERT INTO jobs (id, workflow_id, name, command, invocation_script, status, attempt,"
-        " compute_node_id, num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s,"
-        " resource_requirements, scheduler, scheduler_idx, failure_handler, handler_idx,"
-        " supports_termination, cancel_on_blocking_job_failure, priority, stdio)"
-        " VALUES (?,?,?,?,?,?,1,NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.jobs)
+    INSERT_JOBS.run(db, r.jobs)
     db.executemany("INSERT INTO barriers (workflow_id, node, status) VALUES (?,?,?)",
                    ((wf_id, node, status) for node, status in r.barriers))
     db.executemany("INSERT OR IGNORE INTO edges (workflow_id, up, down) VALUES (?,?,?)",
@@ -273,12 +361,7 @@ def apply(db: sqlite3.Connection, c: Change) -> None:
         db.executemany("UPDATE allocations SET state=? WHERE id=?",
                        [(s, aid) for aid, s in c.allocation_states.items()])
     if c.results:
-        db.executemany(
-            "INSERT OR IGNORE INTO results (workflow_id, job_id, run_id, attempt, return_code,"
-            " status, exec_time_s, completed_at, compute_node_id, "
-            + ", ".join(RESULT_INFO_NAMES) + ") VALUES ("
-            + ",".join("?" * (9 + len(RESULT_INFO_NAMES))) + ")",
-            c.results)
+        INSERT_RESULTS.run(db, c.results)
     if c.events:
         db.executemany("INSERT INTO events (workflow_id, ts, kind, data) VALUES (?,?,?,?)",
                        c.events)
