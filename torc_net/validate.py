@@ -71,8 +71,29 @@ def type_name(value: object) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+#: Where a value is in a body, for messages: a path (``results[3].job_id``), kept as nested
+#: ``(parent, key or index)`` pairs and written out only for an error; a check is run on
+#: every field of every item, and most bodies have no error.
+Where = str | tuple[Any, str | int | None]
+
+
+def where_text(where: Where) -> str:
+    """``where`` written out: ``results[3].job_id``, ``files (key)``; the empty path is
+    ``body``."""
+    keys: list[str | int | None] = []
+    while type(where) is tuple:
+        where, key = where
+        keys.append(key)
+    text = where
+    assert type(text) is str
+    for key in reversed(keys):
+        if key is None:  # the keys of a map (``propertyNames``)
+            text = f"{text or 'body'} (key)"
+        elif type(key) is int:
+            text = f"{text}[{key}]"
+        else:
+            text = f"{text}.{key}" if text else str(key)
+    return text or "body"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +124,7 @@ def _not_json(name: str) -> Any:
     raise bad_request(f"malformed JSON: {name} is not a JSON number")
 
 
-def check_depth(value: Any, path: str, levels: int, max_depth: int) -> None:
+def check_depth(value: Any, path: Where, levels: int, max_depth: int) -> None:
     """Raise a 400 if ``value`` nests more than ``levels`` more containers (iteratively: a
     recursive walk is what the limit protects against), or holds a number that is not finite
     (``1e400`` decodes as infinity)."""
@@ -119,14 +140,15 @@ def check_depth(value: Any, path: str, levels: int, max_depth: int) -> None:
         else:
             continue
         if depth > levels:
-            where = _locate(value, path, lambda v, d: d > levels and type(v) in (dict, list))
+            where = _locate(value, where_text(path),
+                            lambda v, d: d > levels and type(v) in (dict, list))
             raise bad_request(f"{where}: nested deeper than {max_depth} levels")
         for child in children:
             kind = type(child)
             if kind is dict or kind is list:
                 push((child, depth + 1))
             elif kind is float and not math.isfinite(child):
-                where = _locate(value, path, lambda v, d: type(v) is float
+                where = _locate(value, where_text(path), lambda v, d: type(v) is float
                                 and not math.isfinite(v))
                 raise bad_request(f"{where}: a number out of range ({child})")
 
@@ -150,8 +172,8 @@ def _locate(value: Any, path: str, bad: Callable[[Any, int], bool]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Schemas
 
-#: A compiled schema: ``check(value, path, depth) -> value`` (``depth``: containers above it).
-Check = Callable[[Any, str, int], Any]
+#: A compiled schema: ``check(value, where, depth) -> value`` (``depth``: containers above it).
+Check = Callable[[Any, Where, int], Any]
 
 
 def _is_free_form(schema: Mapping[str, Any]) -> bool:
@@ -178,45 +200,43 @@ def compile_schema(schema: Mapping[str, Any], max_depth: int = DEFAULT_MAX_DEPTH
     kind = kinds[0] if kinds else None
     expected = " or ".join(allowed) if allowed else ""
 
-    def wrong(value: Any, path: str) -> ApiError:
-        return bad_request(f"{path or 'body'}: expected {expected}, got {type_name(value)}")
+    def refuse(value: Any, path: Where) -> None:
+        """A value of another type: null where the schema allows it (each check calls this
+        only when the type is wrong, so a nullable field costs nothing more), else a 400."""
+        if value is None and nullable:
+            return None
+        raise bad_request(f"{where_text(path)}: expected {expected}, got {type_name(value)}")
 
     inner: Check
     if kind is None or (_is_free_form(schema) and kind in ("object", "array")):
-        inner = _free_form(kind, max_depth, wrong)
+        inner = _free_form(kind, max_depth, refuse)
     elif kind == "object":
-        inner = _object(schema, max_depth, wrong)
+        inner = _object(schema, max_depth, refuse)
     elif kind == "array":
-        inner = _array(schema, max_depth, wrong)
+        inner = _array(schema, max_depth, refuse)
     elif kind == "integer":
-        inner = _integer(schema, wrong)
+        inner = _integer(schema, refuse)
     elif kind == "number":
-        inner = _number(schema, wrong)
+        inner = _number(schema, refuse)
     elif kind == "string":
-        inner = _string(schema, wrong)
+        inner = _string(schema, refuse)
     elif kind == "boolean":
-        def inner(value: Any, path: str, depth: int) -> Any:
+        def inner(value: Any, path: Where, depth: int) -> Any:
             if type(value) is not bool:
-                raise wrong(value, path)
+                return refuse(value, path)
             return value
     else:
         raise ValueError(f"unsupported schema type {kind!r}")
-    if not nullable:
-        return inner
-
-    def check_nullable(value: Any, path: str, depth: int) -> Any:
-        return None if value is None else inner(value, path, depth)
-
-    return check_nullable
+    return inner
 
 
 def _free_form(kind: str | None, max_depth: int,
-               wrong: Callable[[Any, str], ApiError]) -> Check:
+               refuse: Callable[[Any, Where], None]) -> Check:
     want = {"object": dict, "array": list, None: None}[kind]
 
-    def check(value: Any, path: str, depth: int) -> Any:
+    def check(value: Any, path: Where, depth: int) -> Any:
         if want is not None and type(value) is not want:
-            raise wrong(value, path)
+            return refuse(value, path)
         if type(value) is dict or type(value) is list:
             check_depth(value, path, max_depth - depth, max_depth)
         return value
@@ -225,66 +245,70 @@ def _free_form(kind: str | None, max_depth: int,
 
 
 def _object(schema: Mapping[str, Any], max_depth: int,
-            wrong: Callable[[Any, str], ApiError]) -> Check:
+            refuse: Callable[[Any, Where], None]) -> Check:
     props = {k: compile_schema(v, max_depth) for k, v in schema.get("properties", {}).items()}
-    required = frozenset(schema.get("required", ()))
-    unknown = required - set(props)
+    required = tuple(k for k in props if k in schema.get("required", ()))  # schema's order
+    unknown = set(schema.get("required", ())) - set(props)
     if unknown:
         raise ValueError(f"unsupported schema: required {sorted(unknown)} without a schema")
     defaults = {k: v["default"] for k, v in schema.get("properties", {}).items()
                 if "default" in v}
-    items = tuple(props.items())
     extra = schema.get("additionalProperties")
     if isinstance(extra, Mapping) and not props:
         names = schema.get("propertyNames")
         return _map(compile_schema(extra, max_depth),
-                    None if names is None else compile_schema(names, max_depth), max_depth, wrong)
+                    None if names is None else compile_schema(names, max_depth), max_depth, refuse)
+    known = props.get
+    num_props = len(props)
 
-    def check(value: Any, path: str, depth: int) -> Any:
+    def check(value: Any, path: Where, depth: int) -> Any:
         if type(value) is not dict:
-            raise wrong(value, path)
+            return refuse(value, path)
         if depth >= max_depth:
-            raise bad_request(f"{path or 'body'}: nested deeper than {max_depth} levels")
+            raise bad_request(f"{where_text(path)}: nested deeper than {max_depth} levels")
         out = value
         below = depth + 1
-        for key, sub in items:  # in the schema's order: the first problem is reported
-            if key in value:
-                given = value[key]
-                checked = sub(given, _join(path, key), below)
-                if checked is not given:
-                    if out is value:
-                        out = dict(value)
-                    out[key] = checked
-            elif key in defaults:
+        strangers = 0
+        # In the body's order (the first problem in it is reported); a body names few of an
+        # item's fields (a result: 6 of 18), so the walk is over what it gives.
+        for key, given in value.items():
+            sub = known(key)
+            if sub is None:  # a field we do not know: ignored, but bounded
+                strangers += 1
+                if type(given) is dict or type(given) is list:
+                    check_depth(given, (path, key), max_depth - below, max_depth)
+                continue
+            checked = sub(given, (path, key), below)
+            if checked is not given:
                 if out is value:
                     out = dict(value)
-                out[key] = defaults[key]
-            elif key in required:
-                raise bad_request(f"{_join(path, key)}: required")
-        if len(value) > len(items):  # fields we do not know: ignored, but bounded
-            for key, given in value.items():
-                if key not in props and (type(given) is dict or type(given) is list):
-                    check_depth(given, _join(path, key), max_depth - below, max_depth)
-        return out
+                out[key] = checked
+        if len(value) - strangers == num_props:
+            return out
+        for key in required:
+            if key not in value:
+                raise bad_request(f"{where_text((path, key))}: required")
+        # the defaults in one merge (given values win), not a store per absent field
+        return {**defaults, **out} if defaults else out
 
     return check
 
 
 def _map(value_check: Check, key_check: Check | None, max_depth: int,
-         wrong: Callable[[Any, str], ApiError]) -> Check:
+         refuse: Callable[[Any, Where], None]) -> Check:
     """An object whose every value has one schema, and every key another (``propertyNames``;
     what a key means, e.g. which file it names, is the handler's to check)."""
 
-    def check(value: Any, path: str, depth: int) -> Any:
+    def check(value: Any, path: Where, depth: int) -> Any:
         if type(value) is not dict:
-            raise wrong(value, path)
+            return refuse(value, path)
         if depth >= max_depth:
-            raise bad_request(f"{path or 'body'}: nested deeper than {max_depth} levels")
+            raise bad_request(f"{where_text(path)}: nested deeper than {max_depth} levels")
         out = value
         for key, given in value.items():
             if key_check is not None:
-                key_check(key, f"{path or 'body'} (key)", depth + 1)
-            checked = value_check(given, _join(path, key), depth + 1)
+                key_check(key, (path, None), depth + 1)
+            checked = value_check(given, (path, key), depth + 1)
             if checked is not given:
                 if out is value:
                     out = dict(value)
@@ -295,21 +319,21 @@ def _map(value_check: Check, key_check: Check | None, max_depth: int,
 
 
 def _array(schema: Mapping[str, Any], max_depth: int,
-           wrong: Callable[[Any, str], ApiError]) -> Check:
+           refuse: Callable[[Any, Where], None]) -> Check:
     item = compile_schema(schema.get("items", {}), max_depth)
     max_items = schema.get("maxItems")
 
-    def check(value: Any, path: str, depth: int) -> Any:
+    def check(value: Any, path: Where, depth: int) -> Any:
         if type(value) is not list:
-            raise wrong(value, path)
+            return refuse(value, path)
         if depth >= max_depth:
-            raise bad_request(f"{path or 'body'}: nested deeper than {max_depth} levels")
+            raise bad_request(f"{where_text(path)}: nested deeper than {max_depth} levels")
         if max_items is not None and len(value) > max_items:
-            raise bad_request(f"{path}: at most {max_items} items, got {len(value)}")
+            raise bad_request(f"{where_text(path)}: at most {max_items} items, got {len(value)}")
         out = value
         below = depth + 1
         for k, given in enumerate(value):
-            checked = item(given, f"{path}[{k}]", below)
+            checked = item(given, (path, k), below)
             if checked is not given:
                 if out is value:
                     out = list(value)
@@ -319,46 +343,46 @@ def _array(schema: Mapping[str, Any], max_depth: int,
     return check
 
 
-def _integer(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) -> Check:
+def _integer(schema: Mapping[str, Any], refuse: Callable[[Any, Where], None]) -> Check:
     low = max(int(schema.get("minimum", INT64_MIN)), INT64_MIN)
     high = min(int(schema.get("maximum", INT64_MAX)), INT64_MAX)
 
-    def check(value: Any, path: str, depth: int) -> Any:
+    def check(value: Any, path: Where, depth: int) -> Any:
         if type(value) is not int:
             if type(value) is float and value.is_integer() and abs(value) < 2**53:
                 value = int(value)
             else:
-                raise wrong(value, path)
+                return refuse(value, path)
         if value < low:
-            raise bad_request(f"{path}: must be >= {low}, got {int_text(value)}")
+            raise bad_request(f"{where_text(path)}: must be >= {low}, got {int_text(value)}")
         if value > high:
-            raise bad_request(f"{path}: must be <= {high}, got {int_text(value)}")
+            raise bad_request(f"{where_text(path)}: must be <= {high}, got {int_text(value)}")
         return value
 
     return check
 
 
-def _number(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) -> Check:
+def _number(schema: Mapping[str, Any], refuse: Callable[[Any, Where], None]) -> Check:
     low = schema.get("minimum")
 
-    def check(value: Any, path: str, depth: int) -> Any:
+    def check(value: Any, path: Where, depth: int) -> Any:
         kind = type(value)
         if kind is int:
             try:
                 value = float(value)
             except OverflowError:
-                raise bad_request(f"{path}: number out of range, got {int_text(value)}") \
-                    from None
+                raise bad_request(f"{where_text(path)}: number out of range, got "
+                                  f"{int_text(value)}") from None
         elif kind is not float or not math.isfinite(value):
-            raise wrong(value, path)
+            return refuse(value, path)
         if low is not None and value < low:
-            raise bad_request(f"{path}: must be >= {low}, got {value}")
+            raise bad_request(f"{where_text(path)}: must be >= {low}, got {value}")
         return value
 
     return check
 
 
-def _string(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) -> Check:
+def _string(schema: Mapping[str, Any], refuse: Callable[[Any, Where], None]) -> Check:
     enum = schema.get("enum")
     choices = None if enum is None else [c for c in enum if c is not None]
     low = schema.get("minLength", 0)
@@ -373,23 +397,23 @@ def _string(schema: Mapping[str, Any], wrong: Callable[[Any, str], ApiError]) ->
         ending = pattern.endswith("$") and not pattern.endswith("\\$")
         search = re.compile(pattern[:-1] + "\\Z" if ending else pattern).search
 
-    def check(value: Any, path: str, depth: int) -> Any:
+    def check(value: Any, path: Where, depth: int) -> Any:
         if type(value) is not str:
-            raise wrong(value, path)
+            return refuse(value, path)
         if choices is not None and value not in choices:
-            raise bad_request(f"{path}: expected one of {', '.join(choices)}, got "
+            raise bad_request(f"{where_text(path)}: expected one of {', '.join(choices)}, got "
                               f"{shown(value)}")
         if len(value) < low:
-            raise bad_request(f"{path}: must not be empty" if low == 1
-                              else f"{path}: at least {low} characters")
+            raise bad_request(f"{where_text(path)}: must not be empty" if low == 1
+                              else f"{where_text(path)}: at least {low} characters")
         if high is not None and len(value) > high:
-            raise bad_request(f"{path}: at most {high} characters, got {len(value)}")
-        problem = text_problem(value)
+            raise bad_request(f"{where_text(path)}: at most {high} characters, got {len(value)}")
+        problem = None if value.isascii() else text_problem(value)
         if problem:
-            raise bad_request(f"{path}: {problem}")
+            raise bad_request(f"{where_text(path)}: {problem}")
         if search is not None and search(value) is None:
             rule = f"must be {means}" if means else f"must match {pattern}"
-            raise bad_request(f"{path}: {rule}, got {shown(value)}")
+            raise bad_request(f"{where_text(path)}: {rule}, got {shown(value)}")
         return value
 
     return check
