@@ -70,6 +70,7 @@ from .codes import (
     _UNINITIALIZED,
 )
 from .errors import BadInput, IllegalTransition, UnknownJob
+from .events import ClaimedJob
 from .model import WorkflowModel
 from .reach import fails_behind
 from .status import Cause, JobStatus
@@ -637,13 +638,7 @@ class Engine:
                 holder[job] = runner
                 job_run[job] = run_id
                 held.add(job)
-                claimed.append(
-                    ev.ClaimedJob(
-                        job=job,
-                        attempt=attempt[job],
-                        run_id=run_id,
-                    )
-                )
+                claimed.append(ClaimedJob(job, attempt[job], run_id))
                 taken += 1
             if not queue_mode:
                 free_cpus -= taken * cpus

@@ -1,15 +1,18 @@
 """Inputs to the engine (named by action) and the effects it returns (named in past tense).
 
 All are frozen, slotted, keyword-only dataclasses: cheap to create in batches of thousands,
-safe to hand across threads, and impossible to mutate by accident in the I/O layer.
+safe to hand across threads, and impossible to mutate by accident in the I/O layer. The two
+made once per job of a claim, :class:`JobResult` and :class:`ClaimedJob`, are named tuples:
+as immutable, and built in a third of the time (a frozen dataclass sets each field through
+``object.__setattr__``: 3.0 µs for a result, 0.9 µs as a tuple built positionally).
 Job references are node indices of the workflow's :class:`~torc_core.model.WorkflowModel`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .status import JobStatus
 
@@ -25,8 +28,10 @@ class Initialize:
     """Compute blocked/ready for every uninitialized job (a new workflow, or after a reset)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobResult:
+class JobResult(NamedTuple):
+    """A job's outcome as its runner reports it (fields in this order when built
+    positionally, as the hot path does)."""
+
     job: int
     attempt: int
     run_id: int
@@ -37,8 +42,8 @@ class JobResult:
     #: the job is not retried, whatever its rule says
     recovery_failed: bool = False
     #: what the result carries besides its outcome (where the output went, a note, the
-    #: failure cause, resource use): stored by the I/O layer, not interpreted here
-    info: Mapping[str, Any] | None = None
+    #: failure cause, resource use), in the I/O layer's order: stored by it, not looked at here
+    info: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,8 +287,7 @@ class Progress:
     run_id: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClaimedJob:
+class ClaimedJob(NamedTuple):
     job: int
     attempt: int
     run_id: int

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from operator import itemgetter
 from typing import Any
 
 from torc_core import events as ev
@@ -43,13 +44,15 @@ def _results(wf: WorkflowState, items: Sequence[dict[str, Any]]) -> tuple[ev.Job
         job = index(item["job_id"])
         if job < 0:
             raise not_found(f"results[{k}].job_id: no job {item['job_id']} in workflow {wf.id}")
-        out.append(JobResult(job=job, attempt=item["attempt"], run_id=item["run_id"],
-                             return_code=item["return_code"],
-                             terminated=item.get("status") == "terminated",
-                             exec_time_s=item["exec_time_s"],
-                             recovery_failed=bool(item.get("recovery_failed")),
-                             info={k: item.get(k) for k in RESULT_INFO_NAMES}))
+        out.append(JobResult(job, item["attempt"], item["run_id"], item["return_code"],
+                             item.get("status") == "terminated", item["exec_time_s"],
+                             item["recovery_failed"], _info(item)))
     return tuple(out)
+
+
+#: A result item's stored fields beyond its outcome (the schema fills in every one), as
+#: :attr:`torc_core.events.JobResult.info` carries them to :func:`torc_net.effects.record`.
+_info = itemgetter(*RESULT_INFO_NAMES)
 
 
 def _job_indices(wf: WorkflowState, ids: Sequence[int], where: str) -> list[int]:

@@ -18,11 +18,9 @@ from .state import STATUS_LABELS, WorkflowState
 from .store import Change
 from .store.schema import RESULT_INFO_NAMES
 
+#: a result's stored fields beyond its outcome when it carries none (built in the engine's
+#: tests, or by the library in-process; the API's results carry all, in this order)
 _NO_INFO = (None,) * len(RESULT_INFO_NAMES)
-
-
-def _info(info: Any) -> tuple[Any, ...]:
-    return _NO_INFO if not info else tuple(info.get(k) for k in RESULT_INFO_NAMES)
 
 _COMPLETED = int(JobStatus.COMPLETED)
 _FAILED = int(JobStatus.FAILED)
@@ -80,7 +78,7 @@ def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: flo
             change.results.extend(
                 (wf_id, job_id(r.job), r.run_id, r.attempt, r.return_code,
                  _TERMINATED if r.terminated else _COMPLETED if r.return_code == 0 else _FAILED,
-                 r.exec_time_s, now, cn, *_info(r.info))
+                 r.exec_time_s, now, cn, *(r.info or _NO_INFO))
                 for r in eff.accepted
             )
         elif isinstance(eff, ev.RetryScheduled):

@@ -79,5 +79,5 @@ def test_a_failed_recovery_script_withholds_the_retry() -> None:
     h.claim()
     _fail(h, 0)  # recovery ran and succeeded: retried
     assert h.labels()[0] == "ready" and h.engine.attempt(0) == 2
-    _fail(h, 1, recovery_failed=True, info={"note": "recovery script exited 3: not retried"})
+    _fail(h, 1, recovery_failed=True, info=("recovery script exited 3: not retried",))
     assert h.labels()[1] == "failed" and h.engine.attempt(1) == 1
