@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import trio
@@ -23,6 +22,7 @@ from torc_core.checks import INT64_MAX
 from torc_core.errors import SpecError, TorcError
 
 from .auth import Authenticator
+from .fastdecode import Refused, compile_decoder
 from .jsonbytes import json_bytes
 from .openapi import Route
 from .service import OFFLOAD_ITEMS, Answer, Call, Service
@@ -89,8 +89,25 @@ def path_check(route: Route, max_depth: int) -> PathCheck:
     return check
 
 
-def _decode_and_check(raw: bytes, check: Check, max_depth: int) -> Any:
-    return check(decode_body(raw, max_depth), "", 0)
+BodyReader = Callable[[bytes], Any]
+
+
+def body_reader(schema: Mapping[str, Any], max_depth: int) -> BodyReader:
+    """``read(raw) -> body``: decoded, checked, defaults filled in, or a located 400. The
+    typed decoder (:mod:`torc_net.fastdecode`) first where the schema has one; what it does
+    not take goes to the checker, which says why or takes it."""
+    check: Check = compile_schema(schema, max_depth)
+    typed = compile_decoder(schema)
+
+    def read(raw: bytes) -> Any:
+        if typed is not None:
+            try:
+                return typed(raw)
+            except Refused:
+                pass
+        return check(decode_body(raw, max_depth), "", 0)
+
+    return read
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +116,13 @@ class Handler:
 
     route: Route
     endpoint: Endpoint
-    check: Check | None
+    read_body: BodyReader | None
     check_path: PathCheck
-    max_depth: int
 
     @classmethod
     def of(cls, route: Route, endpoint: Endpoint, max_depth: int) -> Handler:
-        check = None if route.body is None else compile_schema(route.body, max_depth)
-        return cls(route, endpoint, check, path_check(route, max_depth), max_depth)
+        read = None if route.body is None else body_reader(route.body, max_depth)
+        return cls(route, endpoint, read, path_check(route, max_depth))
 
     async def who(self, auth: Authenticator, header: str | None, address: str | None,
                   params: Mapping[str, Any]) -> Principal:
@@ -120,13 +136,13 @@ class Handler:
         and headers. Never raises for a request's fault (errors are answers)."""
         try:
             body = None
-            if self.check is not None:
+            if self.read_body is not None:
                 if len(raw) > THREAD_DECODE_BYTES:
                     body = await trio.to_thread.run_sync(
-                        partial(_decode_and_check, raw, self.check, self.max_depth),
-                        limiter=service.parse_limiter, abandon_on_cancel=True)
+                        self.read_body, raw, limiter=service.parse_limiter,
+                        abandon_on_cancel=True)
                 else:
-                    body = _decode_and_check(raw, self.check, self.max_depth)
+                    body = self.read_body(raw)
             result = await self.endpoint(service, Call(who, body, args, params))
         except Exception as exc:  # every failure becomes its answer
             return failure_parts(exc)
