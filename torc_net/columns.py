@@ -111,6 +111,19 @@ class StrColumn(Sequence[str | None]):
             return None
         return self._blob[ends[i - 1] if i else 0 : ends[i]].decode()
 
+    def pick(self, indices: Sequence[int]) -> list[str | None]:
+        """The values at ``indices`` (each in range), in one pass: a claim answer reads a few
+        columns of a few hundred jobs, and ``column[i]`` checks and dispatches per value."""
+        ends = self._ends
+        if ends is None:
+            values, codes = self._values, self._codes
+            if codes is None:
+                return values * len(indices)
+            return [values[codes[i]] for i in indices]
+        blob, nulls = self._blob, self._nulls
+        return [None if nulls is not None and nulls[i] else
+                blob[ends[i - 1] if i else 0 : ends[i]].decode() for i in indices]
+
     def __iter__(self) -> Iterator[str | None]:
         ends = self._ends
         if ends is None:
@@ -143,6 +156,13 @@ class StrColumn(Sequence[str | None]):
     def __repr__(self) -> str:
         layout = "blob" if self._ends is not None else f"dictionary[{len(self._values)}]"
         return f"StrColumn({self._n} values, {layout})"
+
+
+def pick(column: Sequence[str | None], indices: Sequence[int]) -> list[str | None]:
+    """``[column[i] for i in indices]``, in one pass where the column is a :class:`StrColumn`."""
+    if isinstance(column, StrColumn):
+        return column.pick(indices)
+    return [column[i] for i in indices]
 
 
 def str_column(values: Sequence[str | None] | Iterable[str | None]) -> StrColumn:
