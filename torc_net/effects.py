@@ -46,16 +46,19 @@ def record(wf: WorkflowState, effects: list[ev.Effect], change: Change, now: flo
     wf_id = wf.id
     job_id = wf.job_ids.id
     n = wf.num_jobs
+    has_barriers = wf.model.num_barriers > 0
     messages: list[dict[str, Any]] = []
     progress: ev.Progress | None = None
     earliest: float | None = None
     for eff in effects:
         if isinstance(eff, ev.JobsUpdated):
-            rows = change.jobs
-            for job, status, attempt, holder, run in zip(eff.jobs, eff.statuses, eff.attempts,
-                                                         eff.holders, eff.runs, strict=True):
-                rows[job_id(job)] = (status, attempt, holder if holder >= 0 else None, run)
+            ids = wf.job_ids.ids(eff.jobs)
+            holders = [h if h >= 0 else None for h in eff.holders]
+            change.jobs.update(zip(ids, zip(eff.statuses, eff.attempts, holders, eff.runs, ids,
+                                            strict=True), strict=True))
         elif isinstance(eff, ev.StatusesChanged):
+            if not (publish or has_barriers):
+                continue  # the job rows above hold every change; nothing else to write
             names = wf.names
             for node, old, new in zip(eff.jobs, eff.old, eff.new, strict=True):
                 if node >= n:  # stored by ordinal (torc_net.state.edge_code)

@@ -206,8 +206,9 @@ class Change:
     workflows: frozenset[int]
     #: order of creation; feed subscribers registered later skip older changes
     seq: int = 0
-    #: job id -> (status, attempt, compute_node_id or None, run_id of the current attempt)
-    jobs: dict[int, tuple[int, int, int | None, int]] = field(default_factory=dict)
+    #: job id -> (status, attempt, compute_node_id or None, run_id of the current attempt,
+    #: job id): the UPDATE's parameters as they are, so the writer binds them unchanged
+    jobs: dict[int, tuple[int, int, int | None, int, int]] = field(default_factory=dict)
     #: job id -> (num_cpus, memory_bytes, runtime_s): requirements rewritten
     job_resources: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     #: (workflow id, node) -> status
@@ -331,7 +332,7 @@ def apply(db: sqlite3.Connection, c: Change) -> None:
     if c.jobs:
         db.executemany(
             "UPDATE jobs SET status=?, attempt=?, compute_node_id=?, run_id=? WHERE id=?",
-            [(s, a, cn, r, job) for job, (s, a, cn, r) in c.jobs.items()])
+            c.jobs.values())
     if c.job_resources:
         db.executemany(
             "UPDATE jobs SET num_cpus=?, memory_bytes=?, runtime_s=? WHERE id=?",
