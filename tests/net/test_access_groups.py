@@ -496,7 +496,7 @@ async def test_a_version_6_database_is_migrated(start_inprocess: StartFn,
         await t.stop()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] \
-            == str(SCHEMA_VERSION) == "7"
+            == str(SCHEMA_VERSION) == "8"
 
 
 def test_a_link_to_a_deleted_workflow_is_not_written(tmp_path: Path) -> None:

@@ -218,7 +218,9 @@ async def test_full_disk_loses_nothing_acknowledged(start_server: StartServer,
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("SELECT count(*) FROM results").fetchone()[0] == 2000
-        by_status = dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status"))
+        by_status = dict(conn.execute(  # current values: job_states' where there is a row
+            "SELECT coalesce(s.status, j.status), count(*) FROM jobs j"
+            " LEFT JOIN job_states s ON s.id = j.id GROUP BY 1"))
     finally:
         conn.close()
     assert by_status == {5: 2000, 3: 1000}  # completed, pending
@@ -590,3 +592,52 @@ async def test_the_watchdog_hangs_up_on_a_subscriber_that_stopped_reading(
     assert (await api.get("/ping")).status == 200
     await api.aclose()
     await stream.aclose()
+
+
+async def test_a_version_7_database_keeps_its_jobs_states(start_inprocess: StartFn,
+                                                          tmp_path: Path) -> None:
+    """Up to version 7 a job's current status, attempt, holder and run were in its ``jobs``
+    row; version 8 keeps them in ``job_states`` once they change. A version-7 file (its jobs
+    in every state, no ``job_states`` rows) opens with every job where it was, and goes on."""
+    db = str(tmp_path / "v7.db")
+    server = await start_inprocess(database=db)
+    api = Api(server.port)
+    wf = await create(api, simple_spec(4))
+    cn = (await api.ok("POST", f"/workflows/{wf}/compute_nodes", {"hostname": "h"},
+                       status=201))["id"]
+    base = f"/workflows/{wf}/compute_nodes/{cn}"
+    jobs = (await api.ok("POST", f"{base}/claim", {"limit": 3}))["jobs"]
+    done = [{"job_id": j["id"], "attempt": 1, "run_id": j["run_id"], "return_code": 0}
+            for j in jobs[:2]]
+    await api.ok("POST", f"{base}/complete", {"results": done})
+    before = await api.ok("GET", f"/workflows/{wf}/jobs")
+    await api.aclose()
+    server.shutdown.set()
+    with trio.fail_after(20):
+        await server.stopped.wait()
+    conn = sqlite3.connect(db)
+    with conn:  # as version 7 kept it: the current values in the jobs rows
+        assert conn.execute("SELECT count(*) FROM job_states").fetchone()[0] == 3
+        conn.execute("UPDATE jobs SET (status, attempt, compute_node_id, run_id) = (SELECT"
+                     " status, attempt, compute_node_id, run_id FROM job_states s"
+                     " WHERE s.id = jobs.id) WHERE id IN (SELECT id FROM job_states)")
+        conn.execute("DROP TABLE job_states")
+        conn.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+    conn.close()
+    server = await start_inprocess(database=db)
+    api = Api(server.port)
+    assert await api.ok("GET", f"/workflows/{wf}/jobs") == before
+    statuses = sorted(j["status"] for j in before["items"])
+    assert statuses == ["completed", "completed", "pending", "ready"], statuses
+    cn = (await api.ok("POST", f"/workflows/{wf}/compute_nodes", {"hostname": "h2"},
+                       status=201))["id"]
+    rest = (await api.ok("POST", f"/workflows/{wf}/compute_nodes/{cn}/claim",
+                         {"limit": 5}))["jobs"]
+    assert len(rest) == 1  # the ready one; the other runner still holds its job
+    await api.aclose()
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'"
+                            ).fetchone()[0] == str(SCHEMA_VERSION) == "8"
+    finally:
+        conn.close()

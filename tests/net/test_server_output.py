@@ -281,7 +281,7 @@ async def test_a_version_4_database_gets_the_tail_columns(start_inprocess: Start
     conn = sqlite3.connect(db)
     try:
         assert dict(conn.execute("SELECT key, value FROM meta"))["schema_version"] == \
-            str(SCHEMA_VERSION) == "7"
+            str(SCHEMA_VERSION) == "8"
         columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
         assert {"stdout_tail", "stderr_tail"} <= columns
     finally:

@@ -207,7 +207,7 @@ class Change:
     #: order of creation; feed subscribers registered later skip older changes
     seq: int = 0
     #: job id -> (status, attempt, compute_node_id or None, run_id of the current attempt,
-    #: job id): the UPDATE's parameters as they are, so the writer binds them unchanged
+    #: job id): its ``job_states`` row's parameters as they are, bound unchanged
     jobs: dict[int, tuple[int, int, int | None, int, int]] = field(default_factory=dict)
     #: job id -> (num_cpus, memory_bytes, runtime_s): requirements rewritten
     job_resources: dict[int, tuple[int, int, int]] = field(default_factory=dict)
@@ -331,8 +331,8 @@ def apply(db: sqlite3.Connection, c: Change) -> None:
             " compute_node_id) VALUES (?,?,?,?)", c.actions_claimed)
     if c.jobs:
         db.executemany(
-            "UPDATE jobs SET status=?, attempt=?, compute_node_id=?, run_id=? WHERE id=?",
-            c.jobs.values())
+            "INSERT OR REPLACE INTO job_states (status, attempt, compute_node_id, run_id, id)"
+            " VALUES (?,?,?,?,?)", c.jobs.values())
     if c.job_resources:
         db.executemany(
             "UPDATE jobs SET num_cpus=?, memory_bytes=?, runtime_s=? WHERE id=?",
@@ -374,6 +374,7 @@ def _delete_workflow(db: sqlite3.Connection, d: DeletedWorkflow) -> None:
     """Every row the workflow owns, by id range or workflow id."""
     for lo, hi in d.jobs:
         db.execute("DELETE FROM jobs WHERE id BETWEEN ? AND ?", (lo, hi))
+        db.execute("DELETE FROM job_states WHERE id BETWEEN ? AND ?", (lo, hi))
         db.execute("DELETE FROM results WHERE job_id BETWEEN ? AND ?", (lo, hi))
         for table in LINK_TABLES:
             db.execute(f"DELETE FROM {table} WHERE job_id BETWEEN ? AND ?", (lo, hi))

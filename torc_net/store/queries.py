@@ -98,12 +98,15 @@ def read_workflow(conn: sqlite3.Connection, wf_id: int) -> StoredWorkflow | None
     links_: dict[str, list[tuple[int, int]]] = {t: [] for t in ("job_input_files",
                                                                  "job_input_user_data")}
     for lo, hi in spans:
-        jobs += conn.execute(
-            "SELECT name, command, invocation_script, status, attempt, compute_node_id,"
-            " num_cpus, num_gpus, num_nodes, memory_bytes, runtime_s, scheduler,"
-            " scheduler_idx, handler_idx, supports_termination,"
-            " cancel_on_blocking_job_failure, priority, stdio, run_id"
-            " FROM jobs WHERE id BETWEEN ? AND ? ORDER BY id", (lo, hi)).fetchall()
+        jobs += conn.execute(  # current values: job_states' where the job has a row there
+            "SELECT j.name, j.command, j.invocation_script, coalesce(s.status, j.status),"
+            " coalesce(s.attempt, j.attempt), CASE WHEN s.id IS NULL THEN j.compute_node_id"
+            " ELSE s.compute_node_id END, j.num_cpus, j.num_gpus, j.num_nodes, j.memory_bytes,"
+            " j.runtime_s, j.scheduler, j.scheduler_idx, j.handler_idx,"
+            " j.supports_termination, j.cancel_on_blocking_job_failure, j.priority, j.stdio,"
+            " coalesce(s.run_id, j.run_id)"
+            " FROM jobs j LEFT JOIN job_states s ON s.id = j.id"
+            " WHERE j.id BETWEEN ? AND ? ORDER BY j.id", (lo, hi)).fetchall()
         for table, pairs in links_.items():
             pairs += conn.execute(f"SELECT job_id, ref_id FROM {table}"
                                   " WHERE job_id BETWEEN ? AND ?", (lo, hi)).fetchall()
