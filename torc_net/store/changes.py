@@ -28,6 +28,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import groupby
 from operator import is_, itemgetter
 from typing import Any
 
@@ -133,28 +134,18 @@ class SparseInsert:
         return sql, _values(keep)
 
     def run(self, db: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Insert ``rows`` (the caller's transaction), in order."""
-        optional_values = self._optional_values
-        run: list[tuple[Any, ...]] = []  # consecutive rows missing the same values
-        last: tuple[bool, ...] = ()
-        for row in rows:
-            missing = tuple(map(_is_none, optional_values(row)))
-            if missing != last:
-                if run:
-                    self._flush(db, last, run)
-                    run = []
-                last = missing
-            run.append(row)
-        if run:
-            self._flush(db, last, run)
+        """Insert ``rows`` (the caller's transaction), in order, as they come: a million
+        jobs' rows are never all in memory at once (each run of rows missing the same values
+        is one ``executemany`` reading its rows lazily)."""
+        for missing, run in groupby(rows, key=self._missing):
+            plan = self._plans.get(missing)
+            if plan is None:
+                plan = self._plans[missing] = self._plan(missing)
+            sql, project = plan
+            db.executemany(sql, run if project is None else map(project, run))  # noqa: B031
 
-    def _flush(self, db: sqlite3.Connection, missing: tuple[bool, ...],
-               rows: list[tuple[Any, ...]]) -> None:
-        plan = self._plans.get(missing)
-        if plan is None:
-            plan = self._plans[missing] = self._plan(missing)
-        sql, project = plan
-        db.executemany(sql, rows if project is None else map(project, rows))
+    def _missing(self, row: tuple[Any, ...]) -> tuple[bool, ...]:
+        return tuple(map(_is_none, self._optional_values(row)))
 
 
 INSERT_JOBS = SparseInsert(
