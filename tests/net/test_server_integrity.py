@@ -583,8 +583,10 @@ async def test_the_watchdog_hangs_up_on_a_subscriber_that_stopped_reading(
     stream = await _stuck_subscriber(server.port, wf)
     feed = server.service.feed
     await wait_for(lambda: feed.num_subscribers == 1)
-    for _ in range(4):
-        await api.ok("POST", f"/workflows/{wf}/compute_nodes/{cn}/claim", {"limit": 5000})
+    # 9,000 status messages (~1.3 MB): far more than the socket buffers hold, so the send is
+    # stuck; and fewer than the subscriber's queue holds (10,000), so it is not closed for an
+    # overflow first (4 claims of 5,000 overflowed it when its sender had not yet started)
+    await api.ok("POST", f"/workflows/{wf}/compute_nodes/{cn}/claim", {"limit": 9000})
     hung_up: list[int] = []
     await wait_for(lambda: hung_up.append(feed.hang_up_stuck(server.port, older_than=0))
                    or hung_up[-1])
