@@ -27,14 +27,13 @@ typed decoder (None), and its route is checked as before.
 from __future__ import annotations
 
 import itertools
-import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, Optional, Union
 
 import msgspec
 
-from torc_core.checks import INT64_MAX, INT64_MIN
+from .validate import int_bounds, schema_types, search_pattern
 
 #: ``decode(raw) -> body``: the body with defaults filled in, or :class:`Refused`.
 Decoder = Callable[[bytes], Any]
@@ -69,9 +68,7 @@ def compile_decoder(schema: Mapping[str, Any]) -> Decoder | None:
 
 
 def _type(schema: Mapping[str, Any]) -> Any:
-    types = schema.get("type")
-    allowed = () if types is None else (types,) if isinstance(types, str) else tuple(types)
-    kinds = [t for t in allowed if t != "null"]
+    kinds, nullable = schema_types(schema)
     if len(kinds) != 1:
         raise _Inexpressible
     kind = kinds[0]
@@ -85,8 +82,8 @@ def _type(schema: Mapping[str, Any]) -> Any:
         if "maxItems" in schema:
             out = Annotated[out, msgspec.Meta(max_length=schema["maxItems"])]
     elif kind == "integer":
-        out = Annotated[int, msgspec.Meta(ge=max(int(schema.get("minimum", INT64_MIN)), INT64_MIN),
-                                          le=min(int(schema.get("maximum", INT64_MAX)), INT64_MAX))]
+        ge, le = int_bounds(schema)
+        out = Annotated[int, msgspec.Meta(ge=ge, le=le)]
     elif kind == "number":  # finite: JSON's 1e400 is out of range, as the checker says
         low = schema.get("minimum")
         out = Annotated[float, msgspec.Meta(ge=-_FLOAT_MAX if low is None else low,
@@ -97,7 +94,7 @@ def _type(schema: Mapping[str, Any]) -> Any:
         out = bool
     else:
         raise _Inexpressible
-    return Optional[out] if "null" in allowed else out  # noqa: UP045 (built at run time)
+    return Optional[out] if nullable else out  # noqa: UP045 (built at run time)
 
 
 def _struct(schema: Mapping[str, Any]) -> Any:
@@ -132,9 +129,6 @@ def _string(schema: Mapping[str, Any]) -> Any:
         meta["min_length"] = schema["minLength"]
     if "maxLength" in schema:
         meta["max_length"] = schema["maxLength"]
-    pattern = schema.get("pattern")
-    if pattern is not None:  # as the checker searches it: a final '$' is the end of the text
-        ending = pattern.endswith("$") and not pattern.endswith("\\$")
-        meta["pattern"] = pattern[:-1] + "\\Z" if ending else pattern
-        re.compile(meta["pattern"])
+    if "pattern" in schema:  # searched as the checker searches it
+        meta["pattern"] = search_pattern(schema["pattern"])
     return Annotated[str, msgspec.Meta(**meta)] if meta else str

@@ -182,6 +182,28 @@ def _is_free_form(schema: Mapping[str, Any]) -> bool:
                                          "maxItems"))
 
 
+def schema_types(schema: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
+    """The types a schema allows besides null (``type``: a name or a list), and whether it
+    allows null."""
+    types = schema.get("type")
+    allowed = () if types is None else (types,) if isinstance(types, str) else tuple(types)
+    return tuple(t for t in allowed if t != "null"), "null" in allowed
+
+
+def int_bounds(schema: Mapping[str, Any]) -> tuple[int, int]:
+    """An integer schema's bounds, never beyond SQLite's signed 64 bits (Rule 1)."""
+    return (max(int(schema.get("minimum", INT64_MIN)), INT64_MIN),
+            min(int(schema.get("maximum", INT64_MAX)), INT64_MAX))
+
+
+def search_pattern(pattern: str) -> str:
+    """A schema's pattern as :func:`re.search` must be given it to search as JSON Schema says:
+    a final ``$`` is the end of the text there, while Python's also matches before a last
+    newline. (Our own patterns, the schema's, never a client's.)"""
+    ending = pattern.endswith("$") and not pattern.endswith("\\$")
+    return pattern[:-1] + "\\Z" if ending else pattern
+
+
 def compile_schema(schema: Mapping[str, Any], max_depth: int = DEFAULT_MAX_DEPTH) -> Check:
     """A checker for the subset of JSON Schema the routes use: ``type`` (a name or a list),
     ``properties``, ``required``, ``default``, ``additionalProperties`` (a schema for every
@@ -189,16 +211,11 @@ def compile_schema(schema: Mapping[str, Any], max_depth: int = DEFAULT_MAX_DEPTH
     ``minimum``, ``maximum``, ``enum``, ``minLength``, ``maxLength``, ``pattern``,
     ``maxItems``. A schema without structure (``{}``, or a bare
     ``{"type": "object"}``) is free-form: any JSON of that type, checked for depth only."""
-    types = schema.get("type")
-    allowed: tuple[str, ...] = (
-        () if types is None else (types,) if isinstance(types, str) else tuple(types)
-    )
-    nullable = "null" in allowed
-    kinds = tuple(t for t in allowed if t != "null")
+    kinds, nullable = schema_types(schema)
     if len(kinds) > 1:
         raise ValueError(f"unsupported schema: several types {kinds}")
     kind = kinds[0] if kinds else None
-    expected = " or ".join(allowed) if allowed else ""
+    expected = " or ".join((*kinds, "null") if nullable else kinds)
 
     def refuse(value: Any, path: Where) -> None:
         """A value of another type: null where the schema allows it (each check calls this
@@ -344,8 +361,7 @@ def _array(schema: Mapping[str, Any], max_depth: int,
 
 
 def _integer(schema: Mapping[str, Any], refuse: Callable[[Any, Where], None]) -> Check:
-    low = max(int(schema.get("minimum", INT64_MIN)), INT64_MIN)
-    high = min(int(schema.get("maximum", INT64_MAX)), INT64_MAX)
+    low, high = int_bounds(schema)
 
     def check(value: Any, path: Where, depth: int) -> Any:
         if type(value) is not int:
@@ -387,15 +403,10 @@ def _string(schema: Mapping[str, Any], refuse: Callable[[Any, Where], None]) -> 
     choices = None if enum is None else [c for c in enum if c is not None]
     low = schema.get("minLength", 0)
     high = schema.get("maxLength")
-    # Our own patterns (the schema's, never a client's), searched as JSON Schema says; a final
-    # '$' is the end of the text there, while Python's also matches before a last newline.
     pattern = schema.get("pattern")
     #: what the pattern means, said instead of the pattern itself (JSON Schema's description)
     means = schema.get("description")
-    search = None
-    if pattern is not None:
-        ending = pattern.endswith("$") and not pattern.endswith("\\$")
-        search = re.compile(pattern[:-1] + "\\Z" if ending else pattern).search
+    search = None if pattern is None else re.compile(search_pattern(pattern)).search
 
     def check(value: Any, path: Where, depth: int) -> Any:
         if type(value) is not str:
@@ -408,7 +419,7 @@ def _string(schema: Mapping[str, Any], refuse: Callable[[Any, Where], None]) -> 
                               else f"{where_text(path)}: at least {low} characters")
         if high is not None and len(value) > high:
             raise bad_request(f"{where_text(path)}: at most {high} characters, got {len(value)}")
-        problem = None if value.isascii() else text_problem(value)
+        problem = text_problem(value)
         if problem:
             raise bad_request(f"{where_text(path)}: {problem}")
         if search is not None and search(value) is None:

@@ -15,7 +15,7 @@ from torc_core.checks import INT64_MAX, INT64_MIN
 from torc_net.dispatch import body_reader
 from torc_net.fastdecode import Refused, compile_decoder
 from torc_net.routes import CLAIM_BODY, ROUTES
-from torc_net.validate import ApiError, compile_schema, decode_body
+from torc_net.validate import ApiError, compile_schema, decode_body, int_bounds, schema_types
 
 TYPED = [r for r in ROUTES if r.body is not None and compile_decoder(r.body) is not None]
 
@@ -28,15 +28,9 @@ _ODD = st.one_of(
 )
 
 
-def _kinds(schema: dict[str, Any]) -> tuple[list[str], bool]:
-    types = schema.get("type")
-    allowed = [] if types is None else [types] if isinstance(types, str) else list(types)
-    return [t for t in allowed if t != "null"], "null" in allowed
-
-
 def _valid(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Values ``schema`` allows, its edges included."""
-    kinds, nullable = _kinds(schema)
+    kinds, nullable = schema_types(schema)
     kind = kinds[0] if kinds else None
     out: st.SearchStrategy[Any]
     if kind == "object" and schema.get("properties"):
@@ -48,8 +42,7 @@ def _valid(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     elif kind == "array":
         out = st.lists(_valid(schema.get("items", {})), max_size=3)
     elif kind == "integer":
-        low = max(schema.get("minimum", INT64_MIN), INT64_MIN)
-        high = min(schema.get("maximum", INT64_MAX), INT64_MAX)
+        low, high = int_bounds(schema)
         out = st.one_of(st.integers(low, min(high, low + 10**6)), st.sampled_from([low, high]))
     elif kind == "number":
         low = schema.get("minimum", -1e308)
@@ -69,15 +62,14 @@ def _valid(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
 
 def _odd_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """A value just outside ``schema``, or of any type."""
-    kinds, _ = _kinds(schema)
+    kinds, _ = schema_types(schema)
     edges: list[Any] = []
-    if kinds == ["integer"]:
-        low = max(schema.get("minimum", INT64_MIN), INT64_MIN)
-        high = min(schema.get("maximum", INT64_MAX), INT64_MAX)
+    if kinds == ("integer",):
+        low, high = int_bounds(schema)
         edges = [low - 1, high + 1, float(low) if abs(low) < 2**53 else 2.0]
-    elif kinds == ["number"] and "minimum" in schema:
+    elif kinds == ("number",) and "minimum" in schema:
         edges = [schema["minimum"] - 1, schema["minimum"] - 1e-9]
-    elif kinds == ["string"]:
+    elif kinds == ("string",):
         edges = ["x" * (schema.get("maxLength", 8) + 1), "a\ud800", "other"]
     return st.one_of(st.sampled_from(edges), _ODD) if edges else _ODD
 
@@ -86,11 +78,11 @@ def _leaves(value: Any, schema: dict[str, Any], at: tuple[Any, ...] = ()) \
         -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     """Every place in ``value`` with the schema that governs it."""
     out = [(at, schema)]
-    kinds, _ = _kinds(schema)
-    if isinstance(value, dict) and kinds == ["object"]:
+    kinds, _ = schema_types(schema)
+    if isinstance(value, dict) and kinds == ("object",):
         for k, v in value.items():
             out += _leaves(v, schema.get("properties", {}).get(k, {}), (*at, k))
-    elif isinstance(value, list) and kinds == ["array"]:
+    elif isinstance(value, list) and kinds == ("array",):
         for i, v in enumerate(value):
             out += _leaves(v, schema.get("items", {}), (*at, i))
     return out
