@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -50,18 +51,22 @@ def torc(cwd: Path, *args: str, timeout: float = 120, env: dict[str, str] | None
 
 
 @contextmanager
-def background(cwd: Path, *args: str, env: dict[str, str] | None = None) \
-        -> Iterator[subprocess.Popen[str]]:
+def background(cwd: Path, *args: str, env: dict[str, str] | None = None,
+               stderr_file: Path | None = None) -> Iterator[subprocess.Popen[str]]:
     """`torc-trio ARGS` running in the background (output captured); killed on the way out
-    if the test did not see it end."""
-    proc = subprocess.Popen([*TORC, *args], cwd=cwd, env=env or clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    if the test did not see it end. ``stderr_file``: its stderr goes there instead, for a
+    test that waits on what it says while it runs."""
+    with contextlib.ExitStack() as stack:
+        err = subprocess.PIPE if stderr_file is None else \
+            stack.enter_context(stderr_file.open("w"))
+        proc = subprocess.Popen([*TORC, *args], cwd=cwd, env=env or clean_env(),
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = 60) -> None:
