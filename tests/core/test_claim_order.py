@@ -43,3 +43,19 @@ def test_priority_and_sort_method_come_from_the_spec() -> None:
     model = compile_workflow(spec)
     assert list(model.priority or []) == [3, 0]
     assert model.sort_method == "gpus_memory_runtime"
+
+
+def test_a_job_queued_twice_is_claimed_once() -> None:
+    """A ready job reset (and made ready again) sits in its queue twice; a claim that reaches
+    both entries takes it once (the claim's jobs change status together, so the second entry
+    is not skipped by its status, as it was when each job changed alone)."""
+    from torc_core import events as ev
+
+    h = Harness(3, sort_method="none")
+    h.init()
+    h.send(ev.ResetStatus(jobs=(0,), initialize=True))  # 0 was ready: now queued twice
+    assert h.labels() == ["ready"] * 3
+    assert h.claim(limit=5) == [0, 1, 2]
+    counts = h.engine.counts()
+    assert (counts[ev.JobStatus.PENDING], counts[ev.JobStatus.READY]) == (3, 0)
+    assert h.claim(limit=5) == []
