@@ -320,8 +320,8 @@ class Engine:
     def _set_all(self, nodes: Sequence[int], cause: Cause) -> None:
         """:meth:`_set` for many distinct nodes at once (a claim's jobs, a batch's results):
         the same table, checked for every node before the first change, in a few passes
-        instead of a call a node (a claim of 256 jobs spent a fifth of its engine time in
-        ``_set``)."""
+        instead of a call a node (``_set`` was a third of a claim's engine time under
+        cProfile; ``bench_core.py``'s drain, median of 3 interleaved rounds: 12.0 -> 9.0 s)."""
         if not nodes:
             return
         status, row, n = self._status, _TABLE[cause], self.model.num_jobs
