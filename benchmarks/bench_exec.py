@@ -342,6 +342,8 @@ def main() -> None:
         compile_package(root)
     # Every directory is removed only at the end: deleting one tool's 20,000 files would slow
     # the next tool's file creation (ext4 without a journal skips recently freed inodes).
+    if args.workdir:  # a file system to measure on, made if it is not there yet
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="torc-bench-exec-", dir=args.workdir))
     result: dict[str, Any] = {"jobs": args.jobs, "parallel": args.parallel,
                               "cpus": os.cpu_count(), "command": args.command,
