@@ -137,7 +137,9 @@ def test_a_url_file_gone_bad_mid_run_keeps_the_old_url(tmp_path: Path) -> None:
     try:
         wid = str(torc_json(tmp_path, "--url", first.url, "create", "spec.yaml")["id"])
         env = clean_env(TORC_API_URL_FILE=str(url_file))
-        with background(tmp_path, "runner", wid, "-j", "2", env=env) as runner:
+        log = tmp_path / "runner.err"
+        with background(tmp_path, "runner", wid, "-j", "2", env=env,
+                        stderr_file=log) as runner:
             wait_until(lambda: done.exists() and len(done.read_text().split()) >= 2)
             first.proc.send_signal(signal.SIGKILL)
             first.proc.wait(timeout=30)
@@ -145,11 +147,15 @@ def test_a_url_file_gone_bad_mid_run_keeps_the_old_url(tmp_path: Path) -> None:
             # runner read it empty in between, which is another (true) warning
             (tmp_path / "torc.url.new").write_text("not a url at all\n")
             os.replace(tmp_path / "torc.url.new", url_file)
+            # the server comes back only once the runner has found the file bad (else a slow
+            # runner could find the server back before it ever looked)
+            wait_until(lambda: "where it moved is unknown" in log.read_text())
             again = ServerProcess(tmp_path / "torc.db", cwd=tmp_path, flags=[
                 "--database", str(tmp_path / "torc.db"), "--host", "127.0.0.1",
                 "--port", str(port)])
             try:
-                out, err = runner.communicate(timeout=120)
+                out, _ = runner.communicate(timeout=120)
+                err = log.read_text()
                 assert runner.returncode == 0, out + err
                 told = [line for line in err.splitlines() if "where it moved is unknown" in line]
                 assert len(told) == 1 and f"TORC_API_URL_FILE {url_file}: holds no server " \
