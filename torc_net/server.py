@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import trio
 
 from . import wire
@@ -82,6 +81,8 @@ class PidFileError(Exception):
 
 def _is_torc_server(pid: int) -> bool | None:
     """Whether process ``pid`` is a running torc-trio server (None: it cannot be inspected)."""
+    import psutil  # only with a pid file: its import is ~25 ms of every server's start
+
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
