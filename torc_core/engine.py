@@ -89,6 +89,11 @@ _ORDER: dict[str, Callable[[BucketKey], tuple[int, ...]]] = {
 }
 
 
+def _illegal(old: int, cause: Cause, node: int) -> IllegalTransition:
+    """The refusal of a transition the table does not have (Rule 1)."""
+    return IllegalTransition(f"{JobStatus(old).label} cannot {cause.name.lower()}", job=node)
+
+
 class Engine:
     """Live state of one workflow. See the module docstring for the rules it keeps."""
 
@@ -305,9 +310,7 @@ class Engine:
         old = self._status[node]
         new = _TABLE[cause][old]
         if new < 0:  # pragma: no cover - callers validate first; this guards Rule 1
-            raise IllegalTransition(
-                f"{JobStatus(old).label} cannot {cause.name.lower()}", job=node
-            )
+            raise _illegal(old, cause, node)
         self._status[node] = new
         if node < self.model.num_jobs:
             self._counts[old] -= 1
@@ -329,8 +332,7 @@ class Engine:
         news = list(map(row.__getitem__, olds))
         if min(news) < 0:  # pragma: no cover - callers validate first; this guards Rule 1
             bad = news.index(-1)
-            raise IllegalTransition(
-                f"{JobStatus(olds[bad]).label} cannot {cause.name.lower()}", job=nodes[bad])
+            raise _illegal(olds[bad], cause, nodes[bad])
         for node, new in zip(nodes, news, strict=True):
             status[node] = new
         counts = self._counts

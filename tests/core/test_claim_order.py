@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from engine_harness import Harness
 
+from torc_core import events as ev
 from torc_core.graph import compile_workflow
 from torc_core.parse import parse_spec
 
@@ -49,8 +50,6 @@ def test_a_job_queued_twice_is_claimed_once() -> None:
     """A ready job reset (and made ready again) sits in its queue twice; a claim that reaches
     both entries takes it once (the claim's jobs change status together, so the second entry
     is not skipped by its status, as it was when each job changed alone)."""
-    from torc_core import events as ev
-
     h = Harness(3, sort_method="none")
     h.init()
     h.send(ev.ResetStatus(jobs=(0,), initialize=True))  # 0 was ready: now queued twice
