@@ -60,6 +60,7 @@ from hypercorn.utils import parse_socket_addr, repr_socket_addr
 from .admission import Admission
 from .fastpath import BodyError, FastPath
 from .http import TCHAR
+from .listener import DrainingListener
 
 log = logging.getLogger("torc_net.wire")
 
@@ -515,8 +516,7 @@ async def serve(admission: Admission, fast: FastPath | None, config: hypercorn.c
                                   (False, sockets.insecure_sockets)):
                 for sock in group:
                     sock.listen(config.backlog)
-                    listener: trio.abc.Listener[Any] = trio.SocketListener(
-                        trio.socket.from_stdlib_socket(sock))
+                    listener: trio.abc.Listener[Any] = DrainingListener(sock)
                     if secure:
                         assert ssl_context is not None
                         listener = trio.SSLListener(listener, ssl_context,
