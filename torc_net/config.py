@@ -65,6 +65,9 @@ class ServerConfig:
     #: SQLite synchronous mode of a file database: "full" (a commit is on disk when it is
     #: acknowledged) or "normal" (it survives a crash of the server, not of the machine)
     sync: str = "full"
+    #: where a file database's commits run: "process" (a writer process, on another core)
+    #: or "thread" (a thread of the server); see torc_net.store.core, Rule 9
+    writer: str = "process"
     handle_signals: bool = True
     print_port: bool = True
     #: Shut down once this process is no longer our parent (it ended, even by SIGKILL).
@@ -221,6 +224,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         "commit to disk before it is acknowledged; 'normal' is faster and "
                         "survives a crash of the server but may lose the last commits if the "
                         "machine fails (default from TORC_SERVER_SYNC, else full)")
+    parser.add_argument("--writer", choices=["process", "thread"],
+                        default=os.environ.get("TORC_SERVER_WRITER", "process"),
+                        help="where a file database's commits run: 'process' (default) is a "
+                        "writer process whose commits overlap the server's request handling on "
+                        "another core; 'thread' keeps them in the server's process (default "
+                        "from TORC_SERVER_WRITER, else process)")
     parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0,
                         help="on SIGTERM, time in-flight requests get to finish (default: 10)")
     parser.add_argument("-l", "--log-level", default="info", metavar="LEVEL",
@@ -363,6 +372,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit(f"--body-timeout-seconds must be > 0, got {args.body_timeout_seconds}")
     if args.sync not in ("full", "normal"):
         raise SystemExit(f"TORC_SERVER_SYNC: expected full or normal, got {args.sync!r}")
+    if args.writer not in ("process", "thread"):
+        raise SystemExit(f"TORC_SERVER_WRITER: expected process or thread, got {args.writer!r}")
     if args.load_snapshot and args.database != ":memory:":
         raise SystemExit("--load-snapshot is for -d :memory: (a file database is its own "
                          "starting point)")
@@ -405,6 +416,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_json_depth=args.max_json_depth,
         body_timeout_s=args.body_timeout_seconds,
         sync=args.sync,
+        writer=args.writer,
         parent_pid=args.parent_pid,
         pid_file=os.path.abspath(args.pid_file) if args.pid_file else None,
         advertise_url=advertise,

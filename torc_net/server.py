@@ -185,7 +185,8 @@ async def serve(
     # Three kinds of blocking work, each on threads of its own, so that none can starve
     # another: the database (one thread; its lock serializes it anyway), password checks
     # (one: bcrypt is slow by design), and parsing specs / decoding big bodies.
-    store = Store(config.database, load_from=config.load_snapshot, sync=config.sync)
+    store = Store(config.database, load_from=config.load_snapshot, sync=config.sync,
+                  writer=config.writer)
     await trio.to_thread.run_sync(store.open_sync, limiter=store.limiter)
     feed = Feed(config.feed_queue_size)
     service = Service(store, feed, lease_s=config.lease_s, clock=config.clock,
@@ -374,7 +375,7 @@ async def serve(
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(store.close_sync)
+            await store.aclose()
         if pid_file is not None:
             remove_pid_file(pid_file)
         stopped.set()

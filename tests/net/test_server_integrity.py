@@ -48,11 +48,12 @@ def result(job: dict, rc: int = 0) -> dict:  # type: ignore[type-arg]
 # A change that cannot be stored fails alone
 
 
-async def test_a_change_that_cannot_be_stored_fails_alone(tmp_path: Path,
-                                                          nursery: trio.Nursery) -> None:
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_a_change_that_cannot_be_stored_fails_alone(tmp_path: Path, nursery: trio.Nursery,
+                                                          writer: str) -> None:
     """Within one group commit, the change SQLite refuses fails, with the later changes to
     its workflow; every other change commits (the whole batch used to fail with it)."""
-    store = Store(str(tmp_path / "db.sqlite"))
+    store = Store(str(tmp_path / "db.sqlite"), writer=writer)
     await trio.to_thread.run_sync(store.open_sync)
     lost: list[set[int]] = []
     store.on_lost = lost.append
@@ -85,11 +86,12 @@ async def test_a_change_that_cannot_be_stored_fails_alone(tmp_path: Path,
         store.close_sync()
 
 
+@pytest.mark.parametrize("writer", ["process", "thread"])
 async def test_later_changes_to_a_failed_workflow_in_the_next_batch_fail_too(
-        tmp_path: Path, nursery: trio.Nursery) -> None:
+        tmp_path: Path, nursery: trio.Nursery, writer: str) -> None:
     """A change queued while the failing commit ran was made on top of the failed one in
     memory: it must not be written either."""
-    store = Store(str(tmp_path / "db.sqlite"))
+    store = Store(str(tmp_path / "db.sqlite"), writer=writer)
     await trio.to_thread.run_sync(store.open_sync)
     try:
         await nursery.start(store.run_writer)
@@ -97,7 +99,10 @@ async def test_later_changes_to_a_failed_workflow_in_the_next_batch_fail_too(
         bad = store.change(frozenset({5}))
         bad.compute_nodes.extend([row, row])
         next_batch: list[Change] = []
-        async with store.lock:  # the writer cannot commit until we let it
+        if writer == "process":  # `bad` goes to the writer process as it starts to wait
+            assert bad.batch is not None and bad.batch.pump is not None
+            bad.batch.pump()
+        async with store.lock:  # a writer thread cannot commit until we let it
             await trio.testing.wait_all_tasks_blocked()
             # `bad` is being committed (or about to be); these join the next batch.
             next_batch.append(store.change(frozenset({5})))

@@ -24,17 +24,21 @@ one, not even a watcher, hears of what is not on disk.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import groupby
 from operator import is_, itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
+from .schema import RESULT_INFO_NAMES, write_next_ids
 
-from .schema import RESULT_INFO_NAMES
+if TYPE_CHECKING:
+    from .core import Batch
+
+log = logging.getLogger("torc_net.store")
 
 #: Feed messages of one workflow: (workflow id, owner, messages).
 Messages = tuple[int, str | None, list[dict[str, Any]]]
@@ -233,7 +237,7 @@ class Change:
     grown: list[NewRows] = field(default_factory=list)
     #: published once committed (Rule 3)
     messages: list[Messages] = field(default_factory=list)
-    error: BaseException | None = None
+    error: StoreError | None = None
     batch: Batch | None = None
 
     def event(self, workflow_id: int, ts: float, kind: str, data: Any = None) -> None:
@@ -248,16 +252,16 @@ class Change:
 
     async def wait(self) -> None:
         """Return once this change is durable; raise StoreError if it is not."""
-        assert self.batch is not None
-        await self.batch.done.wait()
+        batch = self.batch
+        assert batch is not None
+        if batch.pump is not None:  # start storing it now if the writer process is free
+            batch.pump()
+        await batch.done.wait()
         if self.error is not None:
-            if isinstance(self.error, StoreError):
-                raise self.error
-            raise StoreError(f"database commit failed: {self.error}",
-                             transient=_is_transient(self.error)) from self.error
+            raise self.error
 
 
-def _is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """A database that could not write (disk full, I/O error, locked) may write later; a value
     it cannot hold never will."""
     return isinstance(exc, sqlite3.OperationalError | StoreError) or (
@@ -265,14 +269,71 @@ def _is_transient(exc: BaseException) -> bool:
     )
 
 
-@dataclass(slots=True, eq=False)
-class Batch:
-    """The changes of one commit window."""
+def store_error(exc: BaseException) -> StoreError:
+    """Why a change is not durable, as its waiter hears it."""
+    if isinstance(exc, StoreError):
+        return exc
+    return StoreError(f"database commit failed: {exc}", transient=is_transient(exc))
 
-    changes: list[Change] = field(default_factory=list)
-    done: trio.Event = field(default_factory=trio.Event)
-    #: the id high-water marks when the window closed (saved with it)
-    next_ids: dict[str, int] | None = None
+
+def commit(db: sqlite3.Connection, changes: Sequence[Change],
+           ids: dict[str, int] | None) -> dict[int, StoreError]:
+    """Store ``changes`` and the id high-water marks ``ids`` (None: unchanged) as one
+    transaction; the indices of the changes that could not be stored, with why.
+
+    All together first; if that fails, one by one, each in a savepoint, so only a change
+    SQLite refuses fails, with every later change to the same workflows (they were made on
+    top of it in memory). Rule 3 of :mod:`.core`; the same code runs in the server's thread
+    and in the writer process (:mod:`.writer`)."""
+    try:
+        db.execute("BEGIN")
+        apply(db, changes[0] if len(changes) == 1 else merge(changes))
+        if ids:
+            write_next_ids(db, ids)
+        db.execute("COMMIT")
+        return {}
+    except Exception as exc:
+        rollback(db)
+        if len(changes) == 1:
+            return {0: store_error(exc)}
+        log.warning("a commit of %d changes failed (%s); storing them one by one",
+                    len(changes), exc)
+    failed: dict[int, StoreError] = {}
+    lost: set[int] = set()
+    try:
+        db.execute("BEGIN")
+        for i, change in enumerate(changes):
+            if change.workflows & lost:
+                failed[i] = StoreError("an earlier change to the same workflow could not be "
+                                       "stored")
+                continue
+            db.execute("SAVEPOINT change")
+            try:
+                apply(db, change)
+            except Exception as exc:
+                if not db.in_transaction:  # SQLite rolled everything back (disk full)
+                    raise
+                db.execute("ROLLBACK TO change")
+                failed[i] = store_error(exc)
+                lost |= change.workflows
+            db.execute("RELEASE change")
+        if ids:
+            write_next_ids(db, ids)
+        db.execute("COMMIT")
+    except Exception as exc:
+        rollback(db)
+        error = store_error(exc)
+        return {i: failed.get(i, error) for i in range(len(changes))}
+    return failed
+
+
+def rollback(db: sqlite3.Connection) -> None:
+    """End a failed transaction, if SQLite has not already."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:  # pragma: no cover - the connection is beyond help
+            log.exception("rollback failed")
 
 
 def merge(changes: Iterable[Change]) -> Change:

@@ -7,9 +7,10 @@ this package keeps the durable copy. Only the server process opens the database,
 SQL lives in this package (:mod:`.changes` for the group commit, :mod:`.queries` for reads
 and the insert of a new workflow, :mod:`.schema` for the tables).
 
-Rule 1: one connection, one writer. Every statement runs in a worker thread while holding
-:attr:`Store.lock` (a ``trio.Lock``), so the connection is never used by two threads at once and
-the trio thread never blocks on disk. The store has its own thread limiter: nothing else
+Rule 1: one writer at a time. Every statement runs in a worker thread (or the writer process,
+Rule 9) while holding :attr:`Store.lock` (a ``trio.Lock``), so the connection is never used by
+two threads at once, two connections never write at once, and the trio thread never blocks
+on disk. The store has its own thread limiter: nothing else
 (password checks, spec parsing) can take the threads commits need.
 
 Rule 2: group commit. Request handlers never write. They take a :class:`~.changes.Change` from
@@ -43,6 +44,14 @@ can start from a file (``load_from``: the last snapshot), copied in with the sam
 before anything else happens.
 
 Rule 8: one server per database: an exclusive lock on ``PATH.lock`` (:mod:`.lock`).
+
+Rule 9: a file database's group commits run in a writer process (:mod:`.writer`), on a
+connection of its own, so a commit overlaps the event loop's work instead of taking turns
+with it under the GIL; everything else (reads, workflow creation, a batch that grows a
+workflow, snapshots) stays on the server's connection, under the same lock (Rule 1). If the
+writer process ends, the batch it had fails as a transient error (Rule 3: its workflows are
+reloaded from what is on disk) and later batches commit in the store's thread.
+``writer="thread"`` (``torc-trio serve --writer thread``) keeps every commit in the thread.
 """
 
 from __future__ import annotations
@@ -52,14 +61,17 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 
-from .changes import Batch, Change, StoreError, _is_transient, apply, merge
+from . import writer as wp
+from .changes import Change, StoreError, commit, is_transient, rollback, store_error
 from .lock import DatabaseLock
 from .schema import SchemaError, ensure_schema, read_next_ids, write_next_ids
+from .writer_link import WriterGone, WriterLink
 
 log = logging.getLogger("torc_net.store")
 
@@ -67,29 +79,40 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 SYNC_MODES = ("full", "normal")
+#: Where a file database's group commits run (Rule 9): "process" or "thread".
+WRITERS = ("process", "thread")
 
 
-def _connect(path: str, sync: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    if path != ":memory:":
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-    conn.execute("PRAGMA foreign_keys=OFF")
-    conn.execute("PRAGMA cache_size=-65536")
-    conn.execute("PRAGMA temp_store=MEMORY")
-    return conn
+@dataclass(slots=True, eq=False)
+class Batch:
+    """The changes of one commit window."""
+
+    changes: list[Change] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+    #: the id high-water marks when the window closed (saved with it)
+    next_ids: dict[str, int] | None = None
+    #: called by each change as it starts to wait (the store's ``_pump``; None: no writer
+    #: process)
+    pump: Callable[[], None] | None = None
 
 
 class Store:
     """Owner of the SQLite connection. All methods are called from the trio thread."""
 
     def __init__(self, path: str, *, limiter: trio.CapacityLimiter | None = None,
-                 load_from: str | None = None, sync: str = "full") -> None:
+                 load_from: str | None = None, sync: str = "full",
+                 writer: str = "process") -> None:
         if sync not in SYNC_MODES:
             raise ValueError(f"sync must be one of {SYNC_MODES}, got {sync!r}")
+        if writer not in WRITERS:
+            raise ValueError(f"writer must be one of {WRITERS}, got {writer!r}")
         self.path = path
         self.in_memory = path == ":memory:"
         self.sync = sync
+        #: Where a file database's commits run (Rule 9); an in-memory one has only its thread.
+        self.writer_kind = "thread" if self.in_memory else writer
+        #: the writer process, once open (None: commits run in the store's thread)
+        self.writer: WriterLink | None = None
         #: In memory: a database file to start from, if it exists (Rule 7).
         self.load_from = load_from
         #: The store's own threads (Rule 1); one suffices, the lock serializes them anyway.
@@ -99,6 +122,16 @@ class Store:
         self._lock_file: DatabaseLock | None = None
         self._batch = Batch()
         self._wake = trio.Event()
+        #: the batch the writer process is storing (Rule 9)
+        self._inflight: Batch | None = None
+        #: set (and replaced) each time a batch is settled
+        self._settled = trio.Event()
+        #: > 0 while the server's connection writes: no batch goes to the writer process
+        self._hold = 0
+        #: one task at a time moves the group commit (the writer task, or a flush)
+        self._stepping = trio.Lock()
+        #: that task's wait for the writer process's pipe
+        self._waiting: trio.CancelScope | None = None
         #: next free id per sequence (Rule 6); assigned on the trio thread
         self.next_ids: dict[str, int] = {}
         self._saved_ids: dict[str, int] = {}
@@ -123,12 +156,19 @@ class Store:
             self._lock_file = DatabaseLock(owned)
         try:
             self._open_locked()
+            if self.writer_kind == "process":
+                try:
+                    self.writer = WriterLink(self.path, self.sync)
+                    self._batch.pump = self._pump
+                except OSError as exc:
+                    log.warning("cannot start a writer process (%s): committing in the "
+                                "server's thread", exc)
         except BaseException:
             self.close_sync()
             raise
 
     def _open_locked(self) -> None:
-        conn = _connect(self.path, self.sync)
+        conn = wp.connect(self.path, self.sync)
         try:
             if self.in_memory and self.load_from and Path(self.load_from).exists():
                 try:
@@ -161,7 +201,21 @@ class Store:
         if self._lock_file is not None:
             self._lock_file.note(**fields)
 
+    async def aclose(self) -> None:
+        """Stop the writer process and close the database (after :meth:`flush`)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.close_pipes()
+            await trio.to_thread.run_sync(writer.reap)
+        await trio.to_thread.run_sync(self.close_sync, limiter=self.limiter)
+
     def close_sync(self) -> None:
+        """Close the database (after :meth:`flush`); from the trio thread if the writer
+        process still runs (see :meth:`aclose`)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.close_pipes()
+            writer.reap()
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -206,28 +260,126 @@ class Store:
         """The group-commit loop. Runs until cancelled; call :meth:`flush` first."""
         task_status.started()
         while True:
-            await self._wake.wait()
-            await self._commit_current()
+            if not self._has_work():
+                await self._wake.wait()
+                self._wake = trio.Event()
+                continue
+            async with self._stepping:
+                await self._step()
 
-    async def _commit_current(self) -> None:
-        self._wake = trio.Event()
-        batch, self._batch = self._batch, Batch()
-        if not batch.changes:
-            batch.done.set()
+    async def flush(self) -> None:
+        """Commit whatever is pending now (shutdown, snapshots, tests)."""
+        while self._batch.changes or self._inflight is not None:
+            if not self._has_work():  # held by a write of the server's connection
+                await self._wake.wait()
+                continue
+            async with self._stepping:
+                await self._step()
+
+    def _has_work(self) -> bool:
+        return self._inflight is not None or bool(self._batch.changes and not self._hold)
+
+    async def _step(self) -> None:
+        """Move the group commit one step, waiting as little as it must (Rules 2 and 9)."""
+        link = self.writer
+        if link is not None and self._inflight is not None:
+            # Until the pipe is ready, or a change's _pump moves things along first (it
+            # cancels this wait, whose object may have changed: the rest of a new batch to
+            # write, say).
+            with trio.CancelScope() as self._waiting:
+                if link.sending:
+                    await link.wait_writable()
+                else:
+                    await link.wait_readable()
+            self._waiting = None
+            self._pump()
             return
+        if not self._batch.changes or self._hold:
+            return
+        if link is not None and not any(c.grown for c in self._batch.changes):
+            self._pump()
+            return
+        # In the store's thread: no writer process, or a growth's lazy rows (Rule 9).
+        self._hold += 1
+        try:
+            async with self.lock:
+                batch = self._take_batch()  # its id marks as they are once nothing else writes
+                try:
+                    failed = await trio.to_thread.run_sync(
+                        commit, self.db, batch.changes, self._ids_to_save(batch),
+                        limiter=self.limiter)
+                except Exception as exc:  # not even the fallback could run
+                    log.exception("commit failed")
+                    failed = dict.fromkeys(range(len(batch.changes)), store_error(exc))
+        finally:
+            self._hold -= 1
+        self._finish(batch, failed)
+
+    def _pump(self) -> None:
+        """Take the writer process's answer if it has come, and hand it the batch now
+        collecting if it is free, without waiting for either (see :mod:`.writer_link`).
+        Called by each change as it starts to wait, and by the writer task."""
+        link = self.writer
+        if link is None:
+            return
+        try:
+            if self._inflight is not None:
+                if link.sending:
+                    link.write_some()
+                    if link.sending:
+                        return
+                failed = link.answer()
+                if failed is None:
+                    return
+                batch, self._inflight = self._inflight, None
+                self._finish(batch, failed)
+            if (self._batch.changes and not self._hold
+                    and not any(c.grown for c in self._batch.changes)):
+                batch = self._take_batch()
+                self._inflight = batch
+                link.send(batch.changes, self._ids_to_save(batch))
+                self._wake.set()  # the writer task waits for the answer
+                if self._waiting is not None:
+                    self._waiting.cancel()
+        except WriterGone as exc:
+            log.error("%s; committing in the server's thread from now on", exc)
+            self.writer = None
+            link.stop()
+            if self._inflight is not None:
+                batch, self._inflight = self._inflight, None
+                gone = StoreError(f"database commit failed: {exc}")
+                self._finish(batch, dict.fromkeys(range(len(batch.changes)), gone))
+            self._wake.set()
+
+    def _take_batch(self) -> Batch:
+        batch, self._batch = self._batch, self._new_batch()
         batch.next_ids = dict(self.next_ids)
-        async with self.lock:
-            try:
-                failed = await trio.to_thread.run_sync(self._commit_sync, batch,
-                                                       limiter=self.limiter)
-            except Exception as exc:  # not even the fallback could run
-                log.exception("commit failed")
-                failed = dict.fromkeys(range(len(batch.changes)), exc)
+        return batch
+
+    def _ids_to_save(self, batch: Batch) -> dict[str, int] | None:
+        ids = batch.next_ids
+        return ids if ids and ids != self._saved_ids else None
+
+    def _finish(self, batch: Batch, failed: dict[int, StoreError]) -> None:
+        if not failed and batch.next_ids:
+            self._saved_ids = batch.next_ids
         self.commits += 1
         self._settle(batch, failed)
         batch.done.set()
+        self._settled.set()
+        self._settled = trio.Event()
 
-    def _settle(self, batch: Batch, failed: dict[int, BaseException]) -> None:
+    def _new_batch(self) -> Batch:
+        return Batch(pump=self._pump if self.writer is not None else None)
+
+    async def _exclusive(self) -> None:
+        """Wait until the writer process has answered its batch (the caller has raised
+        ``_hold``, so it is given no other): the server's connection may then write."""
+        while self._inflight is not None:
+            self._wake.set()
+            await self._settled.wait()
+
+    def _settle(self, batch: Batch, failed: dict[int, StoreError]) -> None:
         """Mark failed changes and those made on top of them (Rule 3); publish the rest."""
         lost: set[int] = set()
         for i, exc in failed.items():
@@ -254,100 +406,38 @@ class Store:
         if lost:
             self.on_lost(lost)
 
-    async def flush(self) -> None:
-        """Commit whatever is pending now (shutdown, snapshots, tests)."""
-        while self._batch.changes:
-            await self._commit_current()
-
-    def _commit_sync(self, batch: Batch) -> dict[int, BaseException]:
-        """Commit a batch; the indices of the changes that failed, with why."""
-        db = self.db
-        changes = batch.changes
-        ids = batch.next_ids or {}
-        try:
-            db.execute("BEGIN")
-            apply(db, changes[0] if len(changes) == 1 else merge(changes))
-            self._save_ids(db, ids)
-            db.execute("COMMIT")
-        except Exception as exc:
-            self._rollback(db)
-            if len(changes) == 1:
-                return {0: exc}
-            log.warning("a commit of %d changes failed (%s); storing them one by one",
-                        len(changes), exc)
-        else:
-            self._saved_ids = ids
-            return {}
-        return self._commit_one_by_one(db, batch)
-
-    def _commit_one_by_one(self, db: sqlite3.Connection, batch: Batch) \
-            -> dict[int, BaseException]:
-        failed: dict[int, BaseException] = {}
-        lost: set[int] = set()
-        ids = batch.next_ids or {}
-        try:
-            db.execute("BEGIN")
-            for i, change in enumerate(batch.changes):
-                if change.workflows & lost:
-                    failed[i] = StoreError("an earlier change to the same workflow could not be "
-                                           "stored")
-                    continue
-                db.execute("SAVEPOINT change")
-                try:
-                    apply(db, change)
-                except Exception as exc:
-                    if not db.in_transaction:  # SQLite rolled everything back (disk full)
-                        raise
-                    db.execute("ROLLBACK TO change")
-                    failed[i] = exc
-                    lost |= change.workflows
-                db.execute("RELEASE change")
-            self._save_ids(db, ids)
-            db.execute("COMMIT")
-        except Exception as exc:
-            self._rollback(db)
-            return {i: failed.get(i, exc) for i in range(len(batch.changes))}
-        self._saved_ids = ids
-        return failed
-
-    def _save_ids(self, db: sqlite3.Connection, ids: dict[str, int]) -> None:
-        if ids and ids != self._saved_ids:
-            write_next_ids(db, ids)
-
-    @staticmethod
-    def _rollback(db: sqlite3.Connection) -> None:
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:  # pragma: no cover - the connection is beyond help
-                log.exception("rollback failed")
-
     # -----------------------------------------------------------------------------------------
     # Other access (serialized with the writer)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in one transaction of its own, with the id marks (Rule 5)."""
-        ids = dict(self.next_ids)
-
-        def run() -> T:
+        def run(ids: dict[str, int]) -> T:
             db = self.db
             db.execute("BEGIN")
             try:
                 value = fn(db)
-                self._save_ids(db, ids)
+                if ids and ids != self._saved_ids:
+                    write_next_ids(db, ids)
                 db.execute("COMMIT")
             except BaseException:
-                self._rollback(db)
+                rollback(db)
                 raise
             self._saved_ids = ids
             return value
 
-        async with self.lock:
-            try:
-                return await trio.to_thread.run_sync(run, limiter=self.limiter)
-            except sqlite3.Error as exc:
-                raise StoreError(f"database write failed: {exc}",
-                                 transient=_is_transient(exc)) from exc
+        self._hold += 1  # the writer process gets no batch until this is written
+        try:
+            await self._exclusive()
+            async with self.lock:  # the marks as they are now: nothing else commits meanwhile
+                try:
+                    return await trio.to_thread.run_sync(run, dict(self.next_ids),
+                                                         limiter=self.limiter)
+                except sqlite3.Error as exc:
+                    raise StoreError(f"database write failed: {exc}",
+                                     transient=is_transient(exc)) from exc
+        finally:
+            self._hold -= 1
+            self._wake.set()
 
     async def read(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args,
                    **kwargs: P.kwargs) -> T:
