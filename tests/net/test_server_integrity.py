@@ -102,7 +102,8 @@ async def test_later_changes_to_a_failed_workflow_in_the_next_batch_fail_too(
         if writer == "process":  # `bad` goes to the writer process as it starts to wait
             assert bad.batch is not None and bad.batch.pump is not None
             bad.batch.pump()
-        async with store.lock:  # a writer thread cannot commit until we let it
+        # A writer thread takes `bad` and then waits for a thread until we let it.
+        async with store.limiter:
             await trio.testing.wait_all_tasks_blocked()
             # `bad` is being committed (or about to be); these join the next batch.
             next_batch.append(store.change(frozenset({5})))
@@ -125,6 +126,40 @@ async def test_later_changes_to_a_failed_workflow_in_the_next_batch_fail_too(
         assert outcomes == ["failed", "ok"]
         rows = store.db.execute("SELECT workflow_id FROM events").fetchall()
         assert rows == [(6,)]
+    finally:
+        nursery.cancel_scope.cancel()
+        store.close_sync()
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_a_next_batch_of_only_failed_changes_is_answered(
+        tmp_path: Path, nursery: trio.Nursery, writer: str) -> None:
+    """When every change waiting in the next batch was made on top of the failed one, no
+    commit is left to wake them: they must hear their error at once, not wait forever."""
+    store = Store(str(tmp_path / "db.sqlite"), writer=writer)
+    await trio.to_thread.run_sync(store.open_sync)
+    try:
+        await nursery.start(store.run_writer)
+        row = (9, 5, "h", None, None, None, None, None, None, 0.0, None)
+        bad = store.change(frozenset({5}))
+        bad.compute_nodes.extend([row, row])
+        if writer == "process":
+            assert bad.batch is not None and bad.batch.pump is not None
+            bad.batch.pump()
+        async with store.limiter:  # a writer thread takes `bad`, then waits for a thread
+            await trio.testing.wait_all_tasks_blocked()
+            later = [store.change(frozenset({5})) for _ in range(2)]
+        with trio.fail_after(10):
+            with pytest.raises(StoreError):
+                await bad.wait()
+            for change in later:
+                with pytest.raises(StoreError, match="earlier change"):
+                    await change.wait()
+        # And the store goes on.
+        ok = store.change(frozenset({6}))
+        ok.events.append((6, 0.0, "ok", None))
+        with trio.fail_after(10):
+            await ok.wait()
     finally:
         nursery.cancel_scope.cancel()
         store.close_sync()

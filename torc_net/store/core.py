@@ -7,10 +7,10 @@ this package keeps the durable copy. Only the server process opens the database,
 SQL lives in this package (:mod:`.changes` for the group commit, :mod:`.queries` for reads
 and the insert of a new workflow, :mod:`.schema` for the tables).
 
-Rule 1: one writer at a time. Every statement runs in a worker thread (or the writer process,
-Rule 9) while holding :attr:`Store.lock` (a ``trio.Lock``), so the connection is never used by
-two threads at once, two connections never write at once, and the trio thread never blocks
-on disk. The store has its own thread limiter: nothing else
+Rule 1: one connection, one thread. Every statement on the server's connection runs in a
+worker thread while holding :attr:`Store.lock` (a ``trio.Lock``), so the connection is never
+used by two threads at once and the trio thread never blocks on disk (the writer process has
+a connection of its own: Rule 9). The store has its own thread limiter: nothing else
 (password checks, spec parsing) can take the threads commits need.
 
 Rule 2: group commit. Request handlers never write. They take a :class:`~.changes.Change` from
@@ -47,11 +47,14 @@ Rule 8: one server per database: an exclusive lock on ``PATH.lock`` (:mod:`.lock
 
 Rule 9: a file database's group commits run in a writer process (:mod:`.writer`), on a
 connection of its own, so a commit overlaps the event loop's work instead of taking turns
-with it under the GIL; everything else (reads, workflow creation, a batch that grows a
-workflow, snapshots) stays on the server's connection, under the same lock (Rule 1). If the
-writer process ends, the batch it had fails as a transient error (Rule 3: its workflows are
-reloaded from what is on disk) and later batches commit in the store's thread.
-``writer="thread"`` (``torc-trio serve --writer thread``) keeps every commit in the thread.
+with it under the GIL. A batch is handed over the moment the writer is free, by the first
+change that starts to wait (:meth:`Store._pump`). Everything else (reads, workflow creation,
+a batch that grows a workflow, snapshots) stays on the server's connection: a write there
+holds the next batch back (``_hold``) and waits for the one in flight, so two connections
+never write at once; reads go on alongside (WAL). If the writer process ends, the batch it
+had fails as a transient error (Rule 3: its workflows are reloaded from what is on disk)
+and later batches commit in the store's thread. ``writer="thread"`` (``torc-trio serve
+--writer thread``) keeps every commit in the thread.
 """
 
 from __future__ import annotations
@@ -397,7 +400,11 @@ class Store:
                     change.error = later
                 else:
                     keep.append(change)
-            self._batch.changes = keep
+            if keep:
+                self._batch.changes = keep  # the others' waiters wake when it commits
+            elif self._batch.changes:  # nothing of it is left to commit: wake them now
+                self._batch.done.set()
+                self._batch = self._new_batch()
         publish = self.publish
         for change in batch.changes:
             if change.error is None:

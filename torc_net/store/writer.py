@@ -3,19 +3,20 @@
 Why: a commit is SQLite work done under Python's GIL (binding every value of every row), so
 in the server's own thread it could never overlap the event loop: each took its turn, and
 the request handlers of the next batch waited for it. In a process of its own, a commit runs
-on another core while the loop answers the next requests. Measured with
-``benchmarks/bench_server.py`` (BENCHMARKS.md, "A writer process"): the server's CPU per
-request at batch 256 fell from ~8.7 to ~5-6 ms, and jobs/s at batch 1, 32 and 256 rose by
-~1.1-1.5x.
+on another core while the loop answers the next requests. Measured (BENCHMARKS.md, "A
+writer process"; three interleaved rounds against the thread): ``bench_server.py`` 1.32x,
+1.74x and 1.27x the jobs/s at batch 1, 32 and 256; ``bench_burst.py`` request latency p99
+1,212 -> 935 ms.
 
 What stays in the server: the connection it reads with, workflow creation (rows built
 lazily, millions at a time) and every batch that grows a workflow, snapshots, and the whole
-store of an in-memory database. The store's lock serializes all of it with the writer's
-commits, exactly as it did with the thread's (:mod:`.core`, Rule 1), so two connections never
-write at once; each sees what the other committed (WAL).
+store of an in-memory database. Two connections never write at once: a write on the
+server's connection waits for the writer's answer and holds the next batch back until it is
+done (:mod:`.core`, Rules 1 and 9); reads go on meanwhile and see what was committed (WAL).
 
 Protocol, on the child's stdin and stdout: frames of a 4-byte little-endian length and a
-pickle (both ends are this module, in the same Python, so nothing foreign is ever unpickled).
+pickle (the server's end is :mod:`.writer_link`, in the same Python and package, so nothing
+foreign is ever unpickled).
 The child first says hello: ``{"pid", "journal_mode", "synchronous"}``, or ``{"error"}`` when
 it cannot open the database (the server then commits in its thread). Then, for each batch,
 the server sends ``(changes, ids)`` (:func:`pack`) and the child answers with the changes it
