@@ -12,7 +12,7 @@ import os
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,121 +48,107 @@ def result(job: dict, rc: int = 0) -> dict:  # type: ignore[type-arg]
 # A change that cannot be stored fails alone
 
 
-@pytest.mark.parametrize("writer", ["process", "thread"])
-async def test_a_change_that_cannot_be_stored_fails_alone(tmp_path: Path, nursery: trio.Nursery,
-                                                          writer: str) -> None:
+async def _bad_then_next(store: Store, writer: str, workflows: list[int]) \
+        -> tuple[Change, list[Change]]:
+    """A change SQLite refuses (workflow 5 registers one compute node twice), being
+    committed, and changes to ``workflows`` made meanwhile: they wait in the next batch."""
+    row = (9, 5, "h", None, None, None, None, None, None, 0.0, None)
+    bad = store.change(frozenset({5}))
+    bad.compute_nodes.extend([row, row])
+    if writer == "process":  # `bad` goes to the writer process as it starts to wait
+        assert bad.batch is not None and bad.batch.pump is not None
+        bad.batch.pump()
+    async with store.limiter:  # a writer thread takes `bad`, then waits for a thread
+        await trio.testing.wait_all_tasks_blocked()
+        later = [store.change(frozenset({wf})) for wf in workflows]
+    return bad, later
+
+
+@pytest.fixture
+async def running_store(tmp_path: Path, nursery: trio.Nursery,
+                        request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """A store on a file database with its writer task, the writer of the test's param."""
+    store = Store(str(tmp_path / "db.sqlite"), writer=request.param)
+    await trio.to_thread.run_sync(store.open_sync)
+    try:
+        await nursery.start(store.run_writer)
+        yield store
+    finally:
+        nursery.cancel_scope.cancel()
+        store.close_sync()
+
+
+@pytest.mark.parametrize("running_store", ["process", "thread"], indirect=True)
+async def test_a_change_that_cannot_be_stored_fails_alone(running_store: Store) -> None:
     """Within one group commit, the change SQLite refuses fails, with the later changes to
     its workflow; every other change commits (the whole batch used to fail with it)."""
-    store = Store(str(tmp_path / "db.sqlite"), writer=writer)
-    await trio.to_thread.run_sync(store.open_sync)
+    store = running_store
     lost: list[set[int]] = []
     store.on_lost = lost.append
-    try:
-        await nursery.start(store.run_writer)
-        first = store.change(frozenset({1}))
-        first.events.append((1, 0.0, "first", None))
-        # Same primary key twice: the second insert breaks the UNIQUE constraint.
-        bad = store.change(frozenset({2}))
-        row = (7, 2, "h", None, None, None, None, None, None, 0.0, None)
-        bad.compute_nodes.extend([row, row])
-        after_bad = store.change(frozenset({2}))  # made on top of the failed one in memory
-        after_bad.events.append((2, 0.0, "after", None))
-        other = store.change(frozenset({3}))
-        other.events.append((3, 0.0, "other", None))
-        outcomes = []
-        for change in (first, bad, after_bad, other):
-            try:
-                await change.wait()
-                outcomes.append("ok")
-            except StoreError as exc:
-                outcomes.append("transient" if exc.transient else "failed")
-        assert outcomes == ["ok", "failed", "transient", "ok"]
-        assert lost == [{2}]
-        kinds = [r[0] for r in store.db.execute("SELECT kind FROM events ORDER BY id")]
-        assert kinds == ["first", "other"]
-        assert store.db.execute("SELECT count(*) FROM compute_nodes").fetchone()[0] == 0
-    finally:
-        nursery.cancel_scope.cancel()
-        store.close_sync()
+    first = store.change(frozenset({1}))
+    first.events.append((1, 0.0, "first", None))
+    # Same primary key twice: the second insert breaks the UNIQUE constraint.
+    bad = store.change(frozenset({2}))
+    row = (7, 2, "h", None, None, None, None, None, None, 0.0, None)
+    bad.compute_nodes.extend([row, row])
+    after_bad = store.change(frozenset({2}))  # made on top of the failed one in memory
+    after_bad.events.append((2, 0.0, "after", None))
+    other = store.change(frozenset({3}))
+    other.events.append((3, 0.0, "other", None))
+    outcomes = []
+    for change in (first, bad, after_bad, other):
+        try:
+            await change.wait()
+            outcomes.append("ok")
+        except StoreError as exc:
+            outcomes.append("transient" if exc.transient else "failed")
+    assert outcomes == ["ok", "failed", "transient", "ok"]
+    assert lost == [{2}]
+    kinds = [r[0] for r in store.db.execute("SELECT kind FROM events ORDER BY id")]
+    assert kinds == ["first", "other"]
+    assert store.db.execute("SELECT count(*) FROM compute_nodes").fetchone()[0] == 0
 
 
-@pytest.mark.parametrize("writer", ["process", "thread"])
+@pytest.mark.parametrize("running_store", ["process", "thread"], indirect=True)
 async def test_later_changes_to_a_failed_workflow_in_the_next_batch_fail_too(
-        tmp_path: Path, nursery: trio.Nursery, writer: str) -> None:
+        running_store: Store) -> None:
     """A change queued while the failing commit ran was made on top of the failed one in
     memory: it must not be written either."""
-    store = Store(str(tmp_path / "db.sqlite"), writer=writer)
-    await trio.to_thread.run_sync(store.open_sync)
-    try:
-        await nursery.start(store.run_writer)
-        row = (9, 5, "h", None, None, None, None, None, None, 0.0, None)
-        bad = store.change(frozenset({5}))
-        bad.compute_nodes.extend([row, row])
-        next_batch: list[Change] = []
-        if writer == "process":  # `bad` goes to the writer process as it starts to wait
-            assert bad.batch is not None and bad.batch.pump is not None
-            bad.batch.pump()
-        # A writer thread takes `bad` and then waits for a thread until we let it.
-        async with store.limiter:
-            await trio.testing.wait_all_tasks_blocked()
-            # `bad` is being committed (or about to be); these join the next batch.
-            next_batch.append(store.change(frozenset({5})))
-            next_batch.append(store.change(frozenset({6})))
-            for c in next_batch:
-                c.events.append((next(iter(c.workflows)), 0.0, "next", None))
-        with trio.fail_after(10):
+    store = running_store
+    bad, next_batch = await _bad_then_next(store, store.writer_kind, [5, 6])
+    for c in next_batch:
+        c.events.append((next(iter(c.workflows)), 0.0, "next", None))
+    with trio.fail_after(10):
+        with pytest.raises(StoreError):
+            await bad.wait()
+        outcomes = []
+        for c in next_batch:
             try:
-                await bad.wait()
-                raise AssertionError("the bad change committed")
+                await c.wait()
+                outcomes.append("ok")
             except StoreError:
-                pass
-            outcomes = []
-            for c in next_batch:
-                try:
-                    await c.wait()
-                    outcomes.append("ok")
-                except StoreError:
-                    outcomes.append("failed")
-        assert outcomes == ["failed", "ok"]
-        rows = store.db.execute("SELECT workflow_id FROM events").fetchall()
-        assert rows == [(6,)]
-    finally:
-        nursery.cancel_scope.cancel()
-        store.close_sync()
+                outcomes.append("failed")
+    assert outcomes == ["failed", "ok"]
+    assert store.db.execute("SELECT workflow_id FROM events").fetchall() == [(6,)]
 
 
-@pytest.mark.parametrize("writer", ["process", "thread"])
-async def test_a_next_batch_of_only_failed_changes_is_answered(
-        tmp_path: Path, nursery: trio.Nursery, writer: str) -> None:
+@pytest.mark.parametrize("running_store", ["process", "thread"], indirect=True)
+async def test_a_next_batch_of_only_failed_changes_is_answered(running_store: Store) -> None:
     """When every change waiting in the next batch was made on top of the failed one, no
     commit is left to wake them: they must hear their error at once, not wait forever."""
-    store = Store(str(tmp_path / "db.sqlite"), writer=writer)
-    await trio.to_thread.run_sync(store.open_sync)
-    try:
-        await nursery.start(store.run_writer)
-        row = (9, 5, "h", None, None, None, None, None, None, 0.0, None)
-        bad = store.change(frozenset({5}))
-        bad.compute_nodes.extend([row, row])
-        if writer == "process":
-            assert bad.batch is not None and bad.batch.pump is not None
-            bad.batch.pump()
-        async with store.limiter:  # a writer thread takes `bad`, then waits for a thread
-            await trio.testing.wait_all_tasks_blocked()
-            later = [store.change(frozenset({5})) for _ in range(2)]
-        with trio.fail_after(10):
-            with pytest.raises(StoreError):
-                await bad.wait()
-            for change in later:
-                with pytest.raises(StoreError, match="earlier change"):
-                    await change.wait()
-        # And the store goes on.
-        ok = store.change(frozenset({6}))
-        ok.events.append((6, 0.0, "ok", None))
-        with trio.fail_after(10):
-            await ok.wait()
-    finally:
-        nursery.cancel_scope.cancel()
-        store.close_sync()
+    store = running_store
+    bad, later = await _bad_then_next(store, store.writer_kind, [5, 5])
+    with trio.fail_after(10):
+        with pytest.raises(StoreError):
+            await bad.wait()
+        for change in later:
+            with pytest.raises(StoreError, match="earlier change"):
+                await change.wait()
+    # And the store goes on.
+    ok = store.change(frozenset({6}))
+    ok.events.append((6, 0.0, "ok", None))
+    with trio.fail_after(10):
+        await ok.wait()
 
 
 # ---------------------------------------------------------------------------------------------
