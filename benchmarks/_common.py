@@ -18,6 +18,26 @@ if TYPE_CHECKING:
     from torc_net.http import HttpConnectionPool
 
 
+def tree_cpu_s(proc: Any) -> float:
+    """User + system CPU seconds of a server (a ``psutil.Process``) and its live children
+    (the writer process of a file database): what its requests cost the machine, wherever
+    they ran."""
+    import psutil
+
+    total = 0.0
+    try:
+        members = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for member in members:
+        try:
+            t = member.cpu_times()
+        except psutil.Error:  # a child that ended meanwhile
+            continue
+        total += t.user + t.system
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0

@@ -38,7 +38,7 @@ from typing import Any
 
 import psutil
 import trio
-from _common import percentile, start_server, stop_server, tls_setup
+from _common import percentile, start_server, stop_server, tls_setup, tree_cpu_s
 
 from torc_net.client import TorcClient
 
@@ -263,8 +263,7 @@ def parent_main(args: argparse.Namespace) -> int:
             if child.returncode != 0:
                 raise RuntimeError(f"child failed ({child.returncode}):\n{child.stderr[-3000:]}")
             report = json.loads(child.stdout.strip().splitlines()[-1])
-            times = ps.cpu_times()
-            server_cpu_s = round(times.user + times.system, 2)
+            server_cpu_s = round(tree_cpu_s(ps), 2)  # its writer process included
             server_rss_mb = round(ps.memory_info().rss / 2**20, 1)
         finally:
             stop_server(server)

@@ -15,8 +15,11 @@ Once per mode of ``--modes`` (``file``: a file database in a temporary directory
 after the drain and ``snapshot_s`` is the time until the server prints ``TORC_SNAPSHOT_DONE=``
 (``TORC_SERVER_SNAPSHOT_PATH`` points into the temporary directory). Prints ONE JSON object::
 
-    {"jobs", "rounds", "file": {"create_s", "drain_s", "server_peak_rss_mb", "db_mb", ...},
-     "memory": {..., "snapshot_s"}}
+    {"jobs", "rounds", "file": {"create_s", "drain_s", "server_peak_rss_mb",
+     "writer_peak_rss_mb", "server_cpu_s", "db_mb", ...}, "memory": {..., "snapshot_s"}}
+
+``server_cpu_s`` counts the server's writer process too (a file database's commits run
+there); ``writer_peak_rss_mb`` is that process's peak (0 in memory mode).
 
     python benchmarks/bench_scale.py [--jobs 1000000] [--rounds 4] [--modes file,memory]
 
@@ -39,7 +42,7 @@ from typing import Any
 
 import psutil
 import trio
-from _common import start_server, stop_server
+from _common import start_server, stop_server, tree_cpu_s
 
 from torc_net.client import TorcClient
 
@@ -67,6 +70,7 @@ class Server:
         self.lines: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
         self.peak_rss = 0
+        self.children_peak_rss = 0
         self.phase_peak = 0
         self.samples = 0
         self._ps = psutil.Process(self.proc.pid)
@@ -87,6 +91,11 @@ class Server:
                 self.samples += 1
             except psutil.Error:
                 return
+            try:  # the writer process of a file database (its own SQLite page cache)
+                children = sum(c.memory_info().rss for c in self._ps.children())
+                self.children_peak_rss = max(self.children_peak_rss, children)
+            except psutil.Error:
+                pass
             self._stop.wait(0.2)
 
     def phase_peak_mb(self) -> float:
@@ -105,11 +114,8 @@ class Server:
             return 0.0
 
     def cpu_s(self) -> float:
-        try:
-            t = self._ps.cpu_times()
-            return round(t.user + t.system, 2)
-        except psutil.Error:
-            return 0.0
+        """The server's CPU, its writer process's included."""
+        return round(tree_cpu_s(self._ps), 2)
 
     def snapshot(self, timeout: float) -> float:
         t0 = time.perf_counter()
@@ -218,6 +224,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             else:
                 out["db_mb"] = db_size_mb([Path(db), Path(db + "-wal"), Path(db + "-shm")])
             out["server_peak_rss_mb"] = round(server.peak_rss / 2**20, 1)
+            out["writer_peak_rss_mb"] = round(server.children_peak_rss / 2**20, 1)
             out["server_cpu_s"] = server.cpu_s()
             out["rss_samples"] = server.samples
         finally:

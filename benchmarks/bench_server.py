@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 import trio
-from _common import percentile, start_server, stop_server, tls_setup
+from _common import percentile, start_server, stop_server, tls_setup, tree_cpu_s
 
 from torc_net.http import HttpConnectionPool
 
@@ -73,14 +73,14 @@ async def run_batch(base_url: str, batch: int, num_jobs: int, runners: int,
                            for j in jobs]
 
         server = psutil.Process(server_pid) if server_pid else None
-        cpu0 = sum(server.cpu_times()[:2]) if server else 0.0
+        cpu0 = tree_cpu_s(server) if server else 0.0
         start = time.perf_counter()
         with trio.fail_after(600):
             async with trio.open_nursery() as nursery:
                 for k in range(runners):
                     nursery.start_soon(runner, k)
         elapsed = time.perf_counter() - start
-        cpu_s = sum(server.cpu_times()[:2]) - cpu0 if server else None
+        cpu_s = tree_cpu_s(server) - cpu0 if server else None
         status = (await pool.request("GET", f"/workflows/{wf}/status")).json()
         if status["counts"]["completed"] != num_jobs or done != num_jobs:
             raise RuntimeError(f"batch {batch}: {done} done, status {status}")
@@ -93,8 +93,9 @@ async def run_batch(base_url: str, batch: int, num_jobs: int, runners: int,
             "p50_ms": round(percentile(latencies, 0.5), 2),
             "p99_ms": round(percentile(latencies, 0.99), 2),
             "create_s": round(create_s, 3),
-            # the server's CPU per request (user + system): what load on the machine changes
-            # least, where throughput swings by tens of percent between rounds
+            # the server's CPU per request (user + system, its writer process included): what
+            # load on the machine changes least, where throughput swings by tens of percent
+            # between rounds
             "server_cpu_ms_per_request": (round(cpu_s * 1000 / len(latencies), 3)
                                           if cpu_s is not None else None),
             # connections the runners opened (a server that closes kept-alive connections
