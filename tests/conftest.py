@@ -37,6 +37,7 @@ import trio
 
 from torc_net.http import HttpConnectionPool, basic_auth_header
 from torc_net.server import Running, ServerConfig, serve
+from torc_net.store import Store
 
 # tests/dash's fixtures are a plugin its test modules also import helpers from: rewrite its
 # asserts although the test module imports it first.
@@ -224,6 +225,32 @@ def simple_spec(n: int = 3, *, chain: bool = False, name: str = "wf", **extra: A
             job["depends_on"] = [f"job{i - 1}"]
         jobs.append(job)
     return {"name": name, "jobs": jobs, **extra}
+
+
+#: Where a file database's commits run (torc_net.store.core, Rule 9): tests of the store's
+#: promises run with both.
+WRITERS = ["process", "thread"]
+
+OpenStore = Callable[[str], Awaitable[Store]]
+
+
+@pytest.fixture
+async def open_store(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[OpenStore]:
+    """Open a store on a file database with the given writer, its writer task running;
+    flushed and closed after the test."""
+    stores: list[Store] = []
+
+    async def open_one(writer: str) -> Store:
+        store = Store(str(tmp_path / f"{writer}.db"), writer=writer)
+        await trio.to_thread.run_sync(store.open_sync)
+        stores.append(store)
+        await nursery.start(store.run_writer)
+        return store
+
+    yield open_one
+    for store in stores:
+        await store.flush()
+        await store.aclose()
 
 
 @pytest.fixture

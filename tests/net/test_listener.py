@@ -28,13 +28,19 @@ async def test_waiting_connections_are_taken_without_a_pass_of_the_scheduler() -
         for k, stream in enumerate(streams):
             assert await stream.receive_some(16) == b"%d\n" % k
             await stream.aclose()
-        # An empty backlog: accept waits for the next client.
-        with trio.move_on_after(0.05) as waited:
-            await listener.accept()
-        assert waited.cancelled_caught
-        late = socket.create_connection(sock.getsockname())
+        # An empty backlog: accept waits (blocked, nothing else to run) for the next client.
+        accepted: list[trio.SocketStream] = []
+
+        async def accept_one() -> None:
+            accepted.append(await listener.accept())
+
         with trio.fail_after(5):
-            stream = await listener.accept()
+            async with trio.open_nursery() as waiting:
+                waiting.start_soon(accept_one)
+                await trio.testing.wait_all_tasks_blocked()
+                assert accepted == []
+                late = socket.create_connection(sock.getsockname())
+        (stream,) = accepted
         late.sendall(b"late")
         assert await stream.receive_some(16) == b"late"
         await stream.aclose()

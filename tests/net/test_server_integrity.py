@@ -12,13 +12,13 @@ import os
 import signal
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from conftest import Api, ServerProcess, simple_spec, wait_for
+from conftest import WRITERS, Api, OpenStore, ServerProcess, simple_spec, wait_for
 
 from torc_net.config import add_serve_arguments, config_from_args
 from torc_net.server import Running
@@ -64,25 +64,12 @@ async def _bad_then_next(store: Store, writer: str, workflows: list[int]) \
     return bad, later
 
 
-@pytest.fixture
-async def running_store(tmp_path: Path, nursery: trio.Nursery,
-                        request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    """A store on a file database with its writer task, the writer of the test's param."""
-    store = Store(str(tmp_path / "db.sqlite"), writer=request.param)
-    await trio.to_thread.run_sync(store.open_sync)
-    try:
-        await nursery.start(store.run_writer)
-        yield store
-    finally:
-        nursery.cancel_scope.cancel()
-        store.close_sync()
-
-
-@pytest.mark.parametrize("running_store", ["process", "thread"], indirect=True)
-async def test_a_change_that_cannot_be_stored_fails_alone(running_store: Store) -> None:
+@pytest.mark.parametrize("writer", WRITERS)
+async def test_a_change_that_cannot_be_stored_fails_alone(open_store: OpenStore,
+                                                          writer: str) -> None:
     """Within one group commit, the change SQLite refuses fails, with the later changes to
     its workflow; every other change commits (the whole batch used to fail with it)."""
-    store = running_store
+    store = await open_store(writer)
     lost: list[set[int]] = []
     store.on_lost = lost.append
     first = store.change(frozenset({1}))
@@ -109,13 +96,13 @@ async def test_a_change_that_cannot_be_stored_fails_alone(running_store: Store) 
     assert store.db.execute("SELECT count(*) FROM compute_nodes").fetchone()[0] == 0
 
 
-@pytest.mark.parametrize("running_store", ["process", "thread"], indirect=True)
+@pytest.mark.parametrize("writer", WRITERS)
 async def test_later_changes_to_a_failed_workflow_in_the_next_batch_fail_too(
-        running_store: Store) -> None:
+        open_store: OpenStore, writer: str) -> None:
     """A change queued while the failing commit ran was made on top of the failed one in
     memory: it must not be written either."""
-    store = running_store
-    bad, next_batch = await _bad_then_next(store, store.writer_kind, [5, 6])
+    store = await open_store(writer)
+    bad, next_batch = await _bad_then_next(store, writer, [5, 6])
     for c in next_batch:
         c.events.append((next(iter(c.workflows)), 0.0, "next", None))
     with trio.fail_after(10):
@@ -132,12 +119,13 @@ async def test_later_changes_to_a_failed_workflow_in_the_next_batch_fail_too(
     assert store.db.execute("SELECT workflow_id FROM events").fetchall() == [(6,)]
 
 
-@pytest.mark.parametrize("running_store", ["process", "thread"], indirect=True)
-async def test_a_next_batch_of_only_failed_changes_is_answered(running_store: Store) -> None:
+@pytest.mark.parametrize("writer", WRITERS)
+async def test_a_next_batch_of_only_failed_changes_is_answered(open_store: OpenStore,
+                                                              writer: str) -> None:
     """When every change waiting in the next batch was made on top of the failed one, no
     commit is left to wake them: they must hear their error at once, not wait forever."""
-    store = running_store
-    bad, later = await _bad_then_next(store, store.writer_kind, [5, 5])
+    store = await open_store(writer)
+    bad, later = await _bad_then_next(store, writer, [5, 5])
     with trio.fail_after(10):
         with pytest.raises(StoreError):
             await bad.wait()

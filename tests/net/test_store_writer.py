@@ -12,40 +12,19 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
 import pytest
 import trio
 import trio.testing
-from conftest import Api, ServerProcess, simple_spec, wait_for
+from conftest import WRITERS, Api, OpenStore, ServerProcess, simple_spec, wait_for
 
 from torc_net.config import add_serve_arguments, config_from_args
 from torc_net.server import Running
 from torc_net.store import Change, Store, StoreError
 from torc_net.store.schema import read_next_ids
-
-WRITERS = ["process", "thread"]
-
-
-@pytest.fixture
-async def opened(tmp_path: Path, nursery: trio.Nursery) \
-        -> AsyncIterator[Callable[[str], Awaitable[Store]]]:
-    """Open a store on a file database, with its writer task running."""
-    stores: list[Store] = []
-
-    async def open_store(writer: str) -> Store:
-        store = Store(str(tmp_path / f"{writer}.db"), writer=writer)
-        await trio.to_thread.run_sync(store.open_sync)
-        stores.append(store)
-        await nursery.start(store.run_writer)
-        return store
-
-    yield open_store
-    for store in stores:
-        await store.flush()
-        await store.aclose()
 
 
 def node_row(cn: int, wf: int) -> tuple[object, ...]:
@@ -54,9 +33,9 @@ def node_row(cn: int, wf: int) -> tuple[object, ...]:
     return (cn, wf, "h", None, None, None, None, None, None, 0.0, None)
 
 
-async def test_the_writer_process_uses_the_durable_settings(opened: Callable[..., Awaitable[Store]]
+async def test_the_writer_process_uses_the_durable_settings(open_store: OpenStore
                                                              ) -> None:
-    store = await opened("process")
+    store = await open_store("process")
     assert store.writer is not None
     change = store.change(frozenset({1}))
     change.events.append((1, 0.0, "hello", None))
@@ -71,11 +50,11 @@ async def test_the_writer_process_uses_the_durable_settings(opened: Callable[...
 
 @pytest.mark.parametrize("writer", WRITERS)
 async def test_a_batch_bigger_than_the_pipe_is_stored_whole(
-        opened: Callable[..., Awaitable[Store]], writer: str) -> None:
+        open_store: OpenStore, writer: str) -> None:
     """Several MiB in one change. The writer process is paused while the batch is handed
     over, so the pipe fills (1 MiB) and the writer task must write the rest as the child
     reads it."""
-    store = await opened(writer)
+    store = await open_store(writer)
     first = store.change(frozenset({1}))  # the process has started and said hello
     await first.wait()
     child = psutil.Process(store.writer.pid) if store.writer is not None else None
@@ -98,11 +77,11 @@ async def test_a_batch_bigger_than_the_pipe_is_stored_whole(
 
 
 async def test_the_rest_of_a_batch_a_request_handed_over_is_written(
-        opened: Callable[..., Awaitable[Store]], nursery: trio.Nursery) -> None:
+        open_store: OpenStore, nursery: trio.Nursery) -> None:
     """The writer task waits for an answer; a request's change takes that answer first and
     hands over a batch the pipe cannot hold at once. The writer task must stop waiting for an
     answer that cannot come and write the rest."""
-    store = await opened("process")
+    store = await open_store("process")
     link = store.writer
     assert link is not None
     first = store.change(frozenset({1}))  # the process has started and said hello
@@ -130,10 +109,10 @@ async def test_the_rest_of_a_batch_a_request_handed_over_is_written(
 
 @pytest.mark.parametrize("writer", WRITERS)
 async def test_ids_saved_with_commits_and_writes_never_go_back(
-        opened: Callable[..., Awaitable[Store]], tmp_path: Path, writer: str) -> None:
+        open_store: OpenStore, tmp_path: Path, writer: str) -> None:
     """Batches and the server connection's own writes interleave; the high-water mark on
     disk is the newest, whichever of them wrote last."""
-    store = await opened(writer)
+    store = await open_store(writer)
     waits = []
     for k in range(60):
         cn = store.allocate("compute_node")
@@ -152,10 +131,10 @@ async def test_ids_saved_with_commits_and_writes_never_go_back(
 
 
 async def test_the_server_goes_on_when_the_writer_process_dies(
-        opened: Callable[..., Awaitable[Store]]) -> None:
+        open_store: OpenStore) -> None:
     """Its batch fails as a transient error (its workflows are reloaded from disk); every
     later batch commits in the server's thread."""
-    store = await opened("process")
+    store = await open_store("process")
     lost: list[set[int]] = []
     store.on_lost = lost.append
     assert store.writer is not None

@@ -378,8 +378,7 @@ class Store:
     async def _exclusive(self) -> None:
         """Wait until the writer process has answered its batch (the caller has raised
         ``_hold``, so it is given no other): the server's connection may then write."""
-        while self._inflight is not None:
-            self._wake.set()
+        while self._inflight is not None:  # the writer task is waiting for its answer
             await self._settled.wait()
 
     def _settle(self, batch: Batch, failed: dict[int, StoreError]) -> None:
