@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
@@ -18,7 +19,7 @@ from torc_net.credentials import CredentialsError
 from torc_net.tls import TlsError
 
 from .command import Command
-from .early import OWN_SHORT_OPTIONS, ServerChoice, add_global_options
+from .early import OWN_SHORT_OPTIONS, ServerChoice, add_global_options, scan
 from .exits import EXIT_INTERRUPTED, EXIT_SERVER, EXIT_USAGE, CliError, InputError
 from .session import Context, connect
 from .standalone import StandaloneError
@@ -81,6 +82,20 @@ def build_parser(commands: Iterable[Command], groups: dict[str, str]) -> argpars
     return parser
 
 
+def _commands(argv: list[str]) -> tuple[list[Command], dict[str, str]]:
+    """The commands the parser needs: those of the command line's first word, or every one
+    for ``--help``, a shell's completion request or a word that is no command (whose usage
+    message lists them all)."""
+    from .commands import GROUPS, all_commands, commands_for
+
+    early = scan(argv)
+    if early.command and not early.help and "_ARGCOMPLETE" not in os.environ:
+        subset = commands_for(early.command.split()[0])
+        if subset:
+            return subset, GROUPS
+    return all_commands(), GROUPS
+
+
 def _error(message: str) -> None:
     print(f"torc-trio: error: {message}", file=sys.stderr, flush=True)
 
@@ -92,9 +107,7 @@ def run_cli(argv: list[str], choice: ServerChoice | None,
     (:func:`torc_cli.early.choose_server`); ``server``: the standalone server
     :func:`torc_cli.early.prestart_server` started for it, if any. ``on_refused_input`` runs
     when the command's input is refused before any server was used (to leave nothing)."""
-    from .commands import COMMANDS, GROUPS
-
-    parser = build_parser(COMMANDS, GROUPS)
+    parser = build_parser(*_commands(argv))
     from .commands.completion import autocomplete
 
     autocomplete(parser)  # a TAB's completion request: answered, then the process exits

@@ -30,17 +30,19 @@ import os
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import trio
-import trio_websocket
 
 from .client_access import AccessGroupsClient
 from .credentials import env_credentials
 from .http import ConnectionFailed, HttpConnectionPool, HttpResponse, basic_auth_header
 from .http import parse_base_url as _parse_base_url
 from .tls import TlsError, TlsSettings, default_settings, describe_ssl_error
+
+if TYPE_CHECKING:  # imported where a feed is opened: most commands never open one (~45 ms)
+    import trio_websocket
 
 __all__ = [
     "ApiError",
@@ -692,6 +694,8 @@ class EventFeed:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
+        import trio_websocket
+
         try:
             message = await self._ws.get_message()
         except trio_websocket.ConnectionClosed:
@@ -714,6 +718,8 @@ async def open_event_feed(
     """Open the websocket event feed; the preferred, structured form of
     :func:`subscribe_events` (the websocket's background task lives in this context).
     ``tls``: what a ``wss://`` feed trusts (default: the environment's)."""
+    import trio_websocket
+
     headers: list[tuple[bytes, bytes]] = []
     if auth is not None:
         headers.append((b"Authorization", basic_auth_header(*auth)))

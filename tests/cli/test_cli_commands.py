@@ -5,6 +5,7 @@ terminal and out of one, and --help on every command."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import pty
@@ -29,9 +30,9 @@ from cli_helpers import (
     wait_until,
 )
 
-from torc_cli.cli import build_parser
+from torc_cli.cli import _commands, build_parser
+from torc_cli.commands import BY_WORD, GROUPS, MODULES
 from torc_cli.commands import COMMANDS as COMMAND_RECORDS
-from torc_cli.commands import GROUPS
 
 
 @pytest.fixture
@@ -399,6 +400,29 @@ def test_the_command_list_is_complete() -> None:
                 "workflows reinitialize", "workflows is-complete", "workflows sync-status",
                 "workflows cancel", "workflows delete", "workflows run", "workflows submit"}
     assert expected <= {" ".join(c) for c in COMMANDS}
+
+
+def test_each_first_word_names_the_modules_of_its_commands() -> None:
+    """``BY_WORD`` (the modules a command line imports, by its first word) against the
+    records of every module."""
+    by_word: dict[str, set[str]] = {}
+    for module in MODULES:
+        for record in importlib.import_module(f"torc_cli.commands.{module}").COMMANDS:
+            for name in record.names:
+                by_word.setdefault(name.split()[0], set()).add(module)
+    assert {word: set(modules) for word, modules in BY_WORD.items()} == by_word
+
+
+def test_a_command_line_gets_the_parser_of_its_first_word_only() -> None:
+    names = {" ".join(c) for c in COMMANDS}
+    for words in COMMANDS:
+        records, groups = _commands(["-f", "json", *words, "x"])
+        assert all(words[0] in {n.split()[0] for n in r.names} for r in records)
+        parser = build_parser(records, groups)
+        assert " ".join(words) in {" ".join(c) for c in _subcommands(parser)}
+    for argv in (["--help"], ["run", "-h"], ["no-such-command"], []):
+        records, groups = _commands(argv)
+        assert {" ".join(c) for c in _subcommands(build_parser(records, groups))} == names
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
