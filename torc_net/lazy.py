@@ -42,9 +42,8 @@ class LazyApp:
         self._lock = trio.Lock()
         #: the server's lifespan task's nursery, where the built app's lifespan runs
         self._nursery: trio.Nursery | None = None
-        #: the built app's lifespan: where to send its messages, where its answers come
-        self._lifespan_io: tuple[trio.MemorySendChannel[Message],
-                                 trio.MemoryReceiveChannel[Message]] | None = None
+        #: the built app's lifespan, if it has one
+        self._lifespan: AppLifespan | None = None
 
     @property
     def built(self) -> bool:
@@ -79,43 +78,66 @@ class LazyApp:
                 elif message["type"] == "lifespan.shutdown":
                     async with self._lock:
                         self._nursery = None
-                        if self._lifespan_io is not None:
-                            await self._ask(*self._lifespan_io, "lifespan.shutdown")
+                        if self._lifespan is not None:
+                            await self._lifespan.shutdown()
                     await send({"type": "lifespan.shutdown.complete"})
                     nursery.cancel_scope.cancel()
                     return
 
     async def _start_lifespan(self, app: App, nursery: trio.Nursery) -> None:
-        """Run ``app``'s lifespan in ``nursery`` and wait for its startup. An app without
-        lifespan support (it raises) is served without, as Hypercorn serves it."""
-        to_app, app_inbox = trio.open_memory_channel[Message](math.inf)
-        app_outbox, from_app = trio.open_memory_channel[Message](math.inf)
+        """Run ``app``'s lifespan in ``nursery`` and wait for its startup."""
+        lifespan = AppLifespan(app)
+        if await lifespan.start(nursery):
+            self._lifespan = lifespan
+
+
+class AppLifespan:
+    """An ASGI app's lifespan (its startup before it serves, its shutdown after), driven as
+    Hypercorn drives it: used for the app :class:`LazyApp` builds, and by
+    :func:`torc_net.wire.serve` for the server's own app, so that the server need not import
+    Hypercorn's trio worker (its HTTP/2 and websocket modules: ~80 ms of the start) before it
+    listens. An app without lifespan support (it raises) is served without, as Hypercorn serves
+    it; a failed startup or shutdown raises."""
+
+    def __init__(self, app: App, state: dict[str, Any] | None = None,
+                 timeout_s: float = LIFESPAN_TIMEOUT_S) -> None:
+        self.app = app
+        self.state = {} if state is None else state
+        self.timeout_s = timeout_s
+        self._to_app, self._inbox = trio.open_memory_channel[Message](math.inf)
+        self._outbox, self._from_app = trio.open_memory_channel[Message](math.inf)
+        self.supported = True
+
+    async def start(self, nursery: trio.Nursery) -> bool:
+        """Run the lifespan in ``nursery`` and wait for its startup; whether it is supported."""
         scope = {"type": "lifespan", "asgi": {"spec_version": "2.0", "version": "3.0"},
-                 "state": {}}
+                 "state": self.state}
 
         async def run() -> None:
             try:
-                await app(scope, app_inbox.receive, app_outbox.send)
+                await self.app(scope, self._inbox.receive, self._outbox.send)
             except Exception as exc:
                 log.warning("the app's lifespan failed (%s); serving it without", exc)
             finally:
-                app_outbox.send_nowait({"type": "lifespan.ended"})
+                self._outbox.send_nowait({"type": "lifespan.ended"})
 
         nursery.start_soon(run)
-        if await self._ask(to_app, from_app, "lifespan.startup"):
-            self._lifespan_io = (to_app, from_app)
+        self.supported = await self._ask("lifespan.startup")
+        return self.supported
 
-    @staticmethod
-    async def _ask(to_app: trio.MemorySendChannel[Message],
-                   from_app: trio.MemoryReceiveChannel[Message], kind: str) -> bool:
+    async def shutdown(self) -> None:
+        if self.supported:
+            await self._ask("lifespan.shutdown")
+
+    async def _ask(self, kind: str) -> bool:
         """Send a lifespan message and wait for its answer; True if it completed."""
-        await to_app.send({"type": kind})
-        with trio.move_on_after(LIFESPAN_TIMEOUT_S):
-            answer = await from_app.receive()
+        await self._to_app.send({"type": kind})
+        with trio.move_on_after(self.timeout_s):
+            answer = await self._from_app.receive()
             if answer["type"] == f"{kind}.complete":
                 return True
             if answer["type"] == f"{kind}.failed":
                 raise RuntimeError(f"{kind} failed: {answer.get('message', '')}")
             return False
-        log.warning("the app's %s took over %d s", kind, LIFESPAN_TIMEOUT_S)
+        log.warning("the app's %s took over %g s", kind, self.timeout_s)
         return False

@@ -3,8 +3,10 @@ does not fully understand handed to Hypercorn.
 
 Theory of operation
 -------------------
-:func:`serve` accepts the connections itself (Hypercorn's sockets, TLS and lifespan, set up as
-``hypercorn.trio.serve`` sets them up). Each connection starts in :meth:`Wire.connection`, a
+:func:`serve` accepts the connections itself (Hypercorn's sockets and TLS, set up as
+``hypercorn.trio.serve`` sets them up; the app's lifespan driven as it drives it, by
+:class:`torc_net.lazy.AppLifespan`, so that Hypercorn's trio worker is imported only when a
+connection is first handed over to it). Each connection starts in :meth:`Wire.connection`, a
 plain loop: read a request's head; if it is in the narrow shape every client of ours sends
 (HTTP/1.1 with a ``Host``, a ``Content-Length`` body or none, no ``Transfer-Encoding``,
 ``Expect`` or ``Upgrade``, an origin-form target, every header line well formed, the head
@@ -41,6 +43,7 @@ from __future__ import annotations
 import http
 import logging
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from functools import partial
@@ -50,16 +53,11 @@ from wsgiref.handlers import format_date_time
 
 import hypercorn.config
 import trio
-from hypercorn.app_wrappers import ASGIWrapper
-from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
-from hypercorn.utils import parse_socket_addr, repr_socket_addr
 
 from .admission import Admission
 from .fastpath import BodyError, FastPath
 from .http import TCHAR
+from .lazy import AppLifespan
 from .listener import DrainingListener
 
 log = logging.getLogger("torc_net.wire")
@@ -378,8 +376,8 @@ class Wire:
         else:
             sock = stream.socket  # type: ignore[attr-defined]
             scheme = "http"
-        client = parse_socket_addr(sock.family, sock.getpeername())
-        server = parse_socket_addr(sock.family, sock.getsockname())
+        client = _address(sock.family, sock.getpeername())
+        server = _address(sock.family, sock.getsockname())
         address = str(client[0]) if client else None
         buf = bytearray()
         need = 0  # the length of the request being answered, head and body
@@ -485,12 +483,55 @@ class Wire:
         return False
 
 
-async def _hypercorn_connection(app: ASGIWrapper, config: hypercorn.config.Config,
-                                context: WorkerContext, state: dict[str, Any],
-                                stream: trio.abc.Stream) -> None:
-    """Hypercorn's own handling of a connection, for the rest of its life."""
-    await TCPServer(app, config, context, ConnectionState(state.copy()),
-                    stream)  # type: ignore[arg-type]
+class _HandOver:
+    """Hypercorn's own handling of a connection, for the rest of its life. Its trio worker
+    (with its HTTP/2 and websocket modules, ~80 ms to import) is imported, in a worker
+    thread, when the first connection is handed over: a standalone run never needs it."""
+
+    def __init__(self, admission: Admission, config: hypercorn.config.Config,
+                 state: dict[str, Any]) -> None:
+        self.admission = admission
+        self.config = config
+        self.state = state
+        self._worker: tuple[Any, Any, Any, Any] | None = None  # app, context, classes
+        self._lock = trio.Lock()
+
+    async def __call__(self, stream: trio.abc.Stream) -> None:
+        if self._worker is None:
+            async with self._lock:
+                if self._worker is None:
+                    self._worker = await trio.to_thread.run_sync(self._load)
+        app, context, tcp_server, connection_state = self._worker
+        await tcp_server(app, self.config, context, connection_state(self.state.copy()), stream)
+
+    def _load(self) -> tuple[Any, Any, Any, Any]:
+        from hypercorn.app_wrappers import ASGIWrapper
+        from hypercorn.trio.tcp_server import TCPServer
+        from hypercorn.trio.worker_context import WorkerContext
+        from hypercorn.typing import ConnectionState
+
+        return ASGIWrapper(self.admission), WorkerContext(None), TCPServer, ConnectionState
+
+    async def terminated(self) -> None:
+        """Shutdown: the connections Hypercorn serves finish their requests and close."""
+        if self._worker is not None:
+            await self._worker[1].terminated.set()
+
+
+def _address(family: int, address: Any) -> tuple[str, int] | None:
+    """An ASGI scope's ``client`` or ``server`` (None for a Unix socket)."""
+    if family in (socket.AF_INET, socket.AF_INET6):
+        return address[0], address[1]
+    return None
+
+
+def _bind(family: int, address: Any) -> str:
+    """How a bound socket is named in the URLs the server reports."""
+    if family == socket.AF_INET6:
+        return f"[{address[0]}]:{address[1]}"
+    if family == socket.AF_INET:
+        return f"{address[0]}:{address[1]}"
+    return f"unix:{address}" if family == socket.AF_UNIX else str(address)
 
 
 async def serve(admission: Admission, fast: FastPath | None, config: hypercorn.config.Config, *,
@@ -500,13 +541,11 @@ async def serve(admission: Admission, fast: FastPath | None, config: hypercorn.c
     """Serve ``admission`` (the ASGI app) as ``hypercorn.trio.serve`` would — its lifespan,
     sockets, TLS, graceful shutdown — with each connection starting in :class:`Wire`.
     Reports the bound URLs and the :class:`Wire`; returns once shut down."""
-    app = ASGIWrapper(admission)  # type: ignore[arg-type]
     state: dict[str, Any] = {}
-    lifespan = Lifespan(app, config, state)
-    context = WorkerContext(None)
+    lifespan = AppLifespan(admission, state, config.startup_timeout)  # type: ignore[arg-type]
+    hand_over = _HandOver(admission, config, state)
     async with trio.open_nursery() as lifespan_nursery:
-        await lifespan_nursery.start(lifespan.handle_lifespan)
-        await lifespan.wait_for_startup()
+        await lifespan.start(lifespan_nursery)
         async with trio.open_nursery() as connections:
             sockets = config.create_sockets()
             ssl_context = config.create_ssl_context()
@@ -523,9 +562,8 @@ async def serve(admission: Admission, fast: FastPath | None, config: hypercorn.c
                                                     https_compatible=True)
                     listeners.append(listener)
                     scheme = "https" if secure else "http"
-                    binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
-            wire = Wire(fast, admission, config, state,
-                        partial(_hypercorn_connection, app, config, context, state))
+                    binds.append(f"{scheme}://{_bind(sock.family, sock.getsockname())}")
+            wire = Wire(fast, admission, config, state, hand_over)
             task_status.started((binds, wire))
             async with trio.open_nursery() as accepting:
                 accepting.start_soon(partial(trio.serve_listeners, wire.connection, listeners,
@@ -533,7 +571,7 @@ async def serve(admission: Admission, fast: FastPath | None, config: hypercorn.c
                 await shutdown_trigger()
                 accepting.cancel_scope.cancel()
             wire.close_idle()
-            await context.terminated.set()
+            await hand_over.terminated()
             connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
-        await lifespan.wait_for_shutdown()
+        await lifespan.shutdown()
         lifespan_nursery.cancel_scope.cancel()

@@ -23,11 +23,12 @@ def _lazy(server: Running) -> LazyApp:
 
 
 def test_importing_the_server_does_not_import_quart() -> None:
-    """Nor PyYAML (only YAML spec text needs it) or psutil (only a pid file does): each is
-    ~20 ms more of every standalone command's start."""
+    """Nor PyYAML (only YAML spec text needs it), psutil (only a pid file does) or
+    Hypercorn's trio worker with its HTTP/2 and websocket modules (only a connection handed
+    over to Hypercorn does: ~80 ms): each is more of every standalone command's start."""
     code = ("import sys, torc_net.server\n"
             "print(sorted(m for m in ('quart', 'quart_trio', 'flask', 'werkzeug', 'jinja2',"
-            " 'yaml', 'psutil') if m in sys.modules))")
+            " 'yaml', 'psutil', 'hypercorn.trio', 'h2', 'wsproto') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "[]", out
