@@ -510,7 +510,8 @@ class _HandOver:
         from hypercorn.trio.worker_context import WorkerContext
         from hypercorn.typing import ConnectionState
 
-        return ASGIWrapper(self.admission), WorkerContext(None), TCPServer, ConnectionState
+        app = ASGIWrapper(self.admission)  # type: ignore[arg-type]
+        return app, WorkerContext(None), TCPServer, ConnectionState
 
     async def terminated(self) -> None:
         """Shutdown: the connections Hypercorn serves finish their requests and close."""
@@ -542,7 +543,7 @@ async def serve(admission: Admission, fast: FastPath | None, config: hypercorn.c
     sockets, TLS, graceful shutdown — with each connection starting in :class:`Wire`.
     Reports the bound URLs and the :class:`Wire`; returns once shut down."""
     state: dict[str, Any] = {}
-    lifespan = AppLifespan(admission, state, config.startup_timeout)  # type: ignore[arg-type]
+    lifespan = AppLifespan(admission, state, config.startup_timeout)
     hand_over = _HandOver(admission, config, state)
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan.start(lifespan_nursery)
