@@ -194,3 +194,22 @@ def test_a_file_that_is_no_pid_file_is_never_overwritten(tmp_path: Path) -> None
         check_pid_file(path)
     with pytest.raises(PidFileError, match="cannot write"):
         check_pid_file(tmp_path / "missing" / "torc.pid")
+
+
+def test_a_server_process_collects_garbage_less_often(tmp_path: Path) -> None:
+    """main_run (every `serve` and `dash` process) raises the collector's thresholds
+    (server.tune_gc): checked inside a served process, once it listens."""
+    code = (
+        "import gc, os, signal, sys, trio\n"
+        "from torc_net.config import ServerConfig\n"
+        "from torc_net.server import main_run\n"
+        "async def listening(port):\n"
+        "    print(gc.get_threshold(), flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    await trio.sleep_forever()\n"
+        f"sys.exit(main_run(ServerConfig(database={str(tmp_path / 'gc.db')!r}, port=0),"
+        " listening))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-1] == str(server_module.GC_THRESHOLDS), out.stdout
