@@ -208,6 +208,8 @@ class Store:
         """Stop the writer process and close the database (after :meth:`flush`)."""
         writer, self.writer = self.writer, None
         if writer is not None:
+            if self._waiting is not None:  # a writer task still waiting on the pipes
+                self._waiting.cancel()
             writer.close_pipes()
             await trio.to_thread.run_sync(writer.reap)
         await trio.to_thread.run_sync(self.close_sync, limiter=self.limiter)
@@ -336,6 +338,8 @@ class Store:
                     return
                 batch, self._inflight = self._inflight, None
                 self._finish(batch, failed)
+                if self._waiting is not None:  # the writer task's wait for it is moot: left
+                    self._waiting.cancel()     # waiting, it would outlive a closing store
             if (self._batch.changes and not self._hold
                     and not any(c.grown for c in self._batch.changes)):
                 batch = self._take_batch()
@@ -347,6 +351,8 @@ class Store:
         except WriterGone as exc:
             log.error("%s; committing in the server's thread from now on", exc)
             self.writer = None
+            if self._waiting is not None:  # before the pipes close under the writer task
+                self._waiting.cancel()
             link.stop()
             if self._inflight is not None:
                 batch, self._inflight = self._inflight, None
