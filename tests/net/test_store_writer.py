@@ -107,6 +107,27 @@ async def test_the_rest_of_a_batch_a_request_handed_over_is_written(
     assert counts == {"a": 1, "big": 30_000}
 
 
+async def test_a_store_closes_while_its_writer_task_waited_for_an_answer_taken(
+        open_store: OpenStore, nursery: trio.Nursery) -> None:
+    """A change took the answer the writer task was waiting for: the task must stop waiting
+    on the pipe, or closing the store (which closes the pipe; the fixture does, after the
+    test) kills it with ClosedResourceError (a rare CI failure; at a server's shutdown, a
+    crash)."""
+    store = await open_store("process")
+    link = store.writer
+    assert link is not None
+    first = store.change(frozenset({1}))  # the process has started and said hello
+    await first.wait()
+    a = store.change(frozenset({1}))
+    a.events.append((1, 0.0, "a", None))
+    nursery.start_soon(a.wait)  # hands `a` over
+    await trio.testing.wait_all_tasks_blocked()  # the writer task waits for its answer
+    assert select.select([link._in_fd], [], [], 10)[0]  # the answer, not read by Trio yet
+    store._pump()  # a change's _pump takes it
+    assert a.batch is not None and a.batch.done.is_set()
+    await trio.testing.wait_all_tasks_blocked()
+
+
 @pytest.mark.parametrize("writer", WRITERS)
 async def test_ids_saved_with_commits_and_writes_never_go_back(
         open_store: OpenStore, tmp_path: Path, writer: str) -> None:
