@@ -25,6 +25,7 @@ from torc_net.config import add_serve_arguments, config_from_args
 from torc_net.server import Running
 from torc_net.store import Change, Store, StoreError
 from torc_net.store.schema import read_next_ids
+from torc_net.store.writer_link import WriterLink
 
 
 def node_row(cn: int, wf: int) -> tuple[object, ...]:
@@ -76,11 +77,11 @@ async def test_a_batch_bigger_than_the_pipe_is_stored_whole(
     assert counts == {"big": 30_000, "small": 1}
 
 
-async def test_the_rest_of_a_batch_a_request_handed_over_is_written(
-        open_store: OpenStore, nursery: trio.Nursery) -> None:
-    """The writer task waits for an answer; a request's change takes that answer first and
-    hands over a batch the pipe cannot hold at once. The writer task must stop waiting for an
-    answer that cannot come and write the rest."""
+async def _answer_waiting(open_store: OpenStore, nursery: trio.Nursery
+                          ) -> tuple[Store, WriterLink, Change]:
+    """A store whose writer task waits for the answer to a change ``a`` that the writer
+    process has written but Trio has not read yet (the caller must not yield to Trio, or
+    the writer task takes it itself)."""
     store = await open_store("process")
     link = store.writer
     assert link is not None
@@ -90,10 +91,18 @@ async def test_the_rest_of_a_batch_a_request_handed_over_is_written(
     a.events.append((1, 0.0, "a", None))
     nursery.start_soon(a.wait)  # hands `a` over
     await trio.testing.wait_all_tasks_blocked()  # the writer task waits for its answer
-    # Without yielding to Trio (the writer task would take the answer itself): the answer
-    # comes, the child stops, and the next change's _pump takes the answer and hands over
-    # a big batch, of which the pipe takes 1 MiB.
-    assert select.select([link._in_fd], [], [], 10)[0]
+    assert select.select([link._in_fd], [], [], 10)[0]  # the answer is there
+    return store, link, a
+
+
+async def test_the_rest_of_a_batch_a_request_handed_over_is_written(
+        open_store: OpenStore, nursery: trio.Nursery) -> None:
+    """The writer task waits for an answer; a request's change takes that answer first and
+    hands over a batch the pipe cannot hold at once. The writer task must stop waiting for an
+    answer that cannot come and write the rest."""
+    store, link, a = await _answer_waiting(open_store, nursery)
+    # Still without yielding to Trio: the child stops, and the next change's _pump takes the
+    # answer and hands over a big batch, of which the pipe takes 1 MiB.
     child = psutil.Process(link.pid)
     child.suspend()
     big = store.change(frozenset({2}))
@@ -113,16 +122,7 @@ async def test_a_store_closes_while_its_writer_task_waited_for_an_answer_taken(
     on the pipe, or closing the store (which closes the pipe; the fixture does, after the
     test) kills it with ClosedResourceError (a rare CI failure; at a server's shutdown, a
     crash)."""
-    store = await open_store("process")
-    link = store.writer
-    assert link is not None
-    first = store.change(frozenset({1}))  # the process has started and said hello
-    await first.wait()
-    a = store.change(frozenset({1}))
-    a.events.append((1, 0.0, "a", None))
-    nursery.start_soon(a.wait)  # hands `a` over
-    await trio.testing.wait_all_tasks_blocked()  # the writer task waits for its answer
-    assert select.select([link._in_fd], [], [], 10)[0]  # the answer, not read by Trio yet
+    store, _, a = await _answer_waiting(open_store, nursery)
     store._pump()  # a change's _pump takes it
     assert a.batch is not None and a.batch.done.is_set()
     await trio.testing.wait_all_tasks_blocked()

@@ -208,8 +208,7 @@ class Store:
         """Stop the writer process and close the database (after :meth:`flush`)."""
         writer, self.writer = self.writer, None
         if writer is not None:
-            if self._waiting is not None:  # a writer task still waiting on the pipes
-                self._waiting.cancel()
+            self._stop_waiting()  # before the pipes close under the writer task
             writer.close_pipes()
             await trio.to_thread.run_sync(writer.reap)
         await trio.to_thread.run_sync(self.close_sync, limiter=self.limiter)
@@ -338,27 +337,31 @@ class Store:
                     return
                 batch, self._inflight = self._inflight, None
                 self._finish(batch, failed)
-                if self._waiting is not None:  # the writer task's wait for it is moot: left
-                    self._waiting.cancel()     # waiting, it would outlive a closing store
+                self._stop_waiting()  # its wait for this answer is moot
             if (self._batch.changes and not self._hold
                     and not any(c.grown for c in self._batch.changes)):
                 batch = self._take_batch()
                 self._inflight = batch
                 link.send(batch.changes, self._ids_to_save(batch))
                 self._wake.set()  # the writer task waits for the answer
-                if self._waiting is not None:
-                    self._waiting.cancel()
+                self._stop_waiting()
         except WriterGone as exc:
             log.error("%s; committing in the server's thread from now on", exc)
             self.writer = None
-            if self._waiting is not None:  # before the pipes close under the writer task
-                self._waiting.cancel()
+            self._stop_waiting()  # before the pipes close under the writer task
             link.stop()
             if self._inflight is not None:
                 batch, self._inflight = self._inflight, None
                 gone = StoreError(f"database commit failed: {exc}")
                 self._finish(batch, dict.fromkeys(range(len(batch.changes)), gone))
             self._wake.set()
+
+    def _stop_waiting(self) -> None:
+        """End the writer task's wait on the writer's pipe (it looks again at what to do).
+        Left waiting once its answer was taken elsewhere, it would still be waiting when the
+        pipes close, and die of ClosedResourceError."""
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     def _take_batch(self) -> Batch:
         batch, self._batch = self._batch, self._new_batch()
