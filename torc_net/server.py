@@ -223,14 +223,24 @@ async def serve(
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]
     hc.graceful_timeout = config.shutdown_grace_s
+    # Longer than any quiet spell of a runner (heartbeats at most every 10 s, claims at the
+    # poll interval): Hypercorn's 5 s would close the connection of a runner polling less
+    # often, and every reconnection is a handshake (with TLS, a few ms of the server's CPU:
+    # BENCHMARKS.md, "HTTPS").
     hc.keep_alive_timeout = 120
     # A runner keeps one connection for its life. Hypercorn's default closes a connection
     # after 1,000 requests: a busy runner reconnected every 1,000 claims (bench_server --tls:
     # 6,000 claims by 2 runners opened 7-8 connections, each a TLS handshake).
     hc.keep_alive_max_requests = 1_000_000_000
+    # Room for a burst of allocations connecting at once: with Hypercorn's default (100) the
+    # connections beyond the queue wait for their SYN to be retried, ~1 s later (bench_burst,
+    # 1,000 allocations, 3 interleaved rounds each: slowest first claim 2.36 s at 100, 1.45 s
+    # at 1,024; BENCHMARKS.md, "Issue 17's targets"). The kernel caps it at somaxconn.
     hc.backlog = 1024
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
+    # The bound on a request's head (memory per connection, not speed: our clients' heads are
+    # under 1 KiB, a claim's body is read by its Content-Length, not under this bound).
     hc.h11_max_incomplete_size = 64 * 1024
     hc.websocket_ping_interval = 20
     if config.tls_cert:
