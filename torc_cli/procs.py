@@ -15,7 +15,11 @@ another can start the next job. With one, that wait capped the rate of a whole r
 spawners driven directly: one spawner 325-375 jobs/s, two 737-845, four 850-892, xargs -P 32
 302-413 in the same minutes; with the whole test in one cpu cgroup, where the jobs' sessions
 get no scheduler autogroup of their own and so no larger share than xargs's jobs: one
-515-727, two 966-1077, xargs 857-927).
+515-727, two 966-1077, xargs 857-927). Three since 2026-12-04: on an otherwise idle host
+three cost nothing against two (10,000 ``true`` through ``bench_exec.py``, 5 interleaved
+rounds: torc-trio with two / with three 1.002 on tmpfs, 1.001 on ext4; four: 1.014 and 1.006),
+and with the two cores taken by two busy processes (``yes``), the waits are longer and more
+spawners overlap more of them: two 518 jobs/s, three 711, four 848, xargs 696.
 
 The table is the runner's side of it: :meth:`ProcessTable.spawn` writes a request and returns
 a handle at once, and :meth:`ProcessTable.run` reads the outcomes (a task per spawner) and
@@ -103,7 +107,7 @@ class SpawnerFailed(RuntimeError):
 
 
 #: Spawner processes per runner (the module docstring says why more than one).
-SPAWNERS = 2
+SPAWNERS = 3
 
 
 class SpawnerProcess:
