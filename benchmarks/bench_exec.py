@@ -375,6 +375,10 @@ def main() -> None:
         result[name] = _median_round(runs)
         if len(runs) > 1:
             result[name]["jobs_per_s_rounds"] = [r.get("jobs_per_s") for r in runs]
+        failed = {k: r.get("error") or r.get("stderr") or f"exit code {r.get('exit_code')}"
+                  for k, r in enumerate(runs) if not r.get("ok", "error" not in r) or "error" in r}
+        if failed:  # a failed round is left out of the ratios: say why, round by round
+            result[name]["failed_rounds"] = failed
 
     if modes:
         base = rounds.get("torc_separate")
