@@ -110,6 +110,15 @@ class SpawnerFailed(RuntimeError):
 SPAWNERS = 3
 
 
+def spawner_count(max_parallel: int | None) -> int:
+    """The spawners a runner starts: :data:`SPAWNERS`, or one per job when fewer can run at
+    once (``-j``): a spawner's wait overlaps only the other spawners' starts, so ``-j 1`` has
+    no use for a second one."""
+    if max_parallel is None or max_parallel < 1:
+        return SPAWNERS
+    return min(SPAWNERS, max_parallel)
+
+
 class SpawnerProcess:
     """A started spawner process and our end of its socket. Closing is idempotent; a
     spawner whose socket closes exits, killing whatever it still runs."""

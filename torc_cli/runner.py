@@ -68,7 +68,7 @@ from . import recovery, srun
 from . import stdio as job_stdio
 from .gpus import gpu_env
 from .limits import TERMINATION_SIGNALS
-from .procs import ProcessOutcome, ProcessTable, Spawners
+from .procs import ProcessOutcome, ProcessTable, Spawners, spawner_count
 from .resources import Resources, device_ids
 from .runner_state import RunnerState
 
@@ -212,7 +212,8 @@ class JobRunner:
         self._pending_tail_chars = 0
         self._ignore_completion = False
         self._handlers: dict[str, FailureHandler] = {}
-        self._procs = ProcessTable(grace_s=config.grace_s, spawners=spawners)
+        self._procs = ProcessTable(grace_s=config.grace_s, spawners=spawners,
+                                   count=spawner_count(config.max_parallel))
         #: samples jobs, enforces direct mode's limits (set up from the workflow in run())
         self._monitor = job_monitor.JobMonitor(self._procs, MONITOR_OFF, enforce_limits=False,
                                                db_path=None)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from cli_helpers import (
     torc_json,
     wait_until,
 )
+
+from torc_cli.procs import SPAWNERS
 
 
 def write(path: Path, text: str) -> Path:
@@ -254,6 +257,53 @@ def _children(pid: int) -> dict[int, str]:
         except (OSError, ValueError, IndexError):
             continue
     return out
+
+
+_COUNT_SPAWNERS = """
+import os
+
+def ppid(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+def cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+spawner = os.getppid()  # up from the job's shell to the spawner that started it
+while b"spawner.py" not in cmdline(spawner):
+    spawner = ppid(spawner)
+runner = ppid(spawner)
+count = 0
+for name in os.listdir("/proc"):
+    try:
+        count += name.isdigit() and ppid(name) == runner and b"spawner.py" in cmdline(name)
+    except (OSError, ValueError, IndexError):
+        pass
+print(count)
+"""
+
+
+@pytest.mark.parametrize(("command", "parallel", "expected"), [
+    ("run", ["-j", "1"], 1), ("run", ["-j", "2"], 2), ("run", ["-j", "32"], SPAWNERS),
+    ("run", [], SPAWNERS), ("exec", ["-j", "1"], 1), ("run-existing", ["-j", "1"], 1)])
+def test_a_runner_starts_no_more_spawners_than_jobs_can_run(
+        tmp_path: Path, command: str, parallel: list[str], expected: int) -> None:
+    """Each spawner overlaps the start of one job with the others': with -j 1 a second one
+    would only cost a process (the count is seen by a job, while the run is going on)."""
+    write(tmp_path / "count.py", _COUNT_SPAWNERS)
+    line = f"{sys.executable} count.py > spawners.txt"
+    if command == "run":
+        write(tmp_path / "commands.txt", line + "\n")
+        torc(tmp_path, "run", *parallel, "commands.txt", check=True)
+    elif command == "run-existing":  # the runner starts its spawners itself
+        (tmp_path / "spec.json").write_text(json.dumps(
+            {"name": "count", "jobs": [{"name": "count", "command": line}]}))
+        torc(tmp_path, "-s", "create", "spec.json", check=True)
+        torc(tmp_path, "-s", "run", *parallel, "1", check=True)
+    else:
+        torc(tmp_path, "exec", *parallel, "-c", line, check=True)
+    assert int((tmp_path / "spawners.txt").read_text()) == expected
 
 
 def test_sigkill_of_a_standalone_run_leaves_nothing_running(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from ..exec_watch import ExecWatch, Halt, JobLog, joblog_path, parse_halt
 from ..exits import EXIT_FAILED_JOBS, EXIT_OK, EXIT_PIPE, InputError, signal_exit
 from ..output import ProgressView, err_console, print_counts, print_json
 from ..parallel import has_sources, parallel_spec, split_sources
-from ..procs import Spawners, describe_exit
+from ..procs import Spawners, describe_exit, spawner_count
 from ..resources import Resources, detect_allocation_resources, with_gpu_count
 from ..runner import JobRunner, RunnerConfig
 from ..session import Context
@@ -157,7 +157,8 @@ async def cmd_run(ctx: Context) -> int:
         workflow_id = await ctx.workflow_id()
         await ctx.client.get_workflow(workflow_id)
         return await run_workflow(ctx, workflow_id)
-    with Spawners.start() as spawners:  # they start while the workflow is created
+    # The spawners start while the workflow is created.
+    with Spawners.start(spawner_count(ctx.args.jobs)) as spawners:
         created = await ctx.client.create_workflow(doc)
         return await run_workflow(ctx, int(created["id"]), spawners=spawners)
 
@@ -253,7 +254,8 @@ async def cmd_exec(ctx: Context) -> int:
     if ctx.args.dry_run:  # prepare_exec printed the commands; no server was needed
         return EXIT_OK
     plan: ExecPlan = ctx.args.prepared
-    with Spawners.start() as spawners:  # they start while the workflow is created
+    # The spawners start while the workflow is created.
+    with Spawners.start(spawner_count(ctx.args.jobs)) as spawners:
         created = await ctx.client.create_workflow(plan.doc)
         workflow_id = int(created["id"])
         watch = None
