@@ -7,8 +7,9 @@ exited, for anything it left behind in its group. No orphans survive a terminate
 
 The processes are started and reaped by the runner's spawners, small helper processes
 (:mod:`torc_cli.spawner`; why: a vfork-style spawn blocks its caller until the child has
-exec'd, and that must not stall the runner). There are :data:`SPAWNERS` of them, and each
-job goes to the one with the fewest jobs: while one spawner waits for its child to exec
+exec'd, and that must not stall the runner). There are :data:`SPAWNERS` of them (fewer when
+fewer jobs can run at once: :func:`spawner_count`), and each job goes to the one with the
+fewest jobs: while one spawner waits for its child to exec
 (milliseconds when the cores are busy: the child waits for a CPU like every other process),
 another can start the next job. With one, that wait capped the rate of a whole runner
 (measured on a 2-core host with other work on it, 4,000 ``true`` jobs 32 at a time, the
