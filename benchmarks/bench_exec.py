@@ -291,10 +291,14 @@ def median_ratio(nums: list[dict[str, Any]], dens: list[dict[str, Any]]) \
     return round(sorted(per)[(len(per) - 1) // 2], 3), [round(x, 3) for x in per]
 
 
+def _succeeded(run: dict[str, Any]) -> bool:
+    """Whether a tool's round ran to its end (no error, and exit code 0 where there is one)."""
+    return bool(run.get("ok", True)) and "error" not in run
+
+
 def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The round with the median throughput (failed rounds count as the slowest)."""
-    ranked = sorted(runs, key=lambda r: (r.get("ok", "error" not in r) and "error" not in r,
-                                         r.get("jobs_per_s") or 0.0))
+    ranked = sorted(runs, key=lambda r: (_succeeded(r), r.get("jobs_per_s") or 0.0))
     return dict(ranked[(len(ranked) - 1) // 2]) if len(ranked) > 1 else dict(ranked[0])
 
 
@@ -376,7 +380,7 @@ def main() -> None:
         if len(runs) > 1:
             result[name]["jobs_per_s_rounds"] = [r.get("jobs_per_s") for r in runs]
         failed = {k: r.get("error") or r.get("stderr") or f"exit code {r.get('exit_code')}"
-                  for k, r in enumerate(runs) if not r.get("ok", "error" not in r) or "error" in r}
+                  for k, r in enumerate(runs) if not _succeeded(r)}
         if failed:  # a failed round is left out of the ratios: say why, round by round
             result[name]["failed_rounds"] = failed
 

@@ -9,18 +9,18 @@ The processes are started and reaped by the runner's spawners, small helper proc
 (:mod:`torc_cli.spawner`; why: a vfork-style spawn blocks its caller until the child has
 exec'd, and that must not stall the runner). There are :data:`SPAWNERS` of them (fewer when
 fewer jobs can run at once: :func:`spawner_count`), and each job goes to the one with the
-fewest jobs: while one spawner waits for its child to exec
-(milliseconds when the cores are busy: the child waits for a CPU like every other process),
-another can start the next job. With one, that wait capped the rate of a whole runner
-(measured on a 2-core host with other work on it, 4,000 ``true`` jobs 32 at a time, the
-spawners driven directly: one spawner 325-375 jobs/s, two 737-845, four 850-892, xargs -P 32
-302-413 in the same minutes; with the whole test in one cpu cgroup, where the jobs' sessions
-get no scheduler autogroup of their own and so no larger share than xargs's jobs: one
-515-727, two 966-1077, xargs 857-927). Three since 2026-12-04: on an otherwise idle host
-three cost nothing against two (10,000 ``true`` through ``bench_exec.py``, 5 interleaved
-rounds: torc-trio with two / with three 1.002 on tmpfs, 1.001 on ext4; four: 1.014 and 1.006),
-and with the two cores taken by two busy processes (``yes``), the waits are longer and more
-spawners overlap more of them: two 518 jobs/s, three 711, four 848, xargs 696.
+fewest jobs: while one spawner waits for its child to exec (milliseconds when the cores are
+busy: the child waits for a CPU like every other process), another can start the next job. With
+one, that wait capped the rate of a whole runner (measured on a 2-core host with other work on
+it, 4,000 ``true`` jobs 32 at a time, the spawners driven directly: one spawner 325-375 jobs/s,
+two 737-845, four 850-892, xargs -P 32 302-413 in the same minutes; with the whole test in one
+cpu cgroup, where the jobs' sessions get no scheduler autogroup of their own and so no larger
+share than xargs's jobs: one 515-727, two 966-1077, xargs 857-927). Three since 2026-12-04: on
+an otherwise idle host three cost nothing against two (10,000 ``true`` through
+``bench_exec.py``, 5 interleaved rounds: torc-trio with two / with three 1.002 on tmpfs, 1.001
+on ext4; four: 1.014 and 1.006), and with the two cores taken by two busy processes (``yes``),
+the waits are longer and more spawners overlap more of them: two 518 jobs/s, three 711, four
+848, xargs 696.
 
 The table is the runner's side of it: :meth:`ProcessTable.spawn` writes a request and returns
 a handle at once, and :meth:`ProcessTable.run` reads the outcomes (a task per spawner) and
